@@ -1,0 +1,128 @@
+//! IDX files (the MNIST family's format), gzipped or raw.
+
+use crate::error::{Error, Result};
+use flate2::read::GzDecoder;
+use std::io::Read;
+use std::path::Path;
+
+/// One IDX array of unsigned bytes.
+#[derive(Debug, Clone)]
+pub struct IdxArray {
+    /// Dimensions, outermost first.
+    pub dims: Vec<usize>,
+    /// Row-major values.
+    pub values: Vec<u8>,
+}
+
+/// Reads an IDX file of u8 values (type code 0x08), decompressing it when it is gzipped.
+pub fn read_idx(path: &Path) -> Result<IdxArray> {
+    let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::with_capacity(raw.len() * 4);
+        GzDecoder::new(&raw[..])
+            .read_to_end(&mut out)
+            .map_err(|e| {
+                Error::Data(format!(
+                    "{}: corrupt or truncated gzip data ({e}); reinstall the data set \
+                 (apt-get install --reinstall dataset-fashion-mnist) or point --data elsewhere",
+                    path.display()
+                ))
+            })?;
+        out
+    } else {
+        raw
+    };
+    parse_idx(&bytes).map_err(|why| {
+        Error::Data(format!(
+            "{}: not a valid IDX file: {why}; reinstall the data set \
+             (apt-get install --reinstall dataset-fashion-mnist) or point --data elsewhere",
+            path.display()
+        ))
+    })
+}
+
+/// Parses the bytes of an uncompressed IDX file.
+pub fn parse_idx(bytes: &[u8]) -> std::result::Result<IdxArray, String> {
+    if bytes.len() < 4 {
+        return Err(format!("{} bytes is too short for a header", bytes.len()));
+    }
+    if bytes[0] != 0 || bytes[1] != 0 {
+        return Err(format!(
+            "bad magic number {:02x}{:02x}{:02x}{:02x} (expected 0000080N)",
+            bytes[0], bytes[1], bytes[2], bytes[3]
+        ));
+    }
+    if bytes[2] != 0x08 {
+        return Err(format!(
+            "element type 0x{:02x} is not unsigned bytes (0x08)",
+            bytes[2]
+        ));
+    }
+    let rank = bytes[3] as usize;
+    if rank == 0 {
+        return Err("rank 0".into());
+    }
+    let header = 4 + 4 * rank;
+    if bytes.len() < header {
+        return Err("truncated header".into());
+    }
+    let dims: Vec<usize> = (0..rank)
+        .map(|i| {
+            let at = 4 + 4 * i;
+            u32::from_be_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize
+        })
+        .collect();
+    let count = dims
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or("dimensions overflow")?;
+    let body = &bytes[header..];
+    if body.len() < count {
+        return Err(format!(
+            "truncated: header promises {count} values {dims:?}, file holds {}",
+            body.len()
+        ));
+    }
+    if body.len() > count {
+        return Err(format!(
+            "{} trailing bytes after the {count} values the header promises",
+            body.len() - count
+        ));
+    }
+    Ok(IdxArray {
+        dims,
+        values: body.to_vec(),
+    })
+}
+
+/// Encodes an array as an uncompressed IDX file (used by tests and tools that write data sets).
+pub fn encode_idx(dims: &[usize], values: &[u8]) -> Vec<u8> {
+    let mut out = vec![0, 0, 0x08, dims.len() as u8];
+    for &d in dims {
+        out.extend_from_slice(&(d as u32).to_be_bytes());
+    }
+    out.extend_from_slice(values);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_rejects_damage() {
+        let bytes = encode_idx(&[2, 2, 2], &[1, 2, 3, 4, 5, 6, 7, 8]);
+        let array = parse_idx(&bytes).unwrap();
+        assert_eq!(array.dims, vec![2, 2, 2]);
+        assert_eq!(array.values, vec![1, 2, 3, 4, 5, 6, 7, 8]);
+        assert!(
+            parse_idx(&bytes[..bytes.len() - 1])
+                .unwrap_err()
+                .contains("truncated")
+        );
+        let mut bad = bytes.clone();
+        bad[0] = 7;
+        assert!(parse_idx(&bad).unwrap_err().contains("magic"));
+        assert!(parse_idx(&bytes[..6]).unwrap_err().contains("header"));
+    }
+}

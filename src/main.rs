@@ -1,0 +1,114 @@
+//! The `sweep` binary: parse the command line, call the library, map errors to exit codes.
+
+mod cli;
+
+use clap::Parser;
+use cli::{Cli, Command};
+use sweep::report::{self, Format};
+use sweep::sched::{RunOptions, run_sweep};
+use sweep::spec::Experiment;
+use sweep::store::Store;
+use tracing_subscriber::EnvFilter;
+
+fn main() {
+    let cli = Cli::parse();
+    let level = if cli.quiet {
+        "error"
+    } else {
+        ["info", "debug", "trace"][usize::from(cli.verbose.min(2))]
+    };
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("warn,sweep={level}")));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+
+    match execute(cli.command) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(e.exit_code());
+        }
+    }
+}
+
+fn execute(command: Command) -> sweep::Result<i32> {
+    match command {
+        Command::Validate(args) => {
+            let experiment = Experiment::load(&args.experiment.file, &args.experiment.set)?;
+            let trials = experiment.trials();
+            match args.format {
+                Format::Table => {
+                    print!("{}", report::trials_table(&trials));
+                    eprintln!(
+                        "{}: {} trials, valid",
+                        experiment.path.display(),
+                        trials.len()
+                    );
+                }
+                Format::Json => println!("{}", report::trials_json(&experiment.name, &trials)),
+            }
+            Ok(0)
+        }
+        Command::Run(args) => {
+            let experiment = Experiment::load(&args.experiment.file, &args.experiment.set)?;
+            let options = RunOptions {
+                db: args.db.clone(),
+                runs_dir: args.runs,
+                data_dir: args.data,
+                jobs: args.jobs,
+                threads: args.threads,
+            };
+            let summary = run_sweep(&experiment, &options)?;
+            eprintln!(
+                "sweep {}: {} trials, {} already done, {} done, {} diverged, {} failed, \
+                 {} interrupted in {:.1} s; results in {}",
+                summary.sweep,
+                summary.total,
+                summary.skipped,
+                summary.done,
+                summary.diverged,
+                summary.failed,
+                summary.interrupted,
+                summary.seconds,
+                args.db.display()
+            );
+            if summary.complete() {
+                Ok(0)
+            } else {
+                eprintln!(
+                    "not every trial finished; run the same command again to retry the rest \
+                     (finished trials are kept)"
+                );
+                Ok(1)
+            }
+        }
+        Command::Ls(args) => {
+            let store = Store::open_existing(&args.db)?;
+            if let Some(name) = &args.sweep {
+                if !store.sweep_names()?.contains(name) {
+                    return Err(sweep::Error::NotFound(format!(
+                        "no sweep named {name:?} in {}; known: {}",
+                        args.db.display(),
+                        store.sweep_names()?.join(", ")
+                    )));
+                }
+            }
+            let listings = store.list_trials(args.sweep.as_deref())?;
+            match args.format {
+                Format::Table => {
+                    if listings.is_empty() {
+                        eprintln!("{} holds no trials yet", args.db.display());
+                    } else {
+                        print!("{}", report::listings_table(&listings));
+                    }
+                }
+                Format::Json => println!("{}", report::listings_json(&listings)),
+            }
+            Ok(0)
+        }
+    }
+}

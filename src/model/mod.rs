@@ -1,0 +1,107 @@
+//! The architectures, one file each, and [`Net`], the enum that builds and runs any of them.
+
+mod cnn;
+mod convnet;
+mod lenet5;
+mod mlp;
+
+pub use cnn::Cnn;
+pub use convnet::Convnet;
+pub use lenet5::Lenet5;
+pub use mlp::Mlp;
+
+use crate::data::NUM_CLASSES;
+use crate::rng::Rng;
+use crate::spec::{ArchName, TrialSpec};
+use burn::prelude::*;
+use std::sync::Mutex;
+
+/// Any of the architectures `sweep` trains.
+#[derive(Module, Debug)]
+pub enum Net {
+    /// Fully connected.
+    Mlp(Mlp),
+    /// Two conv + two pool + three linear layers.
+    Cnn(Cnn),
+    /// LeNet-5.
+    Lenet5(Lenet5),
+    /// Two conv layers and one linear layer.
+    Convnet(Convnet),
+}
+
+// burn's backends draw initial weights from one process-wide generator; holding this lock while
+// seeding and materialising a model keeps each trial's initial weights a function of its seed
+// alone, however many trials start at once.
+static INIT_LOCK: Mutex<()> = Mutex::new(());
+
+impl Net {
+    /// Builds the trial's architecture on `device` with weights drawn from `seed`.
+    pub fn new(trial: &TrialSpec, device: &Device, seed: u64) -> Net {
+        let _guard = INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        device.seed(seed);
+        let hidden = trial.hidden.clone().unwrap_or_default();
+        let net = match trial.arch {
+            ArchName::Mlp => Net::Mlp(Mlp::new(&hidden, trial.dropout, device)),
+            ArchName::Cnn => Net::Cnn(Cnn::new(
+                trial.channels.unwrap_or([32, 64]),
+                [
+                    hidden.first().copied().unwrap_or(256),
+                    hidden.get(1).copied().unwrap_or(128),
+                ],
+                trial.dropout,
+                device,
+            )),
+            ArchName::Lenet5 => Net::Lenet5(Lenet5::new(trial.dropout, device)),
+            ArchName::Convnet => Net::Convnet(Convnet::new(
+                trial.channels.unwrap_or([16, 32]),
+                trial.dropout,
+                device,
+            )),
+        };
+        // Parameters initialise lazily, on first use: use them all now, under the lock.
+        let probe = Tensor::<4>::zeros([1, 1, 28, 28], device);
+        let _ = net.forward(probe, None);
+        net
+    }
+
+    /// Logits `[batch, 10]` for images `[batch, 1, 28, 28]`. With `dropout` given (training),
+    /// dropout masks are drawn from it; without, dropout is off (evaluation).
+    pub fn forward(&self, images: Tensor<4>, dropout: Option<&mut Rng>) -> Tensor<2> {
+        let mut dropout = Dropout(dropout);
+        match self {
+            Net::Mlp(m) => m.forward(images, &mut dropout),
+            Net::Cnn(m) => m.forward(images, &mut dropout),
+            Net::Lenet5(m) => m.forward(images, &mut dropout),
+            Net::Convnet(m) => m.forward(images, &mut dropout),
+        }
+    }
+}
+
+/// Dropout with masks from the trial's own generator (burn's `Dropout` draws from the backend's
+/// shared generator, which parallel trials would interleave).
+pub struct Dropout<'a>(Option<&'a mut Rng>);
+
+impl Dropout<'_> {
+    /// Zeroes each element with probability `p` and scales the rest by `1 / (1 - p)`; the
+    /// identity when evaluating or when `p` is 0.
+    pub fn apply<const D: usize>(&mut self, x: Tensor<D>, p: f64) -> Tensor<D> {
+        let Some(rng) = self.0.as_deref_mut() else {
+            return x;
+        };
+        if p <= 0.0 {
+            return x;
+        }
+        let dims = x.dims();
+        let count: usize = dims.iter().product();
+        let keep = 1.0 - p as f32;
+        let scale = 1.0 / keep;
+        let mask: Vec<f32> = (0..count)
+            .map(|_| if rng.next_f32() < keep { scale } else { 0.0 })
+            .collect();
+        let mask = Tensor::<D>::from_data(TensorData::new(mask, dims), &x.device());
+        x * mask
+    }
+}
+
+/// The output width of every model.
+pub const OUTPUTS: usize = NUM_CLASSES;

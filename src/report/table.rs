@@ -1,0 +1,133 @@
+//! Plain-text tables with aligned columns.
+
+use crate::spec::TrialSpec;
+use crate::store::TrialListing;
+
+/// Renders rows under a header, each column as wide as its widest cell.
+pub fn render(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &mut dyn Iterator<Item = &str>| {
+        cells
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    let mut out = line(&mut header.iter().copied());
+    out.push('\n');
+    for row in rows {
+        out.push_str(&line(&mut row.iter().map(String::as_str)));
+        out.push('\n');
+    }
+    out
+}
+
+fn opt(value: Option<f64>, digits: usize) -> String {
+    value.map_or_else(|| "-".into(), |v| format!("{v:.digits$}"))
+}
+
+fn param(listing: &TrialListing, key: &str) -> String {
+    match listing.params.get(key) {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(v) => v.to_string(),
+        None => "-".into(),
+    }
+}
+
+/// One line per stored trial: id, parameters, status, final metrics.
+pub fn listings_table(listings: &[TrialListing]) -> String {
+    let header = [
+        "id",
+        "sweep",
+        "arch",
+        "optimizer",
+        "lr",
+        "batch",
+        "epochs",
+        "dropout",
+        "split",
+        "seed",
+        "status",
+        "val_acc",
+        "test_acc",
+        "time_s",
+    ];
+    let rows: Vec<Vec<String>> = listings
+        .iter()
+        .map(|l| {
+            vec![
+                l.id.to_string(),
+                l.sweep.clone(),
+                param(l, "arch"),
+                param(l, "optimizer"),
+                param(l, "lr"),
+                param(l, "batch_size"),
+                format!("{}/{}", l.epochs_done, param(l, "epochs")),
+                param(l, "dropout"),
+                param(l, "split"),
+                param(l, "seed"),
+                l.status.clone(),
+                opt(l.val_acc, 4),
+                opt(l.test_acc, 4),
+                opt(l.duration_s, 1),
+            ]
+        })
+        .collect();
+    render(&header, &rows)
+}
+
+/// One line per expanded trial, for `sweep validate`.
+pub fn trials_table(trials: &[TrialSpec]) -> String {
+    let header = [
+        "#",
+        "arch",
+        "optimizer",
+        "lr",
+        "batch",
+        "epochs",
+        "dropout",
+        "wd",
+        "split",
+        "seed",
+        "key",
+    ];
+    let rows: Vec<Vec<String>> = trials
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            vec![
+                i.to_string(),
+                t.arch.as_str().into(),
+                t.optimizer.as_str().into(),
+                t.lr.to_string(),
+                t.batch_size.to_string(),
+                t.epochs.to_string(),
+                t.dropout.to_string(),
+                t.weight_decay.to_string(),
+                t.split.to_string(),
+                t.seed.to_string(),
+                t.key(),
+            ]
+        })
+        .collect();
+    render(&header, &rows)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn columns_align_to_the_widest_cell() {
+        let out = super::render(
+            &["a", "bb"],
+            &[vec!["xxx".into(), "y".into()], vec!["z".into(), "w".into()]],
+        );
+        assert_eq!(out, "a    bb\nxxx  y\nz    w\n");
+    }
+}

@@ -1,0 +1,310 @@
+//! The experiment file's shape: what each TOML section holds, with its built-in defaults.
+
+use super::axis::Axis;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// A whole experiment file after layering defaults, the file, `SWEEP_*` variables and `--set`.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentSpec {
+    /// `[sweep]`: naming, seeding and parallelism.
+    #[serde(default)]
+    pub sweep: SweepSection,
+    /// `[data]`: where the images are and how they are split.
+    #[serde(default)]
+    pub data: DataSection,
+    /// `[grid]`: the axes whose cartesian product gives the trials.
+    #[serde(default)]
+    pub grid: GridSection,
+    /// `[arch.*]`: options of each architecture.
+    #[serde(default)]
+    pub arch: ArchOptions,
+    /// `[optimizer.*]`: options of each optimizer.
+    #[serde(default)]
+    pub optimizer: OptimizerOptions,
+}
+
+/// `[sweep]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SweepSection {
+    /// Name of the sweep in the database; defaults to the file's stem.
+    pub name: Option<String>,
+    /// Base seed; repeat `r` of every configuration trains with seed `seed + r`.
+    pub seed: u64,
+    /// How many seeds each configuration is trained with.
+    pub repeats: u32,
+    /// Trials trained at once.
+    pub jobs: usize,
+    /// CPU threads per trial; defaults to the cores divided by `jobs`.
+    pub threads: Option<usize>,
+    /// The metric that picks the best epoch and the best trial.
+    pub metric: Metric,
+}
+
+impl Default for SweepSection {
+    fn default() -> Self {
+        SweepSection {
+            name: None,
+            seed: 0,
+            repeats: 1,
+            jobs: 1,
+            threads: None,
+            metric: Metric::ValAcc,
+        }
+    }
+}
+
+/// A metric to optimise, with its direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    /// Validation accuracy, higher is better.
+    ValAcc,
+    /// Validation loss, lower is better.
+    ValLoss,
+}
+
+impl Metric {
+    /// The column/key name of the metric.
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::ValAcc => "val_acc",
+            Metric::ValLoss => "val_loss",
+        }
+    }
+
+    /// Whether `candidate` is better than `incumbent` under this metric.
+    pub fn improves(self, candidate: f64, incumbent: Option<f64>) -> bool {
+        match incumbent {
+            None => !candidate.is_nan(),
+            Some(best) => match self {
+                Metric::ValAcc => candidate > best,
+                Metric::ValLoss => candidate < best,
+            },
+        }
+    }
+}
+
+/// `[data]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataSection {
+    /// Directory holding the four IDX files; see `data::locate` for the search order.
+    pub dir: Option<PathBuf>,
+    /// Fraction of the training set used for training, the rest validates (a grid axis).
+    pub split: Axis<f64>,
+    /// Use only the first `limit` training images (quick runs).
+    pub limit: Option<usize>,
+    /// Use only the first `test_limit` test images.
+    pub test_limit: Option<usize>,
+    /// Standardise pixels with the training set's mean and deviation instead of scaling to [0, 1].
+    pub normalize: bool,
+}
+
+impl Default for DataSection {
+    fn default() -> Self {
+        DataSection {
+            dir: None,
+            split: Axis::one(0.9),
+            limit: None,
+            test_limit: None,
+            normalize: false,
+        }
+    }
+}
+
+/// `[grid]`: every key is an axis.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GridSection {
+    /// Architectures.
+    pub arch: Axis<ArchName>,
+    /// Optimizers.
+    pub optimizer: Axis<OptimizerName>,
+    /// Learning rates.
+    pub lr: Axis<f64>,
+    /// Mini-batch sizes.
+    pub batch_size: Axis<usize>,
+    /// Training epochs.
+    pub epochs: Axis<usize>,
+    /// Dropout probabilities, applied where the architecture has dropout layers.
+    pub dropout: Axis<f64>,
+    /// Weight decay: an L2 penalty for sgd and adam, decoupled decay for adamw.
+    pub weight_decay: Axis<f64>,
+}
+
+impl Default for GridSection {
+    fn default() -> Self {
+        GridSection {
+            arch: Axis::one(ArchName::Mlp),
+            optimizer: Axis::one(OptimizerName::Adam),
+            lr: Axis::one(0.001),
+            batch_size: Axis::one(64),
+            epochs: Axis::one(1),
+            dropout: Axis::one(0.0),
+            weight_decay: Axis::one(0.0),
+        }
+    }
+}
+
+/// The architectures `sweep` can build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ArchName {
+    /// Fully connected network (seed 001, 003).
+    Mlp,
+    /// Two conv + two pool + three linear layers (seed 002).
+    Cnn,
+    /// LeNet-5 (seed 004).
+    Lenet5,
+    /// Two conv layers and one linear layer (seeds 000, 004).
+    Convnet,
+}
+
+impl ArchName {
+    /// The name used in files and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ArchName::Mlp => "mlp",
+            ArchName::Cnn => "cnn",
+            ArchName::Lenet5 => "lenet5",
+            ArchName::Convnet => "convnet",
+        }
+    }
+}
+
+/// The optimizers `sweep` can use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerName {
+    /// Stochastic gradient descent, optionally with (Nesterov) momentum.
+    Sgd,
+    /// Adam.
+    Adam,
+    /// Adam with decoupled weight decay.
+    Adamw,
+}
+
+impl OptimizerName {
+    /// The name used in files and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OptimizerName::Sgd => "sgd",
+            OptimizerName::Adam => "adam",
+            OptimizerName::Adamw => "adamw",
+        }
+    }
+}
+
+/// `[arch.*]`.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArchOptions {
+    /// `[arch.mlp]`.
+    pub mlp: MlpOptions,
+    /// `[arch.cnn]`.
+    pub cnn: CnnOptions,
+    /// `[arch.convnet]`.
+    pub convnet: ConvnetOptions,
+    /// `[arch.lenet5]` has no options; the table may still be present.
+    pub lenet5: NoOptions,
+}
+
+/// `[arch.mlp]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MlpOptions {
+    /// Widths of the hidden layers.
+    pub hidden: Vec<usize>,
+}
+
+impl Default for MlpOptions {
+    fn default() -> Self {
+        MlpOptions {
+            hidden: vec![256, 128, 64],
+        }
+    }
+}
+
+/// `[arch.cnn]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CnnOptions {
+    /// Output channels of the two conv layers.
+    pub channels: [usize; 2],
+    /// Widths of the two hidden linear layers.
+    pub hidden: [usize; 2],
+}
+
+impl Default for CnnOptions {
+    fn default() -> Self {
+        CnnOptions {
+            channels: [32, 64],
+            hidden: [256, 128],
+        }
+    }
+}
+
+/// `[arch.convnet]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConvnetOptions {
+    /// Output channels of the two conv layers.
+    pub channels: [usize; 2],
+}
+
+impl Default for ConvnetOptions {
+    fn default() -> Self {
+        ConvnetOptions { channels: [16, 32] }
+    }
+}
+
+/// An options table that takes no keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct NoOptions {}
+
+/// `[optimizer.*]`.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptimizerOptions {
+    /// `[optimizer.sgd]`.
+    pub sgd: SgdOptions,
+    /// `[optimizer.adam]`.
+    pub adam: AdamOptions,
+    /// `[optimizer.adamw]`.
+    pub adamw: AdamOptions,
+}
+
+/// `[optimizer.sgd]`, PyTorch's defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct SgdOptions {
+    /// Momentum factor; 0 is plain SGD.
+    pub momentum: f64,
+    /// Dampening of the momentum.
+    pub dampening: f64,
+    /// Nesterov momentum (needs momentum > 0).
+    pub nesterov: bool,
+}
+
+/// `[optimizer.adam]` and `[optimizer.adamw]`, PyTorch's defaults (epsilon 1e-8, not burn's 1e-5).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdamOptions {
+    /// Decay rates of the first and second moment estimates.
+    pub betas: [f64; 2],
+    /// Term added to the denominator for numerical stability.
+    pub eps: f64,
+}
+
+impl Default for AdamOptions {
+    fn default() -> Self {
+        AdamOptions {
+            betas: [0.9, 0.999],
+            eps: 1e-8,
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! Grid expansion: the cartesian product of every axis, times the repeats.
+
+use super::file::{ArchName, ExperimentSpec, OptimizerName};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Everything that determines one trial's result. Two trials with equal specs train identically.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrialSpec {
+    /// Architecture.
+    pub arch: ArchName,
+    /// Optimizer.
+    pub optimizer: OptimizerName,
+    /// Learning rate.
+    pub lr: f64,
+    /// Mini-batch size.
+    pub batch_size: usize,
+    /// Training epochs.
+    pub epochs: usize,
+    /// Dropout probability.
+    pub dropout: f64,
+    /// Weight decay (L2 for sgd/adam, decoupled for adamw).
+    pub weight_decay: f64,
+    /// Train fraction of the training set.
+    pub split: f64,
+    /// Which repeat of its configuration this trial is (0-based).
+    pub repeat: u32,
+    /// The seed every random draw of the trial derives from.
+    pub seed: u64,
+    /// Training images used (first N), all when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+    /// Test images used (first N), all when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_limit: Option<usize>,
+    /// Standardised pixels instead of [0, 1].
+    pub normalize: bool,
+    /// Hidden widths (mlp, cnn).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hidden: Option<Vec<usize>>,
+    /// Conv channels (cnn, convnet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channels: Option<[usize; 2]>,
+    /// SGD momentum.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub momentum: Option<f64>,
+    /// SGD dampening.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dampening: Option<f64>,
+    /// SGD Nesterov flag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nesterov: Option<bool>,
+    /// Adam(W) betas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub betas: Option<[f64; 2]>,
+    /// Adam(W) epsilon.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eps: Option<f64>,
+}
+
+impl TrialSpec {
+    /// A short stable fingerprint of the parameters; a sweep holds each key once.
+    pub fn key(&self) -> String {
+        let json = serde_json::to_string(self).expect("a trial spec always serialises");
+        hex::encode(&Sha256::digest(json.as_bytes())[..8])
+    }
+
+    /// The parameters as a JSON object, keyed by their experiment-file names.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).expect("a trial spec always serialises")
+    }
+
+    /// A rough cost estimate (epochs x training images x relative model cost), used to start
+    /// the longest trials first.
+    pub fn expected_cost(&self) -> f64 {
+        let per_image = match self.arch {
+            ArchName::Mlp => 1.0,
+            ArchName::Lenet5 => 3.0,
+            ArchName::Convnet => 8.0,
+            ArchName::Cnn => 25.0,
+        };
+        let images = self.limit.unwrap_or(60_000) as f64 * self.split;
+        self.epochs as f64 * images * per_image
+    }
+}
+
+/// Expands a validated spec: axes vary slowest-first in the order arch, optimizer, lr,
+/// batch_size, epochs, dropout, weight_decay, split, then repeats.
+pub fn expand(spec: &ExperimentSpec) -> Vec<TrialSpec> {
+    let g = &spec.grid;
+    let mut trials = Vec::new();
+    for &arch in g.arch.values() {
+        for &optimizer in g.optimizer.values() {
+            for &lr in g.lr.values() {
+                for &batch_size in g.batch_size.values() {
+                    for &epochs in g.epochs.values() {
+                        for &dropout in g.dropout.values() {
+                            for &weight_decay in g.weight_decay.values() {
+                                for &split in spec.data.split.values() {
+                                    for repeat in 0..spec.sweep.repeats {
+                                        let mut trial = TrialSpec {
+                                            arch,
+                                            optimizer,
+                                            lr,
+                                            batch_size,
+                                            epochs,
+                                            dropout,
+                                            weight_decay,
+                                            split,
+                                            repeat,
+                                            seed: spec.sweep.seed.wrapping_add(repeat as u64),
+                                            limit: spec.data.limit,
+                                            test_limit: spec.data.test_limit,
+                                            normalize: spec.data.normalize,
+                                            hidden: None,
+                                            channels: None,
+                                            momentum: None,
+                                            dampening: None,
+                                            nesterov: None,
+                                            betas: None,
+                                            eps: None,
+                                        };
+                                        fill_options(&mut trial, spec);
+                                        trials.push(trial);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    trials
+}
+
+/// Copies only the options of the trial's own architecture and optimizer, so editing the
+/// options of another architecture leaves this trial's key (and its recorded result) intact.
+fn fill_options(trial: &mut TrialSpec, spec: &ExperimentSpec) {
+    match trial.arch {
+        ArchName::Mlp => trial.hidden = Some(spec.arch.mlp.hidden.clone()),
+        ArchName::Cnn => {
+            trial.channels = Some(spec.arch.cnn.channels);
+            trial.hidden = Some(spec.arch.cnn.hidden.to_vec());
+        }
+        ArchName::Convnet => trial.channels = Some(spec.arch.convnet.channels),
+        ArchName::Lenet5 => {}
+    }
+    match trial.optimizer {
+        OptimizerName::Sgd => {
+            let sgd = &spec.optimizer.sgd;
+            trial.momentum = Some(sgd.momentum);
+            trial.dampening = Some(sgd.dampening);
+            trial.nesterov = Some(sgd.nesterov);
+        }
+        OptimizerName::Adam | OptimizerName::Adamw => {
+            let adam = if trial.optimizer == OptimizerName::Adam {
+                &spec.optimizer.adam
+            } else {
+                &spec.optimizer.adamw
+            };
+            trial.betas = Some(adam.betas);
+            trial.eps = Some(adam.eps);
+        }
+    }
+}

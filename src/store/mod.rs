@@ -1,0 +1,615 @@
+//! The results database (SQLite through sqlx). All SQL of the project lives in this module.
+//! Calls block: the store owns a small tokio runtime so the rest of the code stays synchronous.
+
+use crate::error::{Error, Result};
+use crate::spec::TrialSpec;
+use crate::train::{CheckpointInfo, TrainEvent, TrialEnd};
+use serde::Serialize;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
+
+/// An open results database.
+pub struct Store {
+    pool: SqlitePool,
+    runtime: tokio::runtime::Runtime,
+    path: PathBuf,
+}
+
+/// A trial as stored: its database id and where it stands.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredTrial {
+    /// Database id.
+    pub id: i64,
+    /// Position in the expanded grid.
+    pub ordinal: i64,
+    /// Parameter fingerprint.
+    pub key: String,
+    /// pending, running, done, failed, diverged or interrupted.
+    pub status: String,
+}
+
+/// One trial with its parameters and final figures, for listings.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrialListing {
+    /// Database id.
+    pub id: i64,
+    /// Sweep name.
+    pub sweep: String,
+    /// Status.
+    pub status: String,
+    /// Every parameter by its experiment-file name.
+    #[serde(flatten)]
+    pub params: serde_json::Map<String, serde_json::Value>,
+    /// Device it ran on.
+    pub device: Option<String>,
+    /// Threads it was given.
+    pub threads: Option<i64>,
+    /// Epochs recorded.
+    pub epochs_done: i64,
+    /// Wall seconds.
+    pub duration_s: Option<f64>,
+    /// Final epoch's training loss.
+    pub train_loss: Option<f64>,
+    /// Final epoch's training accuracy.
+    pub train_acc: Option<f64>,
+    /// Final epoch's validation loss.
+    pub val_loss: Option<f64>,
+    /// Final epoch's validation accuracy.
+    pub val_acc: Option<f64>,
+    /// Epoch with the best validation metric.
+    pub best_epoch: Option<i64>,
+    /// Best validation accuracy over the epochs.
+    pub best_val_acc: Option<f64>,
+    /// Test loss of the final model.
+    pub test_loss: Option<f64>,
+    /// Test accuracy of the final model.
+    pub test_acc: Option<f64>,
+    /// Why it failed or diverged.
+    pub error: Option<String>,
+}
+
+/// One stored epoch row.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EpochRow {
+    /// 1-based epoch.
+    pub epoch: i64,
+    /// Training loss.
+    pub train_loss: Option<f64>,
+    /// Training accuracy.
+    pub train_acc: Option<f64>,
+    /// Validation loss.
+    pub val_loss: Option<f64>,
+    /// Validation accuracy.
+    pub val_acc: Option<f64>,
+    /// Wall seconds.
+    pub seconds: f64,
+}
+
+/// One stored checkpoint row.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CheckpointRow {
+    /// last or best.
+    pub kind: String,
+    /// Epoch it holds.
+    pub epoch: i64,
+    /// File path.
+    pub path: String,
+    /// Size in bytes.
+    pub size_bytes: i64,
+    /// Hex sha256.
+    pub sha256: String,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path` and applies pending migrations.
+    pub fn open(path: &Path) -> Result<Store> {
+        Self::connect(path, true)
+    }
+
+    /// Opens an existing database; a missing file is an error that says how to make one.
+    pub fn open_existing(path: &Path) -> Result<Store> {
+        if !path.is_file() {
+            return Err(Error::NotFound(format!(
+                "no results database at {}: run `sweep run EXPERIMENT.toml --db {}` first, \
+                 or pass --db with the file a sweep wrote",
+                path.display(),
+                path.display()
+            )));
+        }
+        Self::connect(path, false)
+    }
+
+    fn connect(path: &Path, create: bool) -> Result<Store> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            if create {
+                std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+            }
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io(path, e))?;
+        let options = SqliteConnectOptions::from_str("sqlite:")
+            .expect("static URL")
+            .filename(path)
+            .create_if_missing(create)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(30));
+        let store_error = |e: &dyn std::fmt::Display| Error::Store {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        };
+        let pool = runtime
+            .block_on(
+                SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .connect_with(options),
+            )
+            .map_err(|e| store_error(&e))?;
+        runtime
+            .block_on(sqlx::migrate!("./migrations").run(&pool))
+            .map_err(|e| Error::Store {
+                path: path.to_path_buf(),
+                message: format!(
+                    "{e} (is this a sweep database? a database written by a newer sweep needs \
+                     that version)"
+                ),
+            })?;
+        Ok(Store {
+            pool,
+            runtime,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn err(&self, e: sqlx::Error) -> Error {
+        let hint = match &e {
+            sqlx::Error::Database(db) if db.message().contains("full") => {
+                " (the disk is full: free space and run the same command again; finished \
+                 trials are kept)"
+            }
+            _ => "",
+        };
+        Error::Store {
+            path: self.path.clone(),
+            message: format!("{e}{hint}"),
+        }
+    }
+
+    /// Creates the sweep, or returns the id of the existing sweep of that name with its spec
+    /// updated to the latest file.
+    pub fn upsert_sweep(
+        &self,
+        name: &str,
+        spec_json: &str,
+        spec_hash: &str,
+        source: &Path,
+    ) -> Result<i64> {
+        self.runtime.block_on(async {
+            let sql = format!(
+                "INSERT INTO sweeps (name, spec_json, spec_hash, source_path, sweep_version,
+                                     burn_version, created_at, started_at)
+                 VALUES (?, ?, ?, ?, ?, ?, {NOW}, {NOW})
+                 ON CONFLICT (name) DO UPDATE SET spec_json = excluded.spec_json,
+                     spec_hash = excluded.spec_hash, source_path = excluded.source_path,
+                     sweep_version = excluded.sweep_version, started_at = {NOW},
+                     finished_at = NULL
+                 RETURNING id"
+            );
+            sqlx::query(&sql)
+                .bind(name)
+                .bind(spec_json)
+                .bind(spec_hash)
+                .bind(source.display().to_string())
+                .bind(env!("CARGO_PKG_VERSION"))
+                .bind(crate::BURN_VERSION)
+                .fetch_one(&self.pool)
+                .await
+                .map(|row| row.get::<i64, _>(0))
+                .map_err(|e| self.err(e))
+        })
+    }
+
+    /// Records the end time of a sweep run.
+    pub fn finish_sweep(&self, sweep_id: i64) -> Result<()> {
+        self.execute(
+            &format!("UPDATE sweeps SET finished_at = {NOW} WHERE id = ?"),
+            sweep_id,
+        )
+    }
+
+    fn execute(&self, sql: &str, id: i64) -> Result<()> {
+        self.runtime
+            .block_on(sqlx::query(sql).bind(id).execute(&self.pool))
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Adds the trials the sweep does not hold yet and returns every listed trial's row, in the
+    /// order given.
+    pub fn sync_trials(&self, sweep_id: i64, trials: &[TrialSpec]) -> Result<Vec<StoredTrial>> {
+        self.runtime.block_on(async {
+            let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+            let mut stored = Vec::with_capacity(trials.len());
+            for (ordinal, trial) in trials.iter().enumerate() {
+                let key = trial.key();
+                sqlx::query(
+                    "INSERT INTO trials (sweep_id, ordinal, trial_key, params_json, arch,
+                         optimizer, lr, batch_size, epochs, dropout, weight_decay, split, seed,
+                         repeat)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                     ON CONFLICT (sweep_id, trial_key) DO UPDATE SET ordinal = excluded.ordinal",
+                )
+                .bind(sweep_id)
+                .bind(ordinal as i64)
+                .bind(&key)
+                .bind(trial.to_json().to_string())
+                .bind(trial.arch.as_str())
+                .bind(trial.optimizer.as_str())
+                .bind(trial.lr)
+                .bind(trial.batch_size as i64)
+                .bind(trial.epochs as i64)
+                .bind(trial.dropout)
+                .bind(trial.weight_decay)
+                .bind(trial.split)
+                .bind(trial.seed as i64)
+                .bind(trial.repeat as i64)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.err(e))?;
+                let row = sqlx::query(
+                    "SELECT id, ordinal, status FROM trials WHERE sweep_id = ? AND trial_key = ?",
+                )
+                .bind(sweep_id)
+                .bind(&key)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| self.err(e))?;
+                stored.push(StoredTrial {
+                    id: row.get(0),
+                    ordinal: row.get(1),
+                    key,
+                    status: row.get(2),
+                });
+            }
+            tx.commit().await.map_err(|e| self.err(e))?;
+            Ok(stored)
+        })
+    }
+
+    /// Clears what an unfinished attempt of a trial left (epochs, checkpoints, results) so it
+    /// can start again cleanly.
+    pub fn reset_trial(&self, trial_id: i64) -> Result<()> {
+        self.runtime.block_on(async {
+            let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+            for sql in [
+                "DELETE FROM epochs WHERE trial_id = ?",
+                "DELETE FROM checkpoints WHERE trial_id = ?",
+                "DELETE FROM class_metrics WHERE trial_id = ?",
+                "DELETE FROM confusion WHERE trial_id = ?",
+                "UPDATE trials SET status = 'pending', epochs_done = 0, started_at = NULL,
+                     finished_at = NULL, heartbeat_at = NULL, duration_s = NULL,
+                     train_loss = NULL, train_acc = NULL, val_loss = NULL, val_acc = NULL,
+                     best_epoch = NULL, best_val_acc = NULL, best_val_loss = NULL,
+                     test_loss = NULL, test_acc = NULL, error = NULL
+                 WHERE id = ?",
+            ] {
+                sqlx::query(sql)
+                    .bind(trial_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| self.err(e))?;
+            }
+            tx.commit().await.map_err(|e| self.err(e))
+        })
+    }
+
+    /// Persists one training event.
+    pub fn apply(&self, event: &TrainEvent) -> Result<()> {
+        self.runtime
+            .block_on(async {
+                match event {
+                    TrainEvent::Started {
+                        trial,
+                        device,
+                        threads,
+                    } => {
+                        sqlx::query(&format!(
+                            "UPDATE trials SET status = 'running', device = ?, threads = ?,
+                             started_at = {NOW}, heartbeat_at = {NOW}, error = NULL
+                         WHERE id = ?"
+                        ))
+                        .bind(device)
+                        .bind(*threads as i64)
+                        .bind(trial)
+                        .execute(&self.pool)
+                        .await?;
+                    }
+                    TrainEvent::Epoch { trial, metrics: m } => {
+                        let mut tx = self.pool.begin().await?;
+                        sqlx::query(&format!(
+                            "INSERT INTO epochs (trial_id, epoch, train_loss, train_acc, val_loss,
+                             val_acc, seconds, recorded_at)
+                         VALUES (?, ?, ?, ?, ?, ?, ?, {NOW})
+                         ON CONFLICT (trial_id, epoch) DO UPDATE SET
+                             train_loss = excluded.train_loss, train_acc = excluded.train_acc,
+                             val_loss = excluded.val_loss, val_acc = excluded.val_acc,
+                             seconds = excluded.seconds, recorded_at = excluded.recorded_at"
+                        ))
+                        .bind(trial)
+                        .bind(m.epoch as i64)
+                        .bind(finite(m.train_loss))
+                        .bind(finite(m.train_acc))
+                        .bind(finite(m.val_loss))
+                        .bind(finite(m.val_acc))
+                        .bind(m.seconds)
+                        .execute(&mut *tx)
+                        .await?;
+                        sqlx::query(&format!(
+                            "UPDATE trials SET epochs_done = ?, train_loss = ?, train_acc = ?,
+                             val_loss = ?, val_acc = ?, heartbeat_at = {NOW},
+                             best_val_acc = MAX(COALESCE(best_val_acc, ?), ?),
+                             best_val_loss = MIN(COALESCE(best_val_loss, ?), ?)
+                         WHERE id = ?"
+                        ))
+                        .bind(m.epoch as i64)
+                        .bind(finite(m.train_loss))
+                        .bind(finite(m.train_acc))
+                        .bind(finite(m.val_loss))
+                        .bind(finite(m.val_acc))
+                        .bind(finite(m.val_acc))
+                        .bind(finite(m.val_acc))
+                        .bind(finite(m.val_loss))
+                        .bind(finite(m.val_loss))
+                        .bind(trial)
+                        .execute(&mut *tx)
+                        .await?;
+                        tx.commit().await?;
+                    }
+                    TrainEvent::Checkpoint { trial, checkpoint } => {
+                        record_checkpoint(&self.pool, *trial, checkpoint).await?;
+                    }
+                    TrainEvent::Finished {
+                        trial,
+                        end,
+                        seconds,
+                    } => {
+                        let mut tx = self.pool.begin().await?;
+                        let (error, best_epoch, test_loss, test_acc) = match end {
+                            TrialEnd::Done { test, best_epoch } => (
+                                None,
+                                Some(*best_epoch as i64),
+                                finite(test.loss),
+                                Some(test.accuracy),
+                            ),
+                            TrialEnd::Diverged { message } | TrialEnd::Failed { message } => {
+                                (Some(message.clone()), None, None, None)
+                            }
+                            TrialEnd::Interrupted => (None, None, None, None),
+                        };
+                        sqlx::query(&format!(
+                        "UPDATE trials SET status = ?, finished_at = {NOW}, heartbeat_at = {NOW},
+                             duration_s = ?, error = ?, best_epoch = ?, test_loss = ?,
+                             test_acc = ?
+                         WHERE id = ?"
+                    ))
+                        .bind(end.status())
+                        .bind(seconds)
+                        .bind(error)
+                        .bind(best_epoch)
+                        .bind(test_loss)
+                        .bind(test_acc)
+                        .bind(trial)
+                        .execute(&mut *tx)
+                        .await?;
+                        if let TrialEnd::Done { test, .. } = end {
+                            for (class, (correct, total)) in
+                                test.confusion.per_class().iter().enumerate()
+                            {
+                                sqlx::query(
+                                    "INSERT OR REPLACE INTO class_metrics
+                                     (trial_id, class, correct, total, accuracy)
+                                 VALUES (?, ?, ?, ?, ?)",
+                                )
+                                .bind(trial)
+                                .bind(class as i64)
+                                .bind(*correct as i64)
+                                .bind(*total as i64)
+                                .bind((*total > 0).then(|| *correct as f64 / *total as f64))
+                                .execute(&mut *tx)
+                                .await?;
+                            }
+                            for (actual, row) in test.confusion.counts.iter().enumerate() {
+                                for (predicted, count) in row.iter().enumerate() {
+                                    sqlx::query(
+                                        "INSERT OR REPLACE INTO confusion
+                                         (trial_id, actual, predicted, count)
+                                     VALUES (?, ?, ?, ?)",
+                                    )
+                                    .bind(trial)
+                                    .bind(actual as i64)
+                                    .bind(predicted as i64)
+                                    .bind(*count as i64)
+                                    .execute(&mut *tx)
+                                    .await?;
+                                }
+                            }
+                        }
+                        tx.commit().await?;
+                    }
+                }
+                Ok::<(), sqlx::Error>(())
+            })
+            .map_err(|e| self.err(e))
+    }
+
+    /// Every trial, optionally of one sweep, in sweep then grid order.
+    pub fn list_trials(&self, sweep: Option<&str>) -> Result<Vec<TrialListing>> {
+        self.runtime.block_on(async {
+            let rows = sqlx::query(
+                "SELECT t.id, s.name, t.status, t.params_json, t.device, t.threads,
+                        t.epochs_done, t.duration_s, t.train_loss, t.train_acc, t.val_loss,
+                        t.val_acc, t.best_epoch, t.best_val_acc, t.test_loss, t.test_acc,
+                        t.error
+                 FROM trials t JOIN sweeps s ON s.id = t.sweep_id
+                 WHERE (? IS NULL OR s.name = ?)
+                 ORDER BY s.id, t.ordinal",
+            )
+            .bind(sweep)
+            .bind(sweep)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+            rows.iter()
+                .map(|row| {
+                    let params: String = row.get(3);
+                    let params = match serde_json::from_str(&params) {
+                        Ok(serde_json::Value::Object(map)) => map,
+                        _ => {
+                            return Err(Error::Store {
+                                path: self.path.clone(),
+                                message: format!(
+                                    "trial {} has unreadable parameters",
+                                    row.get::<i64, _>(0)
+                                ),
+                            });
+                        }
+                    };
+                    Ok(TrialListing {
+                        id: row.get(0),
+                        sweep: row.get(1),
+                        status: row.get(2),
+                        params,
+                        device: row.get(4),
+                        threads: row.get(5),
+                        epochs_done: row.get(6),
+                        duration_s: row.get(7),
+                        train_loss: row.get(8),
+                        train_acc: row.get(9),
+                        val_loss: row.get(10),
+                        val_acc: row.get(11),
+                        best_epoch: row.get(12),
+                        best_val_acc: row.get(13),
+                        test_loss: row.get(14),
+                        test_acc: row.get(15),
+                        error: row.get(16),
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// Names of the stored sweeps, oldest first.
+    pub fn sweep_names(&self) -> Result<Vec<String>> {
+        self.runtime
+            .block_on(
+                sqlx::query_scalar("SELECT name FROM sweeps ORDER BY id").fetch_all(&self.pool),
+            )
+            .map_err(|e| self.err(e))
+    }
+
+    /// A trial's epoch rows in order.
+    pub fn epochs(&self, trial_id: i64) -> Result<Vec<EpochRow>> {
+        self.runtime
+            .block_on(
+                sqlx::query(
+                    "SELECT epoch, train_loss, train_acc, val_loss, val_acc, seconds
+                     FROM epochs WHERE trial_id = ? ORDER BY epoch",
+                )
+                .bind(trial_id)
+                .fetch_all(&self.pool),
+            )
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| EpochRow {
+                        epoch: r.get(0),
+                        train_loss: r.get(1),
+                        train_acc: r.get(2),
+                        val_loss: r.get(3),
+                        val_acc: r.get(4),
+                        seconds: r.get(5),
+                    })
+                    .collect()
+            })
+            .map_err(|e| self.err(e))
+    }
+
+    /// A trial's checkpoint rows.
+    pub fn checkpoints(&self, trial_id: i64) -> Result<Vec<CheckpointRow>> {
+        self.runtime
+            .block_on(
+                sqlx::query(
+                    "SELECT kind, epoch, path, size_bytes, sha256 FROM checkpoints
+                     WHERE trial_id = ? ORDER BY kind",
+                )
+                .bind(trial_id)
+                .fetch_all(&self.pool),
+            )
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| CheckpointRow {
+                        kind: r.get(0),
+                        epoch: r.get(1),
+                        path: r.get(2),
+                        size_bytes: r.get(3),
+                        sha256: r.get(4),
+                    })
+                    .collect()
+            })
+            .map_err(|e| self.err(e))
+    }
+
+    /// A trial's confusion counts as `[actual][predicted]`, empty when it has none.
+    pub fn confusion(&self, trial_id: i64) -> Result<Vec<(i64, i64, i64)>> {
+        self.runtime
+            .block_on(
+                sqlx::query_as(
+                    "SELECT actual, predicted, count FROM confusion WHERE trial_id = ?
+                     ORDER BY actual, predicted",
+                )
+                .bind(trial_id)
+                .fetch_all(&self.pool),
+            )
+            .map_err(|e| self.err(e))
+    }
+}
+
+async fn record_checkpoint(
+    pool: &SqlitePool,
+    trial: i64,
+    c: &CheckpointInfo,
+) -> std::result::Result<(), sqlx::Error> {
+    sqlx::query(&format!(
+        "INSERT INTO checkpoints (trial_id, kind, epoch, path, size_bytes, sha256, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, {NOW})
+         ON CONFLICT (trial_id, kind) DO UPDATE SET epoch = excluded.epoch,
+             path = excluded.path, size_bytes = excluded.size_bytes,
+             sha256 = excluded.sha256, created_at = excluded.created_at"
+    ))
+    .bind(trial)
+    .bind(c.kind.as_str())
+    .bind(c.epoch as i64)
+    .bind(c.path.display().to_string())
+    .bind(c.size as i64)
+    .bind(&c.sha256)
+    .execute(pool)
+    .await
+    .map(|_| ())
+}
+
+/// SQLite stores NaN as NULL anyway; make that explicit.
+fn finite(value: f64) -> Option<f64> {
+    value.is_finite().then_some(value)
+}

@@ -1,0 +1,114 @@
+//! What training reports while it runs. Storage and progress output listen to these; training
+//! itself never touches the database.
+
+use super::metrics::{EpochMetrics, Evaluation};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// Which checkpoint of a trial a file is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckpointKind {
+    /// The model after the latest epoch.
+    Last,
+    /// The model after the epoch with the best validation metric.
+    Best,
+}
+
+impl CheckpointKind {
+    /// The name stored in the database and used as the file stem.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckpointKind::Last => "last",
+            CheckpointKind::Best => "best",
+        }
+    }
+}
+
+/// A checkpoint file as written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointInfo {
+    /// Last or best.
+    pub kind: CheckpointKind,
+    /// The epoch whose weights it holds.
+    pub epoch: usize,
+    /// Where it is.
+    pub path: PathBuf,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Hex sha256 of its contents.
+    pub sha256: String,
+}
+
+/// How a trial ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TrialEnd {
+    /// Trained every epoch and was tested.
+    Done {
+        /// Test-set evaluation of the final model.
+        test: Evaluation,
+        /// Epoch with the best validation metric.
+        best_epoch: usize,
+    },
+    /// The loss became NaN or infinite.
+    Diverged {
+        /// Where it happened.
+        message: String,
+    },
+    /// Stopped on request before it finished.
+    Interrupted,
+    /// An error or panic ended it.
+    Failed {
+        /// What went wrong.
+        message: String,
+    },
+}
+
+impl TrialEnd {
+    /// The status recorded for this ending.
+    pub fn status(&self) -> &'static str {
+        match self {
+            TrialEnd::Done { .. } => "done",
+            TrialEnd::Diverged { .. } => "diverged",
+            TrialEnd::Interrupted => "interrupted",
+            TrialEnd::Failed { .. } => "failed",
+        }
+    }
+}
+
+/// Something that happened to a trial.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TrainEvent {
+    /// Training began on a device.
+    Started {
+        /// Database id of the trial.
+        trial: i64,
+        /// The device, as the user names it (`cpu`).
+        device: String,
+        /// Compute threads given to the trial.
+        threads: usize,
+    },
+    /// An epoch finished.
+    Epoch {
+        /// Database id of the trial.
+        trial: i64,
+        /// Its figures.
+        metrics: EpochMetrics,
+    },
+    /// A checkpoint file was written.
+    Checkpoint {
+        /// Database id of the trial.
+        trial: i64,
+        /// The file.
+        checkpoint: CheckpointInfo,
+    },
+    /// The trial ended.
+    Finished {
+        /// Database id of the trial.
+        trial: i64,
+        /// How.
+        end: TrialEnd,
+        /// Wall seconds from start to end.
+        seconds: f64,
+    },
+}

@@ -1,0 +1,299 @@
+//! Training one trial: the epoch loop, evaluation and checkpoints. It reports through
+//! [`TrainEvent`]s and never touches storage.
+
+mod events;
+mod metrics;
+mod optim;
+
+pub use events::{CheckpointInfo, CheckpointKind, TrainEvent, TrialEnd};
+pub use metrics::{Confusion, EpochMetrics, Evaluation};
+
+use crate::data::{Dataset, ImageSet, PixelScale, Split, gather};
+use crate::error::{Error, Result};
+use crate::model::Net;
+use crate::rng::{Rng, Stream};
+use crate::spec::{Metric, TrialSpec};
+use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
+use burn::optim::GradientsParams;
+use burn::prelude::*;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+/// Images per forward pass when evaluating.
+const EVAL_BATCH: usize = 1000;
+
+/// Everything one trial needs to train.
+pub struct TrialRun<'a> {
+    /// Database id, carried in events.
+    pub id: i64,
+    /// The parameters.
+    pub spec: &'a TrialSpec,
+    /// The loaded data set.
+    pub data: &'a Dataset,
+    /// The compute device, without autodiff (it is switched on here).
+    pub device: Device,
+    /// The device's user-facing name.
+    pub device_name: String,
+    /// Compute threads the trial was given.
+    pub threads: usize,
+    /// Directory for this trial's checkpoints.
+    pub dir: PathBuf,
+    /// Metric that picks the best epoch.
+    pub metric: Metric,
+    /// Set when the run should stop early.
+    pub stop: &'a AtomicBool,
+}
+
+/// Trains the trial to its end, sending events to `emit`; the last event is always `Finished`.
+pub fn run_trial(run: &TrialRun, emit: &(dyn Fn(TrainEvent) + Sync)) -> TrialEnd {
+    let started = Instant::now();
+    emit(TrainEvent::Started {
+        trial: run.id,
+        device: run.device_name.clone(),
+        threads: run.threads,
+    });
+    let end = train(run, emit).unwrap_or_else(|e| TrialEnd::Failed {
+        message: e.to_string(),
+    });
+    emit(TrainEvent::Finished {
+        trial: run.id,
+        end: end.clone(),
+        seconds: started.elapsed().as_secs_f64(),
+    });
+    end
+}
+
+/// The training and test sets a trial sees, after `limit`, `test_limit` and its split.
+pub struct TrialData {
+    /// The (possibly truncated) training set, train and validation images together.
+    pub pool: ImageSet,
+    /// The (possibly truncated) test set.
+    pub test: ImageSet,
+    /// Which pool images train and which validate.
+    pub split: Split,
+    /// Byte-to-input table.
+    pub table: [f32; 256],
+}
+
+impl TrialData {
+    /// Applies the trial's data parameters to the data set.
+    pub fn new(spec: &TrialSpec, data: &Dataset) -> Result<Self> {
+        let pool = match spec.limit {
+            Some(n) => data.train.truncated(n),
+            None => data.train.clone(),
+        };
+        let test = match spec.test_limit {
+            Some(n) => data.test.truncated(n),
+            None => data.test.clone(),
+        };
+        let split = Split::new(pool.len(), spec.split, spec.seed)?;
+        let scale = if spec.normalize {
+            PixelScale::standardizing(&pool, &split.train)
+        } else {
+            PixelScale::UNIT
+        };
+        Ok(TrialData {
+            table: scale.table(),
+            pool,
+            test,
+            split,
+        })
+    }
+}
+
+fn train(run: &TrialRun, emit: &(dyn Fn(TrainEvent) + Sync)) -> Result<TrialEnd> {
+    let spec = run.spec;
+    let data = TrialData::new(spec, run.data)?;
+    let device = run.device.clone().autodiff();
+    let mut model = Net::new(
+        spec,
+        &device,
+        Rng::for_stream(spec.seed, Stream::Init).next_u64(),
+    );
+    let mut optimizer = optim::build(spec);
+    let loss_fn = CrossEntropyLossConfig::new().init(&device);
+    let mut shuffle = Rng::for_stream(spec.seed, Stream::Shuffle);
+    let mut dropout = Rng::for_stream(spec.seed, Stream::Dropout);
+    std::fs::create_dir_all(&run.dir).map_err(|e| Error::io(&run.dir, e))?;
+
+    let mut order = data.split.train.clone();
+    let mut best: Option<(f64, usize)> = None;
+    for epoch in 1..=spec.epochs {
+        let epoch_start = Instant::now();
+        shuffle.shuffle(&mut order);
+        let (mut loss_sum, mut correct) = (0f64, 0i64);
+        for (index, chunk) in order.chunks(spec.batch_size).enumerate() {
+            if run.stop.load(Ordering::Relaxed) {
+                return Ok(TrialEnd::Interrupted);
+            }
+            let (images, labels) = batch_tensors(&data.pool, chunk, &data.table, &device);
+            let logits = model.forward(images, Some(&mut dropout));
+            let loss = loss_fn.forward(logits.clone(), labels.clone());
+            let loss_value = loss.clone().into_scalar::<f32>() as f64;
+            if !loss_value.is_finite() {
+                return Ok(TrialEnd::Diverged {
+                    message: format!(
+                        "training loss became {loss_value} at epoch {epoch}, batch {}",
+                        index + 1
+                    ),
+                });
+            }
+            correct += count_correct(logits, labels);
+            loss_sum += loss_value * chunk.len() as f64;
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optimizer.step(spec.lr, model, grads);
+        }
+        let val = evaluate(&model, &data.pool, &data.split.val, &data.table, &loss_fn);
+        let seen = order.len() as f64;
+        let metrics = EpochMetrics {
+            epoch,
+            train_loss: loss_sum / seen,
+            train_acc: correct as f64 / seen,
+            val_loss: val.loss,
+            val_acc: val.accuracy,
+            seconds: epoch_start.elapsed().as_secs_f64(),
+        };
+        if !val.loss.is_finite() {
+            emit(TrainEvent::Epoch {
+                trial: run.id,
+                metrics,
+            });
+            return Ok(TrialEnd::Diverged {
+                message: format!("validation loss became {} at epoch {epoch}", val.loss),
+            });
+        }
+        let value = match run.metric {
+            Metric::ValAcc => metrics.val_acc,
+            Metric::ValLoss => metrics.val_loss,
+        };
+        let improved = run.metric.improves(value, best.map(|b| b.0));
+        // Checkpoints first, then the epoch row: a recorded epoch always has its files.
+        let last = save_checkpoint(&model, &run.dir, CheckpointKind::Last, epoch)?;
+        emit(TrainEvent::Checkpoint {
+            trial: run.id,
+            checkpoint: last,
+        });
+        if improved {
+            best = Some((value, epoch));
+            let best_file = save_checkpoint(&model, &run.dir, CheckpointKind::Best, epoch)?;
+            emit(TrainEvent::Checkpoint {
+                trial: run.id,
+                checkpoint: best_file,
+            });
+        }
+        emit(TrainEvent::Epoch {
+            trial: run.id,
+            metrics,
+        });
+    }
+    let all_test: Vec<u32> = (0..data.test.len() as u32).collect();
+    let test = evaluate(&model, &data.test, &all_test, &data.table, &loss_fn);
+    Ok(TrialEnd::Done {
+        test,
+        best_epoch: best.map(|b| b.1).unwrap_or(spec.epochs),
+    })
+}
+
+fn batch_tensors(
+    set: &ImageSet,
+    indices: &[u32],
+    table: &[f32; 256],
+    device: &Device,
+) -> (Tensor<4>, Tensor<1, Int>) {
+    let (pixels, labels) = gather(set, indices, table);
+    let n = indices.len();
+    let images =
+        Tensor::<4>::from_data(TensorData::new(pixels, [n, 1, set.rows, set.cols]), device);
+    let labels = Tensor::<1, Int>::from_data(TensorData::new(labels, [n]), device);
+    (images, labels)
+}
+
+fn count_correct(logits: Tensor<2>, labels: Tensor<1, Int>) -> i64 {
+    logits
+        .argmax(1)
+        .flatten::<1>(0, 1)
+        .equal(labels)
+        .int()
+        .sum()
+        .into_scalar::<i64>()
+}
+
+/// Evaluates `model` on the images at `indices` of `set`, with dropout off and no autodiff.
+pub fn evaluate(
+    model: &Net,
+    set: &ImageSet,
+    indices: &[u32],
+    table: &[f32; 256],
+    loss_fn: &CrossEntropyLoss,
+) -> Evaluation {
+    let model = model.valid();
+    let device = model
+        .devices()
+        .into_iter()
+        .next()
+        .expect("a model has parameters")
+        .without_autodiff();
+    let mut confusion = Confusion::default();
+    let mut predictions = Vec::with_capacity(indices.len());
+    let mut loss_sum = 0f64;
+    for chunk in indices.chunks(EVAL_BATCH) {
+        let (images, labels) = batch_tensors(set, chunk, table, &device);
+        let logits = model.forward(images, None);
+        loss_sum += loss_fn.forward(logits.clone(), labels).into_scalar::<f32>() as f64
+            * chunk.len() as f64;
+        let predicted: Vec<i64> = logits
+            .argmax(1)
+            .flatten::<1>(0, 1)
+            .into_data()
+            .iter::<i64>()
+            .collect();
+        for (&i, &p) in chunk.iter().zip(&predicted) {
+            confusion.add(set.labels[i as usize] as usize, p as usize);
+            predictions.push(p as u8);
+        }
+    }
+    Evaluation {
+        loss: loss_sum / indices.len().max(1) as f64,
+        accuracy: confusion.accuracy(),
+        confusion,
+        predictions,
+    }
+}
+
+fn save_checkpoint(
+    model: &Net,
+    dir: &Path,
+    kind: CheckpointKind,
+    epoch: usize,
+) -> Result<CheckpointInfo> {
+    let path = dir.join(format!("{}.bpk", kind.as_str()));
+    // burnpack writes to a scratch file and renames it into place, so a crash leaves either the
+    // previous checkpoint or the new one, never half a file.
+    model
+        .clone()
+        .save_file(&path)
+        .map_err(|e| Error::Train(format!("cannot write checkpoint {}: {e}", path.display())))?;
+    let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+    Ok(CheckpointInfo {
+        kind,
+        epoch,
+        path,
+        size: bytes.len() as u64,
+        sha256: hex::encode(Sha256::digest(&bytes)),
+    })
+}
+
+/// Hex sha256 of a file, to check a checkpoint against its record.
+pub fn file_sha256(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    Ok(hex::encode(Sha256::digest(&bytes)))
+}
+
+/// Loads a checkpoint written by [`run_trial`] into the trial's architecture.
+pub fn load_checkpoint(spec: &TrialSpec, path: &Path, device: &Device) -> Result<Net> {
+    let net = Net::new(spec, device, 0);
+    net.try_load_file(path)
+        .map_err(|e| Error::Train(format!("cannot load checkpoint {}: {e}", path.display())))
+}

@@ -1,0 +1,40 @@
+//! Optimizers with PyTorch's semantics and defaults (burn's differ: Adam epsilon 1e-5, SGD
+//! dampening 0.1).
+
+use crate::spec::{OptimizerName, TrialSpec};
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{AdamConfig, AdamWConfig, ModuleOptimizer, SgdConfig};
+
+/// Builds the trial's optimizer.
+pub fn build(trial: &TrialSpec) -> ModuleOptimizer {
+    let l2 = (trial.weight_decay > 0.0).then(|| WeightDecayConfig::new(trial.weight_decay as f32));
+    let [beta_1, beta_2] = trial.betas.unwrap_or([0.9, 0.999]);
+    let eps = trial.eps.unwrap_or(1e-8) as f32;
+    match trial.optimizer {
+        OptimizerName::Sgd => {
+            let momentum = trial.momentum.unwrap_or(0.0);
+            let momentum = (momentum > 0.0).then(|| MomentumConfig {
+                momentum,
+                dampening: trial.dampening.unwrap_or(0.0),
+                nesterov: trial.nesterov.unwrap_or(false),
+            });
+            SgdConfig::new()
+                .with_momentum(momentum)
+                .with_weight_decay(l2)
+                .init()
+        }
+        OptimizerName::Adam => AdamConfig::new()
+            .with_beta_1(beta_1 as f32)
+            .with_beta_2(beta_2 as f32)
+            .with_epsilon(eps)
+            .with_weight_decay(l2)
+            .init(),
+        OptimizerName::Adamw => AdamWConfig::new()
+            .with_beta_1(beta_1 as f32)
+            .with_beta_2(beta_2 as f32)
+            .with_epsilon(eps)
+            .with_weight_decay(trial.weight_decay as f32)
+            .init(),
+    }
+}
