@@ -26,7 +26,7 @@ fn main() {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
-    match execute(cli.command) {
+    match execute(cli.command, cli.quiet) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
             eprintln!("error: {e}");
@@ -35,7 +35,7 @@ fn main() {
     }
 }
 
-fn execute(command: Command) -> sweep::Result<i32> {
+fn execute(command: Command, quiet: bool) -> sweep::Result<i32> {
     match command {
         Command::Validate(args) => {
             let experiment = Experiment::load(&args.experiment.file, &args.experiment.set)?;
@@ -63,19 +63,21 @@ fn execute(command: Command) -> sweep::Result<i32> {
                 threads: args.threads,
             };
             let summary = run_sweep(&experiment, &options)?;
-            eprintln!(
-                "sweep {}: {} trials, {} already done, {} done, {} diverged, {} failed, \
+            if !quiet {
+                eprintln!(
+                    "sweep {}: {} trials, {} already done, {} done, {} diverged, {} failed, \
                  {} interrupted in {:.1} s; results in {}",
-                summary.sweep,
-                summary.total,
-                summary.skipped,
-                summary.done,
-                summary.diverged,
-                summary.failed,
-                summary.interrupted,
-                summary.seconds,
-                args.db.display()
-            );
+                    summary.sweep,
+                    summary.total,
+                    summary.skipped,
+                    summary.done,
+                    summary.diverged,
+                    summary.failed,
+                    summary.interrupted,
+                    summary.seconds,
+                    args.db.display()
+                );
+            }
             if summary.complete() {
                 Ok(0)
             } else {

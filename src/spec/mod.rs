@@ -87,13 +87,9 @@ impl Experiment {
         let mut problems = Vec::new();
         let mut check = |ok: bool, key: &str, value: String, rule: &str| {
             if !ok {
-                let origin = match figment.find_metadata(key) {
-                    Some(meta) => match &meta.source {
-                        Some(figment::Source::File(p)) => p.display().to_string(),
-                        _ => meta.name.to_string(),
-                    },
-                    None => self.path.display().to_string(),
-                };
+                let origin = figment
+                    .find_metadata(key)
+                    .map_or_else(|| self.path.display().to_string(), origin_of);
                 problems.push(format!("{origin}: {key} = {value}: {rule}"));
             }
         };
@@ -297,6 +293,15 @@ fn parse_override(set: &str) -> Result<(String, toml::Value)> {
     Ok((key.to_owned(), value))
 }
 
+/// Names the layer a value came from: the file, the environment, or `--set`.
+fn origin_of(meta: &figment::Metadata) -> String {
+    match &meta.source {
+        Some(figment::Source::File(p)) => p.display().to_string(),
+        _ if meta.name.contains("SWEEP_") => meta.name.to_string(),
+        _ => "--set".into(),
+    }
+}
+
 fn spec_error(path: &Path, error: figment::Error) -> Error {
     let lines: Vec<String> = error
         .into_iter()
@@ -309,11 +314,7 @@ fn spec_error(path: &Path, error: figment::Error) -> Error {
             let origin = e
                 .metadata
                 .as_ref()
-                .map(|m| match &m.source {
-                    Some(figment::Source::File(p)) => p.display().to_string(),
-                    _ => m.name.to_string(),
-                })
-                .unwrap_or_else(|| path.display().to_string());
+                .map_or_else(|| path.display().to_string(), origin_of);
             format!("{origin}{key}: {}", e.kind)
         })
         .collect();

@@ -1,0 +1,176 @@
+//! Shared test helpers: tiny IDX data sets written by the tests, and the real binary.
+
+#![allow(dead_code)]
+
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use sweep::data::encode_idx;
+
+/// Writes a learnable 28x28 data set: class `c` draws a bright horizontal band at rows
+/// `2c..2c+6` over faint noise. Training files are gzipped, test files raw, so both readers run.
+pub fn write_dataset(dir: &Path, train: usize, test: usize) {
+    std::fs::create_dir_all(dir).unwrap();
+    let (images, labels) = make_images(train, 11);
+    write_gz(
+        &dir.join("train-images-idx3-ubyte.gz"),
+        &encode_idx(&[train, 28, 28], &images),
+    );
+    write_gz(
+        &dir.join("train-labels-idx1-ubyte.gz"),
+        &encode_idx(&[train], &labels),
+    );
+    let (images, labels) = make_images(test, 29);
+    std::fs::write(
+        dir.join("t10k-images-idx3-ubyte"),
+        encode_idx(&[test, 28, 28], &images),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("t10k-labels-idx1-ubyte"),
+        encode_idx(&[test], &labels),
+    )
+    .unwrap();
+}
+
+fn make_images(n: usize, salt: u64) -> (Vec<u8>, Vec<u8>) {
+    let mut state = salt;
+    let mut noise = move || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 59) as u8
+    };
+    let mut images = Vec::with_capacity(n * 784);
+    let mut labels = Vec::with_capacity(n);
+    for i in 0..n {
+        let class = (i * 7 + salt as usize) % 10;
+        labels.push(class as u8);
+        for row in 0..28 {
+            for _ in 0..28 {
+                let band = row >= 2 * class && row < 2 * class + 6;
+                images.push(if band { 200 + noise() } else { noise() });
+            }
+        }
+    }
+    (images, labels)
+}
+
+/// Gzips `bytes` into `path`.
+pub fn write_gz(path: &Path, bytes: &[u8]) {
+    let mut encoder = GzEncoder::new(Vec::new(), Compression::fast());
+    encoder.write_all(bytes).unwrap();
+    std::fs::write(path, encoder.finish().unwrap()).unwrap();
+}
+
+/// A temporary workspace with a data set and an experiment file.
+pub struct Workspace {
+    pub dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    /// A workspace with a 240-image training set and an 80-image test set.
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        write_dataset(&dir.path().join("data"), 240, 80);
+        Workspace { dir }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.path("data")
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.path("results.db")
+    }
+
+    /// Writes an experiment file and returns its path.
+    pub fn experiment(&self, name: &str, toml: &str) -> PathBuf {
+        let path = self.path(name);
+        std::fs::write(&path, toml).unwrap();
+        path
+    }
+
+    /// Runs the real `sweep` binary with `args`, in the workspace, with no SWEEP_* settings
+    /// leaking in from the environment.
+    pub fn sweep(&self, args: &[&str]) -> Output {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sweep"));
+        command.current_dir(self.dir.path()).args(args);
+        for (key, _) in std::env::vars() {
+            if key.starts_with("SWEEP_") {
+                command.env_remove(key);
+            }
+        }
+        command.env("RUST_LOG", "warn").output().unwrap()
+    }
+
+    /// `sweep run FILE --db DB --data DATA` plus `extra`.
+    pub fn run(&self, experiment: &Path, extra: &[&str]) -> Output {
+        let mut args = vec![
+            "run",
+            experiment.to_str().unwrap(),
+            "--db",
+            self.db().to_str().unwrap(),
+            "--data",
+            self.data().to_str().unwrap(),
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.sweep(&refs)
+    }
+
+    /// `sweep ls --format json` parsed.
+    pub fn ls_json(&self) -> Vec<serde_json::Value> {
+        let out = self.sweep(&[
+            "ls",
+            "--db",
+            self.db().to_str().unwrap(),
+            "--format",
+            "json",
+        ]);
+        assert!(out.status.success(), "ls failed: {}", stderr(&out));
+        match serde_json::from_slice(&out.stdout).unwrap() {
+            serde_json::Value::Array(items) => items,
+            other => panic!("ls json is not an array: {other}"),
+        }
+    }
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A two-trial grid that trains in well under a second.
+pub const TINY: &str = r#"
+[sweep]
+name = "tiny"
+seed = 3
+jobs = 2
+
+[data]
+split = 0.75
+
+[grid]
+arch = ["mlp", "lenet5"]
+optimizer = "adam"
+lr = 0.003
+batch_size = 32
+epochs = 2
+dropout = 0.1
+
+[arch.mlp]
+hidden = [32]
+"#;
