@@ -90,14 +90,14 @@ fn execute(command: Command, quiet: bool) -> sweep::Result<i32> {
         }
         Command::Ls(args) => {
             let store = Store::open_existing(&args.db)?;
-            if let Some(name) = &args.sweep {
-                if !store.sweep_names()?.contains(name) {
-                    return Err(sweep::Error::NotFound(format!(
-                        "no sweep named {name:?} in {}; known: {}",
-                        args.db.display(),
-                        store.sweep_names()?.join(", ")
-                    )));
-                }
+            if let Some(name) = &args.sweep
+                && !store.sweep_names()?.contains(name)
+            {
+                return Err(sweep::Error::NotFound(format!(
+                    "no sweep named {name:?} in {}; known: {}",
+                    args.db.display(),
+                    store.sweep_names()?.join(", ")
+                )));
             }
             let listings = store.list_trials(args.sweep.as_deref())?;
             match args.format {

@@ -258,11 +258,11 @@ fn write_events(
     let mut first_error = None;
     let mut finished = 0;
     for event in receiver {
-        if first_error.is_none() {
-            if let Err(e) = store.apply(&event) {
-                tracing::error!("{e}");
-                first_error = Some(e);
-            }
+        if first_error.is_none()
+            && let Err(e) = store.apply(&event)
+        {
+            tracing::error!("{e}");
+            first_error = Some(e);
         }
         log_progress(&event, &mut finished, total);
     }

@@ -125,10 +125,10 @@ impl Store {
     }
 
     fn connect(path: &Path, create: bool) -> Result<Store> {
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            if create {
-                std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-            }
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
+            && create
+        {
+            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
         }
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -45,8 +45,8 @@ pub struct CheckpointInfo {
 pub enum TrialEnd {
     /// Trained every epoch and was tested.
     Done {
-        /// Test-set evaluation of the final model.
-        test: Evaluation,
+        /// Test-set evaluation of the final model (boxed: it carries every prediction).
+        test: Box<Evaluation>,
         /// Epoch with the best validation metric.
         best_epoch: usize,
     },

@@ -191,7 +191,7 @@ fn train(run: &TrialRun, emit: &(dyn Fn(TrainEvent) + Sync)) -> Result<TrialEnd>
     let all_test: Vec<u32> = (0..data.test.len() as u32).collect();
     let test = evaluate(&model, &data.test, &all_test, &data.table, &loss_fn);
     Ok(TrialEnd::Done {
-        test,
+        test: Box::new(test),
         best_epoch: best.map(|b| b.1).unwrap_or(spec.epochs),
     })
 }
