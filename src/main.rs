@@ -4,6 +4,8 @@ mod cli;
 
 use clap::Parser;
 use cli::{Cli, Command};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use sweep::report::{self, Format};
 use sweep::sched::{RunOptions, run_sweep};
 use sweep::spec::Experiment;
@@ -61,12 +63,13 @@ fn execute(command: Command, quiet: bool) -> sweep::Result<i32> {
                 data_dir: args.data,
                 jobs: args.jobs,
                 threads: args.threads,
+                stop: stop_on_ctrl_c(),
             };
             let summary = run_sweep(&experiment, &options)?;
             if !quiet {
                 eprintln!(
                     "sweep {}: {} trials, {} already done, {} done, {} diverged, {} failed, \
-                 {} interrupted in {:.1} s; results in {}",
+                 {} interrupted, {} not started in {:.1} s; results in {}",
                     summary.sweep,
                     summary.total,
                     summary.skipped,
@@ -74,6 +77,7 @@ fn execute(command: Command, quiet: bool) -> sweep::Result<i32> {
                     summary.diverged,
                     summary.failed,
                     summary.interrupted,
+                    summary.not_started,
                     summary.seconds,
                     args.db.display()
                 );
@@ -113,4 +117,22 @@ fn execute(command: Command, quiet: bool) -> sweep::Result<i32> {
             Ok(0)
         }
     }
+}
+
+/// First Ctrl-C: ask the run to stop (running trials end as `interrupted`, nothing new starts).
+/// Second: exit at once; the database stays consistent and the next run starts those trials again.
+fn stop_on_ctrl_c() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let installed = ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            eprintln!("second Ctrl-C: exiting now; run the same command again to resume");
+            std::process::exit(130);
+        }
+        eprintln!("Ctrl-C: stopping the running trials (press again to exit at once)");
+    });
+    if let Err(e) = installed {
+        tracing::warn!("Ctrl-C will not stop the sweep cleanly: {e}");
+    }
+    stop
 }

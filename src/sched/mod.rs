@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::Instant;
 
 /// How to run a sweep, beyond what the experiment file says.
@@ -27,6 +27,8 @@ pub struct RunOptions {
     pub jobs: Option<usize>,
     /// Threads per trial, overriding `[sweep] threads`.
     pub threads: Option<usize>,
+    /// Set (e.g. by Ctrl-C) to stop: no new trial starts and running ones end as interrupted.
+    pub stop: Arc<AtomicBool>,
 }
 
 /// What a run did.
@@ -46,6 +48,8 @@ pub struct RunSummary {
     pub failed: usize,
     /// Trials stopped before their end.
     pub interrupted: usize,
+    /// Trials left pending because the run was stopped first.
+    pub not_started: usize,
     /// Wall seconds of the run.
     pub seconds: f64,
 }
@@ -53,7 +57,7 @@ pub struct RunSummary {
 impl RunSummary {
     /// Whether every trial of the grid has a final result.
     pub fn complete(&self) -> bool {
-        self.failed == 0 && self.interrupted == 0
+        self.failed == 0 && self.interrupted == 0 && self.not_started == 0
     }
 }
 
@@ -124,7 +128,7 @@ pub fn run_sweep(experiment: &Experiment, options: &RunOptions) -> Result<RunSum
         "starting"
     );
 
-    let stop = AtomicBool::new(false);
+    let stop = &*options.stop;
     let (sender, receiver) = mpsc::channel::<TrainEvent>();
     let total_to_run = pending.len();
     let writer = std::thread::spawn(move || write_events(store, receiver, total_to_run));
@@ -137,7 +141,7 @@ pub fn run_sweep(experiment: &Experiment, options: &RunOptions) -> Result<RunSum
             .map(|_| {
                 let sender = sender.clone();
                 let (next, pending, dataset, runs_dir, stop) =
-                    (&next, &pending, &dataset, &runs_dir, &stop);
+                    (&next, &pending, &dataset, &runs_dir, stop);
                 scope.spawn(move || {
                     let emit = move |event: TrainEvent| {
                         // The writer only goes away after the workers finish.
@@ -148,7 +152,7 @@ pub fn run_sweep(experiment: &Experiment, options: &RunOptions) -> Result<RunSum
                         .build()
                         .map_err(|e| format!("cannot start {threads} compute threads: {e}"));
                     let mut ends = Vec::new();
-                    loop {
+                    while !stop.load(Ordering::SeqCst) {
                         let index = next.fetch_add(1, Ordering::SeqCst);
                         let Some(&(id, trial)) = pending.get(index) else {
                             break;
@@ -186,6 +190,7 @@ pub fn run_sweep(experiment: &Experiment, options: &RunOptions) -> Result<RunSum
         diverged: count("diverged"),
         failed: count("failed"),
         interrupted: count("interrupted"),
+        not_started: pending.len() - ends.len(),
         seconds: started.elapsed().as_secs_f64(),
     })
 }

@@ -1,0 +1,144 @@
+//! A `sweep run` killed with SIGKILL mid-sweep loses nothing already recorded, and running it
+//! again finishes every trial exactly once.
+
+mod common;
+
+use common::{Workspace, stderr};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use sweep::store::Store;
+use sweep::train::file_sha256;
+
+const LONG: &str = r#"
+[sweep]
+name = "long"
+jobs = 2
+[data]
+split = 0.8
+[grid]
+arch = "mlp"
+optimizer = "adam"
+lr = [0.001, 0.002, 0.003]
+batch_size = 16
+epochs = 40
+[arch.mlp]
+hidden = [256, 256]
+"#;
+
+fn recorded_epochs(db: &std::path::Path) -> usize {
+    let Ok(store) = Store::open_existing(db) else {
+        return 0;
+    };
+    let Ok(trials) = store.list_trials(None) else {
+        return 0;
+    };
+    trials
+        .iter()
+        .map(|t| store.epochs(t.id).map_or(0, |e| e.len()))
+        .sum()
+}
+
+#[test]
+fn a_killed_run_resumes_without_losing_or_duplicating_results() {
+    let ws = Workspace::new();
+    let file = ws.experiment("long.toml", LONG);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sweep"))
+        .args(["-q", "run", file.to_str().unwrap(), "--db"])
+        .arg(ws.db())
+        .arg("--data")
+        .arg(ws.data())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while recorded_epochs(&ws.db()) < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "no epoch recorded within a minute"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it was killed"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let before = ws.ls_json();
+    assert!(
+        before.iter().any(|t| t["status"] == "running"),
+        "killed mid-trial: {before:?}"
+    );
+
+    let out = ws.run(&file, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let after = ws.ls_json();
+    assert_eq!(after.len(), 3);
+    let store = Store::open_existing(&ws.db()).unwrap();
+    for trial in &after {
+        assert_eq!(trial["status"], "done", "{trial}");
+        let id = trial["id"].as_i64().unwrap();
+        let epochs: Vec<i64> = store.epochs(id).unwrap().iter().map(|e| e.epoch).collect();
+        assert_eq!(epochs, (1..=40).collect::<Vec<_>>(), "one row per epoch");
+        for c in store.checkpoints(id).unwrap() {
+            assert_eq!(
+                file_sha256(std::path::Path::new(&c.path)).unwrap(),
+                c.sha256
+            );
+        }
+    }
+    // A trial that had finished before the kill is kept exactly as it was.
+    for old in before.iter().filter(|t| t["status"] == "done") {
+        assert!(after.contains(old));
+    }
+}
+
+#[test]
+fn ctrl_c_interrupts_cleanly_and_the_next_run_finishes() {
+    let ws = Workspace::new();
+    let file = ws.experiment("long.toml", LONG);
+    let child = Command::new(env!("CARGO_BIN_EXE_sweep"))
+        .args(["run", file.to_str().unwrap(), "--db"])
+        .arg(ws.db())
+        .arg("--data")
+        .arg(ws.data())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while recorded_epochs(&ws.db()) < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "no epoch recorded within a minute"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let signalled = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(signalled.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "an interrupted sweep is not a finished one"
+    );
+    let message = stderr(&out);
+    assert!(message.contains("run the same command again"), "{message}");
+
+    let statuses: Vec<String> = ws
+        .ls_json()
+        .iter()
+        .map(|t| t["status"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(statuses.iter().any(|s| s == "interrupted"), "{statuses:?}");
+    assert!(!statuses.iter().any(|s| s == "running"), "{statuses:?}");
+
+    let out = ws.run(&file, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(ws.ls_json().iter().all(|t| t["status"] == "done"));
+}
