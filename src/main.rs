@@ -81,6 +81,12 @@ fn execute(command: Command, quiet: bool) -> sweep::Result<i32> {
                     summary.seconds,
                     args.db.display()
                 );
+                if summary.resumed > 0 {
+                    eprintln!(
+                        "{} trials continued from the last epoch an earlier run completed",
+                        summary.resumed
+                    );
+                }
             }
             if summary.complete() {
                 Ok(0)

@@ -74,6 +74,11 @@ fn a_killed_run_resumes_without_losing_or_duplicating_results() {
 
     let out = ws.run(&file, &[]);
     assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("continued from the last epoch"),
+        "{}",
+        stderr(&out)
+    );
     let after = ws.ls_json();
     assert_eq!(after.len(), 3);
     let store = Store::open_existing(&ws.db()).unwrap();
@@ -92,6 +97,22 @@ fn a_killed_run_resumes_without_losing_or_duplicating_results() {
     // A trial that had finished before the kill is kept exactly as it was.
     for old in before.iter().filter(|t| t["status"] == "done") {
         assert!(after.contains(old));
+    }
+
+    // Trials continued from their last epoch (model, optimizer and generator state restored)
+    // end exactly where an uninterrupted run ends.
+    let clean = Workspace::new();
+    let out = clean.run(&clean.experiment("long.toml", LONG), &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let reference = clean.ls_json();
+    for (resumed, uninterrupted) in after.iter().zip(&reference) {
+        for metric in ["train_loss", "val_loss", "val_acc", "test_loss", "test_acc"] {
+            assert_eq!(
+                resumed[metric], uninterrupted[metric],
+                "{metric}, lr {}",
+                resumed["lr"]
+            );
+        }
     }
 }
 

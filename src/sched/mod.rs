@@ -5,7 +5,7 @@ use crate::data::{self, Dataset};
 use crate::error::{Error, Result};
 use crate::spec::{Experiment, TrialSpec};
 use crate::store::Store;
-use crate::train::{self, TrainEvent, TrialEnd, TrialRun};
+use crate::train::{self, ResumeState, TrainEvent, TrialEnd, TrialRun};
 use burn::prelude::Device;
 use sha2::{Digest, Sha256};
 use std::panic::AssertUnwindSafe;
@@ -50,6 +50,8 @@ pub struct RunSummary {
     pub interrupted: usize,
     /// Trials left pending because the run was stopped first.
     pub not_started: usize,
+    /// Trials continued from the last epoch an earlier, cut-off run completed.
+    pub resumed: usize,
     /// Wall seconds of the run.
     pub seconds: f64,
 }
@@ -90,17 +92,37 @@ pub fn run_sweep(experiment: &Experiment, options: &RunOptions) -> Result<RunSum
         store.upsert_sweep(&experiment.name, &spec_json, &spec_hash, &experiment.path)?;
     let stored = store.sync_trials(sweep_id, &trials)?;
 
-    let mut pending: Vec<(i64, &TrialSpec)> = Vec::new();
+    let runs_dir = options
+        .runs_dir
+        .clone()
+        .unwrap_or_else(|| default_runs_dir(&options.db))
+        .join(&experiment.name);
+    let mut pending: Vec<(i64, &TrialSpec, Option<ResumeState>)> = Vec::new();
     let mut skipped = 0;
     for (row, trial) in stored.iter().zip(&trials) {
         match row.status.as_str() {
             "done" | "diverged" => skipped += 1,
-            "pending" => pending.push((row.id, trial)),
-            _ => {
-                // A trial left running by a killed process, or failed/interrupted before:
-                // start it again from a clean slate.
-                store.reset_trial(row.id)?;
-                pending.push((row.id, trial));
+            "pending" => pending.push((row.id, trial, None)),
+            status => {
+                // Left running by a killed process, interrupted, or failed: continue after the
+                // last epoch that both the database and the checkpoint files hold, else start over.
+                let recorded = store.epochs(row.id)?;
+                let resume =
+                    train::read_resume_state(&runs_dir.join(row.id.to_string())).filter(|state| {
+                        status != "failed"
+                            && state.epoch > 0
+                            && state.epoch <= trial.epochs
+                            && recorded.len() == state.epoch
+                            && recorded.last().map(|e| e.epoch) == Some(state.epoch as i64)
+                    });
+                match &resume {
+                    Some(state) => {
+                        tracing::info!(trial = row.id, epoch = state.epoch, "resuming");
+                        store.rewind_trial(row.id)?;
+                    }
+                    None => store.reset_trial(row.id)?,
+                }
+                pending.push((row.id, trial, resume));
             }
         }
     }
@@ -113,11 +135,6 @@ pub fn run_sweep(experiment: &Experiment, options: &RunOptions) -> Result<RunSum
         .threads
         .or(spec.sweep.threads)
         .unwrap_or((cores / jobs).max(1));
-    let runs_dir = options
-        .runs_dir
-        .clone()
-        .unwrap_or_else(|| default_runs_dir(&options.db))
-        .join(&experiment.name);
     tracing::info!(
         sweep = %experiment.name,
         trials = trials.len(),
@@ -154,7 +171,7 @@ pub fn run_sweep(experiment: &Experiment, options: &RunOptions) -> Result<RunSum
                     let mut ends = Vec::new();
                     while !stop.load(Ordering::SeqCst) {
                         let index = next.fetch_add(1, Ordering::SeqCst);
-                        let Some(&(id, trial)) = pending.get(index) else {
+                        let Some((id, trial, resume)) = pending.get(index) else {
                             break;
                         };
                         let slot = Slot {
@@ -163,7 +180,7 @@ pub fn run_sweep(experiment: &Experiment, options: &RunOptions) -> Result<RunSum
                             runs_dir,
                             stop,
                         };
-                        ends.push(slot.run(id, trial, dataset, experiment, &emit));
+                        ends.push(slot.run(*id, trial, resume.clone(), dataset, experiment, &emit));
                     }
                     ends
                 })
@@ -191,6 +208,7 @@ pub fn run_sweep(experiment: &Experiment, options: &RunOptions) -> Result<RunSum
         failed: count("failed"),
         interrupted: count("interrupted"),
         not_started: pending.len() - ends.len(),
+        resumed: pending.iter().filter(|p| p.2.is_some()).count(),
         seconds: started.elapsed().as_secs_f64(),
     })
 }
@@ -208,6 +226,7 @@ impl Slot<'_> {
         &self,
         id: i64,
         trial: &TrialSpec,
+        resume: Option<ResumeState>,
         dataset: &Dataset,
         experiment: &Experiment,
         emit: &(dyn Fn(TrainEvent) + Sync),
@@ -236,6 +255,7 @@ impl Slot<'_> {
             dir: self.runs_dir.join(id.to_string()),
             metric: experiment.spec.sweep.metric,
             stop: self.stop,
+            resume,
         };
         match std::panic::catch_unwind(AssertUnwindSafe(|| {
             compute.install(|| train::run_trial(&run, emit))

@@ -316,6 +316,28 @@ impl Store {
         })
     }
 
+    /// Prepares an unfinished trial to continue after its recorded epochs: keeps its epoch and
+    /// checkpoint rows, clears its end state.
+    pub fn rewind_trial(&self, trial_id: i64) -> Result<()> {
+        self.runtime.block_on(async {
+            let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+            for sql in [
+                "DELETE FROM class_metrics WHERE trial_id = ?",
+                "DELETE FROM confusion WHERE trial_id = ?",
+                "UPDATE trials SET status = 'pending', finished_at = NULL, duration_s = NULL,
+                     test_loss = NULL, test_acc = NULL, error = NULL
+                 WHERE id = ?",
+            ] {
+                sqlx::query(sql)
+                    .bind(trial_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| self.err(e))?;
+            }
+            tx.commit().await.map_err(|e| self.err(e))
+        })
+    }
+
     /// Persists one training event.
     pub fn apply(&self, event: &TrainEvent) -> Result<()> {
         self.runtime

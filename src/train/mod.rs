@@ -44,6 +44,66 @@ pub struct TrialRun<'a> {
     pub metric: Metric,
     /// Set when the run should stop early.
     pub stop: &'a AtomicBool,
+    /// Where to continue from, when an earlier run of this trial was cut off.
+    pub resume: Option<ResumeState>,
+}
+
+const MODEL_FILE: &str = "last.bpk";
+const OPTIMIZER_FILE: &str = "optimizer.bpk";
+const STATE_FILE: &str = "state.json";
+
+/// What a trial needs to continue after its last completed epoch: written after every epoch,
+/// with the hashes of the model and optimizer files it goes with.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ResumeState {
+    /// Epochs completed.
+    pub epoch: usize,
+    /// State of the dropout generator after that epoch.
+    pub dropout: u64,
+    /// Best metric value so far and its epoch.
+    pub best: Option<(f64, usize)>,
+    /// sha256 of `last.bpk` as written for that epoch.
+    pub model_sha256: String,
+    /// sha256 of `optimizer.bpk` as written for that epoch.
+    pub optimizer_sha256: String,
+}
+
+/// Reads a trial directory's resume state; `None` when there is none or its files do not match
+/// it (a crash between writing them), in which case the trial starts over.
+pub fn read_resume_state(dir: &Path) -> Option<ResumeState> {
+    let text = std::fs::read_to_string(dir.join(STATE_FILE)).ok()?;
+    let state: ResumeState = serde_json::from_str(&text).ok()?;
+    let model = file_sha256(&dir.join(MODEL_FILE)).ok()?;
+    let optimizer = file_sha256(&dir.join(OPTIMIZER_FILE)).ok()?;
+    (model == state.model_sha256 && optimizer == state.optimizer_sha256).then_some(state)
+}
+
+fn save_resume_state(
+    dir: &Path,
+    optimizer: &burn::optim::ModuleOptimizer,
+    mut state: ResumeState,
+) -> Result<()> {
+    let optimizer_path = dir.join(OPTIMIZER_FILE);
+    optimizer.save(&optimizer_path).map_err(|e| {
+        Error::Train(format!(
+            "cannot write optimizer state {}: {e}",
+            optimizer_path.display()
+        ))
+    })?;
+    state.model_sha256 = file_sha256(&dir.join(MODEL_FILE))?;
+    state.optimizer_sha256 = file_sha256(&optimizer_path)?;
+    let json = serde_json::to_vec(&state).expect("resume state serialises");
+    // Write, fsync, rename: the state file is either the old one or the new one, never partial.
+    let tmp = dir.join(format!("{STATE_FILE}.tmp"));
+    let path = dir.join(STATE_FILE);
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(&json)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, &path)
+    };
+    write().map_err(|e| Error::io(&path, e))
 }
 
 /// Trains the trial to its end, sending events to `emit`; the last event is always `Finished`.
@@ -107,20 +167,46 @@ fn train(run: &TrialRun, emit: &(dyn Fn(TrainEvent) + Sync)) -> Result<TrialEnd>
     let spec = run.spec;
     let data = TrialData::new(spec, run.data)?;
     let device = run.device.clone().autodiff();
-    let mut model = Net::new(
+    let fresh = Net::new(
         spec,
         &device,
         Rng::for_stream(spec.seed, Stream::Init).next_u64(),
     );
-    let mut optimizer = optim::build(spec);
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
     let mut shuffle = Rng::for_stream(spec.seed, Stream::Shuffle);
-    let mut dropout = Rng::for_stream(spec.seed, Stream::Dropout);
+    let mut order = data.split.train.clone();
     std::fs::create_dir_all(&run.dir).map_err(|e| Error::io(&run.dir, e))?;
 
-    let mut order = data.split.train.clone();
-    let mut best: Option<(f64, usize)> = None;
-    for epoch in 1..=spec.epochs {
+    let (mut model, mut optimizer, mut dropout, mut best, done_epochs) = match &run.resume {
+        Some(state) => {
+            let model = fresh.try_load_file(run.dir.join(MODEL_FILE)).map_err(|e| {
+                Error::Train(format!("cannot resume from {}: {e}", run.dir.display()))
+            })?;
+            let optimizer = optim::build(spec)
+                .load(run.dir.join(OPTIMIZER_FILE))
+                .map_err(|e| {
+                    Error::Train(format!("cannot resume from {}: {e}", run.dir.display()))
+                })?;
+            // Each epoch shuffles the previous epoch's order: replay them to stand where the
+            // interrupted run stood.
+            for _ in 0..state.epoch {
+                shuffle.shuffle(&mut order);
+            }
+            (
+                model,
+                optimizer,
+                Rng::new(state.dropout),
+                state.best,
+                state.epoch,
+            )
+        }
+        None => {
+            let _ = std::fs::remove_file(run.dir.join(STATE_FILE));
+            let dropout = Rng::for_stream(spec.seed, Stream::Dropout);
+            (fresh, optim::build(spec), dropout, None, 0)
+        }
+    };
+    for epoch in done_epochs + 1..=spec.epochs {
         let epoch_start = Instant::now();
         shuffle.shuffle(&mut order);
         let (mut loss_sum, mut correct) = (0f64, 0i64);
@@ -183,6 +269,17 @@ fn train(run: &TrialRun, emit: &(dyn Fn(TrainEvent) + Sync)) -> Result<TrialEnd>
                 checkpoint: best_file,
             });
         }
+        save_resume_state(
+            &run.dir,
+            &optimizer,
+            ResumeState {
+                epoch,
+                dropout: dropout.state(),
+                best,
+                model_sha256: String::new(),
+                optimizer_sha256: String::new(),
+            },
+        )?;
         emit(TrainEvent::Epoch {
             trial: run.id,
             metrics,
