@@ -7,7 +7,7 @@ mod mlp;
 
 pub use cnn::Cnn;
 pub use convnet::Convnet;
-pub use lenet5::Lenet5;
+pub use lenet5::lenet5;
 pub use mlp::Mlp;
 
 use crate::data::NUM_CLASSES;
@@ -23,8 +23,8 @@ pub enum Net {
     Mlp(Mlp),
     /// Two conv + two pool + three linear layers.
     Cnn(Cnn),
-    /// LeNet-5.
-    Lenet5(Lenet5),
+    /// LeNet-5 (a `Cnn` with LeNet's layer sizes).
+    Lenet5(Cnn),
     /// Two conv layers and one linear layer.
     Convnet(Convnet),
 }
@@ -51,7 +51,7 @@ impl Net {
                 trial.dropout,
                 device,
             )),
-            ArchName::Lenet5 => Net::Lenet5(Lenet5::new(trial.dropout, device)),
+            ArchName::Lenet5 => Net::Lenet5(lenet5(trial.dropout, device)),
             ArchName::Convnet => Net::Convnet(Convnet::new(
                 trial.channels.unwrap_or([16, 32]),
                 trial.dropout,
