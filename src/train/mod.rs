@@ -387,10 +387,3 @@ pub fn file_sha256(path: &Path) -> Result<String> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     Ok(hex::encode(Sha256::digest(&bytes)))
 }
-
-/// Loads a checkpoint written by [`run_trial`] into the trial's architecture.
-pub fn load_checkpoint(spec: &TrialSpec, path: &Path, device: &Device) -> Result<Net> {
-    let net = Net::new(spec, device, 0);
-    net.try_load_file(path)
-        .map_err(|e| Error::Train(format!("cannot load checkpoint {}: {e}", path.display())))
-}
