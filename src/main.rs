@@ -56,6 +56,13 @@ fn execute(command: Command, quiet: bool) -> sweep::Result<i32> {
             Ok(0)
         }
         Command::Run(args) => {
+            for (flag, value) in [("--jobs", args.jobs), ("--threads", args.threads)] {
+                if value == Some(0) {
+                    return Err(sweep::Error::Usage(format!(
+                        "{flag} 0: give at least 1 (or leave it out to use the experiment file's value)"
+                    )));
+                }
+            }
             let experiment = Experiment::load(&args.experiment.file, &args.experiment.set)?;
             let options = RunOptions {
                 db: args.db.clone(),

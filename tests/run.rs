@@ -250,3 +250,19 @@ fn ls_filters_by_sweep_and_rejects_unknown_names() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("no sweep named \"other\""));
 }
+
+#[test]
+fn zero_jobs_or_threads_are_rejected_before_anything_runs() {
+    let ws = Workspace::new();
+    let file = ws.experiment("tiny.toml", TINY);
+    for flag in ["--jobs", "--threads"] {
+        let out = ws.run(&file, &[flag, "0"]);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(
+            stderr(&out).contains(&format!("{flag} 0")),
+            "{}",
+            stderr(&out)
+        );
+        assert!(!ws.db().exists());
+    }
+}
