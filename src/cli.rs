@@ -24,6 +24,9 @@ pub struct Cli {
 pub enum Command {
     /// Train every trial of an experiment file and record the results.
     Run(RunArgs),
+    /// Continue a stored sweep with the spec it was last run with: finished trials are kept,
+    /// unfinished ones continue from their last completed epoch.
+    Resume(ResumeArgs),
     /// Check an experiment file and print its expanded trials without running them.
     Validate(ValidateArgs),
     /// List recorded trials with their parameters, status and final metrics.
@@ -45,6 +48,22 @@ pub struct ExperimentArgs {
 pub struct RunArgs {
     #[command(flatten)]
     pub experiment: ExperimentArgs,
+    #[command(flatten)]
+    pub options: RunOptionArgs,
+}
+
+/// `sweep resume`.
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// Name of a sweep stored in the database.
+    pub sweep: String,
+    #[command(flatten)]
+    pub options: RunOptionArgs,
+}
+
+/// Where and how a sweep runs, shared by `run` and `resume`.
+#[derive(Debug, Args)]
+pub struct RunOptionArgs {
     /// Results database (created if missing).
     #[arg(long, env = "SWEEP_DB", default_value = "sweep.db")]
     pub db: PathBuf,

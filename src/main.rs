@@ -56,54 +56,24 @@ fn execute(command: Command, quiet: bool) -> sweep::Result<i32> {
             Ok(0)
         }
         Command::Run(args) => {
-            for (flag, value) in [("--jobs", args.jobs), ("--threads", args.threads)] {
-                if value == Some(0) {
-                    return Err(sweep::Error::Usage(format!(
-                        "{flag} 0: give at least 1 (or leave it out to use the experiment file's value)"
-                    )));
-                }
-            }
+            check_counts(&args.options)?;
             let experiment = Experiment::load(&args.experiment.file, &args.experiment.set)?;
-            let options = RunOptions {
-                db: args.db.clone(),
-                runs_dir: args.runs,
-                data_dir: args.data,
-                jobs: args.jobs,
-                threads: args.threads,
-                stop: stop_on_ctrl_c(),
+            run(&experiment, args.options, quiet)
+        }
+        Command::Resume(args) => {
+            check_counts(&args.options)?;
+            let store = Store::open_existing(&args.options.db)?;
+            let Some((spec_json, source)) = store.sweep_spec(&args.sweep)? else {
+                return Err(sweep::Error::NotFound(format!(
+                    "no sweep named {:?} in {}; known: {}",
+                    args.sweep,
+                    args.options.db.display(),
+                    store.sweep_names()?.join(", ")
+                )));
             };
-            let summary = run_sweep(&experiment, &options)?;
-            if !quiet {
-                eprintln!(
-                    "sweep {}: {} trials, {} already done, {} done, {} diverged, {} failed, \
-                 {} interrupted, {} not started in {:.1} s; results in {}",
-                    summary.sweep,
-                    summary.total,
-                    summary.skipped,
-                    summary.done,
-                    summary.diverged,
-                    summary.failed,
-                    summary.interrupted,
-                    summary.not_started,
-                    summary.seconds,
-                    args.db.display()
-                );
-                if summary.resumed > 0 {
-                    eprintln!(
-                        "{} trials continued from the last epoch an earlier run completed",
-                        summary.resumed
-                    );
-                }
-            }
-            if summary.complete() {
-                Ok(0)
-            } else {
-                eprintln!(
-                    "not every trial finished; run the same command again to retry the rest \
-                     (finished trials are kept)"
-                );
-                Ok(1)
-            }
+            drop(store);
+            let experiment = Experiment::from_stored(&args.sweep, source.as_ref(), &spec_json)?;
+            run(&experiment, args.options, quiet)
         }
         Command::Ls(args) => {
             let store = Store::open_existing(&args.db)?;
@@ -129,6 +99,60 @@ fn execute(command: Command, quiet: bool) -> sweep::Result<i32> {
             }
             Ok(0)
         }
+    }
+}
+
+fn check_counts(args: &cli::RunOptionArgs) -> sweep::Result<()> {
+    for (flag, value) in [("--jobs", args.jobs), ("--threads", args.threads)] {
+        if value == Some(0) {
+            return Err(sweep::Error::Usage(format!(
+                "{flag} 0: give at least 1 (or leave it out to use the experiment file's value)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn run(experiment: &Experiment, args: cli::RunOptionArgs, quiet: bool) -> sweep::Result<i32> {
+    let options = RunOptions {
+        db: args.db.clone(),
+        runs_dir: args.runs,
+        data_dir: args.data,
+        jobs: args.jobs,
+        threads: args.threads,
+        stop: stop_on_ctrl_c(),
+    };
+    let summary = run_sweep(experiment, &options)?;
+    if !quiet {
+        eprintln!(
+            "sweep {}: {} trials, {} already done, {} done, {} diverged, {} failed, \
+                 {} interrupted, {} not started in {:.1} s; results in {}",
+            summary.sweep,
+            summary.total,
+            summary.skipped,
+            summary.done,
+            summary.diverged,
+            summary.failed,
+            summary.interrupted,
+            summary.not_started,
+            summary.seconds,
+            args.db.display()
+        );
+        if summary.resumed > 0 {
+            eprintln!(
+                "{} trials continued from the last epoch an earlier run completed",
+                summary.resumed
+            );
+        }
+    }
+    if summary.complete() {
+        Ok(0)
+    } else {
+        eprintln!(
+            "not every trial finished; run the same command again to retry the rest \
+                     (finished trials are kept)"
+        );
+        Ok(1)
     }
 }
 

@@ -159,7 +159,33 @@ fn ctrl_c_interrupts_cleanly_and_the_next_run_finishes() {
     assert!(statuses.iter().any(|s| s == "interrupted"), "{statuses:?}");
     assert!(!statuses.iter().any(|s| s == "running"), "{statuses:?}");
 
-    let out = ws.run(&file, &[]);
+    // `sweep resume NAME` continues from the spec stored in the database, no file needed.
+    std::fs::remove_file(&file).unwrap();
+    let db = ws.db();
+    let data = ws.data();
+    let resume = |name: &str| {
+        ws.sweep(&[
+            "resume",
+            name,
+            "--db",
+            db.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+        ])
+    };
+    let out = resume("nope");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no sweep named \"nope\""),
+        "{}",
+        stderr(&out)
+    );
+    let out = resume("long");
     assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("continued from the last epoch"),
+        "{}",
+        stderr(&out)
+    );
     assert!(ws.ls_json().iter().all(|t| t["status"] == "done"));
 }

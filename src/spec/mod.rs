@@ -77,6 +77,21 @@ impl Experiment {
         Ok(experiment)
     }
 
+    /// Rebuilds an experiment from the resolved spec a sweep stored (see `sweep resume`).
+    pub fn from_stored(name: &str, source: &Path, spec_json: &str) -> Result<Self> {
+        let spec: ExperimentSpec = serde_json::from_str(spec_json).map_err(|e| {
+            Error::Spec(format!(
+                "the stored spec of sweep {name:?} cannot be read ({e}); run its experiment \
+                 file again with `sweep run`"
+            ))
+        })?;
+        Ok(Experiment {
+            path: source.to_path_buf(),
+            name: name.to_owned(),
+            spec,
+        })
+    }
+
     /// Expands the grid into one trial per combination and repeat, in a stable order.
     pub fn trials(&self) -> Vec<TrialSpec> {
         grid::expand(&self.spec)

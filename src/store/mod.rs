@@ -533,6 +533,19 @@ impl Store {
         })
     }
 
+    /// The resolved spec (JSON) and source file a sweep was last run with.
+    pub fn sweep_spec(&self, name: &str) -> Result<Option<(String, String)>> {
+        self.runtime
+            .block_on(
+                sqlx::query_as(
+                    "SELECT spec_json, COALESCE(source_path, '') FROM sweeps WHERE name = ?",
+                )
+                .bind(name)
+                .fetch_optional(&self.pool),
+            )
+            .map_err(|e| self.err(e))
+    }
+
     /// Names of the stored sweeps, oldest first.
     pub fn sweep_names(&self) -> Result<Vec<String>> {
         self.runtime
