@@ -292,9 +292,9 @@ impl Store {
     /// Clears what an unfinished attempt of a trial left (epochs, checkpoints, results) so it
     /// can start again cleanly.
     pub fn reset_trial(&self, trial_id: i64) -> Result<()> {
-        self.runtime.block_on(async {
-            let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
-            for sql in [
+        self.in_one_transaction(
+            trial_id,
+            &[
                 "DELETE FROM epochs WHERE trial_id = ?",
                 "DELETE FROM checkpoints WHERE trial_id = ?",
                 "DELETE FROM class_metrics WHERE trial_id = ?",
@@ -305,29 +305,30 @@ impl Store {
                      best_epoch = NULL, best_val_acc = NULL, best_val_loss = NULL,
                      test_loss = NULL, test_acc = NULL, error = NULL
                  WHERE id = ?",
-            ] {
-                sqlx::query(sql)
-                    .bind(trial_id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| self.err(e))?;
-            }
-            tx.commit().await.map_err(|e| self.err(e))
-        })
+            ],
+        )
     }
 
     /// Prepares an unfinished trial to continue after its recorded epochs: keeps its epoch and
     /// checkpoint rows, clears its end state.
     pub fn rewind_trial(&self, trial_id: i64) -> Result<()> {
-        self.runtime.block_on(async {
-            let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
-            for sql in [
+        self.in_one_transaction(
+            trial_id,
+            &[
                 "DELETE FROM class_metrics WHERE trial_id = ?",
                 "DELETE FROM confusion WHERE trial_id = ?",
                 "UPDATE trials SET status = 'pending', finished_at = NULL, duration_s = NULL,
                      test_loss = NULL, test_acc = NULL, error = NULL
                  WHERE id = ?",
-            ] {
+            ],
+        )
+    }
+
+    /// Runs statements that each take the trial id as their one parameter, all or none.
+    fn in_one_transaction(&self, trial_id: i64, statements: &[&str]) -> Result<()> {
+        self.runtime.block_on(async {
+            let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+            for sql in statements {
                 sqlx::query(sql)
                     .bind(trial_id)
                     .execute(&mut *tx)
