@@ -153,15 +153,25 @@ impl Store {
                     .connect_with(options),
             )
             .map_err(|e| store_error(&e))?;
-        runtime
-            .block_on(sqlx::migrate!("./migrations").run(&pool))
-            .map_err(|e| Error::Store {
-                path: path.to_path_buf(),
-                message: format!(
-                    "{e} (is this a sweep database? a database written by a newer sweep needs \
+        // SQLite migrations take no cross-process lock: when two processes open a new file at
+        // once, the loser's attempt fails on tables the winner just made. Trying again sees the
+        // migrations applied.
+        let migrate = || runtime.block_on(sqlx::migrate!("./migrations").run(&pool));
+        let mut outcome = migrate();
+        for _ in 0..3 {
+            if outcome.is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            outcome = migrate();
+        }
+        outcome.map_err(|e| Error::Store {
+            path: path.to_path_buf(),
+            message: format!(
+                "{e} (is this a sweep database? a database written by a newer sweep needs \
                      that version)"
-                ),
-            })?;
+            ),
+        })?;
         Ok(Store {
             pool,
             runtime,
