@@ -3,6 +3,7 @@
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use sweep::report::Format;
+use sweep::spec::DeviceName;
 
 /// Declarative hyperparameter sweeps for image classifiers, tracked in SQLite.
 #[derive(Debug, Parser)]
@@ -73,6 +74,9 @@ pub struct RunOptionArgs {
     /// Compute threads per trial (overrides [sweep] threads).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Devices, comma-separated: cpu, tch-cpu, cuda:N (overrides [sweep] devices).
+    #[arg(long, value_delimiter = ',', value_name = "DEVICE,...")]
+    pub devices: Option<Vec<DeviceName>>,
     /// Directory with the IDX files (overrides [data] dir and SWEEP_DATA).
     #[arg(long)]
     pub data: Option<PathBuf>,

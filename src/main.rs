@@ -7,7 +7,7 @@ use cli::{Cli, Command};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use sweep::report::{self, Format};
-use sweep::sched::{RunOptions, run_sweep};
+use sweep::sched::{ProgressMode, RunOptions, run_sweep};
 use sweep::spec::Experiment;
 use sweep::store::Store;
 use tracing_subscriber::EnvFilter;
@@ -120,6 +120,14 @@ fn run(experiment: &Experiment, args: cli::RunOptionArgs, quiet: bool) -> sweep:
         data_dir: args.data,
         jobs: args.jobs,
         threads: args.threads,
+        devices: args.devices,
+        progress: if quiet {
+            ProgressMode::Quiet
+        } else if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            ProgressMode::Bars
+        } else {
+            ProgressMode::Lines
+        },
         stop: stop_on_ctrl_c(),
     };
     let summary = run_sweep(experiment, &options)?;
@@ -138,6 +146,13 @@ fn run(experiment: &Experiment, args: cli::RunOptionArgs, quiet: bool) -> sweep:
             summary.seconds,
             args.db.display()
         );
+        if summary.taken_elsewhere > 0 {
+            eprintln!(
+                "{} trials were finished or being run by another sweep process on {}",
+                summary.taken_elsewhere,
+                args.db.display()
+            );
+        }
         if summary.resumed > 0 {
             eprintln!(
                 "{} trials continued from the last epoch an earlier run completed",

@@ -4,8 +4,7 @@
 mod common;
 
 use common::{Workspace, stderr};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 use sweep::store::Store;
 use sweep::train::file_sha256;
 
@@ -25,54 +24,12 @@ epochs = 40
 hidden = [256, 256]
 "#;
 
-fn recorded_epochs(db: &std::path::Path) -> usize {
-    let Ok(store) = Store::open_existing(db) else {
-        return 0;
-    };
-    let Ok(trials) = store.list_trials(None) else {
-        return 0;
-    };
-    trials
-        .iter()
-        .map(|t| store.epochs(t.id).map_or(0, |e| e.len()))
-        .sum()
-}
-
-/// Starts `sweep run` on the long experiment in the background.
-fn start_long_run(ws: &Workspace, file: &std::path::Path, stderr: Stdio) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_sweep"))
-        .args(["run", file.to_str().unwrap(), "--db"])
-        .arg(ws.db())
-        .arg("--data")
-        .arg(ws.data())
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        .spawn()
-        .unwrap()
-}
-
-/// Waits until the database holds `epochs` epoch rows, with the run still going.
-fn wait_for_epochs(ws: &Workspace, child: &mut Child, epochs: usize) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while recorded_epochs(&ws.db()) < epochs {
-        assert!(
-            Instant::now() < deadline,
-            "no epoch recorded within a minute"
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the run ended too early"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 #[test]
 fn a_killed_run_resumes_without_losing_or_duplicating_results() {
     let ws = Workspace::new();
     let file = ws.experiment("long.toml", LONG);
-    let mut child = start_long_run(&ws, &file, Stdio::null());
-    wait_for_epochs(&ws, &mut child, 2);
+    let mut child = ws.spawn_run(&file, Stdio::null());
+    ws.wait_for_epochs(&mut child, 2);
     child.kill().unwrap();
     child.wait().unwrap();
 
@@ -130,8 +87,8 @@ fn a_killed_run_resumes_without_losing_or_duplicating_results() {
 fn ctrl_c_interrupts_cleanly_and_the_next_run_finishes() {
     let ws = Workspace::new();
     let file = ws.experiment("long.toml", LONG);
-    let mut child = start_long_run(&ws, &file, Stdio::piped());
-    wait_for_epochs(&ws, &mut child, 1);
+    let mut child = ws.spawn_run(&file, Stdio::piped());
+    ws.wait_for_epochs(&mut child, 1);
     let signalled = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()

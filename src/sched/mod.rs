@@ -2,17 +2,24 @@
 //! event to one writer thread that owns the database.
 
 use crate::data::{self, Dataset};
+mod device;
+mod owner;
+mod progress;
+
+pub use device::HAS_TCH;
+pub use progress::ProgressMode;
+
 use crate::error::{Error, Result};
-use crate::spec::{Experiment, TrialSpec};
+use crate::spec::{DeviceName, Experiment, TrialSpec};
 use crate::store::Store;
 use crate::train::{self, ResumeState, TrainEvent, TrialEnd, TrialRun};
-use burn::prelude::Device;
+use progress::Progress;
 use sha2::{Digest, Sha256};
 use std::panic::AssertUnwindSafe;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, mpsc};
-use std::time::Instant;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
 
 /// How to run a sweep, beyond what the experiment file says.
 #[derive(Debug, Clone, Default)]
@@ -27,6 +34,10 @@ pub struct RunOptions {
     pub jobs: Option<usize>,
     /// Threads per trial, overriding `[sweep] threads`.
     pub threads: Option<usize>,
+    /// Devices, overriding `[sweep] devices`.
+    pub devices: Option<Vec<DeviceName>>,
+    /// How progress is shown.
+    pub progress: ProgressMode,
     /// Set (e.g. by Ctrl-C) to stop: no new trial starts and running ones end as interrupted.
     pub stop: Arc<AtomicBool>,
 }
@@ -50,6 +61,8 @@ pub struct RunSummary {
     pub interrupted: usize,
     /// Trials left pending because the run was stopped first.
     pub not_started: usize,
+    /// Trials left alone because another process finished or is running them.
+    pub taken_elsewhere: usize,
     /// Trials continued from the last epoch an earlier, cut-off run completed.
     pub resumed: usize,
     /// Wall seconds of the run.
@@ -71,10 +84,21 @@ pub fn default_runs_dir(db: &std::path::Path) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("runs"))
 }
 
+/// A trial held by another process is taken over once its heartbeat is this old, when that
+/// process's liveness cannot be checked directly (it ran on another host).
+const STALE_AFTER: Duration = Duration::from_secs(60);
+/// How often the heartbeat of this process's running trials is refreshed.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
+
 /// Trains every trial of `experiment` that the database does not hold as finished.
 pub fn run_sweep(experiment: &Experiment, options: &RunOptions) -> Result<RunSummary> {
     let started = Instant::now();
     let spec = &experiment.spec;
+    let devices = options
+        .devices
+        .clone()
+        .unwrap_or(spec.sweep.devices.clone());
+    device::check(&devices)?;
     let trials = experiment.trials();
     let data_dir = data::locate(options.data_dir.as_deref().or(spec.data.dir.as_deref()))?;
     let dataset = Dataset::load(&data_dir)?;
@@ -97,37 +121,16 @@ pub fn run_sweep(experiment: &Experiment, options: &RunOptions) -> Result<RunSum
         .clone()
         .unwrap_or_else(|| default_runs_dir(&options.db))
         .join(&experiment.name);
-    let mut pending: Vec<(i64, &TrialSpec, Option<ResumeState>)> = Vec::new();
+    let mut candidates: Vec<(i64, &TrialSpec)> = Vec::new();
     let mut skipped = 0;
     for (row, trial) in stored.iter().zip(&trials) {
         match row.status.as_str() {
             "done" | "diverged" => skipped += 1,
-            "pending" => pending.push((row.id, trial, None)),
-            status => {
-                // Left running by a killed process, interrupted, or failed: continue after the
-                // last epoch that both the database and the checkpoint files hold, else start over.
-                let recorded = store.epochs(row.id)?;
-                let resume =
-                    train::read_resume_state(&runs_dir.join(row.id.to_string())).filter(|state| {
-                        status != "failed"
-                            && state.epoch > 0
-                            && state.epoch <= trial.epochs
-                            && recorded.len() == state.epoch
-                            && recorded.last().map(|e| e.epoch) == Some(state.epoch as i64)
-                    });
-                match &resume {
-                    Some(state) => {
-                        tracing::info!(trial = row.id, epoch = state.epoch, "resuming");
-                        store.rewind_trial(row.id)?;
-                    }
-                    None => store.reset_trial(row.id)?,
-                }
-                pending.push((row.id, trial, resume));
-            }
+            _ => candidates.push((row.id, trial)),
         }
     }
     // Longest first, so the sweep does not end with one long trial running alone.
-    pending.sort_by(|a, b| b.1.expected_cost().total_cmp(&a.1.expected_cost()));
+    candidates.sort_by(|a, b| b.1.expected_cost().total_cmp(&a.1.expected_cost()));
 
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let jobs = options.jobs.unwrap_or(spec.sweep.jobs).max(1);
@@ -135,30 +138,53 @@ pub fn run_sweep(experiment: &Experiment, options: &RunOptions) -> Result<RunSum
         .threads
         .or(spec.sweep.threads)
         .unwrap_or((cores / jobs).max(1));
+    let slots = slots(&devices, jobs, threads, spec.sweep.trials_per_gpu);
+    if devices.contains(&DeviceName::TchCpu) {
+        device::set_libtorch_threads(threads);
+    }
     tracing::info!(
         sweep = %experiment.name,
         trials = trials.len(),
-        to_run = pending.len(),
+        to_run = candidates.len(),
         already_done = skipped,
+        devices = %devices.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(","),
         jobs,
         threads,
         "starting"
     );
 
+    let owner = owner::this_process();
+    let progress = Progress::new(
+        options.progress,
+        candidates.iter().map(|(id, t)| (*id, t.label())).collect(),
+        candidates.iter().map(|(_, t)| t.epochs as u64).sum(),
+    );
     let stop = &*options.stop;
     let (sender, receiver) = mpsc::channel::<TrainEvent>();
-    let total_to_run = pending.len();
-    let writer = std::thread::spawn(move || write_events(store, receiver, total_to_run));
+    let writer = {
+        let owner = owner.clone();
+        std::thread::spawn(move || write_events(store, receiver, progress, &owner))
+    };
+    let dispenser = Mutex::new(Dispenser {
+        store: Store::open(&options.db)?,
+        owner,
+        candidates: &candidates,
+        next: 0,
+        runs_dir: &runs_dir,
+        taken_elsewhere: 0,
+        resumed: 0,
+        error: None,
+    });
 
     // Workers are plain threads, each with its own rayon pool for the trial's tensor ops: a
     // worker that was itself a rayon thread would steal further trials while it waits.
-    let next = AtomicUsize::new(0);
     let ends: Vec<TrialEnd> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..jobs.min(pending.len()))
-            .map(|_| {
+        let workers: Vec<_> = slots
+            .iter()
+            .take(candidates.len())
+            .map(|&(device_name, threads)| {
                 let sender = sender.clone();
-                let (next, pending, dataset, runs_dir, stop) =
-                    (&next, &pending, &dataset, &runs_dir, stop);
+                let (dispenser, dataset, runs_dir, stop) = (&dispenser, &dataset, &runs_dir, stop);
                 scope.spawn(move || {
                     let emit = move |event: TrainEvent| {
                         // The writer only goes away after the workers finish.
@@ -168,19 +194,20 @@ pub fn run_sweep(experiment: &Experiment, options: &RunOptions) -> Result<RunSum
                         .num_threads(threads)
                         .build()
                         .map_err(|e| format!("cannot start {threads} compute threads: {e}"));
+                    let slot = Slot {
+                        device: device_name,
+                        compute: &compute,
+                        threads,
+                        runs_dir,
+                        stop,
+                    };
                     let mut ends = Vec::new();
                     while !stop.load(Ordering::SeqCst) {
-                        let index = next.fetch_add(1, Ordering::SeqCst);
-                        let Some((id, trial, resume)) = pending.get(index) else {
+                        let claimed = dispenser.lock().expect("no panics under the lock").next();
+                        let Some((id, trial, resume)) = claimed else {
                             break;
                         };
-                        let slot = Slot {
-                            compute: &compute,
-                            threads,
-                            runs_dir,
-                            stop,
-                        };
-                        ends.push(slot.run(*id, trial, resume.clone(), dataset, experiment, &emit));
+                        ends.push(slot.run(id, trial, resume, dataset, experiment, &emit));
                     }
                     ends
                 })
@@ -193,7 +220,8 @@ pub fn run_sweep(experiment: &Experiment, options: &RunOptions) -> Result<RunSum
     });
     drop(sender);
     let (store, write_error) = writer.join().expect("the writer thread does not panic");
-    if let Some(error) = write_error {
+    let dispenser = dispenser.into_inner().expect("no panics under the lock");
+    if let Some(error) = write_error.or(dispenser.error) {
         return Err(error);
     }
     store.finish_sweep(sweep_id)?;
@@ -207,14 +235,104 @@ pub fn run_sweep(experiment: &Experiment, options: &RunOptions) -> Result<RunSum
         diverged: count("diverged"),
         failed: count("failed"),
         interrupted: count("interrupted"),
-        not_started: pending.len() - ends.len(),
-        resumed: pending.iter().filter(|p| p.2.is_some()).count(),
+        not_started: candidates.len() - dispenser.next,
+        taken_elsewhere: dispenser.taken_elsewhere,
+        resumed: dispenser.resumed,
         seconds: started.elapsed().as_secs_f64(),
     })
 }
 
-/// Where a worker runs its trials: a compute pool of `threads` threads on the CPU.
+/// The worker slots: `(device, threads)` per trial that may run at once. CPU backends get
+/// `jobs` slots of `threads` threads; each GPU gets `trials_per_gpu` slots.
+fn slots(
+    devices: &[DeviceName],
+    jobs: usize,
+    threads: usize,
+    trials_per_gpu: usize,
+) -> Vec<(DeviceName, usize)> {
+    let mut slots = Vec::new();
+    for &device in devices {
+        let count = if device.is_cpu() {
+            jobs
+        } else {
+            trials_per_gpu
+        };
+        slots.extend(std::iter::repeat_n((device, threads), count));
+    }
+    slots
+}
+
+/// Hands trials to this process's workers, claiming each in the database first so that another
+/// `sweep run` on the same database never trains the same trial.
+struct Dispenser<'a> {
+    store: Store,
+    owner: String,
+    candidates: &'a [(i64, &'a TrialSpec)],
+    next: usize,
+    runs_dir: &'a Path,
+    taken_elsewhere: usize,
+    resumed: usize,
+    error: Option<Error>,
+}
+
+impl<'a> Dispenser<'a> {
+    /// The next trial this process holds, with where to continue it; `None` when none is left
+    /// (or the database failed: the error is kept for the end of the run).
+    fn next(&mut self) -> Option<(i64, &'a TrialSpec, Option<ResumeState>)> {
+        if self.error.is_some() {
+            return None;
+        }
+        match self.claim_next() {
+            Ok(found) => found,
+            Err(e) => {
+                self.error = Some(e);
+                None
+            }
+        }
+    }
+
+    fn claim_next(&mut self) -> Result<Option<(i64, &'a TrialSpec, Option<ResumeState>)>> {
+        while let Some(&(id, trial)) = self.candidates.get(self.next) {
+            self.next += 1;
+            let claimed = self
+                .store
+                .claim_trial(id, &self.owner, owner::is_alive, STALE_AFTER)?;
+            let Some(previous) = claimed else {
+                tracing::debug!(trial = id, "finished or running in another process");
+                self.taken_elsewhere += 1;
+                continue;
+            };
+            if previous == "pending" {
+                return Ok(Some((id, trial, None)));
+            }
+            // Left by a killed process, interrupted, or failed: continue after the last epoch
+            // that both the database and the checkpoint files hold, else start over.
+            let recorded = self.store.epochs(id)?;
+            let resume =
+                train::read_resume_state(&self.runs_dir.join(id.to_string())).filter(|state| {
+                    previous != "failed"
+                        && state.epoch > 0
+                        && state.epoch <= trial.epochs
+                        && recorded.len() == state.epoch
+                        && recorded.last().map(|e| e.epoch) == Some(state.epoch as i64)
+                });
+            match &resume {
+                Some(state) => {
+                    tracing::info!(trial = id, epoch = state.epoch, "resuming");
+                    self.store.rewind_trial(id)?;
+                    self.resumed += 1;
+                }
+                None => self.store.reset_trial(id)?,
+            }
+            return Ok(Some((id, trial, resume)));
+        }
+        Ok(None)
+    }
+}
+
+/// Where a worker runs its trials: a device, and a compute pool of `threads` threads.
 struct Slot<'a> {
+    device: DeviceName,
     compute: &'a std::result::Result<rayon::ThreadPool, String>,
     threads: usize,
     runs_dir: &'a std::path::Path,
@@ -249,8 +367,8 @@ impl Slot<'_> {
             id,
             spec: trial,
             data: dataset,
-            device: Device::flex(),
-            device_name: "cpu".into(),
+            device: device::open(self.device),
+            device_name: self.device.to_string(),
             threads: self.threads,
             dir: self.runs_dir.join(id.to_string()),
             metric: experiment.spec.sweep.metric,
@@ -273,68 +391,42 @@ impl Slot<'_> {
     }
 }
 
-/// The single writer: persists events in arrival order and logs progress. After a write error
-/// it keeps draining (so workers never block) and reports the first error at the end.
+/// The single writer: persists events in arrival order, feeds the progress display and keeps
+/// the heartbeat of this process's trials fresh. After a write error it keeps draining (so
+/// workers never block) and reports the first error at the end.
 fn write_events(
     store: Store,
     receiver: mpsc::Receiver<TrainEvent>,
-    total: usize,
+    mut progress: Progress,
+    owner: &str,
 ) -> (Store, Option<Error>) {
     let mut first_error = None;
-    let mut finished = 0;
-    for event in receiver {
-        if first_error.is_none()
-            && let Err(e) = store.apply(&event)
+    let keep = |result: Result<()>, first_error: &mut Option<Error>| {
+        if let Err(e) = result
+            && first_error.is_none()
         {
             tracing::error!("{e}");
-            first_error = Some(e);
+            *first_error = Some(e);
         }
-        log_progress(&event, &mut finished, total);
-    }
-    (store, first_error)
-}
-
-fn log_progress(event: &TrainEvent, finished: &mut usize, total: usize) {
-    match event {
-        TrainEvent::Started {
-            trial,
-            device,
-            threads,
-        } => {
-            tracing::info!(trial, device = %device, threads, "trial started")
-        }
-        TrainEvent::Epoch { trial, metrics: m } => tracing::info!(
-            trial,
-            epoch = m.epoch,
-            train_loss = format_args!("{:.4}", m.train_loss),
-            val_loss = format_args!("{:.4}", m.val_loss),
-            val_acc = format_args!("{:.4}", m.val_acc),
-            seconds = format_args!("{:.1}", m.seconds),
-            "epoch"
-        ),
-        TrainEvent::Checkpoint { .. } => {}
-        TrainEvent::Finished {
-            trial,
-            end,
-            seconds,
-        } => {
-            *finished += 1;
-            match end {
-                TrialEnd::Done { test, .. } => tracing::info!(
-                    trial,
-                    test_acc = format_args!("{:.4}", test.accuracy),
-                    seconds = format_args!("{:.1}", seconds),
-                    "trial done ({finished}/{total})"
-                ),
-                TrialEnd::Diverged { message } | TrialEnd::Failed { message } => {
-                    tracing::warn!(
-                        trial,
-                        status = end.status(),
-                        "{message} ({finished}/{total})"
-                    )
+    };
+    let mut last_beat = Instant::now();
+    loop {
+        match receiver.recv_timeout(Duration::from_secs(1)) {
+            Ok(event) => {
+                if first_error.is_none() {
+                    keep(store.apply(&event), &mut first_error);
                 }
-                TrialEnd::Interrupted => tracing::warn!(trial, "interrupted"),
+                progress.on_event(&event);
             }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        progress.tick();
+        if last_beat.elapsed() >= HEARTBEAT_EVERY {
+            last_beat = Instant::now();
+            keep(store.heartbeat(owner), &mut first_error);
         }
     }
+    progress.finish();
+    (store, first_error)
 }

@@ -41,6 +41,10 @@ pub struct SweepSection {
     pub threads: Option<usize>,
     /// The metric that picks the best epoch and the best trial.
     pub metric: Metric,
+    /// Where trials run: `cpu` (burn flex), `tch-cpu` (libtorch CPU) or `cuda:N`.
+    pub devices: Vec<DeviceName>,
+    /// Trials sharing each GPU at once (small models leave a GPU mostly idle).
+    pub trials_per_gpu: usize,
 }
 
 impl Default for SweepSection {
@@ -52,7 +56,70 @@ impl Default for SweepSection {
             jobs: 1,
             threads: None,
             metric: Metric::ValAcc,
+            devices: vec![DeviceName::Cpu],
+            trials_per_gpu: 1,
         }
+    }
+}
+
+/// A device named in `[sweep] devices` or `--devices`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum DeviceName {
+    /// burn's pure-Rust CPU backend (flex).
+    Cpu,
+    /// libtorch on the CPU (needs the `tch` build).
+    TchCpu,
+    /// libtorch on CUDA GPU N (needs the `tch` build and that GPU).
+    Cuda(usize),
+}
+
+impl DeviceName {
+    /// Whether it computes on the CPU cores (and so takes CPU job slots).
+    pub fn is_cpu(self) -> bool {
+        !matches!(self, DeviceName::Cuda(_))
+    }
+}
+
+impl std::fmt::Display for DeviceName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeviceName::Cpu => f.write_str("cpu"),
+            DeviceName::TchCpu => f.write_str("tch-cpu"),
+            DeviceName::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+impl std::str::FromStr for DeviceName {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "cpu" => Ok(DeviceName::Cpu),
+            "tch-cpu" => Ok(DeviceName::TchCpu),
+            _ => s
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(DeviceName::Cuda)
+                .ok_or_else(|| {
+                    format!("unknown device {s:?}: use cpu, tch-cpu or cuda:N (e.g. cuda:0)")
+                }),
+        }
+    }
+}
+
+impl TryFrom<String> for DeviceName {
+    type Error = String;
+
+    fn try_from(s: String) -> std::result::Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<DeviceName> for String {
+    fn from(d: DeviceName) -> String {
+        d.to_string()
     }
 }
 

@@ -70,6 +70,20 @@ impl TrialSpec {
         serde_json::to_value(self).expect("a trial spec always serialises")
     }
 
+    /// A one-line description of the main parameters, for progress output.
+    pub fn label(&self) -> String {
+        format!(
+            "{} {} lr={} batch={} dropout={} split={} seed={}",
+            self.arch.as_str(),
+            self.optimizer.as_str(),
+            self.lr,
+            self.batch_size,
+            self.dropout,
+            self.split,
+            self.seed
+        )
+    }
+
     /// A rough cost estimate (epochs x training images x relative model cost), used to start
     /// the longest trials first.
     pub fn expected_cost(&self) -> f64 {

@@ -141,6 +141,40 @@ impl Experiment {
                 "must be at least 1",
             );
         }
+        check(
+            !s.sweep.devices.is_empty(),
+            "sweep.devices",
+            "[]".into(),
+            "name at least one device, e.g. [\"cpu\"]",
+        );
+        let devices = &s.sweep.devices;
+        check(
+            devices
+                .iter()
+                .enumerate()
+                .all(|(i, d)| !devices[..i].contains(d)),
+            "sweep.devices",
+            format!(
+                "{:?}",
+                devices.iter().map(|d| d.to_string()).collect::<Vec<_>>()
+            ),
+            "each device may appear once",
+        );
+        check(
+            !(devices.contains(&DeviceName::Cpu) && devices.contains(&DeviceName::TchCpu)),
+            "sweep.devices",
+            format!(
+                "{:?}",
+                devices.iter().map(|d| d.to_string()).collect::<Vec<_>>()
+            ),
+            "cpu and tch-cpu share the same cores: pick one of them",
+        );
+        check(
+            s.sweep.trials_per_gpu >= 1,
+            "sweep.trials_per_gpu",
+            s.sweep.trials_per_gpu.to_string(),
+            "must be at least 1",
+        );
         if let Some(limit) = s.data.limit {
             check(
                 limit >= 2,

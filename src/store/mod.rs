@@ -299,8 +299,81 @@ impl Store {
         })
     }
 
-    /// Clears what an unfinished attempt of a trial left (epochs, checkpoints, results) so it
-    /// can start again cleanly.
+    /// Takes an unfinished trial for the process `owner`, in one write transaction so that two
+    /// processes never both take it. A trial held by another process is only taken over when
+    /// `holder_alive` says that process is gone, or, when it cannot tell (another host), when
+    /// the holder's heartbeat is older than `stale_after`. Returns the status the trial had, or
+    /// `None` when it is finished or held by a live process.
+    pub fn claim_trial(
+        &self,
+        trial_id: i64,
+        owner: &str,
+        holder_alive: impl Fn(&str) -> Option<bool>,
+        stale_after: Duration,
+    ) -> Result<Option<String>> {
+        self.runtime
+            .block_on(async {
+                let mut conn = self.pool.acquire().await?;
+                // IMMEDIATE takes the write lock before reading, so the read below cannot go
+                // stale before the update.
+                sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+                let claim = async {
+                    let row: Option<(String, Option<String>, Option<f64>)> = sqlx::query_as(
+                        "SELECT status, owner,
+                                (julianday('now') - julianday(heartbeat_at)) * 86400.0
+                         FROM trials WHERE id = ?",
+                    )
+                    .bind(trial_id)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                    let Some((status, holder, heartbeat_age)) = row else {
+                        return Ok(None);
+                    };
+                    let free = match status.as_str() {
+                        "done" | "diverged" => false,
+                        "running" => match holder.as_deref().map(&holder_alive) {
+                            Some(Some(alive)) => !alive,
+                            _ => heartbeat_age.is_none_or(|age| age > stale_after.as_secs_f64()),
+                        },
+                        _ => true,
+                    };
+                    if !free {
+                        return Ok(None);
+                    }
+                    sqlx::query(&format!(
+                        "UPDATE trials SET status = 'running', owner = ?, heartbeat_at = {NOW}
+                         WHERE id = ?"
+                    ))
+                    .bind(owner)
+                    .bind(trial_id)
+                    .execute(&mut *conn)
+                    .await?;
+                    Ok::<_, sqlx::Error>(Some(status))
+                }
+                .await;
+                let end = if claim.is_ok() { "COMMIT" } else { "ROLLBACK" };
+                sqlx::query(end).execute(&mut *conn).await?;
+                claim
+            })
+            .map_err(|e| self.err(e))
+    }
+
+    /// Marks every trial that `owner` is running as alive now.
+    pub fn heartbeat(&self, owner: &str) -> Result<()> {
+        self.runtime
+            .block_on(
+                sqlx::query(&format!(
+                    "UPDATE trials SET heartbeat_at = {NOW} WHERE owner = ? AND status = 'running'"
+                ))
+                .bind(owner)
+                .execute(&self.pool),
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Clears what an unfinished attempt of a claimed trial left (epochs, checkpoints, results)
+    /// so it can start again cleanly.
     pub fn reset_trial(&self, trial_id: i64) -> Result<()> {
         self.in_one_transaction(
             trial_id,
@@ -309,8 +382,8 @@ impl Store {
                 "DELETE FROM checkpoints WHERE trial_id = ?",
                 "DELETE FROM class_metrics WHERE trial_id = ?",
                 "DELETE FROM confusion WHERE trial_id = ?",
-                "UPDATE trials SET status = 'pending', epochs_done = 0, started_at = NULL,
-                     finished_at = NULL, heartbeat_at = NULL, duration_s = NULL,
+                "UPDATE trials SET epochs_done = 0, started_at = NULL,
+                     finished_at = NULL, duration_s = NULL,
                      train_loss = NULL, train_acc = NULL, val_loss = NULL, val_acc = NULL,
                      best_epoch = NULL, best_val_acc = NULL, best_val_loss = NULL,
                      test_loss = NULL, test_acc = NULL, error = NULL
@@ -319,7 +392,7 @@ impl Store {
         )
     }
 
-    /// Prepares an unfinished trial to continue after its recorded epochs: keeps its epoch and
+    /// Prepares an unfinished, claimed trial to continue after its recorded epochs: keeps its epoch and
     /// checkpoint rows, clears its end state.
     pub fn rewind_trial(&self, trial_id: i64) -> Result<()> {
         self.in_one_transaction(
@@ -327,7 +400,7 @@ impl Store {
             &[
                 "DELETE FROM class_metrics WHERE trial_id = ?",
                 "DELETE FROM confusion WHERE trial_id = ?",
-                "UPDATE trials SET status = 'pending', finished_at = NULL, duration_s = NULL,
+                "UPDATE trials SET finished_at = NULL, duration_s = NULL,
                      test_loss = NULL, test_acc = NULL, error = NULL
                  WHERE id = ?",
             ],
@@ -411,6 +484,7 @@ impl Store {
                         .await?;
                         tx.commit().await?;
                     }
+                    TrainEvent::Progress { .. } => {}
                     TrainEvent::Checkpoint { trial, checkpoint } => {
                         record_checkpoint(&self.pool, *trial, checkpoint).await?;
                     }

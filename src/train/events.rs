@@ -95,6 +95,23 @@ pub enum TrainEvent {
         /// Its figures.
         metrics: EpochMetrics,
     },
+    /// Training is under way within an epoch (sent a few times a second at most).
+    Progress {
+        /// Database id of the trial.
+        trial: i64,
+        /// 1-based epoch.
+        epoch: usize,
+        /// Epochs the trial trains.
+        epochs: usize,
+        /// Batches done in this epoch.
+        batch: usize,
+        /// Batches per epoch.
+        batches: usize,
+        /// Mean training loss of this epoch so far.
+        loss: f64,
+        /// Training images per second in this epoch so far.
+        images_per_s: f64,
+    },
     /// A checkpoint file was written.
     Checkpoint {
         /// Database id of the trial.

@@ -21,6 +21,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+/// How often training reports progress within an epoch.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Images per forward pass when evaluating.
 const EVAL_BATCH: usize = 1000;
 
@@ -209,7 +212,9 @@ fn train(run: &TrialRun, emit: &(dyn Fn(TrainEvent) + Sync)) -> Result<TrialEnd>
     for epoch in done_epochs + 1..=spec.epochs {
         let epoch_start = Instant::now();
         shuffle.shuffle(&mut order);
-        let (mut loss_sum, mut correct) = (0f64, 0i64);
+        let (mut loss_sum, mut correct, mut seen) = (0f64, 0i64, 0usize);
+        let batches = order.len().div_ceil(spec.batch_size);
+        let mut reported = Instant::now();
         for (index, chunk) in order.chunks(spec.batch_size).enumerate() {
             if run.stop.load(Ordering::Relaxed) {
                 return Ok(TrialEnd::Interrupted);
@@ -230,9 +235,22 @@ fn train(run: &TrialRun, emit: &(dyn Fn(TrainEvent) + Sync)) -> Result<TrialEnd>
             loss_sum += loss_value * chunk.len() as f64;
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = optimizer.step(spec.lr, model, grads);
+            seen += chunk.len();
+            if reported.elapsed() >= PROGRESS_EVERY {
+                reported = Instant::now();
+                emit(TrainEvent::Progress {
+                    trial: run.id,
+                    epoch,
+                    epochs: spec.epochs,
+                    batch: index + 1,
+                    batches,
+                    loss: loss_sum / seen as f64,
+                    images_per_s: seen as f64 / epoch_start.elapsed().as_secs_f64(),
+                });
+            }
         }
         let val = evaluate(&model, &data.pool, &data.split.val, &data.table, &loss_fn);
-        let seen = order.len() as f64;
+        let seen = seen as f64;
         let metrics = EpochMetrics {
             epoch,
             train_loss: loss_sum / seen,

@@ -6,8 +6,10 @@ use flate2::Compression;
 use flate2::write::GzEncoder;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 use sweep::data::encode_idx;
+use sweep::store::Store;
 
 /// Writes a learnable 28x28 data set: class `c` draws a bright horizontal band at rows
 /// `2c..2c+6` over faint noise. Training files are gzipped, test files raw, so both readers run.
@@ -126,6 +128,50 @@ impl Workspace {
         args.extend(extra.iter().map(|s| s.to_string()));
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         self.sweep(&refs)
+    }
+
+    /// Starts `sweep run FILE --db DB --data DATA` in the background with stdout discarded.
+    pub fn spawn_run(&self, experiment: &Path, stderr: Stdio) -> Child {
+        Command::new(env!("CARGO_BIN_EXE_sweep"))
+            .args(["run", experiment.to_str().unwrap(), "--db"])
+            .arg(self.db())
+            .arg("--data")
+            .arg(self.data())
+            .env("RUST_LOG", "sweep=info")
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap()
+    }
+
+    /// Epoch rows in the database so far (0 while it does not exist).
+    pub fn recorded_epochs(&self) -> usize {
+        let Ok(store) = Store::open_existing(&self.db()) else {
+            return 0;
+        };
+        let Ok(trials) = store.list_trials(None) else {
+            return 0;
+        };
+        trials
+            .iter()
+            .map(|t| store.epochs(t.id).map_or(0, |e| e.len()))
+            .sum()
+    }
+
+    /// Waits until the database holds `epochs` epoch rows, with `child` still running.
+    pub fn wait_for_epochs(&self, child: &mut Child, epochs: usize) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.recorded_epochs() < epochs {
+            assert!(
+                Instant::now() < deadline,
+                "no epoch recorded within a minute"
+            );
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "the run ended too early"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// `sweep ls --format json` parsed.

@@ -1,0 +1,219 @@
+//! Live progress of a run, fed with the same training events the store records: indicatif bars
+//! on a terminal, periodic log lines otherwise, nothing with `-q`.
+
+use crate::train::{TrainEvent, TrialEnd};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+/// How progress is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProgressMode {
+    /// One bar per running trial and an overall bar (for a terminal).
+    Bars,
+    /// Log lines: each trial's start, epochs and end, and every `LINE_EVERY` where each running
+    /// trial stands (for logs and CI).
+    #[default]
+    Lines,
+    /// Nothing.
+    Quiet,
+}
+
+/// How often `Lines` mode reports running trials between epochs.
+const LINE_EVERY: Duration = Duration::from_secs(10);
+
+/// Where one running trial stands.
+#[derive(Debug, Clone, Default)]
+struct Position {
+    epoch: usize,
+    epochs: usize,
+    batch: usize,
+    batches: usize,
+    loss: f64,
+    images_per_s: f64,
+}
+
+/// Shows a run's progress; see [`ProgressMode`].
+pub struct Progress {
+    mode: ProgressMode,
+    labels: HashMap<i64, String>,
+    trials_total: usize,
+    trials_finished: usize,
+    running: BTreeMap<i64, Position>,
+    last_line: Instant,
+    multi: MultiProgress,
+    overall: ProgressBar,
+    bars: HashMap<i64, ProgressBar>,
+}
+
+impl Progress {
+    /// Progress for `labels.len()` trials that train `epochs_total` epochs between them.
+    pub fn new(mode: ProgressMode, labels: HashMap<i64, String>, epochs_total: u64) -> Progress {
+        let multi = MultiProgress::with_draw_target(match mode {
+            ProgressMode::Bars => ProgressDrawTarget::stderr_with_hz(5),
+            _ => ProgressDrawTarget::hidden(),
+        });
+        let overall = multi.add(ProgressBar::new(epochs_total));
+        overall.set_style(
+            ProgressStyle::with_template(
+                "{prefix:.bold} [{wide_bar:.cyan/blue}] {pos}/{len} epochs  {msg}  \
+                 elapsed {elapsed_precise}, ETA {eta_precise}",
+            )
+            .expect("static template")
+            .progress_chars("=> "),
+        );
+        let trials_total = labels.len();
+        overall.set_prefix("sweep");
+        overall.set_message(format!("0/{trials_total} trials"));
+        Progress {
+            mode,
+            labels,
+            trials_total,
+            trials_finished: 0,
+            running: BTreeMap::new(),
+            last_line: Instant::now(),
+            multi,
+            overall,
+            bars: HashMap::new(),
+        }
+    }
+
+    /// Takes in one training event.
+    pub fn on_event(&mut self, event: &TrainEvent) {
+        match event {
+            TrainEvent::Started {
+                trial,
+                device,
+                threads,
+            } => {
+                self.running.insert(*trial, Position::default());
+                self.say(format!(
+                    "trial {trial} started on {device} ({threads} threads): {}",
+                    self.label(*trial)
+                ));
+                if self.mode == ProgressMode::Bars {
+                    let bar = self.multi.insert_from_back(1, ProgressBar::new(1));
+                    bar.set_style(
+                        ProgressStyle::with_template("  {prefix} [{bar:25.green/white}] {msg}")
+                            .expect("static template")
+                            .progress_chars("=> "),
+                    );
+                    bar.set_prefix(format!("trial {trial}"));
+                    bar.set_message(self.label(*trial).to_string());
+                    self.bars.insert(*trial, bar);
+                }
+            }
+            TrainEvent::Progress {
+                trial,
+                epoch,
+                epochs,
+                batch,
+                batches,
+                loss,
+                images_per_s,
+            } => {
+                let position = Position {
+                    epoch: *epoch,
+                    epochs: *epochs,
+                    batch: *batch,
+                    batches: *batches,
+                    loss: *loss,
+                    images_per_s: *images_per_s,
+                };
+                if let Some(bar) = self.bars.get(trial) {
+                    bar.set_length(*batches as u64);
+                    bar.set_position(*batch as u64);
+                    bar.set_message(describe(&position));
+                }
+                self.running.insert(*trial, position);
+            }
+            TrainEvent::Epoch { trial, metrics: m } => {
+                self.overall.inc(1);
+                self.say(format!(
+                    "trial {trial} epoch {}: train loss {:.4}, val loss {:.4}, val acc {:.4} \
+                     ({:.1} s)",
+                    m.epoch, m.train_loss, m.val_loss, m.val_acc, m.seconds
+                ));
+            }
+            TrainEvent::Checkpoint { .. } => {}
+            TrainEvent::Finished {
+                trial,
+                end,
+                seconds,
+            } => {
+                self.running.remove(trial);
+                if let Some(bar) = self.bars.remove(trial) {
+                    bar.finish_and_clear();
+                    self.multi.remove(&bar);
+                }
+                self.trials_finished += 1;
+                let (done, total) = (self.trials_finished, self.trials_total);
+                self.overall.set_message(format!("{done}/{total} trials"));
+                let line = match end {
+                    TrialEnd::Done { test, .. } => format!(
+                        "trial {trial} done in {seconds:.1} s: test acc {:.4} ({done}/{total})",
+                        test.accuracy
+                    ),
+                    TrialEnd::Diverged { message } | TrialEnd::Failed { message } => {
+                        format!("trial {trial} {}: {message} ({done}/{total})", end.status())
+                    }
+                    TrialEnd::Interrupted => format!("trial {trial} interrupted"),
+                };
+                match end {
+                    TrialEnd::Done { .. } => self.say(line),
+                    _ => self.warn(line),
+                }
+            }
+        }
+    }
+
+    /// Called now and then between events: `Lines` mode reports where running trials stand.
+    pub fn tick(&mut self) {
+        if self.mode != ProgressMode::Lines || self.last_line.elapsed() < LINE_EVERY {
+            return;
+        }
+        self.last_line = Instant::now();
+        for (trial, position) in &self.running {
+            if position.batches > 0 {
+                tracing::info!("trial {trial}: {}", describe(position));
+            }
+        }
+    }
+
+    /// Removes the bars.
+    pub fn finish(self) {
+        self.overall.finish_and_clear();
+        let _ = self.multi.clear();
+    }
+
+    fn label(&self, trial: i64) -> &str {
+        self.labels.get(&trial).map_or("", String::as_str)
+    }
+
+    fn say(&self, line: String) {
+        match self.mode {
+            ProgressMode::Bars => {
+                let _ = self.multi.println(line);
+            }
+            ProgressMode::Lines => tracing::info!("{line}"),
+            ProgressMode::Quiet => {}
+        }
+    }
+
+    fn warn(&self, line: String) {
+        match self.mode {
+            ProgressMode::Bars => {
+                let _ = self.multi.println(line);
+            }
+            ProgressMode::Lines => tracing::warn!("{line}"),
+            ProgressMode::Quiet => {}
+        }
+    }
+}
+
+fn describe(p: &Position) -> String {
+    format!(
+        "epoch {}/{} batch {}/{} loss {:.4} {:.0} img/s",
+        p.epoch, p.epochs, p.batch, p.batches, p.loss, p.images_per_s
+    )
+}

@@ -1,0 +1,86 @@
+//! Two `sweep run` processes on one experiment and one database share the work: every trial is
+//! claimed by exactly one of them.
+
+mod common;
+
+use common::{Workspace, stderr};
+use std::collections::BTreeSet;
+use std::process::Stdio;
+use sweep::store::Store;
+
+const SHARED: &str = r#"
+[sweep]
+name = "shared"
+jobs = 1
+[data]
+split = 0.8
+[grid]
+arch = "mlp"
+optimizer = "adam"
+lr = [0.001, 0.002, 0.003, 0.004, 0.005, 0.006]
+batch_size = 16
+epochs = 12
+[arch.mlp]
+hidden = [256, 256]
+"#;
+
+/// Trial ids a process's log says it started.
+fn started(log: &str) -> Vec<i64> {
+    log.lines()
+        .filter_map(|line| {
+            let rest = &line[line.find("trial ")? + 6..];
+            let (id, tail) = rest.split_once(' ')?;
+            tail.starts_with("started on").then(|| id.parse().ok())?
+        })
+        .collect()
+}
+
+#[test]
+fn two_processes_share_a_sweep_without_running_a_trial_twice() {
+    let ws = Workspace::new();
+    let file = ws.experiment("shared.toml", SHARED);
+    let mut first = ws.spawn_run(&file, Stdio::piped());
+    // The second process starts while the first holds a running trial, which it must not take.
+    ws.wait_for_epochs(&mut first, 1);
+    let second = ws.spawn_run(&file, Stdio::piped());
+    let (first, second) = (
+        first.wait_with_output().unwrap(),
+        second.wait_with_output().unwrap(),
+    );
+    let (log1, log2) = (stderr(&first), stderr(&second));
+    assert!(first.status.success(), "{log1}");
+    assert!(second.status.success(), "{log2}");
+
+    let (ran1, ran2) = (started(&log1), started(&log2));
+    assert!(
+        !ran1.is_empty() && !ran2.is_empty(),
+        "both worked:\n{log1}\n{log2}"
+    );
+    let mut all: Vec<i64> = ran1.iter().chain(&ran2).copied().collect();
+    all.sort();
+    let unique: BTreeSet<i64> = all.iter().copied().collect();
+    assert_eq!(
+        all.len(),
+        unique.len(),
+        "a trial ran twice:\n{log1}\n{log2}"
+    );
+    assert!(
+        log2.contains("being run by another sweep process"),
+        "the second process left the first one's trials alone:\n{log2}"
+    );
+
+    let trials = ws.ls_json();
+    assert_eq!(trials.len(), 6);
+    assert_eq!(unique.len(), 6, "every trial ran once");
+    let store = Store::open_existing(&ws.db()).unwrap();
+    for trial in &trials {
+        assert_eq!(trial["status"], "done", "{trial}");
+        let epochs: Vec<i64> = store
+            .epochs(trial["id"].as_i64().unwrap())
+            .unwrap()
+            .iter()
+            .map(|e| e.epoch)
+            .collect();
+        assert_eq!(epochs, (1..=12).collect::<Vec<_>>());
+    }
+}
