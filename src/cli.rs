@@ -4,6 +4,7 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use sweep::report::Format;
 use sweep::spec::DeviceName;
+use sweep::train::PredictSplit;
 
 /// Declarative hyperparameter sweeps for image classifiers, tracked in SQLite.
 #[derive(Debug, Parser)]
@@ -32,6 +33,18 @@ pub enum Command {
     Validate(ValidateArgs),
     /// List recorded trials with their parameters, status and final metrics.
     Ls(LsArgs),
+    /// Everything about one trial: parameters, epochs, checkpoints, confusion matrix.
+    Show(ShowArgs),
+    /// The best trial, overall or per value of a parameter.
+    Best(BestArgs),
+    /// Trials side by side, with the differing fields marked.
+    Compare(CompareArgs),
+    /// All trials (or all epochs) as CSV or JSON.
+    Export(ExportArgs),
+    /// Classify the test (or validation) images with a trial's best checkpoint.
+    Predict(PredictArgs),
+    /// Write a markdown report of a sweep, with SVG learning curves beside it.
+    Report(ReportArgs),
 }
 
 /// Experiment file and layered overrides, shared by `run` and `validate`.
@@ -95,16 +108,132 @@ pub struct ValidateArgs {
     pub format: Format,
 }
 
-/// `sweep ls`.
+/// `--db` for commands that read results.
 #[derive(Debug, Args)]
-pub struct LsArgs {
+pub struct DbArg {
     /// Results database.
     #[arg(long, env = "SWEEP_DB", default_value = "sweep.db")]
     pub db: PathBuf,
+}
+
+/// `sweep ls`.
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    #[command(flatten)]
+    pub db: DbArg,
+    /// Only this sweep.
+    #[arg(long)]
+    pub sweep: Option<String>,
+    /// Filter, e.g. "arch = cnn and val_acc > 0.9 and lr in (0.001, 0.003)".
+    #[arg(long = "where", value_name = "EXPR")]
+    pub filter: Option<String>,
+    /// Sort by a field; -FIELD or FIELD:desc for largest first (repeatable).
+    #[arg(long, value_name = "KEY", allow_hyphen_values = true)]
+    pub sort: Vec<String>,
+    /// At most N trials.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+}
+
+/// `sweep show`.
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// Trial id (the `id` column of `sweep ls`).
+    pub trial: i64,
+    #[command(flatten)]
+    pub db: DbArg,
+    /// Output format (csv: the per-epoch table).
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+}
+
+/// `sweep best`.
+#[derive(Debug, Args)]
+pub struct BestArgs {
+    #[command(flatten)]
+    pub db: DbArg,
+    /// Only this sweep.
+    #[arg(long)]
+    pub sweep: Option<String>,
+    /// What "best" means: val_acc, best_val_acc, test_acc, train_acc (higher is better) or
+    /// val_loss, test_loss, train_loss, duration_s (lower is better).
+    #[arg(long, default_value = "val_acc")]
+    pub metric: String,
+    /// The best trial per value of this parameter (e.g. arch, optimizer, lr).
+    #[arg(long)]
+    pub by: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+}
+
+/// `sweep compare`.
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// Two or more trial ids.
+    #[arg(num_args = 2.., required = true)]
+    pub trials: Vec<i64>,
+    #[command(flatten)]
+    pub db: DbArg,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+}
+
+/// `sweep export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub db: DbArg,
     /// Only this sweep.
     #[arg(long)]
     pub sweep: Option<String>,
     /// Output format.
-    #[arg(long, value_enum, default_value = "table")]
+    #[arg(long, value_enum, default_value = "csv")]
     pub format: Format,
+    /// One row per trial and epoch instead of per trial.
+    #[arg(long)]
+    pub epochs: bool,
+}
+
+/// `sweep predict`.
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// Trial id.
+    pub trial: i64,
+    #[command(flatten)]
+    pub db: DbArg,
+    /// Which images to classify.
+    #[arg(long, value_enum, default_value = "test")]
+    pub split: PredictSplit,
+    /// Output file: one predicted class index per line, in data-set order.
+    #[arg(short, long, default_value = "predictions.txt")]
+    pub output: PathBuf,
+    /// Directory with the IDX files (default: as for `sweep run`).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+}
+
+/// `sweep report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The sweep to report on.
+    pub sweep: String,
+    #[command(flatten)]
+    pub db: DbArg,
+    /// The markdown file; figures are written beside it.
+    #[arg(short, long, default_value = "report.md")]
+    pub output: PathBuf,
+    /// Another sweep to compare against.
+    #[arg(long)]
+    pub baseline: Option<String>,
+    /// Metric that ranks trials (as for `sweep best`).
+    #[arg(long, default_value = "val_acc")]
+    pub metric: String,
+    /// Trials in the leaderboard.
+    #[arg(long, default_value_t = 10)]
+    pub top: usize,
 }

@@ -1,12 +1,13 @@
 //! The `sweep` binary: parse the command line, call the library, map errors to exit codes.
 
 mod cli;
+mod queries;
 
 use clap::Parser;
 use cli::{Cli, Command};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use sweep::report::{self, Format};
+use sweep::report;
 use sweep::sched::{ProgressMode, RunOptions, run_sweep};
 use sweep::spec::Experiment;
 use sweep::store::Store;
@@ -42,17 +43,15 @@ fn execute(command: Command, quiet: bool) -> sweep::Result<i32> {
         Command::Validate(args) => {
             let experiment = Experiment::load(&args.experiment.file, &args.experiment.set)?;
             let trials = experiment.trials();
-            match args.format {
-                Format::Table => {
-                    print!("{}", report::trials_table(&trials));
-                    eprintln!(
-                        "{}: {} trials, valid",
-                        experiment.path.display(),
-                        trials.len()
-                    );
-                }
-                Format::Json => println!("{}", report::trials_json(&experiment.name, &trials)),
-            }
+            print!(
+                "{}",
+                report::expanded_trials(&experiment.name, &trials, args.format)
+            );
+            eprintln!(
+                "{}: {} trials, valid",
+                experiment.path.display(),
+                trials.len()
+            );
             Ok(0)
         }
         Command::Run(args) => {
@@ -75,30 +74,13 @@ fn execute(command: Command, quiet: bool) -> sweep::Result<i32> {
             let experiment = Experiment::from_stored(&args.sweep, source.as_ref(), &spec_json)?;
             run(&experiment, args.options, quiet)
         }
-        Command::Ls(args) => {
-            let store = Store::open_existing(&args.db)?;
-            if let Some(name) = &args.sweep
-                && !store.sweep_names()?.contains(name)
-            {
-                return Err(sweep::Error::NotFound(format!(
-                    "no sweep named {name:?} in {}; known: {}",
-                    args.db.display(),
-                    store.sweep_names()?.join(", ")
-                )));
-            }
-            let listings = store.list_trials(args.sweep.as_deref())?;
-            match args.format {
-                Format::Table => {
-                    if listings.is_empty() {
-                        eprintln!("{} holds no trials yet", args.db.display());
-                    } else {
-                        print!("{}", report::listings_table(&listings));
-                    }
-                }
-                Format::Json => println!("{}", report::listings_json(&listings)),
-            }
-            Ok(0)
-        }
+        Command::Ls(args) => queries::ls(args),
+        Command::Show(args) => queries::show(args),
+        Command::Best(args) => queries::best(args),
+        Command::Compare(args) => queries::compare(args),
+        Command::Export(args) => queries::export(args),
+        Command::Predict(args) => queries::predict(args),
+        Command::Report(args) => queries::report(args),
     }
 }
 

@@ -1,5 +1,6 @@
 //! JSON output: one array, one object per trial.
 
+use super::Rows;
 use crate::spec::TrialSpec;
 use crate::store::TrialListing;
 
@@ -25,4 +26,38 @@ pub fn trials_json(sweep: &str, trials: &[TrialSpec]) -> String {
         })
         .collect();
     serde_json::to_string_pretty(&items).expect("trials always serialise")
+}
+
+/// Rows as a JSON array of objects keyed by the header; cells that are JSON numbers or booleans
+/// stay numbers and booleans, empty cells become null.
+pub fn render(rows: &Rows) -> String {
+    let items: Vec<serde_json::Value> = rows
+        .rows
+        .iter()
+        .map(|row| {
+            let object: serde_json::Map<String, serde_json::Value> = rows
+                .header
+                .iter()
+                .zip(row)
+                .map(|(key, cell)| {
+                    let value = if cell.is_empty() {
+                        serde_json::Value::Null
+                    } else {
+                        match serde_json::from_str::<serde_json::Value>(cell) {
+                            Ok(v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_))) => {
+                                v
+                            }
+                            _ => serde_json::Value::String(cell.clone()),
+                        }
+                    };
+                    (key.clone(), value)
+                })
+                .collect();
+            serde_json::Value::Object(object)
+        })
+        .collect();
+    format!(
+        "{}\n",
+        serde_json::to_string_pretty(&items).expect("values serialise")
+    )
 }

@@ -1,16 +1,136 @@
-//! Output formats for listings: one file per format.
+//! Everything printed for people or scripts: one exporter per format (aligned text, CSV, JSON,
+//! markdown), the views of single trials, and the markdown sweep report with its plots.
 
+mod csv;
 mod json;
+mod markdown;
+mod plot;
+mod sweep_report;
 mod table;
+mod trial;
 
 pub use json::{listings_json, trials_json};
+pub use sweep_report::{ReportInput, best_per_group, higher_is_better, ranked, write_report};
 pub use table::{listings_table, trials_table};
+pub use trial::{TrialDetail, compare, show};
+
+use crate::store::TrialListing;
 
 /// A format for data printed to stdout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
     /// Aligned columns for people.
     Table,
+    /// Comma-separated values with a header row (RFC 4180 quoting).
+    Csv,
     /// One JSON array, for scripts.
     Json,
+    /// A markdown table, to paste into an issue or pull request.
+    Md,
+}
+
+/// A table of text cells under a header, rendered by any exporter.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Rows {
+    /// Column names.
+    pub header: Vec<String>,
+    /// The cells, one vector per row.
+    pub rows: Vec<Vec<String>>,
+}
+
+impl Rows {
+    /// Renders as `format`; JSON gives an array of objects keyed by the header.
+    pub fn render(&self, format: Format) -> String {
+        match format {
+            Format::Table => {
+                let header: Vec<&str> = self.header.iter().map(String::as_str).collect();
+                table::render(&header, &self.rows)
+            }
+            Format::Csv => csv::render(self),
+            Format::Md => markdown::render(self),
+            Format::Json => json::render(self),
+        }
+    }
+
+    /// Every field of every object as a column (in first-seen order), one row per object.
+    pub fn from_objects(objects: &[serde_json::Value]) -> Rows {
+        let mut header: Vec<String> = Vec::new();
+        for object in objects {
+            if let serde_json::Value::Object(map) = object {
+                for key in map.keys() {
+                    if !header.contains(key) {
+                        header.push(key.clone());
+                    }
+                }
+            }
+        }
+        let rows = objects
+            .iter()
+            .map(|object| {
+                header
+                    .iter()
+                    .map(|key| cell(object.get(key).unwrap_or(&serde_json::Value::Null)))
+                    .collect()
+            })
+            .collect();
+        Rows { header, rows }
+    }
+}
+
+/// A JSON value as a table cell: strings bare, null empty, the rest as JSON.
+pub fn cell(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::Null => String::new(),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Stored trials in `format`: the short `ls` columns for table, CSV and markdown; every field
+/// for JSON.
+pub fn listings(listings: &[TrialListing], format: Format) -> String {
+    match format {
+        Format::Json => format!("{}\n", listings_json(listings)),
+        _ => table::listing_rows(listings).render(format),
+    }
+}
+
+/// Expanded (not yet run) trials in `format`, for `sweep validate`.
+pub fn expanded_trials(sweep: &str, trials: &[crate::spec::TrialSpec], format: Format) -> String {
+    match format {
+        Format::Table => trials_table(trials),
+        Format::Json => format!("{}\n", trials_json(sweep, trials)),
+        _ => {
+            let objects: Vec<serde_json::Value> =
+                serde_json::from_str(&trials_json(sweep, trials)).expect("our own JSON parses");
+            Rows::from_objects(&objects).render(format)
+        }
+    }
+}
+
+/// Every field of every trial, one row each (for `sweep export`).
+pub fn listings_flat(listings: &[TrialListing], format: Format) -> String {
+    match format {
+        Format::Json => format!("{}\n", listings_json(listings)),
+        _ => {
+            let objects: Vec<serde_json::Value> = listings
+                .iter()
+                .map(|l| serde_json::to_value(l).expect("listings serialise"))
+                .collect();
+            Rows::from_objects(&objects).render(format)
+        }
+    }
+}
+
+/// A listing's value for a metric or parameter name, as a number.
+pub fn numeric_field(listing: &TrialListing, name: &str) -> Option<f64> {
+    serde_json::to_value(listing).ok()?.get(name)?.as_f64()
+}
+
+/// A listing's value for a parameter or field name, as display text.
+pub fn text_field(listing: &TrialListing, name: &str) -> String {
+    serde_json::to_value(listing)
+        .ok()
+        .and_then(|v| v.get(name).map(cell))
+        .unwrap_or_default()
 }

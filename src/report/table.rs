@@ -1,5 +1,6 @@
 //! Plain-text tables with aligned columns.
 
+use super::Rows;
 use crate::spec::TrialSpec;
 use crate::store::TrialListing;
 
@@ -29,7 +30,8 @@ pub fn render(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-fn opt(value: Option<f64>, digits: usize) -> String {
+/// A number with `digits` decimals, `-` when absent.
+pub fn opt(value: Option<f64>, digits: usize) -> String {
     value.map_or_else(|| "-".into(), |v| format!("{v:.digits$}"))
 }
 
@@ -43,6 +45,11 @@ fn param(listing: &TrialListing, key: &str) -> String {
 
 /// One line per stored trial: id, parameters, status, final metrics.
 pub fn listings_table(listings: &[TrialListing]) -> String {
+    listing_rows(listings).render(super::Format::Table)
+}
+
+/// The short `ls` columns of stored trials.
+pub fn listing_rows(listings: &[TrialListing]) -> Rows {
     let header = [
         "id",
         "sweep",
@@ -80,7 +87,10 @@ pub fn listings_table(listings: &[TrialListing]) -> String {
             ]
         })
         .collect();
-    render(&header, &rows)
+    Rows {
+        header: header.iter().map(|h| h.to_string()).collect(),
+        rows,
+    }
 }
 
 /// One line per expanded trial, for `sweep validate`.

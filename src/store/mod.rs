@@ -1,6 +1,10 @@
 //! The results database (SQLite through sqlx). All SQL of the project lives in this module.
 //! Calls block: the store owns a small tokio runtime so the rest of the code stays synchronous.
 
+mod filter;
+
+pub use filter::{Bind, Filter, SortKey, field_names, parse as parse_filter, parse_sort};
+
 use crate::error::{Error, Result};
 use crate::spec::TrialSpec;
 use crate::train::{CheckpointInfo, TrainEvent, TrialEnd};
@@ -71,6 +75,19 @@ pub struct TrialListing {
     pub test_acc: Option<f64>,
     /// Why it failed or diverged.
     pub error: Option<String>,
+}
+
+/// Which trials to list, and in what order.
+#[derive(Debug, Clone, Default)]
+pub struct TrialQuery {
+    /// Only this sweep.
+    pub sweep: Option<String>,
+    /// Only trials matching this `--where` filter.
+    pub filter: Option<Filter>,
+    /// Sort keys, most significant first.
+    pub sort: Vec<SortKey>,
+    /// At most this many.
+    pub limit: Option<usize>,
 }
 
 /// One stored epoch row.
@@ -564,57 +581,91 @@ impl Store {
 
     /// Every trial, optionally of one sweep, in sweep then grid order.
     pub fn list_trials(&self, sweep: Option<&str>) -> Result<Vec<TrialListing>> {
+        self.query_trials(&TrialQuery {
+            sweep: sweep.map(str::to_string),
+            ..TrialQuery::default()
+        })
+    }
+
+    /// The trials a query selects, in its order (then sweep and grid order).
+    pub fn query_trials(&self, query: &TrialQuery) -> Result<Vec<TrialListing>> {
+        let mut sql = String::from(
+            "SELECT t.id, s.name, t.status, t.params_json, t.device, t.threads,
+                    t.epochs_done, t.duration_s, t.train_loss, t.train_acc, t.val_loss,
+                    t.val_acc, t.best_epoch, t.best_val_acc, t.test_loss, t.test_acc,
+                    t.error
+             FROM trials t JOIN sweeps s ON s.id = t.sweep_id
+             WHERE (? IS NULL OR s.name = ?)",
+        );
+        if let Some(filter) = &query.filter {
+            sql.push_str(&format!(" AND ({})", filter.sql));
+        }
+        sql.push_str(" ORDER BY ");
+        for key in &query.sort {
+            // Trials without the value (not finished) go last either way.
+            let direction = if key.descending { "DESC" } else { "ASC" };
+            sql.push_str(&format!("{0} IS NULL, {0} {direction}, ", key.sql));
+        }
+        sql.push_str("s.id, t.ordinal LIMIT ?");
         self.runtime.block_on(async {
-            let rows = sqlx::query(
-                "SELECT t.id, s.name, t.status, t.params_json, t.device, t.threads,
-                        t.epochs_done, t.duration_s, t.train_loss, t.train_acc, t.val_loss,
-                        t.val_acc, t.best_epoch, t.best_val_acc, t.test_loss, t.test_acc,
-                        t.error
-                 FROM trials t JOIN sweeps s ON s.id = t.sweep_id
-                 WHERE (? IS NULL OR s.name = ?)
-                 ORDER BY s.id, t.ordinal",
-            )
-            .bind(sweep)
-            .bind(sweep)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| self.err(e))?;
-            rows.iter()
-                .map(|row| {
-                    let params: String = row.get(3);
-                    let params = match serde_json::from_str(&params) {
-                        Ok(serde_json::Value::Object(map)) => map,
-                        _ => {
-                            return Err(Error::Store {
-                                path: self.path.clone(),
-                                message: format!(
-                                    "trial {} has unreadable parameters",
-                                    row.get::<i64, _>(0)
-                                ),
-                            });
-                        }
-                    };
-                    Ok(TrialListing {
-                        id: row.get(0),
-                        sweep: row.get(1),
-                        status: row.get(2),
-                        params,
-                        device: row.get(4),
-                        threads: row.get(5),
-                        epochs_done: row.get(6),
-                        duration_s: row.get(7),
-                        train_loss: row.get(8),
-                        train_acc: row.get(9),
-                        val_loss: row.get(10),
-                        val_acc: row.get(11),
-                        best_epoch: row.get(12),
-                        best_val_acc: row.get(13),
-                        test_loss: row.get(14),
-                        test_acc: row.get(15),
-                        error: row.get(16),
-                    })
-                })
-                .collect()
+            let mut statement = sqlx::query(&sql).bind(&query.sweep).bind(&query.sweep);
+            for bind in query.filter.iter().flat_map(|f| &f.binds) {
+                statement = match bind {
+                    Bind::Number(n) => statement.bind(*n),
+                    Bind::Text(t) => statement.bind(t.clone()),
+                };
+            }
+            let limit = query.limit.map_or(-1, |n| n.min(i64::MAX as usize) as i64);
+            let rows = statement
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| self.err(e))?;
+            rows.iter().map(|row| self.listing(row)).collect()
+        })
+    }
+
+    /// One trial by id.
+    pub fn trial(&self, id: i64) -> Result<Option<TrialListing>> {
+        let query = TrialQuery {
+            filter: Some(Filter {
+                sql: "t.id = ?".into(),
+                binds: vec![Bind::Number(id as f64)],
+            }),
+            ..TrialQuery::default()
+        };
+        Ok(self.query_trials(&query)?.into_iter().next())
+    }
+
+    fn listing(&self, row: &sqlx::sqlite::SqliteRow) -> Result<TrialListing> {
+        let params: String = row.get(3);
+        let params = match serde_json::from_str(&params) {
+            Ok(serde_json::Value::Object(map)) => map,
+            _ => {
+                return Err(Error::Store {
+                    path: self.path.clone(),
+                    message: format!("trial {} has unreadable parameters", row.get::<i64, _>(0)),
+                });
+            }
+        };
+        Ok(TrialListing {
+            id: row.get(0),
+            sweep: row.get(1),
+            status: row.get(2),
+            params,
+            device: row.get(4),
+            threads: row.get(5),
+            epochs_done: row.get(6),
+            duration_s: row.get(7),
+            train_loss: row.get(8),
+            train_acc: row.get(9),
+            val_loss: row.get(10),
+            val_acc: row.get(11),
+            best_epoch: row.get(12),
+            best_val_acc: row.get(13),
+            test_loss: row.get(14),
+            test_acc: row.get(15),
+            error: row.get(16),
         })
     }
 

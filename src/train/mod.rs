@@ -405,3 +405,40 @@ pub fn file_sha256(path: &Path) -> Result<String> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     Ok(hex::encode(Sha256::digest(&bytes)))
 }
+
+/// Which images `predict` classifies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PredictSplit {
+    /// The test set (after the trial's `test_limit`).
+    Test,
+    /// The trial's validation images.
+    Val,
+}
+
+/// Loads a trial's checkpoint and classifies the chosen images with it: the predictions (in
+/// data-set order) with loss, accuracy and confusion against the labels.
+pub fn predict(
+    spec: &TrialSpec,
+    checkpoint: &Path,
+    dataset: &Dataset,
+    split: PredictSplit,
+) -> Result<Evaluation> {
+    let data = TrialData::new(spec, dataset)?;
+    let device = Device::flex();
+    let model = Net::new(spec, &device, 0)
+        .try_load_file(checkpoint)
+        .map_err(|e| {
+            Error::Train(format!(
+                "cannot load checkpoint {}: {e} (it does not fit this trial's model)",
+                checkpoint.display()
+            ))
+        })?;
+    let loss_fn = CrossEntropyLossConfig::new().init(&device);
+    Ok(match split {
+        PredictSplit::Test => {
+            let all: Vec<u32> = (0..data.test.len() as u32).collect();
+            evaluate(&model, &data.test, &all, &data.table, &loss_fn)
+        }
+        PredictSplit::Val => evaluate(&model, &data.pool, &data.split.val, &data.table, &loss_fn),
+    })
+}

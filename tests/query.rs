@@ -1,0 +1,381 @@
+//! The query commands (ls filters, show, best, compare, export, predict, report) on a real
+//! small sweep.
+
+mod common;
+
+use common::{Workspace, stderr, stdout};
+use serde_json::Value;
+
+const FOUR: &str = r#"
+[sweep]
+name = "four"
+seed = 5
+jobs = 2
+[data]
+split = 0.75
+[grid]
+arch = ["mlp", "convnet"]
+optimizer = "adam"
+lr = [0.003, 0.01]
+batch_size = 32
+epochs = 2
+[arch.mlp]
+hidden = [32]
+"#;
+
+fn swept() -> Workspace {
+    let ws = Workspace::new();
+    let out = ws.run(&ws.experiment("four.toml", FOUR), &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    ws
+}
+
+fn query(ws: &Workspace, args: &[&str]) -> std::process::Output {
+    let db = ws.db();
+    let mut all = args.to_vec();
+    all.extend(["--db", db.to_str().unwrap()]);
+    ws.sweep(&all)
+}
+
+fn json(out: &std::process::Output) -> Value {
+    assert!(out.status.success(), "{}", stderr(out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn ls_filters_sorts_limits_and_speaks_four_formats() {
+    let ws = swept();
+    let all = json(&query(&ws, &["ls", "--format", "json"]));
+    assert_eq!(all.as_array().unwrap().len(), 4);
+
+    let picked = json(&query(
+        &ws,
+        &[
+            "ls",
+            "--where",
+            "arch = mlp and lr in (0.01, 0.5)",
+            "--format",
+            "json",
+        ],
+    ));
+    let picked = picked.as_array().unwrap();
+    assert_eq!(picked.len(), 1);
+    assert_eq!(picked[0]["arch"], "mlp");
+    assert_eq!(picked[0]["lr"], 0.01);
+
+    let sorted = json(&query(
+        &ws,
+        &["ls", "--sort", "-val_acc", "--format", "json"],
+    ));
+    let accs: Vec<f64> = sorted
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["val_acc"].as_f64().unwrap())
+        .collect();
+    assert!(accs.windows(2).all(|w| w[0] >= w[1]), "{accs:?}");
+    let top = json(&query(
+        &ws,
+        &[
+            "ls",
+            "--sort",
+            "val_acc:desc",
+            "--limit",
+            "1",
+            "--format",
+            "json",
+        ],
+    ));
+    assert_eq!(top.as_array().unwrap().len(), 1);
+    assert_eq!(top[0]["val_acc"].as_f64().unwrap(), accs[0]);
+
+    let csv = stdout(&query(&ws, &["ls", "--format", "csv"]));
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 5);
+    assert!(lines[0].starts_with("id,sweep,arch,optimizer,lr"), "{csv}");
+    let md = stdout(&query(
+        &ws,
+        &["ls", "--format", "md", "--where", "arch = convnet"],
+    ));
+    assert!(md.starts_with("| id | sweep | arch |"), "{md}");
+    assert!(md.lines().nth(1).unwrap().starts_with("| --- |"), "{md}");
+    assert_eq!(md.lines().count(), 4);
+    let table = stdout(&query(&ws, &["ls", "--where", "val_acc > 2"]));
+    assert!(table.is_empty());
+}
+
+#[test]
+fn hostile_filters_are_values_or_errors_and_never_touch_the_data() {
+    let ws = swept();
+    let quoted = query(
+        &ws,
+        &[
+            "ls",
+            "--where",
+            "arch = \"mlp'; DROP TABLE trials; --\"",
+            "--format",
+            "json",
+        ],
+    );
+    assert_eq!(json(&quoted), Value::Array(vec![]));
+
+    let bare = query(&ws, &["ls", "--where", "arch = mlp; DROP TABLE trials"]);
+    assert_eq!(bare.status.code(), Some(2));
+    let message = stderr(&bare);
+    assert!(message.contains("unexpected character ';'"), "{message}");
+    assert!(
+        message.contains("  arch = mlp; DROP TABLE trials\n            ^\n"),
+        "{message}"
+    );
+
+    for (expr, expected) in [
+        ("acc > 0.9", "unknown field \"acc\""),
+        ("lr > fast", "lr is a number"),
+        ("arch = mlp or", "expected a field name"),
+        ("lr in 0.1", "expected `(`"),
+        ("1 = 1", "expected a field name"),
+        ("arch = \"mlp", "never closed"),
+    ] {
+        let out = query(&ws, &["ls", "--where", expr]);
+        assert_eq!(out.status.code(), Some(2), "{expr}");
+        assert!(stderr(&out).contains(expected), "{expr}: {}", stderr(&out));
+        assert!(stderr(&out).contains('^'), "{expr}: a caret");
+    }
+    let out = query(&ws, &["ls", "--sort", "speed"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("unknown field"));
+
+    let after = json(&query(&ws, &["ls", "--format", "json"]));
+    assert_eq!(after.as_array().unwrap().len(), 4, "nothing was dropped");
+}
+
+#[test]
+fn show_best_compare_and_export() {
+    let ws = swept();
+    let all = json(&query(&ws, &["ls", "--format", "json"]));
+    let all = all.as_array().unwrap();
+    let id = all[0]["id"].as_i64().unwrap().to_string();
+
+    let text = stdout(&query(&ws, &["show", &id]));
+    for section in [
+        "Parameters",
+        "Epochs",
+        "Checkpoints",
+        "Test: loss",
+        "Confusion matrix",
+    ] {
+        assert!(text.contains(section), "{section} missing:\n{text}");
+    }
+    assert!(text.contains("Ankle boot"), "class names:\n{text}");
+    let detail = json(&query(&ws, &["show", &id, "--format", "json"]));
+    assert_eq!(detail["epochs"].as_array().unwrap().len(), 2);
+    assert_eq!(detail["confusion"].as_array().unwrap().len(), 10);
+    let total: i64 = detail["confusion"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r.as_array().unwrap().iter().map(|c| c.as_i64().unwrap()))
+        .sum();
+    assert_eq!(total, 80);
+    let missing = query(&ws, &["show", "999"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(stderr(&missing).contains("no trial 999"));
+
+    // best: overall and per architecture, checked against the listing.
+    let best_of = |arch: Option<&str>| {
+        all.iter()
+            .filter(|t| arch.is_none_or(|a| t["arch"] == a))
+            .max_by(|a, b| {
+                a["val_acc"]
+                    .as_f64()
+                    .unwrap()
+                    .total_cmp(&b["val_acc"].as_f64().unwrap())
+                    .then(b["id"].as_i64().cmp(&a["id"].as_i64()))
+            })
+            .unwrap()["id"]
+            .clone()
+    };
+    let best = json(&query(&ws, &["best", "--format", "json"]));
+    assert_eq!(best.as_array().unwrap().len(), 1);
+    assert_eq!(best[0]["id"], best_of(None));
+    let per_arch = json(&query(&ws, &["best", "--by", "arch", "--format", "json"]));
+    let per_arch = per_arch.as_array().unwrap();
+    assert_eq!(per_arch.len(), 2);
+    assert_eq!(per_arch[0]["id"], best_of(Some("mlp")));
+    assert_eq!(per_arch[1]["id"], best_of(Some("convnet")));
+    let bad = query(&ws, &["best", "--metric", "speed"]);
+    assert_eq!(bad.status.code(), Some(2));
+    let bad = query(&ws, &["best", "--by", "colour"]);
+    assert_eq!(bad.status.code(), Some(2));
+
+    // compare: the differing fields are marked.
+    let (a, b) = (
+        all[0]["id"].as_i64().unwrap().to_string(),
+        all[1]["id"].as_i64().unwrap().to_string(),
+    );
+    let text = stdout(&query(&ws, &["compare", &a, &b]));
+    assert!(text.contains("* lr"), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("arch ")), "{text}");
+    let rows = json(&query(&ws, &["compare", &a, &b, "--format", "json"]));
+    let differs = |field: &str| {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["field"] == field)
+            .unwrap()["differs"]
+            .clone()
+    };
+    assert_eq!(differs("lr"), Value::Bool(true));
+    assert_eq!(differs("arch"), Value::Bool(false));
+
+    // export: per trial and per epoch.
+    let csv = stdout(&query(&ws, &["export"]));
+    assert_eq!(csv.lines().count(), 5);
+    assert!(csv.lines().next().unwrap().contains("test_acc"));
+    let epochs = json(&query(&ws, &["export", "--epochs", "--format", "json"]));
+    let epochs = epochs.as_array().unwrap();
+    assert_eq!(epochs.len(), 8);
+    assert!(
+        epochs
+            .iter()
+            .all(|e| e["trial"].is_i64() && e["val_loss"].is_f64())
+    );
+}
+
+#[test]
+fn predict_writes_one_label_per_test_image() {
+    let ws = swept();
+    let all = json(&query(&ws, &["ls", "--format", "json"]));
+    let mlp = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["arch"] == "mlp")
+        .unwrap();
+    let output = ws.path("predictions.txt");
+    let data = ws.data();
+    let out = query(
+        &ws,
+        &[
+            "predict",
+            &mlp["id"].to_string(),
+            "-o",
+            output.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let labels: Vec<u8> = std::fs::read_to_string(&output)
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    assert_eq!(labels.len(), 80);
+    assert!(labels.iter().all(|&l| l < 10));
+    // The test images of the workspace data set have label (i * 7 + 29) % 10.
+    let correct = labels
+        .iter()
+        .enumerate()
+        .filter(|(i, l)| (i * 7 + 29) % 10 == **l as usize)
+        .count();
+    let message = stderr(&out);
+    assert!(
+        message.contains(&format!("accuracy {:.4}", correct as f64 / 80.0)),
+        "{message}"
+    );
+
+    let pending = query(&ws, &["predict", "999"]);
+    assert_eq!(pending.status.code(), Some(1));
+}
+
+#[test]
+fn report_writes_markdown_with_svg_figures_and_a_baseline() {
+    let ws = swept();
+    let other = ws.experiment(
+        "other.toml",
+        &FOUR
+            .replace("name = \"four\"", "name = \"other\"")
+            .replace("lr = [0.003, 0.01]", "lr = 0.003"),
+    );
+    assert!(ws.run(&other, &[]).status.success());
+    let report = ws.path("out/report.md");
+    let out = query(
+        &ws,
+        &[
+            "report",
+            "four",
+            "-o",
+            report.to_str().unwrap(),
+            "--baseline",
+            "other",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = std::fs::read_to_string(&report).unwrap();
+    for needle in [
+        "# Sweep `four`",
+        "## Summary",
+        "## Leaderboard",
+        "## What mattered",
+        "### arch",
+        "### lr",
+        "## Learning curves",
+        "![loss per epoch](report-loss.svg)",
+        "## Best trial",
+        "### Confusion matrix",
+        "## Against `other`",
+        "Configurations present in both sweeps",
+    ] {
+        assert!(text.contains(needle), "{needle} missing:\n{text}");
+    }
+    assert!(
+        text.contains("Most confused pairs")
+            || text.contains("every test image was classified correctly"),
+        "{text}"
+    );
+    for figure in ["report-loss.svg", "report-accuracy.svg"] {
+        let svg = std::fs::read_to_string(ws.path("out").join(figure)).unwrap();
+        let doc = roxmltree::Document::parse(&svg).expect("well-formed SVG");
+        assert_eq!(doc.root_element().tag_name().name(), "svg");
+        assert!(
+            doc.descendants()
+                .any(|n| n.tag_name().name() == "polyline" || n.tag_name().name() == "path"),
+            "curves drawn"
+        );
+    }
+
+    let missing = query(&ws, &["report", "nope"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(stderr(&missing).contains("known: four, other"));
+}
+
+#[test]
+fn empty_or_missing_databases_get_clear_messages() {
+    let ws = Workspace::new();
+    for args in [
+        vec!["ls"],
+        vec!["show", "1"],
+        vec!["best"],
+        vec!["export"],
+        vec!["report", "x"],
+    ] {
+        let out = query(&ws, &args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(stderr(&out).contains("no results database"), "{args:?}");
+    }
+    sweep::store::Store::open(&ws.db()).unwrap();
+    let out = query(&ws, &["ls"]);
+    assert!(out.status.success());
+    assert!(stderr(&out).contains("no trials match"));
+    let out = query(&ws, &["best"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no finished trial"),
+        "{}",
+        stderr(&out)
+    );
+    let out = query(&ws, &["report", "x"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("none yet"), "{}", stderr(&out));
+}
