@@ -16,7 +16,7 @@ fn unusable_devices_are_refused_before_anything_runs() {
     let message = stderr(&out);
     assert!(message.contains("cuda:99"), "{message}");
     if HAS_TCH {
-        assert!(message.contains("CUDA device"), "{message}");
+        assert!(message.contains("CUDA GPU"), "{message}");
     } else {
         assert!(message.contains("--features tch"), "{message}");
     }

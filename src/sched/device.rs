@@ -23,17 +23,14 @@ pub fn check(devices: &[DeviceName]) -> Result<()> {
         if let DeviceName::Cuda(index) = name {
             let found = cuda_device_count();
             if index >= found {
-                return Err(Error::Usage(format!(
-                    "device {name}: this machine has {} (libtorch sees {found} CUDA device{}); \
-                     use --devices cpu or one of cuda:0..cuda:{}",
-                    if found == 0 {
-                        "no usable CUDA GPU".to_string()
-                    } else {
-                        format!("{found} GPU{}", if found == 1 { "" } else { "s" })
-                    },
-                    if found == 1 { "" } else { "s" },
-                    found.max(1) - 1
-                )));
+                let choice = match found {
+                    0 => "this machine has no usable CUDA GPU (libtorch sees none); use \
+                          --devices cpu or tch-cpu"
+                        .to_string(),
+                    1 => "this machine has 1 CUDA GPU: cuda:0".to_string(),
+                    n => format!("this machine has {n} CUDA GPUs: cuda:0 to cuda:{}", n - 1),
+                };
+                return Err(Error::Usage(format!("device {name}: {choice}")));
             }
         }
     }
