@@ -85,6 +85,12 @@ pub fn learning_curves(
                 .label(label.as_str())
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color));
             chart.draw_series(DashedLineSeries::new(points(true), 6, 4, color.into()))?;
+            // Markers keep one-epoch trials visible (a line needs two points).
+            chart.draw_series(
+                points(false)
+                    .into_iter()
+                    .map(move |p| Circle::new(p, 3, color.filled())),
+            )?;
         }
         chart
             .configure_series_labels()
