@@ -219,13 +219,19 @@ pub fn run_sweep(experiment: &Experiment, options: &RunOptions) -> Result<RunSum
             .collect()
     });
     drop(sender);
-    let (store, write_error) = writer.join().expect("the writer thread does not panic");
+    let (store, write_error, writing) = writer.join().expect("the writer thread does not panic");
     let dispenser = dispenser.into_inner().expect("no panics under the lock");
     if let Some(error) = write_error.or(dispenser.error) {
         return Err(error);
     }
     store.finish_sweep(sweep_id)?;
 
+    let seconds = started.elapsed().as_secs_f64();
+    tracing::info!(
+        "database writes took {:.3} s ({:.2}% of the run)",
+        writing.as_secs_f64(),
+        100.0 * writing.as_secs_f64() / seconds.max(1e-9)
+    );
     let count = |status: &str| ends.iter().filter(|e| e.status() == status).count();
     Ok(RunSummary {
         sweep: experiment.name.clone(),
@@ -238,7 +244,7 @@ pub fn run_sweep(experiment: &Experiment, options: &RunOptions) -> Result<RunSum
         not_started: candidates.len() - dispenser.next,
         taken_elsewhere: dispenser.taken_elsewhere,
         resumed: dispenser.resumed,
-        seconds: started.elapsed().as_secs_f64(),
+        seconds,
     })
 }
 
@@ -399,7 +405,8 @@ fn write_events(
     receiver: mpsc::Receiver<TrainEvent>,
     mut progress: Progress,
     owner: &str,
-) -> (Store, Option<Error>) {
+) -> (Store, Option<Error>, Duration) {
+    let mut writing = Duration::ZERO;
     let mut first_error = None;
     let keep = |result: Result<()>, first_error: &mut Option<Error>| {
         if let Err(e) = result
@@ -414,7 +421,9 @@ fn write_events(
         match receiver.recv_timeout(Duration::from_secs(1)) {
             Ok(event) => {
                 if first_error.is_none() {
+                    let started = Instant::now();
                     keep(store.apply(&event), &mut first_error);
+                    writing += started.elapsed();
                 }
                 progress.on_event(&event);
             }
@@ -424,9 +433,11 @@ fn write_events(
         progress.tick();
         if last_beat.elapsed() >= HEARTBEAT_EVERY {
             last_beat = Instant::now();
+            let started = Instant::now();
             keep(store.heartbeat(owner), &mut first_error);
+            writing += started.elapsed();
         }
     }
     progress.finish();
-    (store, first_error)
+    (store, first_error, writing)
 }

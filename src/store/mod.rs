@@ -103,8 +103,10 @@ pub struct EpochRow {
     pub val_loss: Option<f64>,
     /// Validation accuracy.
     pub val_acc: Option<f64>,
-    /// Wall seconds.
+    /// Wall seconds, training and validation.
     pub seconds: f64,
+    /// Wall seconds of the training batches alone (absent in databases from before it was kept).
+    pub train_seconds: Option<f64>,
 }
 
 /// One stored checkpoint row.
@@ -464,12 +466,13 @@ impl Store {
                         let mut tx = self.pool.begin().await?;
                         sqlx::query(&format!(
                             "INSERT INTO epochs (trial_id, epoch, train_loss, train_acc, val_loss,
-                             val_acc, seconds, recorded_at)
-                         VALUES (?, ?, ?, ?, ?, ?, ?, {NOW})
+                             val_acc, seconds, train_seconds, recorded_at)
+                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, {NOW})
                          ON CONFLICT (trial_id, epoch) DO UPDATE SET
                              train_loss = excluded.train_loss, train_acc = excluded.train_acc,
                              val_loss = excluded.val_loss, val_acc = excluded.val_acc,
-                             seconds = excluded.seconds, recorded_at = excluded.recorded_at"
+                             seconds = excluded.seconds, train_seconds = excluded.train_seconds,
+                             recorded_at = excluded.recorded_at"
                         ))
                         .bind(trial)
                         .bind(m.epoch as i64)
@@ -478,6 +481,7 @@ impl Store {
                         .bind(finite(m.val_loss))
                         .bind(finite(m.val_acc))
                         .bind(m.seconds)
+                        .bind(m.train_seconds)
                         .execute(&mut *tx)
                         .await?;
                         sqlx::query(&format!(
@@ -696,7 +700,7 @@ impl Store {
         self.runtime
             .block_on(
                 sqlx::query(
-                    "SELECT epoch, train_loss, train_acc, val_loss, val_acc, seconds
+                    "SELECT epoch, train_loss, train_acc, val_loss, val_acc, seconds, train_seconds
                      FROM epochs WHERE trial_id = ? ORDER BY epoch",
                 )
                 .bind(trial_id)
@@ -711,6 +715,7 @@ impl Store {
                         val_loss: r.get(3),
                         val_acc: r.get(4),
                         seconds: r.get(5),
+                        train_seconds: r.get(6),
                     })
                     .collect()
             })

@@ -18,6 +18,8 @@ pub struct EpochMetrics {
     pub val_acc: f64,
     /// Wall seconds of the epoch, training and validation.
     pub seconds: f64,
+    /// Wall seconds of the training batches alone (forward, backward, optimizer steps).
+    pub train_seconds: f64,
 }
 
 /// Counts of (actual, predicted) pairs.

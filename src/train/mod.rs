@@ -249,6 +249,7 @@ fn train(run: &TrialRun, emit: &(dyn Fn(TrainEvent) + Sync)) -> Result<TrialEnd>
                 });
             }
         }
+        let train_seconds = epoch_start.elapsed().as_secs_f64();
         let val = evaluate(&model, &data.pool, &data.split.val, &data.table, &loss_fn);
         let seen = seen as f64;
         let metrics = EpochMetrics {
@@ -258,6 +259,7 @@ fn train(run: &TrialRun, emit: &(dyn Fn(TrainEvent) + Sync)) -> Result<TrialEnd>
             val_loss: val.loss,
             val_acc: val.accuracy,
             seconds: epoch_start.elapsed().as_secs_f64(),
+            train_seconds,
         };
         if !val.loss.is_finite() {
             emit(TrainEvent::Epoch {

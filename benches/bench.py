@@ -1,0 +1,226 @@
+"""sweep against PyTorch on this machine, one after the other, written to BENCHMARKS.md.
+
+1. One epoch of training (54,000 images, batch 64, Adam 0.001, dropout 0.2) per architecture on
+   each sweep backend (flex; tch-cpu when the binary has it) and with ../shared/bench/torch_ref.py
+   at the same thread count. Reported: median training seconds (the batches alone: sweep's
+   epochs.train_seconds, torch_ref's train_s), the ratio sweep / PyTorch, peak memory of the
+   one-trial process, and where the rest of sweep's wall time went.
+2. A whole 12-trial sweep (mlp, cnn, lenet5 x adam, sgd momentum 0.9 x lr 0.001, 0.01; 1 epoch on
+   10k images, batch 64): sweep run --jobs 2, a loop of torch_ref.py processes, and Optuna's
+   GridSampler in one process with SQLite storage and n_jobs=2 (benches/optuna_grid.py).
+
+Run with a Python that has torch 2.9 (and optuna):
+  VENV/bin/python3 benches/bench.py --sweep target/release/sweep [--runs 3] [--out BENCHMARKS.md]
+Nothing else should run meanwhile (2 cores: a build distorts every timing).
+"""
+import argparse, datetime, json, os, platform, re, sqlite3, statistics, subprocess, sys, tempfile, time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ARCHS = ["mlp", "cnn", "lenet5", "convnet"]
+TORCH_ARCH = {"mlp": "mlp", "cnn": "cnn", "lenet5": "lenet5", "convnet": "seed000"}
+
+
+def run(cmd, env=None):
+    """Runs cmd; returns (wall seconds, stdout, stderr, peak RSS in MiB of that process)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    out, err = proc.communicate()
+    wall = time.perf_counter() - start
+    # The child is reaped by communicate(); its own peak RSS comes from /usr/bin/time instead.
+    return proc.returncode, wall, out, err
+
+
+def timed(cmd, env=None):
+    """Like run() but through /usr/bin/time -v for the process's peak RSS."""
+    code, wall, out, err = run(["/usr/bin/time", "-v"] + cmd, env)
+    rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", err)
+    return code, wall, out, err, (int(rss.group(1)) / 1024 if rss else float("nan"))
+
+
+def experiment(path, name, arch, limit=None, grid=None, jobs=1, threads=2):
+    lines = [f'[sweep]\nname = "{name}"\njobs = {jobs}\nthreads = {threads}\n',
+             "[data]\nsplit = 0.9\n" + (f"limit = {limit}\n" if limit else ""),
+             grid or f'[grid]\narch = "{arch}"\noptimizer = "adam"\nlr = 0.001\nbatch_size = 64\n'
+                     'epochs = 1\ndropout = 0.2\n']
+    with open(path, "w") as f:
+        f.write("\n".join(lines))
+
+
+def sweep_epoch(args, tmp, arch, device, i):
+    name = f"{arch}-{device}-{i}"
+    toml = os.path.join(tmp, f"{name}.toml")
+    db = os.path.join(tmp, f"{name}.db")
+    experiment(toml, name, arch)
+    code, wall, _, err, rss = timed([args.sweep, "run", toml, "--db", db, "--devices", device,
+                                     "--data", args.data])
+    if code != 0:
+        if "--features tch" in err:
+            return None
+        sys.exit(f"sweep failed:\n{err}")
+    con = sqlite3.connect(db)
+    train_s, epoch_s = con.execute("SELECT train_seconds, seconds FROM epochs").fetchone()
+    duration = con.execute("SELECT duration_s FROM trials").fetchone()[0]
+    con.close()
+    writes = re.search(r"database writes took ([\d.]+) s", err)
+    return {"train_s": train_s, "epoch_s": epoch_s, "trial_s": duration, "wall_s": wall,
+            "rss_mib": rss, "db_s": float(writes.group(1)) if writes else float("nan")}
+
+
+def torch_epoch(args, arch):
+    code, wall, out, err, rss = timed([sys.executable, os.path.join(args.ref, "torch_ref.py"),
+                                       "--data", args.data, "--arch", TORCH_ARCH[arch], "--epochs", "1",
+                                       "--batch", "64", "--opt", "adam", "--lr", "0.001", "--dropout", "0.2",
+                                       "--split", "0.9", "--threads", str(args.threads)])
+    if code != 0:
+        sys.exit(f"torch_ref failed:\n{err}")
+    result = json.loads(out.strip().splitlines()[-1])
+    return {"train_s": result["epochs"][0]["train_s"], "wall_s": wall, "rss_mib": rss,
+            "val_acc": result["epochs"][0]["val_acc"], "torch": result["torch"]}
+
+
+GRID12 = """[grid]
+arch = ["mlp", "cnn", "lenet5"]
+optimizer = ["adam", "sgd"]
+lr = [0.001, 0.01]
+batch_size = 64
+epochs = 1
+dropout = 0.2
+[optimizer.sgd]
+momentum = 0.9
+"""
+
+
+def sweep12(args, tmp, i):
+    toml = os.path.join(tmp, f"grid12-{i}.toml")
+    experiment(toml, f"grid12-{i}", None, limit=10000, grid=GRID12, jobs=2, threads=1)
+    code, wall, _, err = run([args.sweep, "run", toml, "--db", os.path.join(tmp, f"grid12-{i}.db"),
+                              "--data", args.data])
+    if code != 0:
+        sys.exit(f"sweep failed:\n{err}")
+    return wall
+
+
+def torch_loop12(args):
+    start = time.perf_counter()
+    for arch in ["mlp", "cnn", "lenet5"]:
+        for opt in ["adam", "sgdm"]:
+            for lr in ["0.001", "0.01"]:
+                code, _, _, err = run([sys.executable, os.path.join(args.ref, "torch_ref.py"),
+                                       "--data", args.data, "--arch", arch, "--opt", opt, "--lr", lr,
+                                       "--epochs", "1", "--batch", "64", "--limit", "10000", "--split", "0.9"])
+                if code != 0:
+                    sys.exit(f"torch_ref failed:\n{err}")
+    return time.perf_counter() - start
+
+
+def optuna12(args, tmp, i):
+    code, wall, out, err = run([sys.executable, os.path.join(HERE, "optuna_grid.py"), "--data", args.data,
+                                "--ref", args.ref, "--storage", os.path.join(tmp, f"optuna-{i}.db")])
+    if code != 0:
+        sys.exit(f"optuna failed:\n{err}")
+    return wall, json.loads(out.strip().splitlines()[-1])
+
+
+def med(values):
+    values = [v for v in values if v == v]
+    return statistics.median(values) if values else float("nan")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sweep", default="target/release/sweep")
+    p.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
+    p.add_argument("--ref", default=os.path.join(HERE, "..", "..", "shared", "bench"))
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--out", default="BENCHMARKS.md")
+    p.add_argument("--skip-sweep12", action="store_true")
+    args = p.parse_args()
+    args.ref = os.path.abspath(args.ref)
+    tmp = tempfile.mkdtemp(prefix="sweep-bench-")
+    results = {arch: {"cpu": [], "tch-cpu": [], "torch": []} for arch in ARCHS}
+    has_tch = True
+    for i in range(args.runs):
+        for arch in ARCHS:
+            for device in ["cpu", "tch-cpu"] if has_tch else ["cpu"]:
+                r = sweep_epoch(args, tmp, arch, device, i)
+                if r is None:
+                    has_tch = False
+                    continue
+                results[arch][device].append(r)
+                print(f"[{i + 1}/{args.runs}] sweep {device:7} {arch:8} train {r['train_s']:.2f} s", flush=True)
+            r = torch_epoch(args, arch)
+            results[arch]["torch"].append(r)
+            print(f"[{i + 1}/{args.runs}] torch         {arch:8} train {r['train_s']:.2f} s", flush=True)
+
+    whole = {"sweep": [], "loop": [], "optuna": []}
+    optuna_version = "-"
+    if not args.skip_sweep12:
+        for i in range(args.runs):
+            whole["sweep"].append(sweep12(args, tmp, i))
+            whole["loop"].append(torch_loop12(args))
+            wall, info = optuna12(args, tmp, i)
+            whole["optuna"].append(wall)
+            optuna_version = info["optuna"]
+            print(f"[{i + 1}/{args.runs}] 12 trials: sweep {whole['sweep'][-1]:.1f} s, torch loop "
+                  f"{whole['loop'][-1]:.1f} s, optuna {wall:.1f} s", flush=True)
+
+    version = subprocess.run([args.sweep, "--version"], capture_output=True, text=True).stdout.strip()
+    torch_version = results["mlp"]["torch"][0]["torch"]
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    md = ["# Benchmarks", "",
+          f"Generated by `benches/bench.py` on {datetime.date.today()}: {cpu}, {os.cpu_count()} cores, "
+          f"{platform.system()} {platform.release()}; {version} (burn 0.22.1), PyTorch {torch_version} CPU, "
+          f"Python {platform.python_version()}, Optuna {optuna_version}. Medians of {args.runs} runs, each "
+          "program run one after the other on an otherwise idle machine.", "",
+          "## One epoch of training per architecture", "",
+          f"54,000 training images, batch 64, Adam lr 0.001, dropout 0.2, {args.threads} threads. Seconds "
+          "of the training batches alone (sweep: `epochs.train_seconds`; PyTorch: `torch_ref.py` `train_s`, "
+          "preloaded tensors). Ratio = sweep / PyTorch (lower is better; 1.00x is parity).", "",
+          "| architecture | PyTorch | flex | flex / PyTorch | tch-cpu | tch-cpu / PyTorch |",
+          "| --- | --- | --- | --- | --- | --- |"]
+    for arch in ARCHS:
+        t = med([r["train_s"] for r in results[arch]["torch"]])
+        f = med([r["train_s"] for r in results[arch]["cpu"]])
+        c = med([r["train_s"] for r in results[arch]["tch-cpu"]])
+        tch = f"{c:.2f} s | {c / t:.2f}x" if c == c else "not built | -"
+        md.append(f"| {arch} | {t:.2f} s | {f:.2f} s | {f / t:.2f}x | {tch} |")
+    md += ["", "## Peak memory and time outside training (flex, one trial per process)", "",
+           "Peak RSS of the whole `sweep run` process (one trial) and of `torch_ref.py`. Outside training: "
+           "the share of sweep's process wall time not spent in training batches (process start, data "
+           "loading, validation and test evaluation, checkpoints, database); database writes are timed "
+           "by the writer thread.", "",
+           "| architecture | sweep peak RSS | PyTorch peak RSS | sweep wall | training | validation | "
+           "outside training | database writes |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for arch in ARCHS:
+        rs = results[arch]["cpu"]
+        wall = med([r["wall_s"] for r in rs])
+        train = med([r["train_s"] for r in rs])
+        val = med([r["epoch_s"] - r["train_s"] for r in rs])
+        db = med([r["db_s"] for r in rs])
+        md.append(f"| {arch} | {med([r['rss_mib'] for r in rs]):.0f} MiB | "
+                  f"{med([r['rss_mib'] for r in results[arch]['torch']]):.0f} MiB | {wall:.2f} s | {train:.2f} s | "
+                  f"{val:.2f} s | {100 * (wall - train) / wall:.1f}% | {db:.3f} s ({100 * db / wall:.2f}%) |")
+    if not args.skip_sweep12:
+        s, l, o = med(whole["sweep"]), med(whole["loop"]), med(whole["optuna"])
+        md += ["", "## A whole sweep: 12 trials", "",
+               "mlp, cnn, lenet5 x Adam, SGD momentum 0.9 x lr 0.001, 0.01; 1 epoch on the first 10,000 "
+               "training images (90/10 split), batch 64. Wall time of the whole command, data loading "
+               "included. sweep: `sweep run --jobs 2` (1 thread per trial, flex). PyTorch loop: one "
+               "`torch_ref.py` process per trial, one after the other (the seed scripts' way). Optuna: "
+               "GridSampler, SQLite storage, `n_jobs=2`, in one process (`benches/optuna_grid.py`).", "",
+               "| runner | wall | trials per hour | sweep's throughput relative to it |",
+               "| --- | --- | --- | --- |",
+               f"| sweep (flex, --jobs 2) | {s:.1f} s | {12 * 3600 / s:.0f} | 1.00x |",
+               f"| PyTorch process loop | {l:.1f} s | {12 * 3600 / l:.0f} | {l / s:.2f}x |",
+               f"| Optuna in-process | {o:.1f} s | {12 * 3600 / o:.0f} | {o / s:.2f}x |"]
+    md += ["", "Raw results (JSON):", "", "```json",
+           json.dumps({"epoch": results, "sweep12": whole}, indent=None)[:20000], "```", ""]
+    with open(args.out, "w") as f:
+        f.write("\n".join(md))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
