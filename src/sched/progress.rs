@@ -191,21 +191,21 @@ impl Progress {
     }
 
     fn say(&self, line: String) {
-        match self.mode {
-            ProgressMode::Bars => {
-                let _ = self.multi.println(line);
-            }
-            ProgressMode::Lines => tracing::info!("{line}"),
-            ProgressMode::Quiet => {}
-        }
+        self.print(line, false);
     }
 
     fn warn(&self, line: String) {
+        self.print(line, true);
+    }
+
+    /// A line above the bars, or a log line (a warning when `warning`).
+    fn print(&self, line: String, warning: bool) {
         match self.mode {
             ProgressMode::Bars => {
                 let _ = self.multi.println(line);
             }
-            ProgressMode::Lines => tracing::warn!("{line}"),
+            ProgressMode::Lines if warning => tracing::warn!("{line}"),
+            ProgressMode::Lines => tracing::info!("{line}"),
             ProgressMode::Quiet => {}
         }
     }
