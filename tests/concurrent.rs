@@ -19,7 +19,7 @@ arch = "mlp"
 optimizer = "adam"
 lr = [0.001, 0.002, 0.003, 0.004, 0.005, 0.006]
 batch_size = 16
-epochs = 12
+epochs = 20
 [arch.mlp]
 hidden = [256, 256]
 "#;
@@ -81,6 +81,6 @@ fn two_processes_share_a_sweep_without_running_a_trial_twice() {
             .iter()
             .map(|e| e.epoch)
             .collect();
-        assert_eq!(epochs, (1..=12).collect::<Vec<_>>());
+        assert_eq!(epochs, (1..=20).collect::<Vec<_>>());
     }
 }
