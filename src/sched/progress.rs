@@ -1,7 +1,7 @@
 //! Live progress of a run, fed with the same training events the store records: indicatif bars
 //! on a terminal, periodic log lines otherwise, nothing with `-q`.
 
-use crate::train::{TrainEvent, TrialEnd};
+use crate::train::{BatchPosition as Position, TrainEvent, TrialEnd};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -21,17 +21,6 @@ pub enum ProgressMode {
 
 /// How often `Lines` mode reports running trials between epochs.
 const LINE_EVERY: Duration = Duration::from_secs(10);
-
-/// Where one running trial stands.
-#[derive(Debug, Clone, Default)]
-struct Position {
-    epoch: usize,
-    epochs: usize,
-    batch: usize,
-    batches: usize,
-    loss: f64,
-    images_per_s: f64,
-}
 
 /// Shows a run's progress; see [`ProgressMode`].
 pub struct Progress {
@@ -103,29 +92,13 @@ impl Progress {
                     self.bars.insert(*trial, bar);
                 }
             }
-            TrainEvent::Progress {
-                trial,
-                epoch,
-                epochs,
-                batch,
-                batches,
-                loss,
-                images_per_s,
-            } => {
-                let position = Position {
-                    epoch: *epoch,
-                    epochs: *epochs,
-                    batch: *batch,
-                    batches: *batches,
-                    loss: *loss,
-                    images_per_s: *images_per_s,
-                };
+            TrainEvent::Progress { trial, position } => {
                 if let Some(bar) = self.bars.get(trial) {
-                    bar.set_length(*batches as u64);
-                    bar.set_position(*batch as u64);
-                    bar.set_message(describe(&position));
+                    bar.set_length(position.batches as u64);
+                    bar.set_position(position.batch as u64);
+                    bar.set_message(describe(position));
                 }
-                self.running.insert(*trial, position);
+                self.running.insert(*trial, position.clone());
             }
             TrainEvent::Epoch { trial, metrics: m } => {
                 self.overall.inc(1);

@@ -40,6 +40,23 @@ pub struct CheckpointInfo {
     pub sha256: String,
 }
 
+/// Where a training trial stands within its epochs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BatchPosition {
+    /// 1-based epoch.
+    pub epoch: usize,
+    /// Epochs the trial trains.
+    pub epochs: usize,
+    /// Batches done in this epoch.
+    pub batch: usize,
+    /// Batches per epoch.
+    pub batches: usize,
+    /// Mean training loss of this epoch so far.
+    pub loss: f64,
+    /// Training images per second in this epoch so far.
+    pub images_per_s: f64,
+}
+
 /// How a trial ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TrialEnd {
@@ -99,18 +116,8 @@ pub enum TrainEvent {
     Progress {
         /// Database id of the trial.
         trial: i64,
-        /// 1-based epoch.
-        epoch: usize,
-        /// Epochs the trial trains.
-        epochs: usize,
-        /// Batches done in this epoch.
-        batch: usize,
-        /// Batches per epoch.
-        batches: usize,
-        /// Mean training loss of this epoch so far.
-        loss: f64,
-        /// Training images per second in this epoch so far.
-        images_per_s: f64,
+        /// Where it stands.
+        position: BatchPosition,
     },
     /// A checkpoint file was written.
     Checkpoint {

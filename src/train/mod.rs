@@ -5,7 +5,7 @@ mod events;
 mod metrics;
 mod optim;
 
-pub use events::{CheckpointInfo, CheckpointKind, TrainEvent, TrialEnd};
+pub use events::{BatchPosition, CheckpointInfo, CheckpointKind, TrainEvent, TrialEnd};
 pub use metrics::{Confusion, EpochMetrics, Evaluation};
 
 use crate::data::{Dataset, ImageSet, PixelScale, Split, gather};
@@ -240,12 +240,14 @@ fn train(run: &TrialRun, emit: &(dyn Fn(TrainEvent) + Sync)) -> Result<TrialEnd>
                 reported = Instant::now();
                 emit(TrainEvent::Progress {
                     trial: run.id,
-                    epoch,
-                    epochs: spec.epochs,
-                    batch: index + 1,
-                    batches,
-                    loss: loss_sum / seen as f64,
-                    images_per_s: seen as f64 / epoch_start.elapsed().as_secs_f64(),
+                    position: BatchPosition {
+                        epoch,
+                        epochs: spec.epochs,
+                        batch: index + 1,
+                        batches,
+                        loss: loss_sum / seen as f64,
+                        images_per_s: seen as f64 / epoch_start.elapsed().as_secs_f64(),
+                    },
                 });
             }
         }
