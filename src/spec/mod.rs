@@ -148,25 +148,23 @@ impl Experiment {
             "name at least one device, e.g. [\"cpu\"]",
         );
         let devices = &s.sweep.devices;
+        let shown = format!(
+            "{:?}",
+            devices.iter().map(|d| d.to_string()).collect::<Vec<_>>()
+        );
         check(
             devices
                 .iter()
                 .enumerate()
                 .all(|(i, d)| !devices[..i].contains(d)),
             "sweep.devices",
-            format!(
-                "{:?}",
-                devices.iter().map(|d| d.to_string()).collect::<Vec<_>>()
-            ),
+            shown.clone(),
             "each device may appear once",
         );
         check(
             !(devices.contains(&DeviceName::Cpu) && devices.contains(&DeviceName::TchCpu)),
             "sweep.devices",
-            format!(
-                "{:?}",
-                devices.iter().map(|d| d.to_string()).collect::<Vec<_>>()
-            ),
+            shown.clone(),
             "cpu and tch-cpu share the same cores: pick one of them",
         );
         check(
