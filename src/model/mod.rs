@@ -105,3 +105,45 @@ impl Dropout<'_> {
 
 /// The output width of every model.
 pub const OUTPUTS: usize = NUM_CLASSES;
+
+#[cfg(test)]
+mod tests {
+    use burn::nn::pool::MaxPool2dConfig;
+    use burn::prelude::*;
+    use burn::tensor::activation::relu;
+
+    /// The CNNs pool before their ReLU; that is only sound if burn's kernels give the same values
+    /// and gradients both ways, ties and zeros included.
+    #[test]
+    fn relu_and_max_pool_commute_in_values_and_gradients() {
+        let device = Device::flex().autodiff();
+        // Values on a coarse grid around zero, so windows hold ties, zeros and all-negative sets.
+        let values: Vec<f32> = (0..2 * 3 * 8 * 8)
+            .map(|i| ((i * 7919 % 11) as f32 - 5.0) / 2.0)
+            .collect();
+        let input = Tensor::<4>::from_data(TensorData::new(values, [2, 3, 8, 8]), &device);
+        let pool = MaxPool2dConfig::new([2, 2]).init();
+        let run = |pool_first: bool| {
+            let x = input.clone().require_grad();
+            let y = if pool_first {
+                relu(pool.forward(x.clone()))
+            } else {
+                pool.forward(relu(x.clone()))
+            };
+            let count = y.dims().iter().product::<usize>();
+            let weights: Vec<f32> = (0..count).map(|i| i as f32 + 1.0).collect();
+            let weights = Tensor::<4>::from_data(TensorData::new(weights, y.dims()), &device);
+            let grads = (y.clone() * weights).sum().backward();
+            (y.inner().into_data(), x.grad(&grads).unwrap().into_data())
+        };
+        let (values_before, grads_before) = run(false);
+        let (values_after, grads_after) = run(true);
+        assert_eq!(values_before, values_after);
+        assert_eq!(grads_before, grads_after);
+        let nonzero = grads_after.iter::<f32>().filter(|g| *g != 0.0).count();
+        assert!(
+            nonzero > 10,
+            "the gradient reaches the input ({nonzero} nonzero)"
+        );
+    }
+}

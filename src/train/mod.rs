@@ -24,8 +24,9 @@ use std::time::Instant;
 /// How often training reports progress within an epoch.
 const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 
-/// Images per forward pass when evaluating.
-const EVAL_BATCH: usize = 1000;
+/// Images per forward pass when evaluating: on flex, 256 evaluated the CNNs 15-25% faster than
+/// 1,000 (smaller intermediates stay in cache) and halved the peak memory of the CNN's test pass.
+const EVAL_BATCH: usize = 256;
 
 /// Everything one trial needs to train.
 pub struct TrialRun<'a> {
