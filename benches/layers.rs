@@ -1,0 +1,165 @@
+//! Where the flex backend's time goes: one forward + backward of each layer the CNNs use, at
+//! batch 64, timed in burn (flex) and, with `--python`, in PyTorch (`benches/layers_torch.py`,
+//! same shapes, same loss), side by side. It names the burn operations that keep flex behind.
+//!
+//! `cargo bench --bench layers -- [--threads N] [--python VENV/bin/python3]`
+//! Nothing else should run meanwhile.
+
+use burn::nn::conv::Conv2dConfig;
+use burn::nn::pool::MaxPool2dConfig;
+use burn::nn::{LinearConfig, PaddingConfig2d};
+use burn::prelude::*;
+use burn::tensor::Distribution;
+use burn::tensor::activation::relu;
+use std::collections::HashMap;
+use std::time::Instant;
+
+const BATCH: usize = 64;
+const REPEATS: usize = 40;
+
+/// One layer to time: its name, input shape, whether the input needs a gradient (not for the
+/// first layer, whose input is the images), and the layer itself.
+struct Case {
+    name: &'static str,
+    input: [usize; 4],
+    input_grad: bool,
+    layer: Box<dyn Fn(Tensor<4>) -> Tensor<2>>,
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let (mut threads, mut python) = (2usize, None);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--threads" => {
+                threads = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--threads N")
+            }
+            "--python" => python = args.next(),
+            _ => {} // cargo bench passes --bench
+        }
+    }
+    let torch = python.map(|python| torch_times(&python, threads));
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("a thread pool");
+    println!(
+        "Forward + backward of one batch of {BATCH}, {threads} threads, median of {REPEATS} (ms)\n"
+    );
+    println!("| layer | burn flex | PyTorch | flex / PyTorch |\n| --- | --- | --- | --- |");
+    pool.install(|| {
+        for case in cases() {
+            let flex = time(&case);
+            let (torch_ms, ratio) = match torch.as_ref().and_then(|t| t.get(case.name)) {
+                Some(&ms) => (format!("{ms:.2}"), format!("{:.2}x", flex / ms)),
+                None => ("-".into(), "-".into()),
+            };
+            println!("| {} | {flex:.2} | {torch_ms} | {ratio} |", case.name);
+        }
+    });
+}
+
+fn cases() -> Vec<Case> {
+    let device = Device::flex().autodiff();
+    device.seed(7);
+    let conv = |name, channels: [usize; 2], kernel, pad, size, input_grad| {
+        let layer = Conv2dConfig::new(channels, [kernel, kernel])
+            .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
+            .init(&device);
+        Case {
+            name,
+            input: [BATCH, channels[0], size, size],
+            input_grad,
+            layer: Box::new(move |x| layer.forward(x).flatten(1, 3)),
+        }
+    };
+    let pool = |name, channels, size| {
+        let layer = MaxPool2dConfig::new([2, 2]).init();
+        Case {
+            name,
+            input: [BATCH, channels, size, size],
+            input_grad: true,
+            layer: Box::new(move |x| layer.forward(x).flatten(1, 3)),
+        }
+    };
+    let fc1 = LinearConfig::new(64 * 7 * 7, 256).init(&device);
+    vec![
+        conv("cnn conv1 1->32 3x3 28x28", [1, 32], 3, 1, 28, false),
+        conv("cnn conv2 32->64 3x3 14x14", [32, 64], 3, 1, 14, true),
+        conv("lenet5 conv1 1->6 5x5 28x28", [1, 6], 5, 2, 28, false),
+        conv("lenet5 conv2 6->16 5x5 14x14", [6, 16], 5, 0, 14, true),
+        conv("convnet conv1 1->16 3x3 28x28", [1, 16], 3, 1, 28, false),
+        conv("convnet conv2 16->32 3x3 14x14", [16, 32], 3, 1, 14, true),
+        pool("max pool 2x2 32x28x28", 32, 28),
+        pool("max pool 2x2 64x14x14", 64, 14),
+        Case {
+            name: "relu 32x28x28",
+            input: [BATCH, 32, 28, 28],
+            input_grad: true,
+            layer: Box::new(|x| relu(x).flatten(1, 3)),
+        },
+        Case {
+            name: "cnn fc1 3136->256",
+            input: [BATCH, 64, 7, 7],
+            input_grad: true,
+            layer: Box::new(move |x| fc1.forward(x.flatten(1, 3))),
+        },
+    ]
+}
+
+/// Median milliseconds of forward, loss `sum(y * y)`, backward, with the gradients read.
+fn time(case: &Case) -> f64 {
+    let device = Device::flex().autodiff();
+    let x = Tensor::<4>::random(case.input, Distribution::Normal(0.0, 1.0), &device);
+    let step = || {
+        let x = if case.input_grad {
+            x.clone().require_grad()
+        } else {
+            x.clone()
+        };
+        let y = (case.layer)(x);
+        let loss = (y.clone() * y).sum();
+        let _ = loss.backward();
+    };
+    step();
+    let mut samples: Vec<f64> = (0..REPEATS)
+        .map(|_| {
+            let start = Instant::now();
+            step();
+            start.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    samples.sort_by(f64::total_cmp);
+    samples[REPEATS / 2]
+}
+
+/// Runs `layers_torch.py` with `python` and reads its `name<TAB>milliseconds` lines.
+fn torch_times(python: &str, threads: usize) -> HashMap<String, f64> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/layers_torch.py");
+    let output = std::process::Command::new(python)
+        .args([
+            script,
+            "--threads",
+            &threads.to_string(),
+            "--batch",
+            &BATCH.to_string(),
+        ])
+        .args(["--repeats", &REPEATS.to_string()])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
+    assert!(
+        output.status.success(),
+        "layers_torch.py failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| {
+            let (name, ms) = line.split_once('\t')?;
+            Some((name.to_string(), ms.parse().ok()?))
+        })
+        .collect()
+}

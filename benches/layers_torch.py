@@ -1,0 +1,49 @@
+"""PyTorch side of benches/layers.rs: forward + backward of each CNN layer at the same shapes, the
+same loss sum(y * y), median milliseconds. Prints `name<TAB>ms` lines."""
+import argparse, time
+
+import torch
+import torch.nn.functional as F
+
+p = argparse.ArgumentParser()
+p.add_argument("--threads", type=int, default=2)
+p.add_argument("--batch", type=int, default=64)
+p.add_argument("--repeats", type=int, default=40)
+a = p.parse_args()
+torch.set_num_threads(a.threads)
+torch.manual_seed(7)
+B = a.batch
+
+
+def conv(cin, cout, k, pad):
+    return torch.nn.Conv2d(cin, cout, k, padding=pad)
+
+
+fc1 = torch.nn.Linear(64 * 7 * 7, 256)
+cases = [
+    ("cnn conv1 1->32 3x3 28x28", (B, 1, 28, 28), False, conv(1, 32, 3, 1)),
+    ("cnn conv2 32->64 3x3 14x14", (B, 32, 14, 14), True, conv(32, 64, 3, 1)),
+    ("lenet5 conv1 1->6 5x5 28x28", (B, 1, 28, 28), False, conv(1, 6, 5, 2)),
+    ("lenet5 conv2 6->16 5x5 14x14", (B, 6, 14, 14), True, conv(6, 16, 5, 0)),
+    ("convnet conv1 1->16 3x3 28x28", (B, 1, 28, 28), False, conv(1, 16, 3, 1)),
+    ("convnet conv2 16->32 3x3 14x14", (B, 16, 14, 14), True, conv(16, 32, 3, 1)),
+    ("max pool 2x2 32x28x28", (B, 32, 28, 28), True, lambda x: F.max_pool2d(x, 2)),
+    ("max pool 2x2 64x14x14", (B, 64, 14, 14), True, lambda x: F.max_pool2d(x, 2)),
+    ("relu 32x28x28", (B, 32, 28, 28), True, F.relu),
+    ("cnn fc1 3136->256", (B, 64, 7, 7), True, lambda x: fc1(x.flatten(1))),
+]
+for name, shape, input_grad, layer in cases:
+    x = torch.randn(shape, requires_grad=input_grad)
+
+    def step():
+        y = layer(x)
+        (y * y).sum().backward()
+
+    step()
+    samples = []
+    for _ in range(a.repeats):
+        start = time.perf_counter()
+        step()
+        samples.append((time.perf_counter() - start) * 1000)
+    samples.sort()
+    print(f"{name}\t{samples[len(samples) // 2]:.3f}", flush=True)
