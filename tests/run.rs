@@ -69,6 +69,40 @@ fn run_records_params_epochs_checkpoints_and_test_results() {
 }
 
 #[test]
+fn test_limit_zero_skips_the_test_pass_and_predict_tests_later() {
+    let ws = Workspace::new();
+    let file = ws.experiment("tiny.toml", TINY);
+    let out = ws.run(
+        &file,
+        &["--set", "data.test_limit=0", "--set", "grid.arch=mlp"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let trials = ws.ls_json();
+    assert_eq!(trials.len(), 1);
+    assert_eq!(trials[0]["status"], "done");
+    assert!(trials[0]["val_acc"].is_f64());
+    assert!(trials[0]["test_acc"].is_null(), "{}", trials[0]);
+    let id = trials[0]["id"].as_i64().unwrap();
+    let store = Store::open_existing(&ws.db()).unwrap();
+    assert!(store.confusion(id).unwrap().is_empty());
+
+    let labels = ws.path("predictions.txt");
+    let predict = ws.sweep(&[
+        "predict",
+        &id.to_string(),
+        "--db",
+        ws.db().to_str().unwrap(),
+        "--data",
+        ws.data().to_str().unwrap(),
+        "-o",
+        labels.to_str().unwrap(),
+    ]);
+    assert!(predict.status.success(), "{}", stderr(&predict));
+    let written = std::fs::read_to_string(&labels).unwrap();
+    assert_eq!(written.lines().count(), 80, "the whole test set");
+}
+
+#[test]
 fn rerunning_skips_finished_trials_and_adds_new_ones() {
     let ws = Workspace::new();
     let file = ws.experiment("tiny.toml", TINY);

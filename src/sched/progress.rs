@@ -123,9 +123,15 @@ impl Progress {
                 let (done, total) = (self.trials_finished, self.trials_total);
                 self.overall.set_message(format!("{done}/{total} trials"));
                 let line = match end {
-                    TrialEnd::Done { test, .. } => format!(
+                    TrialEnd::Done {
+                        test: Some(test), ..
+                    } => format!(
                         "trial {trial} done in {seconds:.1} s: test acc {:.4} ({done}/{total})",
                         test.accuracy
+                    ),
+                    TrialEnd::Done { test: None, .. } => format!(
+                        "trial {trial} done in {seconds:.1} s, not tested (test_limit = 0) \
+                         ({done}/{total})"
                     ),
                     TrialEnd::Diverged { message } | TrialEnd::Failed { message } => {
                         format!("trial {trial} {}: {message} ({done}/{total})", end.status())

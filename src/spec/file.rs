@@ -164,7 +164,8 @@ pub struct DataSection {
     pub split: Axis<f64>,
     /// Use only the first `limit` training images (quick runs).
     pub limit: Option<usize>,
-    /// Use only the first `test_limit` test images.
+    /// Use only the first `test_limit` test images; 0 skips the test pass (`sweep predict` tests a
+    /// chosen trial later).
     pub test_limit: Option<usize>,
     /// Standardise pixels with the training set's mean and deviation instead of scaling to [0, 1].
     pub normalize: bool,

@@ -181,14 +181,6 @@ impl Experiment {
                 "must be at least 2 (one training and one validation image)",
             );
         }
-        if let Some(limit) = s.data.test_limit {
-            check(
-                limit >= 1,
-                "data.test_limit",
-                limit.to_string(),
-                "must be at least 1",
-            );
-        }
 
         let g = &s.grid;
         for (key, len) in [

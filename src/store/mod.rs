@@ -519,8 +519,8 @@ impl Store {
                             TrialEnd::Done { test, best_epoch } => (
                                 None,
                                 Some(*best_epoch as i64),
-                                finite(test.loss),
-                                Some(test.accuracy),
+                                test.as_ref().and_then(|t| finite(t.loss)),
+                                test.as_ref().map(|t| t.accuracy),
                             ),
                             TrialEnd::Diverged { message } | TrialEnd::Failed { message } => {
                                 (Some(message.clone()), None, None, None)
@@ -542,7 +542,10 @@ impl Store {
                         .bind(trial)
                         .execute(&mut *tx)
                         .await?;
-                        if let TrialEnd::Done { test, .. } = end {
+                        if let TrialEnd::Done {
+                            test: Some(test), ..
+                        } = end
+                        {
                             for (class, (correct, total)) in
                                 test.confusion.per_class().iter().enumerate()
                             {

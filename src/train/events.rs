@@ -60,10 +60,11 @@ pub struct BatchPosition {
 /// How a trial ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TrialEnd {
-    /// Trained every epoch and was tested.
+    /// Trained every epoch (and was tested, unless `test_limit` is 0).
     Done {
-        /// Test-set evaluation of the final model (boxed: it carries every prediction).
-        test: Box<Evaluation>,
+        /// Test-set evaluation of the final model (boxed: it carries every prediction); `None`
+        /// when the test pass was skipped.
+        test: Option<Box<Evaluation>>,
         /// Epoch with the best validation metric.
         best_epoch: usize,
     },

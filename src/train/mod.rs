@@ -309,9 +309,17 @@ fn train(run: &TrialRun, emit: &(dyn Fn(TrainEvent) + Sync)) -> Result<TrialEnd>
         });
     }
     let all_test: Vec<u32> = (0..data.test.len() as u32).collect();
-    let test = evaluate(&model, &data.test, &all_test, &data.table, &loss_fn);
+    let test = (!all_test.is_empty()).then(|| {
+        Box::new(evaluate(
+            &model,
+            &data.test,
+            &all_test,
+            &data.table,
+            &loss_fn,
+        ))
+    });
     Ok(TrialEnd::Done {
-        test: Box::new(test),
+        test,
         best_epoch: best.map(|b| b.1).unwrap_or(spec.epochs),
     })
 }
@@ -428,6 +436,12 @@ pub fn predict(
     dataset: &Dataset,
     split: PredictSplit,
 ) -> Result<Evaluation> {
+    // A trial trained with `test_limit = 0` skipped its test pass; testing it later means the
+    // whole test set.
+    let spec = &TrialSpec {
+        test_limit: spec.test_limit.filter(|&n| n > 0),
+        ..spec.clone()
+    };
     let data = TrialData::new(spec, dataset)?;
     let device = Device::flex();
     let model = Net::new(spec, &device, 0)
