@@ -85,9 +85,23 @@ fn cases() -> Vec<Case> {
             layer: Box::new(move |x| layer.forward(x).flatten(1, 3)),
         }
     };
+    let first = |name, channels: [usize; 2], kernel, pad| {
+        let layer = Conv2dConfig::new(channels, [kernel, kernel])
+            .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
+            .init(&device);
+        Case {
+            name,
+            input: [BATCH, channels[0], 28, 28],
+            input_grad: false,
+            layer: Box::new(move |x| sweep::model::layers::first_conv2d(&layer, x).flatten(1, 3)),
+        }
+    };
     let fc1 = LinearConfig::new(64 * 7 * 7, 256).init(&device);
     vec![
         conv("cnn conv1 1->32 3x3 28x28", [1, 32], 3, 1, 28, false),
+        first("cnn conv1 (sweep)", [1, 32], 3, 1),
+        first("lenet5 conv1 (sweep)", [1, 6], 5, 2),
+        first("convnet conv1 (sweep)", [1, 16], 3, 1),
         conv("cnn conv2 32->64 3x3 14x14", [32, 64], 3, 1, 14, true),
         conv("lenet5 conv1 1->6 5x5 28x28", [1, 6], 5, 2, 28, false),
         conv("lenet5 conv2 6->16 5x5 14x14", [6, 16], 5, 0, 14, true),

@@ -2,6 +2,7 @@
 
 mod cnn;
 mod convnet;
+pub mod layers;
 mod lenet5;
 mod mlp;
 
