@@ -8,11 +8,12 @@ use burn::tensor::ops::PadMode;
 
 /// `conv.forward(images)` for a network's first layer, whose input needs no gradient.
 ///
-/// On flex it unfolds the images into columns (one shifted view per kernel position, outside
+/// When training on flex it unfolds the images into columns (one shifted view per kernel position, outside
 /// the autodiff graph) and multiplies them by the reshaped weight: the backward pass is then one
 /// matrix product for the weight instead of flex's convolution weight-gradient kernel, 2-3 times
-/// faster for the CNNs' first layers. Elsewhere (libtorch) and for strided, dilated, grouped or
-/// `Same`-padded convolutions it is `conv.forward`.
+/// faster for the CNNs' first layers. Without autodiff (evaluation) flex's own forward kernel is
+/// the faster one; so there, on libtorch, and for strided, dilated, grouped or `Same`-padded
+/// convolutions it is `conv.forward`.
 pub fn first_conv2d(conv: &Conv2d, images: Tensor<4>) -> Tensor<4> {
     let padding = match conv.padding {
         PaddingConfig2d::Explicit(top, left, bottom, right) => (left, right, top, bottom),
@@ -20,7 +21,8 @@ pub fn first_conv2d(conv: &Conv2d, images: Tensor<4>) -> Tensor<4> {
         PaddingConfig2d::Same => return conv.forward(images),
     };
     let plain = conv.stride == [1, 1] && conv.dilation == [1, 1] && conv.groups == 1;
-    if !plain || !is_flex(&images.device()) {
+    let device = images.device();
+    if !plain || !device.is_autodiff() || !is_flex(&device) {
         return conv.forward(images);
     }
     let weight = conv.weight.val();
