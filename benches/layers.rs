@@ -2,7 +2,7 @@
 //! batch 64, timed in burn (flex) and, with `--python`, in PyTorch (`benches/layers_torch.py`,
 //! same shapes, same loss), side by side. It names the burn operations that keep flex behind.
 //!
-//! `cargo bench --bench layers -- [--threads N] [--python VENV/bin/python3]`
+//! `cargo bench --bench layers -- [--threads N] [--python VENV/bin/python3] [--only SUBSTRING]`
 //! Nothing else should run meanwhile.
 
 use burn::nn::conv::Conv2dConfig;
@@ -28,7 +28,7 @@ struct Case {
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let (mut threads, mut python) = (2usize, None);
+    let (mut threads, mut python, mut only) = (2usize, None, String::new());
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--threads" => {
@@ -38,6 +38,7 @@ fn main() {
                     .expect("--threads N")
             }
             "--python" => python = args.next(),
+            "--only" => only = args.next().expect("--only SUBSTRING"),
             _ => {} // cargo bench passes --bench
         }
     }
@@ -51,7 +52,7 @@ fn main() {
     );
     println!("| layer | burn flex | PyTorch | flex / PyTorch |\n| --- | --- | --- | --- |");
     pool.install(|| {
-        for case in cases() {
+        for case in cases().into_iter().filter(|c| c.name.contains(&only)) {
             let flex = time(&case);
             let (torch_ms, ratio) = match torch.as_ref().and_then(|t| t.get(case.name)) {
                 Some(&ms) => (format!("{ms:.2}"), format!("{:.2}x", flex / ms)),
@@ -96,10 +97,31 @@ fn cases() -> Vec<Case> {
             layer: Box::new(move |x| sweep::model::layers::first_conv2d(&layer, x).flatten(1, 3)),
         }
     };
+    let first_pooled = |name, channels: [usize; 2], kernel, pad, fused: bool| {
+        let layer = Conv2dConfig::new(channels, [kernel, kernel])
+            .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
+            .init(&device);
+        let pool = MaxPool2dConfig::new([2, 2]).init();
+        Case {
+            name,
+            input: [BATCH, channels[0], 28, 28],
+            input_grad: false,
+            layer: Box::new(move |x| {
+                let y = if fused {
+                    sweep::model::layers::first_conv2d_max_pool(&layer, &pool, x)
+                } else {
+                    pool.forward(layer.forward(x))
+                };
+                y.flatten(1, 3)
+            }),
+        }
+    };
     let fc1 = LinearConfig::new(64 * 7 * 7, 256).init(&device);
     vec![
         conv("cnn conv1 1->32 3x3 28x28", [1, 32], 3, 1, 28, false),
         first("cnn conv1 (sweep)", [1, 32], 3, 1),
+        first_pooled("cnn conv1 + pool", [1, 32], 3, 1, false),
+        first_pooled("cnn conv1 + pool (sweep)", [1, 32], 3, 1, true),
         first("lenet5 conv1 (sweep)", [1, 6], 5, 2),
         first("convnet conv1 (sweep)", [1, 16], 3, 1),
         conv("cnn conv2 32->64 3x3 14x14", [32, 64], 3, 1, 14, true),

@@ -1,52 +1,160 @@
-//! Layers written with burn tensor operations where that beats burn's own kernel on flex
+//! Layers written with burn tensor operations where that beats burn's own kernels on flex
 //! (`cargo bench --bench layers` measures both).
 
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
+use burn::nn::pool::MaxPool2d;
 use burn::prelude::*;
-use burn::tensor::ops::PadMode;
+use burn::tensor::activation::relu;
 
 /// `conv.forward(images)` for a network's first layer, whose input needs no gradient.
 ///
-/// When training on flex it unfolds the images into columns (one shifted view per kernel position, outside
-/// the autodiff graph) and multiplies them by the reshaped weight: the backward pass is then one
-/// matrix product for the weight instead of flex's convolution weight-gradient kernel, 2-3 times
-/// faster for the CNNs' first layers. Without autodiff (evaluation) flex's own forward kernel is
-/// the faster one; so there, on libtorch, and for strided, dilated, grouped or `Same`-padded
-/// convolutions it is `conv.forward`.
+/// When training on flex the images are unfolded into columns (copied out in plain Rust: they
+/// are constants, outside the autodiff graph) and multiplied by the reshaped weight, so the
+/// backward pass is one matrix product for the weight instead of flex's convolution
+/// weight-gradient kernel, 2-3 times faster for the CNNs' first layers. Without autodiff
+/// (evaluation) flex's own forward kernel is the faster one; so there, on libtorch, and for
+/// strided, dilated, grouped or `Same`-padded convolutions it is `conv.forward`.
 pub fn first_conv2d(conv: &Conv2d, images: Tensor<4>) -> Tensor<4> {
-    let padding = match conv.padding {
-        PaddingConfig2d::Explicit(top, left, bottom, right) => (left, right, top, bottom),
-        PaddingConfig2d::Valid => (0, 0, 0, 0),
-        PaddingConfig2d::Same => return conv.forward(images),
-    };
-    let plain = conv.stride == [1, 1] && conv.dilation == [1, 1] && conv.groups == 1;
-    let device = images.device();
-    if !plain || !device.is_autodiff() || !is_flex(&device) {
+    let Some(padded) = Padded::for_unfolding(conv, &images) else {
         return conv.forward(images);
-    }
-    let weight = conv.weight.val();
-    let [out_channels, in_channels, kernel_h, kernel_w] = weight.dims();
-    let images = images.detach().pad(padding, PadMode::Constant(0.0));
-    let [batch, _, height, width] = images.dims();
-    let (out_h, out_w) = (height - kernel_h + 1, width - kernel_w + 1);
-    let patches: Vec<Tensor<5>> = (0..kernel_h)
-        .flat_map(|i| (0..kernel_w).map(move |j| (i, j)))
-        .map(|(i, j)| {
-            images
-                .clone()
-                .slice([0..batch, 0..in_channels, i..i + out_h, j..j + out_w])
-                .unsqueeze_dim(2)
+    };
+    let size = padded.output_size(conv);
+    let columns = padded.columns(conv, (0, 0), size, 1);
+    padded.outputs(conv, weight_rows(conv).matmul(columns), size)
+}
+
+/// `pool.forward(first_conv2d(conv, images))` for a 2x2, stride-2 max pool, fused: when training
+/// on flex the images are unfolded once per pooling-window corner, each corner's outputs are one
+/// matrix product, and the pool is the elementwise maximum of the four, with the bias added
+/// after it (a maximum commutes with adding a per-channel constant). This skips flex's pooling
+/// kernel, which spends integer divisions on every output and was a quarter of a CNN's training
+/// time on one thread. Falls back to the separate layers where [`first_conv2d`] does and for
+/// other pools or odd output sizes.
+pub fn first_conv2d_max_pool(conv: &Conv2d, pool: &MaxPool2d, images: Tensor<4>) -> Tensor<4> {
+    let pool_2x2 = pool.kernel_size == [2, 2]
+        && pool.stride == [2, 2]
+        && pool.dilation == [1, 1]
+        && matches!(pool.padding, PaddingConfig2d::Valid);
+    let padded = Padded::for_unfolding(conv, &images)
+        .filter(|p| pool_2x2 && p.output_size(conv).iter().all(|n| n % 2 == 0));
+    let Some(padded) = padded else {
+        return pool.forward(first_conv2d(conv, images));
+    };
+    let [height, width] = padded.output_size(conv);
+    let half = [height / 2, width / 2];
+    let weight = weight_rows(conv);
+    let corner = |offset| weight.clone().matmul(padded.columns(conv, offset, half, 2));
+    // Pairs in window order, so ties go to the first corner as in burn's and PyTorch's pools.
+    let top = max_first(corner((0, 0)), corner((0, 1)));
+    let bottom = max_first(corner((1, 0)), corner((1, 1)));
+    padded.outputs(conv, max_first(top, bottom), half)
+}
+
+/// The elementwise maximum of `a` and `b` as `a + relu(b - a)`, its gradient going to `a` on
+/// ties. Flex's `max_pair` selects with `mask_where`, whose slow path took most of the fused
+/// layer's time; this is three cheap elementwise operations (the value can differ from the
+/// larger input by one rounding of the difference).
+fn max_first(a: Tensor<2>, b: Tensor<2>) -> Tensor<2> {
+    a.clone() + relu(b - a)
+}
+
+/// A batch of images, zero-padded, as plain numbers to copy columns from.
+struct Padded {
+    values: Vec<f32>,
+    /// `[images, channels, height, width]` after padding.
+    dims: [usize; 4],
+    device: Device,
+}
+
+impl Padded {
+    /// The images padded as `conv` pads them, when the unfolded form applies and pays: training
+    /// (autodiff) on flex, stride 1, no dilation, one group, explicit or no padding.
+    fn for_unfolding(conv: &Conv2d, images: &Tensor<4>) -> Option<Padded> {
+        let (top, left, bottom, right) = match conv.padding {
+            PaddingConfig2d::Explicit(top, left, bottom, right) => (top, left, bottom, right),
+            PaddingConfig2d::Valid => (0, 0, 0, 0),
+            PaddingConfig2d::Same => return None,
+        };
+        let plain = conv.stride == [1, 1] && conv.dilation == [1, 1] && conv.groups == 1;
+        let device = images.device();
+        if !(plain && device.is_autodiff() && is_flex(&device)) {
+            return None;
+        }
+        let [batch, channels, height, width] = images.dims();
+        let source = images.clone().into_data().try_into_vec::<f32>().ok()?;
+        let dims = [batch, channels, height + top + bottom, width + left + right];
+        let mut values = vec![0.0; dims.iter().product()];
+        for (plane, pixels) in source.chunks_exact(height * width).enumerate() {
+            let plane_start = plane * dims[2] * dims[3];
+            for (row, line) in pixels.chunks_exact(width).enumerate() {
+                let start = plane_start + (row + top) * dims[3] + left;
+                values[start..start + width].copy_from_slice(line);
+            }
+        }
+        Some(Padded {
+            values,
+            dims,
+            device,
         })
-        .collect();
-    // [batch, channel x kernel position, pixel]: the order of the weight's [in, h, w] axes.
-    let positions = in_channels * kernel_h * kernel_w;
-    let columns = Tensor::cat(patches, 2).reshape([batch, positions, out_h * out_w]);
-    let mut out = weight.reshape([1, out_channels, positions]).matmul(columns);
-    if let Some(bias) = &conv.bias {
-        out = out + bias.val().reshape([1, out_channels, 1]);
     }
-    out.reshape([batch, out_channels, out_h, out_w])
+
+    /// Height and width of `conv`'s output.
+    fn output_size(&self, conv: &Conv2d) -> [usize; 2] {
+        let [_, _, kernel_h, kernel_w] = conv.weight.dims();
+        [self.dims[2] - kernel_h + 1, self.dims[3] - kernel_w + 1]
+    }
+
+    /// Columns `[channel x kernel position, image x output pixel]` for the `size` outputs that
+    /// start at `offset` and lie `step` apart: rows in the order of the weight's axes, and every
+    /// image's pixels in one row, so that the layer is a single matrix product.
+    fn columns(
+        &self,
+        conv: &Conv2d,
+        offset: (usize, usize),
+        size: [usize; 2],
+        step: usize,
+    ) -> Tensor<2> {
+        let [batch, channels, height, width] = self.dims;
+        let [_, _, kernel_h, kernel_w] = conv.weight.dims();
+        let rows = channels * kernel_h * kernel_w;
+        let pixels = batch * size[0] * size[1];
+        let mut columns = Vec::with_capacity(rows * pixels);
+        for channel in 0..channels {
+            for i in 0..kernel_h {
+                for j in 0..kernel_w {
+                    for image in 0..batch {
+                        let plane = (image * channels + channel) * height * width;
+                        for y in 0..size[0] {
+                            let start = plane + (offset.0 + i + step * y) * width + offset.1 + j;
+                            columns.extend((0..size[1]).map(|x| self.values[start + step * x]));
+                        }
+                    }
+                }
+            }
+        }
+        Tensor::from_data(TensorData::new(columns, [rows, pixels]), &self.device)
+    }
+
+    /// The layer's result `[out channels, image x pixel]` plus `conv`'s bias, as the usual
+    /// `[image, channel, row, column]`.
+    fn outputs(&self, conv: &Conv2d, out: Tensor<2>, [height, width]: [usize; 2]) -> Tensor<4> {
+        let channels = out.dims()[0];
+        let out = match &conv.bias {
+            Some(bias) => out + bias.val().reshape([channels, 1]),
+            None => out,
+        };
+        out.reshape([channels, self.dims[0], height, width])
+            .swap_dims(0, 1)
+    }
+}
+
+/// The weight as one row per output channel, `[out, in x kernel positions]`.
+fn weight_rows(conv: &Conv2d) -> Tensor<2> {
+    let [out_channels, in_channels, kernel_h, kernel_w] = conv.weight.dims();
+    conv.weight
+        .val()
+        .reshape([out_channels, in_channels * kernel_h * kernel_w])
 }
 
 /// Whether `device` is burn's flex CPU backend, with or without autodiff.
@@ -58,52 +166,63 @@ fn is_flex(device: &Device) -> bool {
 mod tests {
     use super::*;
     use burn::nn::conv::Conv2dConfig;
+    use burn::nn::pool::MaxPool2dConfig;
 
-    /// Outputs and weight and bias gradients equal burn's convolution, for the CNN's (3x3,
-    /// padded) and LeNet-5's (5x5, padded) first layers, and the flex path is the one taken.
+    /// Outputs and weight and bias gradients of the unfolded forms equal burn's layers, for the
+    /// CNN's (3x3, padded), LeNet-5's (5x5, padded) and an unpadded two-channel first layer.
     #[test]
-    fn first_conv2d_matches_burn_conv2d() {
+    fn unfolded_first_layers_match_burn_layers() {
         let device = Device::flex().autodiff();
         assert!(is_flex(&device) && is_flex(&Device::flex()));
         device.seed(5);
-        for (channels, kernel, pad) in [(32, 3, 1), (6, 5, 2), (4, 3, 0)] {
-            let conv = Conv2dConfig::new([1, channels], [kernel, kernel])
+        let pool = MaxPool2dConfig::new([2, 2]).init();
+        for (inputs, channels, kernel, pad) in [(1, 32, 3, 1), (1, 6, 5, 2), (2, 4, 3, 0)] {
+            let conv = Conv2dConfig::new([inputs, channels], [kernel, kernel])
                 .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
                 .init(&device);
             let images = Tensor::<4>::random(
-                [3, 1, 28, 28],
+                [3, inputs, 28, 28],
                 burn::tensor::Distribution::Uniform(0.0, 1.0),
                 &device,
             );
-            let run = |unfolded: bool| {
-                let y = if unfolded {
-                    first_conv2d(&conv, images.clone())
-                } else {
-                    conv.forward(images.clone())
-                };
-                let grads = (y.clone() * y.clone()).sum().backward();
-                let weight = conv.weight.val().grad(&grads).unwrap();
-                let bias = conv.bias.as_ref().unwrap().val().grad(&grads).unwrap();
-                (y.inner(), weight, bias)
-            };
-            let (y0, w0, b0) = run(false);
-            let (y1, w1, b1) = run(true);
-            assert_eq!(y0.dims(), y1.dims());
-            let close = |a: Tensor<4>, b: Tensor<4>| {
-                let scale = a.clone().abs().max().into_scalar::<f32>().max(1.0);
-                (a - b).abs().max().into_scalar::<f32>() / scale
-            };
-            assert!(close(y0, y1) < 1e-5, "outputs, {channels} channels");
-            assert!(
-                close(w0, w1) < 1e-5,
-                "weight gradients, {channels} channels"
-            );
-            let bias_scale = b0.clone().abs().max().into_scalar::<f32>().max(1.0);
-            let bias_diff = (b0 - b1).abs().max().into_scalar::<f32>() / bias_scale;
-            assert!(
-                bias_diff < 1e-5,
-                "bias gradients, {channels} channels: {bias_diff}"
-            );
+            let layers: [(&str, Layer); 3] = [
+                ("burn", &|x| pool.forward(conv.forward(x))),
+                ("first_conv2d", &|x| pool.forward(first_conv2d(&conv, x))),
+                ("first_conv2d_max_pool", &|x| {
+                    first_conv2d_max_pool(&conv, &pool, x)
+                }),
+            ];
+            let results: Vec<_> = layers
+                .iter()
+                .map(|(name, layer)| {
+                    let y = layer(images.clone());
+                    let grads = (y.clone() * y.clone()).sum().backward();
+                    let weight = conv.weight.val().grad(&grads).unwrap();
+                    let bias = conv.bias.as_ref().unwrap().val().grad(&grads).unwrap();
+                    (*name, y.inner(), weight, bias.reshape([1, 1, 1, channels]))
+                })
+                .collect();
+            let (_, y0, w0, b0) = &results[0];
+            for (name, y, w, b) in &results[1..] {
+                assert_eq!(y0.dims(), y.dims(), "{name}");
+                for (what, expected, got) in [
+                    ("output", y0, y),
+                    ("weight grad", w0, w),
+                    ("bias grad", b0, b),
+                ] {
+                    let scale = expected.clone().abs().max().into_scalar::<f32>().max(1.0);
+                    let diff = (expected.clone() - got.clone())
+                        .abs()
+                        .max()
+                        .into_scalar::<f32>();
+                    assert!(
+                        diff / scale < 1e-5,
+                        "{name} {what}, {channels} channels: {diff}"
+                    );
+                }
+            }
         }
     }
+
+    type Layer<'a> = &'a dyn Fn(Tensor<4>) -> Tensor<4>;
 }
