@@ -5,12 +5,15 @@
    at the same thread count. Reported: median training seconds (the batches alone: sweep's
    epochs.train_seconds, torch_ref's train_s), the ratio sweep / PyTorch, peak memory of the
    one-trial process, and where the rest of sweep's wall time went.
-2. A whole 12-trial sweep (mlp, cnn, lenet5 x adam, sgd momentum 0.9 x lr 0.001, 0.01; 1 epoch on
+2. Forward + backward per CNN layer, burn flex against PyTorch (cargo bench --bench layers).
+3. A whole 12-trial sweep (mlp, cnn, lenet5 x adam, sgd momentum 0.9 x lr 0.001, 0.01; 1 epoch on
    10k images, batch 64): sweep run --jobs 2, a loop of torch_ref.py processes, and Optuna's
-   GridSampler in one process with SQLite storage and n_jobs=2 (benches/optuna_grid.py).
+   GridSampler in one process with SQLite storage and n_jobs=2 (benches/optuna_grid.py); sweep
+   both as it runs by default (every trial tested on 10,000 images) and with test_limit = 0.
 
 Run with a Python that has torch 2.9 (and optuna):
   VENV/bin/python3 benches/bench.py --sweep target/release/sweep [--runs 3] [--out BENCHMARKS.md]
+      [--before OLD_BENCHMARKS.md --before-label LABEL] [--no-layers]
 Nothing else should run meanwhile (2 cores: a build distorts every timing).
 """
 import argparse, datetime, json, os, platform, re, sqlite3, statistics, subprocess, sys, tempfile, time
@@ -58,11 +61,11 @@ def sweep_epoch(args, tmp, arch, device, i):
             return None
         sys.exit(f"sweep failed:\n{err}")
     con = sqlite3.connect(db)
-    train_s, epoch_s = con.execute("SELECT train_seconds, seconds FROM epochs").fetchone()
+    train_s, epoch_s, val_acc = con.execute("SELECT train_seconds, seconds, val_acc FROM epochs").fetchone()
     duration = con.execute("SELECT duration_s FROM trials").fetchone()[0]
     con.close()
     writes = re.search(r"database writes took ([\d.]+) s", err)
-    return {"train_s": train_s, "epoch_s": epoch_s, "trial_s": duration, "wall_s": wall,
+    return {"train_s": train_s, "epoch_s": epoch_s, "val_acc": val_acc, "trial_s": duration, "wall_s": wall,
             "rss_mib": rss, "db_s": float(writes.group(1)) if writes else float("nan")}
 
 
@@ -90,11 +93,15 @@ momentum = 0.9
 """
 
 
-def sweep12(args, tmp, i):
-    toml = os.path.join(tmp, f"grid12-{i}.toml")
-    experiment(toml, f"grid12-{i}", None, limit=10000, grid=GRID12, jobs=2, threads=1)
-    code, wall, _, err = run([args.sweep, "run", toml, "--db", os.path.join(tmp, f"grid12-{i}.db"),
-                              "--data", args.data])
+def sweep12(args, tmp, i, test=True):
+    """sweep run of the grid; test=False sets test_limit = 0 (no per-trial test pass), which is
+    the work Optuna's objective does: train and validate."""
+    name = f"grid12-{i}" + ("" if test else "-notest")
+    toml = os.path.join(tmp, f"{name}.toml")
+    experiment(toml, name, None, limit=10000, grid=GRID12, jobs=2, threads=1)
+    extra = [] if test else ["--set", "data.test_limit=0"]
+    code, wall, _, err = run([args.sweep, "run", toml, "--db", os.path.join(tmp, f"{name}.db"),
+                              "--data", args.data] + extra)
     if code != 0:
         sys.exit(f"sweep failed:\n{err}")
     return wall
@@ -121,6 +128,33 @@ def optuna12(args, tmp, i):
     return wall, json.loads(out.strip().splitlines()[-1])
 
 
+def before_and_after(args, ratios, whole):
+    """Ratio table of an earlier run (raw JSON from its BENCHMARKS.md) beside this one's."""
+    text = open(args.before).read()
+    if "```json" in text:
+        text = text.split("```json", 1)[1].split("```", 1)[0]
+    old = json.loads(text)
+    md = ["", f"## Against {args.before_label}", "",
+          f"Ratios to PyTorch measured in the same run, {args.before_label} (`{os.path.basename(args.before)}`) "
+          "and now; each run timed PyTorch afresh, so machine drift between the runs cancels out of the "
+          "ratios but not out of the seconds.", "",
+          f"| architecture | flex / PyTorch {args.before_label} | now | tch-cpu / PyTorch {args.before_label} | now |",
+          "| --- | --- | --- | --- | --- |"]
+    for arch in [a for a in ARCHS if a in old["epoch"]]:
+        ep = old["epoch"][arch]
+        t = med([r["train_s"] for r in ep["torch"]])
+        f = med([r["train_s"] for r in ep["cpu"]]) / t
+        c = med([r["train_s"] for r in ep["tch-cpu"]]) / t
+        md.append(f"| {arch} | {f:.2f}x | {ratios[arch][0]:.2f}x | {c:.2f}x | {ratios[arch][1]:.2f}x |")
+    if old.get("sweep12", {}).get("sweep") and whole["sweep"]:
+        o_old = med(old["sweep12"]["optuna"]) / med(old["sweep12"]["sweep"])
+        o_new = med(whole["optuna"]) / med(whole["sweep"])
+        md += ["", f"Whole 12-trial sweep, sweep's throughput relative to Optuna's: {args.before_label} "
+               f"{o_old:.2f}x, now {o_new:.2f}x with every trial tested, "
+               f"{med(whole['optuna']) / med(whole['sweep_notest']):.2f}x with `test_limit = 0`."]
+    return md
+
+
 def med(values):
     values = [v for v in values if v == v]
     return statistics.median(values) if values else float("nan")
@@ -135,9 +169,23 @@ def main():
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--out", default="BENCHMARKS.md")
     p.add_argument("--skip-sweep12", action="store_true")
+    p.add_argument("--before", help="an earlier BENCHMARKS.md (or its raw JSON) to compare ratios with")
+    p.add_argument("--before-label", default="before", help="what to call the earlier run")
+    p.add_argument("--no-layers", action="store_true", help="skip the per-layer table (cargo bench)")
+    p.add_argument("--archs", default=",".join(ARCHS), help="comma-separated subset (a quick check)")
     args = p.parse_args()
+    ARCHS[:] = args.archs.split(",")
     args.ref = os.path.abspath(args.ref)
     tmp = tempfile.mkdtemp(prefix="sweep-bench-")
+    layers = None
+    if not args.no_layers:
+        # First, so that building the bench is over before any timing starts.
+        out = subprocess.run(["cargo", "bench", "--bench", "layers", "--", "--python", sys.executable,
+                              "--threads", str(args.threads)], capture_output=True, text=True, cwd=os.path.join(HERE, ".."))
+        if out.returncode != 0:
+            sys.exit(f"cargo bench --bench layers failed:\n{out.stderr}")
+        layers = [l for l in out.stdout.splitlines() if l.startswith("|")]
+        print("\n".join(layers), flush=True)
     results = {arch: {"cpu": [], "tch-cpu": [], "torch": []} for arch in ARCHS}
     has_tch = True
     for i in range(args.runs):
@@ -153,16 +201,18 @@ def main():
             results[arch]["torch"].append(r)
             print(f"[{i + 1}/{args.runs}] torch         {arch:8} train {r['train_s']:.2f} s", flush=True)
 
-    whole = {"sweep": [], "loop": [], "optuna": []}
+    whole = {"sweep": [], "sweep_notest": [], "loop": [], "optuna": []}
     optuna_version = "-"
     if not args.skip_sweep12:
         for i in range(args.runs):
             whole["sweep"].append(sweep12(args, tmp, i))
+            whole["sweep_notest"].append(sweep12(args, tmp, i, test=False))
             whole["loop"].append(torch_loop12(args))
             wall, info = optuna12(args, tmp, i)
             whole["optuna"].append(wall)
             optuna_version = info["optuna"]
-            print(f"[{i + 1}/{args.runs}] 12 trials: sweep {whole['sweep'][-1]:.1f} s, torch loop "
+            print(f"[{i + 1}/{args.runs}] 12 trials: sweep {whole['sweep'][-1]:.1f} s (without test "
+                  f"{whole['sweep_notest'][-1]:.1f} s), torch loop "
                   f"{whole['loop'][-1]:.1f} s, optuna {wall:.1f} s", flush=True)
 
     version = subprocess.run([args.sweep, "--version"], capture_output=True, text=True).stdout.strip()
@@ -177,14 +227,22 @@ def main():
           f"54,000 training images, batch 64, Adam lr 0.001, dropout 0.2, {args.threads} threads. Seconds "
           "of the training batches alone (sweep: `epochs.train_seconds`; PyTorch: `torch_ref.py` `train_s`, "
           "preloaded tensors). Ratio = sweep / PyTorch (lower is better; 1.00x is parity).", "",
-          "| architecture | PyTorch | flex | flex / PyTorch | tch-cpu | tch-cpu / PyTorch |",
-          "| --- | --- | --- | --- | --- | --- |"]
+          "| architecture | PyTorch | flex | flex / PyTorch | tch-cpu | tch-cpu / PyTorch | "
+          "val acc PyTorch / flex / tch-cpu |",
+          "| --- | --- | --- | --- | --- | --- | --- |"]
+    ratios = {}
     for arch in ARCHS:
         t = med([r["train_s"] for r in results[arch]["torch"]])
         f = med([r["train_s"] for r in results[arch]["cpu"]])
         c = med([r["train_s"] for r in results[arch]["tch-cpu"]])
+        ratios[arch] = (f / t, c / t)
         tch = f"{c:.2f} s | {c / t:.2f}x" if c == c else "not built | -"
-        md.append(f"| {arch} | {t:.2f} s | {f:.2f} s | {f / t:.2f}x | {tch} |")
+        acc = " / ".join(f"{med([r['val_acc'] for r in results[arch][k]]):.4f}" if results[arch][k] else "-"
+                         for k in ["torch", "cpu", "tch-cpu"])
+        md.append(f"| {arch} | {t:.2f} s | {f:.2f} s | {f / t:.2f}x | {tch} | {acc} |")
+    md += ["", "Validation accuracy after the epoch (6,000 images, one seed each; sweep and PyTorch draw "
+           "different initial weights and batch orders, so single-epoch figures differ by up to about a "
+           "point from that alone)."]
     md += ["", "## Peak memory and time outside training (flex, one trial per process)", "",
            "Peak RSS of the whole `sweep run` process (one trial) and of `torch_ref.py`. Outside training: "
            "the share of sweep's process wall time not spent in training batches (process start, data "
@@ -202,19 +260,35 @@ def main():
         md.append(f"| {arch} | {med([r['rss_mib'] for r in rs]):.0f} MiB | "
                   f"{med([r['rss_mib'] for r in results[arch]['torch']]):.0f} MiB | {wall:.2f} s | {train:.2f} s | "
                   f"{val:.2f} s | {100 * (wall - train) / wall:.1f}% | {db:.3f} s ({100 * db / wall:.2f}%) |")
+    if layers:
+        md += ["", "## Per layer: where flex stands", "",
+               "`cargo bench --bench layers`: one forward + backward of each CNN layer at batch 64, loss "
+               "sum(y * y), in burn flex and in PyTorch (`benches/layers_torch.py`), same threads. Rows "
+               "marked (sweep) are `sweep::model::layers`, the formulations the models use on flex for "
+               "their first convolution and pooling; the unmarked rows are burn's own kernels.", ""] + layers
     if not args.skip_sweep12:
-        s, l, o = med(whole["sweep"]), med(whole["loop"]), med(whole["optuna"])
+        s, n, l, o = (med(whole["sweep"]), med(whole["sweep_notest"]), med(whole["loop"]),
+                      med(whole["optuna"]))
         md += ["", "## A whole sweep: 12 trials", "",
                "mlp, cnn, lenet5 x Adam, SGD momentum 0.9 x lr 0.001, 0.01; 1 epoch on the first 10,000 "
                "training images (90/10 split), batch 64. Wall time of the whole command, data loading "
                "included. sweep: `sweep run --jobs 2` (1 thread per trial, flex). PyTorch loop: one "
                "`torch_ref.py` process per trial, one after the other (the seed scripts' way). Optuna: "
-               "GridSampler, SQLite storage, `n_jobs=2`, in one process (`benches/optuna_grid.py`).", "",
-               "| runner | wall | trials per hour | sweep's throughput relative to it |",
-               "| --- | --- | --- | --- |",
-               f"| sweep (flex, --jobs 2) | {s:.1f} s | {12 * 3600 / s:.0f} | 1.00x |",
-               f"| PyTorch process loop | {l:.1f} s | {12 * 3600 / l:.0f} | {l / s:.2f}x |",
-               f"| Optuna in-process | {o:.1f} s | {12 * 3600 / o:.0f} | {o / s:.2f}x |"]
+               "GridSampler, SQLite storage, `n_jobs=2`, in one process (`benches/optuna_grid.py`). sweep "
+               "by default also tests every trial on the 10,000 test images and records per-class results; "
+               "Optuna's objective only trains and validates, which is what sweep does with "
+               "`test_limit = 0`.", "",
+               "| runner | wall | trials per hour | sweep's throughput relative to it | "
+               "sweep's (test_limit = 0) relative to it |",
+               "| --- | --- | --- | --- | --- |",
+               f"| sweep (flex, --jobs 2), every trial tested | {s:.1f} s | {12 * 3600 / s:.0f} | 1.00x | "
+               f"{s / n:.2f}x |",
+               f"| sweep (flex, --jobs 2), test_limit = 0 | {n:.1f} s | {12 * 3600 / n:.0f} | {n / s:.2f}x | "
+               "1.00x |",
+               f"| PyTorch process loop | {l:.1f} s | {12 * 3600 / l:.0f} | {l / s:.2f}x | {l / n:.2f}x |",
+               f"| Optuna in-process | {o:.1f} s | {12 * 3600 / o:.0f} | {o / s:.2f}x | {o / n:.2f}x |"]
+    if args.before:
+        md += before_and_after(args, ratios, whole)
     md += ["", "Raw results (JSON):", "", "```json",
            json.dumps({"epoch": results, "sweep12": whole}, indent=None)[:20000], "```", ""]
     with open(args.out, "w") as f:

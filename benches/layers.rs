@@ -54,7 +54,9 @@ fn main() {
     pool.install(|| {
         for case in cases().into_iter().filter(|c| c.name.contains(&only)) {
             let flex = time(&case);
-            let (torch_ms, ratio) = match torch.as_ref().and_then(|t| t.get(case.name)) {
+            // A (sweep) row is the same layer as PyTorch's row of that name, formulated by us.
+            let torch_name = case.name.trim_end_matches(" (sweep)");
+            let (torch_ms, ratio) = match torch.as_ref().and_then(|t| t.get(torch_name)) {
                 Some(&ms) => (format!("{ms:.2}"), format!("{:.2}x", flex / ms)),
                 None => ("-".into(), "-".into()),
             };
@@ -86,17 +88,6 @@ fn cases() -> Vec<Case> {
             layer: Box::new(move |x| layer.forward(x).flatten(1, 3)),
         }
     };
-    let first = |name, channels: [usize; 2], kernel, pad| {
-        let layer = Conv2dConfig::new(channels, [kernel, kernel])
-            .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
-            .init(&device);
-        Case {
-            name,
-            input: [BATCH, channels[0], 28, 28],
-            input_grad: false,
-            layer: Box::new(move |x| sweep::model::layers::first_conv2d(&layer, x).flatten(1, 3)),
-        }
-    };
     let first_pooled = |name, channels: [usize; 2], kernel, pad, fused: bool| {
         let layer = Conv2dConfig::new(channels, [kernel, kernel])
             .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
@@ -119,15 +110,16 @@ fn cases() -> Vec<Case> {
     let fc1 = LinearConfig::new(64 * 7 * 7, 256).init(&device);
     vec![
         conv("cnn conv1 1->32 3x3 28x28", [1, 32], 3, 1, 28, false),
-        first("cnn conv1 (sweep)", [1, 32], 3, 1),
         first_pooled("cnn conv1 + pool", [1, 32], 3, 1, false),
         first_pooled("cnn conv1 + pool (sweep)", [1, 32], 3, 1, true),
-        first("lenet5 conv1 (sweep)", [1, 6], 5, 2),
-        first("convnet conv1 (sweep)", [1, 16], 3, 1),
         conv("cnn conv2 32->64 3x3 14x14", [32, 64], 3, 1, 14, true),
         conv("lenet5 conv1 1->6 5x5 28x28", [1, 6], 5, 2, 28, false),
+        first_pooled("lenet5 conv1 + pool", [1, 6], 5, 2, false),
+        first_pooled("lenet5 conv1 + pool (sweep)", [1, 6], 5, 2, true),
         conv("lenet5 conv2 6->16 5x5 14x14", [6, 16], 5, 0, 14, true),
         conv("convnet conv1 1->16 3x3 28x28", [1, 16], 3, 1, 28, false),
+        first_pooled("convnet conv1 + pool", [1, 16], 3, 1, false),
+        first_pooled("convnet conv1 + pool (sweep)", [1, 16], 3, 1, true),
         conv("convnet conv2 16->32 3x3 14x14", [16, 32], 3, 1, 14, true),
         pool("max pool 2x2 32x28x28", 32, 28),
         pool("max pool 2x2 64x14x14", 64, 14),

@@ -19,13 +19,21 @@ def conv(cin, cout, k, pad):
     return torch.nn.Conv2d(cin, cout, k, padding=pad)
 
 
+def conv_pool(cin, cout, k, pad):
+    c = conv(cin, cout, k, pad)
+    return lambda x: F.max_pool2d(c(x), 2)
+
+
 fc1 = torch.nn.Linear(64 * 7 * 7, 256)
 cases = [
     ("cnn conv1 1->32 3x3 28x28", (B, 1, 28, 28), False, conv(1, 32, 3, 1)),
+    ("cnn conv1 + pool", (B, 1, 28, 28), False, conv_pool(1, 32, 3, 1)),
     ("cnn conv2 32->64 3x3 14x14", (B, 32, 14, 14), True, conv(32, 64, 3, 1)),
     ("lenet5 conv1 1->6 5x5 28x28", (B, 1, 28, 28), False, conv(1, 6, 5, 2)),
+    ("lenet5 conv1 + pool", (B, 1, 28, 28), False, conv_pool(1, 6, 5, 2)),
     ("lenet5 conv2 6->16 5x5 14x14", (B, 6, 14, 14), True, conv(6, 16, 5, 0)),
     ("convnet conv1 1->16 3x3 28x28", (B, 1, 28, 28), False, conv(1, 16, 3, 1)),
+    ("convnet conv1 + pool", (B, 1, 28, 28), False, conv_pool(1, 16, 3, 1)),
     ("convnet conv2 16->32 3x3 14x14", (B, 16, 14, 14), True, conv(16, 32, 3, 1)),
     ("max pool 2x2 32x28x28", (B, 32, 28, 28), True, lambda x: F.max_pool2d(x, 2)),
     ("max pool 2x2 64x14x14", (B, 64, 14, 14), True, lambda x: F.max_pool2d(x, 2)),
