@@ -1,5 +1,6 @@
-//! Layers written with burn tensor operations where that beats burn's own kernels on flex
-//! (`cargo bench --bench layers` measures both).
+//! The CNNs' first convolution and its pooling, formulated as matrix products over the unfolded
+//! images where that beats burn's own kernels on flex (`cargo bench --bench layers` measures
+//! both); on other backends they are burn's layers.
 
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
