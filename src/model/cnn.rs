@@ -1,7 +1,7 @@
 //! Seed 002's CNN: conv3x3 -> ReLU -> pool, conv3x3 -> ReLU -> pool, then three linear layers
 //! with dropout after the first two. LeNet-5 shares the shape with other layer sizes.
 
-use super::layers::first_conv2d_max_pool;
+use super::layers::{conv2d_max_pool, first_conv2d_max_pool};
 use super::{Dropout, OUTPUTS};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
@@ -60,7 +60,7 @@ impl Cnn {
         // ReLU and max pooling commute (both are monotone), and pooling first leaves the ReLU a
         // quarter of the values: the same function and gradients for less work.
         let x = relu(first_conv2d_max_pool(&self.conv1, &self.pool, images));
-        let x = relu(self.pool.forward(self.conv2.forward(x)));
+        let x = relu(conv2d_max_pool(&self.conv2, &self.pool, x));
         let x = dropout.apply(relu(self.fc1.forward(x.flatten(1, 3))), self.dropout);
         let x = dropout.apply(relu(self.fc2.forward(x)), self.dropout);
         self.fc3.forward(x)

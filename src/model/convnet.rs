@@ -1,6 +1,6 @@
 //! Seeds 000 and 004's small CNN: two conv3x3 -> ReLU -> pool blocks, dropout, one linear layer.
 
-use super::layers::first_conv2d_max_pool;
+use super::layers::{conv2d_max_pool, first_conv2d_max_pool};
 use super::{Dropout, OUTPUTS};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
@@ -41,7 +41,7 @@ impl Convnet {
         // ReLU and max pooling commute (both are monotone), and pooling first leaves the ReLU a
         // quarter of the values: the same function and gradients for less work.
         let x = relu(first_conv2d_max_pool(&self.conv1, &self.pool, images));
-        let x = relu(self.pool.forward(self.conv2.forward(x)));
+        let x = relu(conv2d_max_pool(&self.conv2, &self.pool, x));
         self.fc
             .forward(dropout.apply(x.flatten(1, 3), self.dropout))
     }

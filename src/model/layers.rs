@@ -2,6 +2,8 @@
 //! images where that beats burn's own kernels on flex (`cargo bench --bench layers` measures
 //! both); on other backends they are burn's layers.
 
+use super::conv_pool::ConvPool;
+use burn::backend::Dispatch;
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::nn::pool::MaxPool2d;
@@ -35,12 +37,8 @@ pub fn first_conv2d(conv: &Conv2d, images: Tensor<4>) -> Tensor<4> {
 /// separate layers on libtorch, for convolutions [`first_conv2d`] leaves to burn, and for other
 /// pools or odd output sizes.
 pub fn first_conv2d_max_pool(conv: &Conv2d, pool: &MaxPool2d, images: Tensor<4>) -> Tensor<4> {
-    let pool_2x2 = pool.kernel_size == [2, 2]
-        && pool.stride == [2, 2]
-        && pool.dilation == [1, 1]
-        && matches!(pool.padding, PaddingConfig2d::Valid);
     let padded = Padded::for_unfolding(conv, &images)
-        .filter(|p| pool_2x2 && p.output_size(conv).iter().all(|n| n % 2 == 0));
+        .filter(|p| is_2x2_pool(pool) && p.output_size(conv).iter().all(|n| n % 2 == 0));
     let Some(padded) = padded else {
         return pool.forward(first_conv2d(conv, images));
     };
@@ -52,6 +50,62 @@ pub fn first_conv2d_max_pool(conv: &Conv2d, pool: &MaxPool2d, images: Tensor<4>)
     let top = max_first(corner((0, 0)), corner((0, 1)));
     let bottom = max_first(corner((1, 0)), corner((1, 1)));
     padded.outputs(conv, max_first(top, bottom), half)
+}
+
+/// `pool.forward(conv.forward(x))` for an inner layer, whose input needs a gradient: on flex,
+/// for a stride-1 square convolution with bias and symmetric padding followed by a 2x2 max pool,
+/// it is one operation with its own backward pass ([`super::conv_pool`]); elsewhere burn's
+/// layers.
+pub fn conv2d_max_pool(conv: &Conv2d, pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
+    let [_, _, kernel_h, kernel_w] = conv.weight.dims();
+    let padding = match conv.padding {
+        PaddingConfig2d::Explicit(top, left, bottom, right)
+            if top == left && left == bottom && bottom == right =>
+        {
+            Some(top)
+        }
+        PaddingConfig2d::Valid => Some(0),
+        _ => None,
+    };
+    let [_, _, height, width] = x.dims();
+    let even_output = |size: usize, padding: usize| {
+        (size + 2 * padding + 1)
+            .checked_sub(kernel_h)
+            .is_some_and(|n| n >= 2 && n % 2 == 0)
+    };
+    let fused = match (padding, &conv.bias) {
+        (Some(padding), Some(bias)) => (is_plain(conv)
+            && kernel_h == kernel_w
+            && is_2x2_pool(pool)
+            && even_output(height, padding)
+            && even_output(width, padding)
+            && x.dtype() == burn::tensor::DType::F32
+            && is_flex(&x.device()))
+        .then_some((padding, bias)),
+        _ => None,
+    };
+    let Some((padding, bias)) = fused else {
+        return pool.forward(conv.forward(x));
+    };
+    Tensor::from_dispatch(<Dispatch as ConvPool>::conv2d_max_pool2(
+        x.into_dispatch(),
+        conv.weight.val().into_dispatch(),
+        bias.val().into_dispatch(),
+        padding,
+    ))
+}
+
+/// Whether `pool` is a 2x2 max pool with stride 2 and no padding.
+fn is_2x2_pool(pool: &MaxPool2d) -> bool {
+    pool.kernel_size == [2, 2]
+        && pool.stride == [2, 2]
+        && pool.dilation == [1, 1]
+        && matches!(pool.padding, PaddingConfig2d::Valid)
+}
+
+/// Whether `conv` has stride 1, no dilation and one group.
+fn is_plain(conv: &Conv2d) -> bool {
+    conv.stride == [1, 1] && conv.dilation == [1, 1] && conv.groups == 1
 }
 
 /// The elementwise maximum of `a` and `b` as `a + relu(b - a)`, its gradient going to `a` on
@@ -79,9 +133,8 @@ impl Padded {
             PaddingConfig2d::Valid => (0, 0, 0, 0),
             PaddingConfig2d::Same => return None,
         };
-        let plain = conv.stride == [1, 1] && conv.dilation == [1, 1] && conv.groups == 1;
         let device = images.device();
-        if !(plain && is_flex(&device)) {
+        if !(is_plain(conv) && is_flex(&device)) {
             return None;
         }
         let [batch, channels, height, width] = images.dims();

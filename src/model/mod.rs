@@ -1,6 +1,7 @@
 //! The architectures, one file each, and [`Net`], the enum that builds and runs any of them.
 
 mod cnn;
+mod conv_pool;
 mod convnet;
 pub mod layers;
 mod lenet5;

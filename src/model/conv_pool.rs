@@ -1,0 +1,615 @@
+//! A convolution (stride 1), its bias and a 2x2 max pool as one flex operation with a
+//! hand-written backward pass, reached through a burn backend extension.
+//!
+//! Why: on flex, burn's kernels for a CNN's inner convolution and pool were most of a training
+//! step -- the weight gradient is a convolution over swapped axes, the input gradient a
+//! transposed convolution, and the pool spends integer divisions on every output (`cargo bench
+//! --bench layers` has the per-layer figures). Here the layer is three matrix products over one
+//! unfolded copy of its input (im2col): the forward product, the weight gradient and the
+//! columns' gradient, which col2im sums back into the input's gradient. The pool keeps the
+//! position of each window's maximum, so its backward is a scatter. Same numbers as burn's
+//! layers up to the order of summation (tests below compare values and all three gradients).
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::tensor::{FloatTensor, IntTensor};
+use burn::backend::{Autodiff, Backend, Flex, backend_extension};
+use burn::tensor::Element;
+use burn_flex::{FlexTensor, Layout};
+use burn_std::{Bytes, Shape};
+use rayon::prelude::*;
+
+/// `max_pool2d(conv2d(x, weight, bias), 2x2, stride 2)` as one operation.
+#[backend_extension(Flex, Autodiff)]
+pub trait ConvPool: Backend {
+    /// `x` `[batch, channels, height, width]`, `weight` `[filters, channels, k, k]`, `bias`
+    /// `[filters]`, `padding` zeros on every side; stride 1 and an even convolution output.
+    /// Returns `[batch, filters, out_height / 2, out_width / 2]`.
+    fn conv2d_max_pool2(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        padding: usize,
+    ) -> FloatTensor<Self>;
+}
+
+/// The two halves of [`ConvPool`] when training: a forward pass that keeps what the backward
+/// pass needs (the input's columns and where each window's maximum was), and that backward pass.
+pub trait ConvPoolKernels: Backend {
+    /// The pooled output, the input's columns `[channels * k * k, batch * out pixels]`, the
+    /// position of each output's maximum in its filter's row of the convolution, and the sizes.
+    fn conv2d_max_pool2_saving(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        padding: usize,
+    ) -> (FloatTensor<Self>, Saved<Self>);
+
+    /// Gradients of the input (when `input_grad`), the weight and the bias from the output's.
+    fn conv2d_max_pool2_backward(
+        grad: FloatTensor<Self>,
+        saved: Saved<Self>,
+        input_grad: bool,
+    ) -> (
+        Option<FloatTensor<Self>>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+    );
+}
+
+/// What [`ConvPoolKernels::conv2d_max_pool2_saving`] keeps for the backward pass.
+#[derive(Clone, Debug)]
+pub struct Saved<B: Backend> {
+    columns: FloatTensor<B>,
+    argmax: IntTensor<B>,
+    weight: FloatTensor<B>,
+    geometry: Geometry,
+}
+
+/// The sizes of one fused layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Geometry {
+    batch: usize,
+    channels: usize,
+    height: usize,
+    width: usize,
+    filters: usize,
+    kernel: usize,
+    padding: usize,
+}
+
+impl Geometry {
+    /// The convolution's output height and width.
+    fn conv_size(&self) -> (usize, usize) {
+        let grow = 2 * self.padding + 1;
+        (
+            self.height + grow - self.kernel,
+            self.width + grow - self.kernel,
+        )
+    }
+
+    /// Rows of the columns matrix: one per input channel and kernel position.
+    fn rows(&self) -> usize {
+        self.channels * self.kernel * self.kernel
+    }
+
+    /// Columns of the columns matrix: one per image and output pixel.
+    fn pixels(&self) -> usize {
+        let (height, width) = self.conv_size();
+        self.batch * height * width
+    }
+
+    /// The output columns `x0..x1` whose input column `x + j - padding` lies inside the image,
+    /// for kernel column `j`.
+    fn valid_columns(&self, j: usize) -> (usize, usize) {
+        let (_, out_width) = self.conv_size();
+        let x0 = self.padding.saturating_sub(j);
+        let x1 = (self.width + self.padding).saturating_sub(j).min(out_width);
+        (x0, x1.max(x0))
+    }
+
+    /// The input row that output row `y` reads at kernel row `i`, if inside the image.
+    fn input_row(&self, y: usize, i: usize) -> Option<usize> {
+        (y + i)
+            .checked_sub(self.padding)
+            .filter(|&row| row < self.height)
+    }
+}
+
+/// `x` `[batch, channels, height, width]` unfolded: row `(channel, i, j)` holds, for every
+/// image and output pixel, the input value under kernel position `(i, j)` (0 in the padding).
+fn unfold(x: &[f32], g: &Geometry) -> Vec<f32> {
+    let (out_height, out_width) = g.conv_size();
+    let plane = g.height * g.width;
+    let mut columns = vec![0.0; g.rows() * g.pixels()];
+    columns
+        .par_chunks_mut(g.pixels())
+        .enumerate()
+        .for_each(|(row, out)| {
+            let (channel, i, j) = (
+                row / (g.kernel * g.kernel),
+                row / g.kernel % g.kernel,
+                row % g.kernel,
+            );
+            let (x0, x1) = g.valid_columns(j);
+            for (image, out) in out.chunks_exact_mut(out_height * out_width).enumerate() {
+                let input = &x[(image * g.channels + channel) * plane..][..plane];
+                for y in 0..out_height {
+                    if let Some(source) = g.input_row(y, i) {
+                        let line = &input[source * g.width..][..g.width];
+                        out[y * out_width + x0..y * out_width + x1]
+                            .copy_from_slice(&line[x0 + j - g.padding..x1 + j - g.padding]);
+                    }
+                }
+            }
+        });
+    columns
+}
+
+/// The adjoint of [`unfold`]: every column entry added back to the input value it came from.
+fn fold(columns: &[f32], g: &Geometry) -> Vec<f32> {
+    let (out_height, out_width) = g.conv_size();
+    let pixels = g.pixels();
+    let mut x = vec![0.0; g.batch * g.channels * g.height * g.width];
+    // One task per image plane: its k*k rows of columns add into that plane only.
+    x.par_chunks_mut(g.height * g.width)
+        .enumerate()
+        .for_each(|(plane_index, plane)| {
+            let (image, channel) = (plane_index / g.channels, plane_index % g.channels);
+            for i in 0..g.kernel {
+                for j in 0..g.kernel {
+                    let row = (channel * g.kernel + i) * g.kernel + j;
+                    let source = &columns[row * pixels + image * out_height * out_width..]
+                        [..out_height * out_width];
+                    let (x0, x1) = g.valid_columns(j);
+                    for y in 0..out_height {
+                        if let Some(target) = g.input_row(y, i) {
+                            let line = &mut plane[target * g.width..][..g.width];
+                            let line = &mut line[x0 + j - g.padding..x1 + j - g.padding];
+                            let source = &source[y * out_width + x0..y * out_width + x1];
+                            for (value, add) in line.iter_mut().zip(source) {
+                                *value += add;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    x
+}
+
+/// One operand of [`matmul`]: its values and the distance between rows and between columns.
+struct Operand<'a> {
+    values: &'a [f32],
+    row_stride: usize,
+    column_stride: usize,
+}
+
+impl<'a> Operand<'a> {
+    fn rows(values: &'a [f32], columns: usize) -> Self {
+        Operand {
+            values,
+            row_stride: columns,
+            column_stride: 1,
+        }
+    }
+
+    /// The transpose of a row-major matrix with `columns` columns.
+    fn transposed(values: &'a [f32], columns: usize) -> Self {
+        Operand {
+            values,
+            row_stride: 1,
+            column_stride: columns,
+        }
+    }
+
+    fn covers(&self, rows: usize, columns: usize) -> bool {
+        rows == 0
+            || columns == 0
+            || (rows - 1) * self.row_stride + (columns - 1) * self.column_stride < self.values.len()
+    }
+}
+
+/// `lhs [m, k] x rhs [k, n]` as a row-major `[m, n]`, with the gemm crate that flex itself
+/// uses; on the trial's compute threads when there is more than one and the product is large.
+fn matmul(m: usize, k: usize, n: usize, lhs: Operand, rhs: Operand) -> Vec<f32> {
+    assert!(
+        lhs.covers(m, k) && rhs.covers(k, n),
+        "matmul operands too short"
+    );
+    let mut product = vec![0.0; m * n];
+    let parallelism = if rayon::current_num_threads() > 1 && m * n * k >= 1 << 21 {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the assertion above keeps every strided read inside `lhs` and `rhs`, and `product`
+    // holds exactly `m * n` values written with row stride `n`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            product.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            lhs.values.as_ptr(),
+            lhs.column_stride as isize,
+            lhs.row_stride as isize,
+            rhs.values.as_ptr(),
+            rhs.column_stride as isize,
+            rhs.row_stride as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+    product
+}
+
+/// The 2x2 max pool of `conv` `[filters, batch * out pixels]` plus the bias, as `[batch,
+/// filters, out_height / 2, out_width / 2]`, and for every output the position of its maximum
+/// in its filter's row of `conv` (the first of equal values, as in burn's and PyTorch's pools).
+fn pool(conv: &[f32], bias: &[f32], g: &Geometry) -> (Vec<f32>, Vec<u32>) {
+    let (out_height, out_width) = g.conv_size();
+    let (pooled_height, pooled_width) = (out_height / 2, out_width / 2);
+    let plane = pooled_height * pooled_width;
+    let mut output = vec![0.0; g.batch * g.filters * plane];
+    let mut argmax = vec![0u32; output.len()];
+    output
+        .par_chunks_mut(plane)
+        .zip(argmax.par_chunks_mut(plane))
+        .enumerate()
+        .for_each(|(plane_index, (output, argmax))| {
+            let (image, filter) = (plane_index / g.filters, plane_index % g.filters);
+            let row_start = image * out_height * out_width;
+            let row = &conv[filter * g.pixels()..][..g.pixels()];
+            for py in 0..pooled_height {
+                for px in 0..pooled_width {
+                    let top_left = row_start + 2 * py * out_width + 2 * px;
+                    let mut best = top_left;
+                    for candidate in [top_left + 1, top_left + out_width, top_left + out_width + 1]
+                    {
+                        if row[candidate] > row[best] {
+                            best = candidate;
+                        }
+                    }
+                    output[py * pooled_width + px] = row[best] + bias[filter];
+                    argmax[py * pooled_width + px] = best as u32;
+                }
+            }
+        });
+    (output, argmax)
+}
+
+/// The pool's backward pass: each output's gradient at its maximum's position in `[filters,
+/// batch * out pixels]`, zero elsewhere.
+fn unpool(grad: &[f32], argmax: &[u32], g: &Geometry) -> Vec<f32> {
+    let plane = grad.len() / (g.batch * g.filters);
+    let mut conv_grad = vec![0.0; g.filters * g.pixels()];
+    conv_grad
+        .par_chunks_mut(g.pixels())
+        .enumerate()
+        .for_each(|(filter, row)| {
+            for image in 0..g.batch {
+                let start = (image * g.filters + filter) * plane;
+                for (&value, &position) in grad[start..start + plane]
+                    .iter()
+                    .zip(&argmax[start..start + plane])
+                {
+                    row[position as usize] = value;
+                }
+            }
+        });
+    conv_grad
+}
+
+/// The values of a flex tensor in row-major order.
+fn values(tensor: &FlexTensor) -> &[f32] {
+    let (start, end) = tensor
+        .layout()
+        .contiguous_offsets()
+        .expect("a contiguous tensor");
+    &tensor.storage::<f32>()[start..end]
+}
+
+fn flex_tensor<E: Element>(values: Vec<E>, dims: Vec<usize>) -> FlexTensor {
+    FlexTensor::new(
+        Bytes::from_elems(values),
+        Layout::contiguous(Shape::from(dims)),
+        E::dtype(),
+    )
+}
+
+/// The flex forward pass, in plain values.
+struct Forward {
+    output: Vec<f32>,
+    columns: Vec<f32>,
+    argmax: Vec<u32>,
+    weight: FlexTensor,
+    geometry: Geometry,
+}
+
+impl Forward {
+    fn run(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, padding: usize) -> Forward {
+        let (x, weight, bias) = (
+            x.to_contiguous(),
+            weight.to_contiguous(),
+            bias.to_contiguous(),
+        );
+        let dims = x.layout().shape().to_vec();
+        let weight_dims = weight.layout().shape().to_vec();
+        let geometry = Geometry {
+            batch: dims[0],
+            channels: dims[1],
+            height: dims[2],
+            width: dims[3],
+            filters: weight_dims[0],
+            kernel: weight_dims[2],
+            padding,
+        };
+        let g = &geometry;
+        let columns = unfold(values(&x), g);
+        let conv = matmul(
+            g.filters,
+            g.rows(),
+            g.pixels(),
+            Operand::rows(values(&weight), g.rows()),
+            Operand::rows(&columns, g.pixels()),
+        );
+        let (output, argmax) = pool(&conv, values(&bias), g);
+        Forward {
+            output,
+            columns,
+            argmax,
+            weight,
+            geometry,
+        }
+    }
+
+    fn output(output: Vec<f32>, g: &Geometry) -> FlexTensor {
+        let (height, width) = g.conv_size();
+        flex_tensor(output, vec![g.batch, g.filters, height / 2, width / 2])
+    }
+}
+
+impl ConvPool for Flex {
+    fn conv2d_max_pool2(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        padding: usize,
+    ) -> FloatTensor<Self> {
+        let forward = Forward::run(x, weight, bias, padding);
+        Forward::output(forward.output, &forward.geometry)
+    }
+}
+
+impl ConvPoolKernels for Flex {
+    fn conv2d_max_pool2_saving(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        padding: usize,
+    ) -> (FloatTensor<Self>, Saved<Self>) {
+        let forward = Forward::run(x, weight, bias, padding);
+        let g = forward.geometry;
+        let count = forward.argmax.len();
+        let saved = Saved {
+            columns: flex_tensor(forward.columns, vec![g.rows(), g.pixels()]),
+            argmax: flex_tensor(forward.argmax, vec![count]),
+            weight: forward.weight,
+            geometry: g,
+        };
+        (Forward::output(forward.output, &g), saved)
+    }
+
+    fn conv2d_max_pool2_backward(
+        grad: FloatTensor<Self>,
+        saved: Saved<Self>,
+        input_grad: bool,
+    ) -> (
+        Option<FloatTensor<Self>>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+    ) {
+        let g = &saved.geometry;
+        let grad = grad.to_contiguous();
+        let grad = values(&grad);
+        let argmax = saved.argmax.storage::<u32>();
+        let conv_grad = unpool(grad, argmax, g);
+        let plane = grad.len() / (g.batch * g.filters);
+        let mut bias_grad = vec![0.0f32; g.filters];
+        for (index, chunk) in grad.chunks_exact(plane).enumerate() {
+            bias_grad[index % g.filters] += chunk.iter().sum::<f32>();
+        }
+        let columns = values(&saved.columns);
+        let weight_grad = matmul(
+            g.filters,
+            g.pixels(),
+            g.rows(),
+            Operand::rows(&conv_grad, g.pixels()),
+            Operand::transposed(columns, g.pixels()),
+        );
+        let input_grad = input_grad.then(|| {
+            let columns_grad = matmul(
+                g.rows(),
+                g.filters,
+                g.pixels(),
+                Operand::transposed(values(&saved.weight), g.rows()),
+                Operand::rows(&conv_grad, g.pixels()),
+            );
+            flex_tensor(
+                fold(&columns_grad, g),
+                vec![g.batch, g.channels, g.height, g.width],
+            )
+        });
+        (
+            input_grad,
+            flex_tensor(weight_grad, vec![g.filters, g.channels, g.kernel, g.kernel]),
+            flex_tensor(bias_grad, vec![g.filters]),
+        )
+    }
+}
+
+impl<B: Backend + ConvPool + ConvPoolKernels, C: CheckpointStrategy> ConvPool for Autodiff<B, C> {
+    fn conv2d_max_pool2(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        padding: usize,
+    ) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct ConvPoolBackward;
+
+        impl<B: Backend + ConvPoolKernels> Backward<B, 3> for ConvPoolBackward {
+            type State = Saved<B>;
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 3>,
+                grads: &mut Gradients,
+                _checkpointer: &mut Checkpointer,
+            ) {
+                let [x_node, weight_node, bias_node] = ops.parents;
+                let grad = grads.consume::<B>(&ops.node);
+                let (x_grad, weight_grad, bias_grad) =
+                    B::conv2d_max_pool2_backward(grad, ops.state, x_node.is_some());
+                if let (Some(node), Some(x_grad)) = (x_node, x_grad) {
+                    grads.register::<B>(node.id, x_grad);
+                }
+                if let Some(node) = weight_node {
+                    grads.register::<B>(node.id, weight_grad);
+                }
+                if let Some(node) = bias_node {
+                    grads.register::<B>(node.id, bias_grad);
+                }
+            }
+        }
+
+        let nodes = [x.node(), weight.node(), bias.node()];
+        match ConvPoolBackward
+            .prepare::<C>(nodes)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (output, saved) = B::conv2d_max_pool2_saving(
+                    x.into_primitive(),
+                    weight.into_primitive(),
+                    bias.into_primitive(),
+                    padding,
+                );
+                prep.finish(saved, output)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::conv2d_max_pool2(
+                x.into_primitive(),
+                weight.into_primitive(),
+                bias.into_primitive(),
+                padding,
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::model::layers::conv2d_max_pool;
+    use burn::module::Param;
+    use burn::nn::PaddingConfig2d;
+    use burn::nn::conv::Conv2dConfig;
+    use burn::nn::pool::MaxPool2dConfig;
+    use burn::prelude::*;
+    use burn::tensor::Distribution;
+
+    /// Largest difference between `a` and `b` relative to `a`'s largest magnitude.
+    fn relative_difference<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
+        assert_eq!(a.dims(), b.dims());
+        let scale = a.clone().abs().max().into_scalar::<f32>().max(1.0);
+        (a - b).abs().max().into_scalar::<f32>() / scale
+    }
+
+    /// Output and input, weight and bias gradients equal burn's conv + pool for the CNN's and
+    /// LeNet-5's inner layers and a small padded one; on integer-valued inputs too, where
+    /// windows hold equal maxima and the gradient must go to the same (first) one.
+    #[test]
+    fn fused_layer_matches_burn_in_values_and_all_gradients() {
+        let device = Device::flex().autodiff();
+        device.seed(3);
+        let pool = MaxPool2dConfig::new([2, 2]).init();
+        let shapes = [(32, 64, 3, 1, 14), (6, 16, 5, 0, 14), (3, 4, 3, 2, 6)];
+        for (inputs, filters, kernel, pad, size) in shapes {
+            for integers in [false, true] {
+                let mut conv = Conv2dConfig::new([inputs, filters], [kernel, kernel])
+                    .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
+                    .init(&device);
+                let mut x = Tensor::<4>::random(
+                    [4, inputs, size, size + 2],
+                    Distribution::Normal(0.0, 1.0),
+                    &device,
+                );
+                if integers {
+                    x = x.round().clamp(-1.0, 1.0).detach();
+                    conv.weight = Param::from_tensor(conv.weight.val().sign().detach());
+                }
+                let run = |fused: bool| {
+                    let x = x.clone().require_grad();
+                    let y = if fused {
+                        conv2d_max_pool(&conv, &pool, x.clone())
+                    } else {
+                        pool.forward(conv.forward(x.clone()))
+                    };
+                    let grads = (y.clone() * y.clone()).sum().backward();
+                    let weight = conv.weight.val().grad(&grads).unwrap();
+                    let bias = conv.bias.as_ref().unwrap().val().grad(&grads).unwrap();
+                    (y.inner(), x.grad(&grads).unwrap(), weight, bias)
+                };
+                let (y0, x0, w0, b0) = run(false);
+                let (y1, x1, w1, b1) = run(true);
+                let case = format!("{inputs}->{filters} k{kernel} p{pad}, integers {integers}");
+                assert!(relative_difference(y0, y1) < 1e-5, "output, {case}");
+                assert!(relative_difference(x0, x1) < 1e-5, "input grad, {case}");
+                assert!(relative_difference(w0, w1) < 1e-5, "weight grad, {case}");
+                assert!(relative_difference(b0, b1) < 1e-5, "bias grad, {case}");
+            }
+        }
+    }
+
+    /// Without autodiff (evaluation), and with an input that needs no gradient (a first layer),
+    /// the fused layer still agrees with burn's.
+    #[test]
+    fn fused_layer_matches_burn_when_evaluating_and_for_constant_inputs() {
+        let pool = MaxPool2dConfig::new([2, 2]).init();
+        let device = Device::flex();
+        device.seed(11);
+        let conv = Conv2dConfig::new([2, 8], [3, 3])
+            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+            .init(&device);
+        let x = Tensor::<4>::random([3, 2, 10, 12], Distribution::Normal(0.0, 1.0), &device);
+        let expected = pool.forward(conv.forward(x.clone()));
+        let got = conv2d_max_pool(&conv, &pool, x);
+        assert!(relative_difference(expected, got) < 1e-5);
+
+        let device = Device::flex().autodiff();
+        let conv = Conv2dConfig::new([1, 8], [5, 5])
+            .with_padding(PaddingConfig2d::Explicit(2, 2, 2, 2))
+            .init(&device);
+        let x = Tensor::<4>::random([3, 1, 12, 12], Distribution::Uniform(0.0, 1.0), &device);
+        let weight_grad = |fused: bool| {
+            let y = if fused {
+                conv2d_max_pool(&conv, &pool, x.clone())
+            } else {
+                pool.forward(conv.forward(x.clone()))
+            };
+            let grads = (y.clone() * y).sum().backward();
+            conv.weight.val().grad(&grads).unwrap()
+        };
+        assert!(relative_difference(weight_grad(false), weight_grad(true)) < 1e-5);
+    }
+}
