@@ -20,6 +20,7 @@ use burn::tensor::Element;
 use burn_flex::{FlexTensor, Layout};
 use burn_std::{Bytes, Shape};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// `max_pool2d(conv2d(x, weight, bias), 2x2, stride 2)` as one operation.
 #[backend_extension(Flex, Autodiff)]
@@ -123,29 +124,51 @@ impl Geometry {
 fn unfold(x: &[f32], g: &Geometry) -> Vec<f32> {
     let (out_height, out_width) = g.conv_size();
     let plane = g.height * g.width;
-    let mut columns = vec![0.0; g.rows() * g.pixels()];
-    columns
-        .par_chunks_mut(g.pixels())
-        .enumerate()
-        .for_each(|(row, out)| {
-            let (channel, i, j) = (
-                row / (g.kernel * g.kernel),
-                row / g.kernel % g.kernel,
-                row % g.kernel,
-            );
-            let (x0, x1) = g.valid_columns(j);
-            for (image, out) in out.chunks_exact_mut(out_height * out_width).enumerate() {
-                let input = &x[(image * g.channels + channel) * plane..][..plane];
-                for y in 0..out_height {
-                    if let Some(source) = g.input_row(y, i) {
+    filled(g.rows() * g.pixels(), |columns| {
+        columns
+            .par_chunks_mut(g.pixels())
+            .enumerate()
+            .for_each(|(row, out)| {
+                let (channel, i, j) = (
+                    row / (g.kernel * g.kernel),
+                    row / g.kernel % g.kernel,
+                    row % g.kernel,
+                );
+                let (x0, x1) = g.valid_columns(j);
+                for (image, out) in out.chunks_exact_mut(out_height * out_width).enumerate() {
+                    let input = &x[(image * g.channels + channel) * plane..][..plane];
+                    for (y, out) in out.chunks_exact_mut(out_width).enumerate() {
+                        let Some(source) = g.input_row(y, i) else {
+                            out.fill(MaybeUninit::new(0.0));
+                            continue;
+                        };
                         let line = &input[source * g.width..][..g.width];
-                        out[y * out_width + x0..y * out_width + x1]
-                            .copy_from_slice(&line[x0 + j - g.padding..x1 + j - g.padding]);
+                        let (left, rest) = out.split_at_mut(x0);
+                        let (middle, right) = rest.split_at_mut(x1 - x0);
+                        left.fill(MaybeUninit::new(0.0));
+                        // A loop, not `copy_from_slice`: these runs are a dozen values long,
+                        // too short to pay for a call to memcpy.
+                        for (value, &input) in middle
+                            .iter_mut()
+                            .zip(&line[x0 + j - g.padding..x1 + j - g.padding])
+                        {
+                            *value = MaybeUninit::new(input);
+                        }
+                        right.fill(MaybeUninit::new(0.0));
                     }
                 }
-            }
-        });
-    columns
+            })
+    })
+}
+
+/// A vector of `len` values, all written by `fill` (which must write every one), without first
+/// zeroing memory that is about to be overwritten.
+fn filled(len: usize, fill: impl FnOnce(&mut [MaybeUninit<f32>])) -> Vec<f32> {
+    let mut values = Vec::with_capacity(len);
+    fill(&mut values.spare_capacity_mut()[..len]);
+    // SAFETY: every caller writes all `len` values (each is a loop over the whole slice).
+    unsafe { values.set_len(len) };
+    values
 }
 
 /// The adjoint of [`unfold`]: every column entry added back to the input value it came from.
@@ -219,38 +242,39 @@ fn matmul(m: usize, k: usize, n: usize, lhs: Operand, rhs: Operand) -> Vec<f32> 
         lhs.covers(m, k) && rhs.covers(k, n),
         "matmul operands too short"
     );
-    let mut product = vec![0.0; m * n];
     let parallelism = if rayon::current_num_threads() > 1 && m * n * k >= 1 << 21 {
         gemm::Parallelism::Rayon(0)
     } else {
         gemm::Parallelism::None
     };
-    // SAFETY: the assertion above keeps every strided read inside `lhs` and `rhs`, and `product`
-    // holds exactly `m * n` values written with row stride `n`.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            product.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            lhs.values.as_ptr(),
-            lhs.column_stride as isize,
-            lhs.row_stride as isize,
-            rhs.values.as_ptr(),
-            rhs.column_stride as isize,
-            rhs.row_stride as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        );
-    }
-    product
+    filled(m * n, |product| {
+        // SAFETY: the assertion above keeps every strided read inside `lhs` and `rhs`;
+        // `product` holds exactly `m * n` values, all written (not read: `read_dst` is false)
+        // with row stride `n`.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                product.as_mut_ptr().cast::<f32>(),
+                1,
+                n as isize,
+                false,
+                lhs.values.as_ptr(),
+                lhs.column_stride as isize,
+                lhs.row_stride as isize,
+                rhs.values.as_ptr(),
+                rhs.column_stride as isize,
+                rhs.row_stride as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                parallelism,
+            );
+        }
+    })
 }
 
 /// The 2x2 max pool of `conv` `[filters, batch * out pixels]` plus the bias, as `[batch,
