@@ -5,8 +5,8 @@
 //! `cargo bench --bench layers -- [--threads N] [--python VENV/bin/python3] [--only SUBSTRING]`
 //! Nothing else should run meanwhile.
 
-use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
+use burn::nn::conv::Conv2dConfig;
+use burn::nn::pool::MaxPool2dConfig;
 use burn::nn::{LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::Distribution;
