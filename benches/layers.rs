@@ -5,8 +5,8 @@
 //! `cargo bench --bench layers -- [--threads N] [--python VENV/bin/python3] [--only SUBSTRING]`
 //! Nothing else should run meanwhile.
 
-use burn::nn::conv::Conv2dConfig;
-use burn::nn::pool::MaxPool2dConfig;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::Distribution;
@@ -65,6 +65,9 @@ fn main() {
     });
 }
 
+/// One way of computing a convolution followed by a 2x2 max pool.
+type ConvPool = fn(&Conv2d, &MaxPool2d, Tensor<4>) -> Tensor<4>;
+
 fn cases() -> Vec<Case> {
     let device = Device::flex().autodiff();
     device.seed(7);
@@ -88,39 +91,43 @@ fn cases() -> Vec<Case> {
             layer: Box::new(move |x| layer.forward(x).flatten(1, 3)),
         }
     };
-    let first_pooled = |name, channels: [usize; 2], kernel, pad, fused: bool| {
+    // A convolution followed by a 2x2 max pool, computed by `forward`.
+    let pooled = |name, channels: [usize; 2], kernel, pad, size, forward: ConvPool| {
         let layer = Conv2dConfig::new(channels, [kernel, kernel])
             .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
             .init(&device);
         let pool = MaxPool2dConfig::new([2, 2]).init();
         Case {
             name,
-            input: [BATCH, channels[0], 28, 28],
-            input_grad: false,
-            layer: Box::new(move |x| {
-                let y = if fused {
-                    sweep::model::layers::first_conv2d_max_pool(&layer, &pool, x)
-                } else {
-                    pool.forward(layer.forward(x))
-                };
-                y.flatten(1, 3)
-            }),
+            input: [BATCH, channels[0], size, size],
+            // A first layer's input is the images, which need no gradient.
+            input_grad: channels[0] > 1,
+            layer: Box::new(move |x| forward(&layer, &pool, x).flatten(1, 3)),
         }
     };
+    let burn: ConvPool = |conv, pool, x| pool.forward(conv.forward(x));
+    let first: ConvPool = sweep::model::layers::first_conv2d_max_pool;
+    let inner: ConvPool = sweep::model::layers::conv2d_max_pool;
     let fc1 = LinearConfig::new(64 * 7 * 7, 256).init(&device);
     vec![
         conv("cnn conv1 1->32 3x3 28x28", [1, 32], 3, 1, 28, false),
-        first_pooled("cnn conv1 + pool", [1, 32], 3, 1, false),
-        first_pooled("cnn conv1 + pool (sweep)", [1, 32], 3, 1, true),
+        pooled("cnn conv1 + pool", [1, 32], 3, 1, 28, burn),
+        pooled("cnn conv1 + pool (sweep)", [1, 32], 3, 1, 28, first),
         conv("cnn conv2 32->64 3x3 14x14", [32, 64], 3, 1, 14, true),
+        pooled("cnn conv2 + pool", [32, 64], 3, 1, 14, burn),
+        pooled("cnn conv2 + pool (sweep)", [32, 64], 3, 1, 14, inner),
         conv("lenet5 conv1 1->6 5x5 28x28", [1, 6], 5, 2, 28, false),
-        first_pooled("lenet5 conv1 + pool", [1, 6], 5, 2, false),
-        first_pooled("lenet5 conv1 + pool (sweep)", [1, 6], 5, 2, true),
+        pooled("lenet5 conv1 + pool", [1, 6], 5, 2, 28, burn),
+        pooled("lenet5 conv1 + pool (sweep)", [1, 6], 5, 2, 28, first),
         conv("lenet5 conv2 6->16 5x5 14x14", [6, 16], 5, 0, 14, true),
+        pooled("lenet5 conv2 + pool", [6, 16], 5, 0, 14, burn),
+        pooled("lenet5 conv2 + pool (sweep)", [6, 16], 5, 0, 14, inner),
         conv("convnet conv1 1->16 3x3 28x28", [1, 16], 3, 1, 28, false),
-        first_pooled("convnet conv1 + pool", [1, 16], 3, 1, false),
-        first_pooled("convnet conv1 + pool (sweep)", [1, 16], 3, 1, true),
+        pooled("convnet conv1 + pool", [1, 16], 3, 1, 28, burn),
+        pooled("convnet conv1 + pool (sweep)", [1, 16], 3, 1, 28, first),
         conv("convnet conv2 16->32 3x3 14x14", [16, 32], 3, 1, 14, true),
+        pooled("convnet conv2 + pool", [16, 32], 3, 1, 14, burn),
+        pooled("convnet conv2 + pool (sweep)", [16, 32], 3, 1, 14, inner),
         pool("max pool 2x2 32x28x28", 32, 28),
         pool("max pool 2x2 64x14x14", 64, 14),
         Case {
