@@ -4,11 +4,13 @@
 //! Why: on flex, burn's kernels for a CNN's inner convolution and pool were most of a training
 //! step -- the weight gradient is a convolution over swapped axes, the input gradient a
 //! transposed convolution, and the pool spends integer divisions on every output (`cargo bench
-//! --bench layers` has the per-layer figures). Here the layer is three matrix products over one
-//! unfolded copy of its input (im2col): the forward product, the weight gradient and the
-//! columns' gradient, which col2im sums back into the input's gradient. The pool keeps the
-//! position of each window's maximum, so its backward is a scatter. Same numbers as burn's
-//! layers up to the order of summation (tests below compare values and all three gradients).
+//! --bench layers` has the per-layer figures). Here the layer is three matrix products over the
+//! unfolded input (im2col): the forward product, the weight gradient and the columns' gradient,
+//! which col2im sums back into the input's gradient. The pool keeps the position of each
+//! window's maximum, so its backward is a scatter. The work goes in blocks of a few images whose
+//! columns fit in a core's cache; the backward pass unfolds each block again rather than keep
+//! every block's columns (measured: as fast, and less memory). Same numbers as burn's layers up
+//! to the order of summation (tests below compare values and all three gradients).
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -40,10 +42,10 @@ pub trait ConvPool: Backend {
 }
 
 /// The two halves of [`ConvPool`] when training: a forward pass that keeps what the backward
-/// pass needs (the input's columns and where each window's maximum was), and that backward pass.
+/// pass needs (the input and where each window's maximum was), and that backward pass.
 pub trait ConvPoolKernels: Backend {
-    /// The pooled output, the input's columns `[channels * k * k, batch * out pixels]`, the
-    /// position of each output's maximum in its filter's row of the convolution, and the sizes.
+    /// The pooled output, and for the backward pass the input, the weight, the position of
+    /// each output's maximum in its filter's row of the convolution, and the sizes.
     fn conv2d_max_pool2_saving(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -100,15 +102,17 @@ impl Geometry {
     }
 
     /// `values` (`per_image` values per image) cut into blocks of whole images, each with its
-    /// first image's index and its own geometry, in parallel: a block's columns take about [`BLOCK_VALUES`] values, so that
-    /// they stay in cache between being written and being multiplied.
+    /// first image's index and its own geometry, in parallel: a block's columns take about
+    /// [`BLOCK_VALUES`] values, so that they stay in cache between being written and being
+    /// multiplied.
     fn blocks<'a>(
         &self,
         values: &'a [f32],
         per_image: usize,
     ) -> impl IndexedParallelIterator<Item = (usize, Geometry, &'a [f32])> + use<'a> {
         let (height, width) = self.conv_size();
-        let images = (BLOCK_VALUES / (self.rows() * height * width).max(1)).clamp(1, self.batch);
+        let images =
+            (BLOCK_VALUES / (self.rows() * height * width).max(1)).clamp(1, self.batch.max(1));
         let geometry = *self;
         values
             .par_chunks(images * per_image)
@@ -359,7 +363,8 @@ fn matmul(m: usize, k: usize, n: usize, lhs: Operand, rhs: Operand) -> Vec<f32> 
 
 /// The 2x2 max pool of `conv` `[filters, batch * out pixels]` plus the bias, as `[batch,
 /// filters, out_height / 2, out_width / 2]`, and for every output the position of its maximum
-/// in its filter's row of `conv` (the first of equal values, as in burn's and PyTorch's pools).
+/// in its filter's row of `conv` (the first of equal values, as in burn's and PyTorch's pools;
+/// NaN when the window holds one, as in PyTorch's).
 fn pool(conv: &[f32], bias: &[f32], g: &Geometry) -> (Vec<f32>, Vec<u32>) {
     let (out_height, out_width) = g.conv_size();
     let (pooled_height, pooled_width) = (out_height / 2, out_width / 2);
@@ -380,7 +385,8 @@ fn pool(conv: &[f32], bias: &[f32], g: &Geometry) -> (Vec<f32>, Vec<u32>) {
                     let mut best = top_left;
                     for candidate in [top_left + 1, top_left + out_width, top_left + out_width + 1]
                     {
-                        if row[candidate] > row[best] {
+                        // NaN wins, as in PyTorch's pool: a diverging trial must show it.
+                        if row[candidate] > row[best] || row[candidate].is_nan() {
                             best = candidate;
                         }
                     }
@@ -732,8 +738,19 @@ mod tests {
             .init(&device);
         let x = Tensor::<4>::random([3, 2, 10, 12], Distribution::Normal(0.0, 1.0), &device);
         let expected = pool.forward(conv.forward(x.clone()));
-        let got = conv2d_max_pool(&conv, &pool, x);
+        let got = conv2d_max_pool(&conv, &pool, x.clone());
         assert!(relative_difference(expected, got) < 1e-5);
+        // A NaN input (a diverging trial) reaches the output instead of losing to the maximum.
+        let poisoned = x.slice_assign(
+            [0..1, 0..1, 4..5, 4..5],
+            Tensor::full([1, 1, 1, 1], f32::NAN, &device),
+        );
+        let nans = conv2d_max_pool(&conv, &pool, poisoned).is_nan().int().sum();
+        assert_eq!(
+            nans.into_scalar::<i64>(),
+            8 * 4,
+            "3x3 NaN neighbourhood, 2x2 outputs, 8 filters"
+        );
 
         let device = Device::flex().autodiff();
         let conv = Conv2dConfig::new([1, 8], [5, 5])
