@@ -58,12 +58,11 @@ pub trait ConvPoolKernels: Backend {
         grad: FloatTensor<Self>,
         saved: Saved<Self>,
         input_grad: bool,
-    ) -> (
-        Option<FloatTensor<Self>>,
-        FloatTensor<Self>,
-        FloatTensor<Self>,
-    );
+    ) -> LayerGradients<Self>;
 }
+
+/// Gradients of the layer's input (when asked for), weight and bias.
+pub type LayerGradients<B> = (Option<FloatTensor<B>>, FloatTensor<B>, FloatTensor<B>);
 
 /// What [`ConvPoolKernels::conv2d_max_pool2_saving`] keeps for the backward pass.
 #[derive(Clone, Debug)]
@@ -539,11 +538,7 @@ impl ConvPoolKernels for Flex {
         grad: FloatTensor<Self>,
         saved: Saved<Self>,
         input_grad: bool,
-    ) -> (
-        Option<FloatTensor<Self>>,
-        FloatTensor<Self>,
-        FloatTensor<Self>,
-    ) {
+    ) -> LayerGradients<Self> {
         let g = &saved.geometry;
         let grad = grad.to_contiguous();
         let grad = values(&grad);
