@@ -1,6 +1,7 @@
-//! The CNNs' first convolution and its pooling, formulated as matrix products over the unfolded
-//! images where that beats burn's own kernels on flex (`cargo bench --bench layers` measures
-//! both); on other backends they are burn's layers.
+//! The CNNs' convolution + 2x2 max pool pairs, formulated as matrix products over unfolded
+//! inputs where that beats burn's own kernels on flex (`cargo bench --bench layers` measures
+//! both): the first layer here, from burn tensor operations, the inner one through the flex
+//! operation of [`super::conv_pool`]. On other backends they are burn's layers.
 
 use super::conv_pool::ConvPool;
 use burn::backend::Dispatch;
