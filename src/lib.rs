@@ -7,6 +7,7 @@
 
 pub mod data;
 pub mod error;
+pub mod fault;
 pub mod model;
 pub mod report;
 pub mod rng;

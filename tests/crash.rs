@@ -4,6 +4,7 @@
 mod common;
 
 use common::{Workspace, stderr};
+use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
 use sweep::store::Store;
 use sweep::train::file_sha256;
@@ -81,6 +82,153 @@ fn a_killed_run_resumes_without_losing_or_duplicating_results() {
             );
         }
     }
+}
+
+/// Two trials run one after the other, so the first one reaches an armed kill point.
+const SHORT: &str = r#"
+[sweep]
+name = "short"
+jobs = 1
+[data]
+split = 0.8
+[grid]
+arch = "mlp"
+optimizer = "adam"
+lr = [0.001, 0.003]
+batch_size = 16
+epochs = 6
+dropout = 0.2
+[arch.mlp]
+hidden = [64]
+"#;
+
+/// One epoch row's figures: epoch, train loss, train acc, val loss, val acc.
+type Figures = (i64, Option<f64>, Option<f64>, Option<f64>, Option<f64>);
+
+/// Every trial's epoch rows.
+fn epoch_figures(ws: &Workspace) -> Vec<Vec<Figures>> {
+    let store = Store::open_existing(&ws.db()).unwrap();
+    ws.ls_json()
+        .iter()
+        .map(|t| {
+            store
+                .epochs(t["id"].as_i64().unwrap())
+                .unwrap()
+                .iter()
+                .map(|e| (e.epoch, e.train_loss, e.train_acc, e.val_loss, e.val_acc))
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn a_kill_at_every_point_of_an_epoch_commit_resumes_from_the_last_complete_epoch() {
+    let clean = Workspace::new();
+    let out = clean.run(&clean.experiment("short.toml", SHORT), &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let reference = epoch_figures(&clean);
+    let reference_trials = clean.ls_json();
+
+    // Where the kill comes in epoch 3 of the first trial, and the epoch its files are at then.
+    for (point, files_at) in [("before-state", 2), ("after-state", 3), ("before-event", 3)] {
+        let ws = Workspace::new();
+        let file = ws.experiment("short.toml", SHORT);
+        let kill_at = format!("{point}:3");
+        let out = ws.run_with_env(
+            &file,
+            &[],
+            &[("RUST_LOG", "warn"), ("SWEEP_KILL_AT", &kill_at)],
+        );
+        assert_eq!(out.status.signal(), Some(9), "{point}: {}", stderr(&out));
+        let store = Store::open_existing(&ws.db()).unwrap();
+        let recorded = store.epochs(1).unwrap().len();
+        assert!(recorded < 3, "{point}: the kill came before epoch 3's row");
+        drop(store);
+
+        let out = ws.run_with_env(&file, &[], &[("RUST_LOG", "sweep=info")]);
+        let log = stderr(&out);
+        assert!(out.status.success(), "{point}: {log}");
+        assert!(
+            log.contains(&format!("resuming trial=1 epoch={files_at}")),
+            "{point}: {log}"
+        );
+        assert!(
+            log.contains("1 trials continued from the last epoch"),
+            "{point}: {log}"
+        );
+        if recorded < files_at {
+            assert!(
+                log.contains(&format!("recording epochs {}..={files_at}", recorded + 1)),
+                "{point}: {log}"
+            );
+        }
+        // Completed epochs are not trained again.
+        for epoch in 1..=files_at {
+            assert!(
+                !log.contains(&format!("trial 1 epoch {epoch}:")),
+                "{point}: epoch {epoch} trained twice: {log}"
+            );
+        }
+        assert!(
+            log.contains(&format!("trial 1 epoch {}:", files_at + 1)),
+            "{log}"
+        );
+
+        assert_eq!(epoch_figures(&ws), reference, "{point}: epoch figures");
+        let trials = ws.ls_json();
+        for (resumed, uninterrupted) in trials.iter().zip(&reference_trials) {
+            for metric in [
+                "status",
+                "best_epoch",
+                "best_val_acc",
+                "test_loss",
+                "test_acc",
+            ] {
+                assert_eq!(resumed[metric], uninterrupted[metric], "{point}: {metric}");
+            }
+        }
+        let store = Store::open_existing(&ws.db()).unwrap();
+        for trial in &trials {
+            let checkpoints = store.checkpoints(trial["id"].as_i64().unwrap()).unwrap();
+            assert_eq!(checkpoints.len(), 2, "{point}: last and best");
+            for c in checkpoints {
+                assert_eq!(
+                    file_sha256(std::path::Path::new(&c.path)).unwrap(),
+                    c.sha256,
+                    "{point}: {} checkpoint",
+                    c.kind
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn damaged_files_start_the_trial_over_and_say_why() {
+    let ws = Workspace::new();
+    let file = ws.experiment("short.toml", SHORT);
+    let out = ws.run_with_env(
+        &file,
+        &[],
+        &[("RUST_LOG", "warn"), ("SWEEP_KILL_AT", "before-event:3")],
+    );
+    assert_eq!(out.status.signal(), Some(9), "{}", stderr(&out));
+    let last = ws.path("runs/short/1/last.bpk");
+    let mut bytes = std::fs::read(&last).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&last, bytes).unwrap();
+
+    let out = ws.run(&file, &[]);
+    let log = stderr(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("starting over"), "{log}");
+    assert!(
+        log.contains("last.bpk does not match the sha256 recorded for epoch 3"),
+        "{log}"
+    );
+    let figures = epoch_figures(&ws);
+    assert!(figures.iter().all(|t| t.len() == 6), "{figures:?}");
 }
 
 #[test]

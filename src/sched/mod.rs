@@ -12,7 +12,7 @@ pub use progress::ProgressMode;
 use crate::error::{Error, Result};
 use crate::spec::{DeviceName, Experiment, TrialSpec};
 use crate::store::Store;
-use crate::train::{self, ResumeState, TrainEvent, TrialEnd, TrialRun};
+use crate::train::{self, ResumeState, TrainEvent, TrialEnd, TrialRun, Unresumable};
 use progress::Progress;
 use sha2::{Digest, Sha256};
 use std::panic::AssertUnwindSafe;
@@ -312,27 +312,96 @@ impl<'a> Dispenser<'a> {
                 return Ok(Some((id, trial, None)));
             }
             // Left by a killed process, interrupted, or failed: continue after the last epoch
-            // that both the database and the checkpoint files hold, else start over.
-            let recorded = self.store.epochs(id)?;
-            let resume =
-                train::read_resume_state(&self.runs_dir.join(id.to_string())).filter(|state| {
-                    previous != "failed"
-                        && state.epoch > 0
-                        && state.epoch <= trial.epochs
-                        && recorded.len() == state.epoch
-                        && recorded.last().map(|e| e.epoch) == Some(state.epoch as i64)
-                });
-            match &resume {
-                Some(state) => {
+            // whose files are complete, else start over.
+            let resume = match self.resume_point(id, trial) {
+                Ok(state) => {
                     tracing::info!(trial = id, epoch = state.epoch, "resuming");
                     self.store.rewind_trial(id)?;
                     self.resumed += 1;
+                    Some(state)
                 }
-                None => self.store.reset_trial(id)?,
-            }
+                Err(StartOver::Store(e)) => return Err(e),
+                Err(why) => {
+                    let recorded = self.store.epochs(id)?.len();
+                    if recorded > 0 || !matches!(why, StartOver::Files(Unresumable::NoState)) {
+                        tracing::warn!(
+                            trial = id,
+                            "starting over ({recorded} recorded epochs dropped): {why}"
+                        );
+                    }
+                    self.store.reset_trial(id)?;
+                    None
+                }
+            };
             return Ok(Some((id, trial, resume)));
         }
         Ok(None)
+    }
+}
+
+impl Dispenser<'_> {
+    /// The state to continue a claimed trial from, after writing to the database whatever its
+    /// files hold and the database lacks; or why it must start over.
+    fn resume_point(&self, id: i64, trial: &TrialSpec) -> Result<ResumeState, StartOver> {
+        let state = train::read_resume_state(&self.runs_dir.join(id.to_string()))
+            .map_err(StartOver::Files)?;
+        if state.epoch > trial.epochs {
+            return Err(StartOver::Mismatch(format!(
+                "its files are at epoch {} of a trial of {} epochs",
+                state.epoch, trial.epochs
+            )));
+        }
+        let recorded = self.store.epochs(id).map_err(StartOver::Store)?;
+        if recorded.len() > state.epoch {
+            return Err(StartOver::Mismatch(format!(
+                "its files (epoch {}) are behind the database (epoch {})",
+                state.epoch,
+                recorded.len()
+            )));
+        }
+        let agrees = recorded.iter().zip(&state.history).all(|(row, figures)| {
+            row.epoch == figures.epoch as i64
+                && row.train_loss == Some(figures.train_loss)
+                && row.val_loss == Some(figures.val_loss)
+        });
+        if !agrees {
+            return Err(StartOver::Mismatch(
+                "its files are from another attempt than the recorded epochs".into(),
+            ));
+        }
+        if recorded.len() < state.epoch {
+            tracing::info!(
+                trial = id,
+                "recording epochs {}..={} from the trial's files (the run was killed before \
+                 the database had them)",
+                recorded.len() + 1,
+                state.epoch
+            );
+            self.store
+                .catch_up(id, &state.history[recorded.len()..], &state.checkpoints)
+                .map_err(StartOver::Store)?;
+        }
+        Ok(state)
+    }
+}
+
+/// Why a claimed trial trains from its first epoch again.
+enum StartOver {
+    /// Its checkpoint directory cannot be continued from.
+    Files(Unresumable),
+    /// Its files and its database rows disagree.
+    Mismatch(String),
+    /// The database could not be read or written.
+    Store(Error),
+}
+
+impl std::fmt::Display for StartOver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartOver::Files(why) => why.fmt(f),
+            StartOver::Mismatch(why) => f.write_str(why),
+            StartOver::Store(e) => write!(f, "the database failed: {e}"),
+        }
     }
 }
 

@@ -100,7 +100,9 @@ impl Progress {
                 }
                 self.running.insert(*trial, position.clone());
             }
-            TrainEvent::Epoch { trial, metrics: m } => {
+            TrainEvent::Epoch {
+                trial, metrics: m, ..
+            } => {
                 self.overall.inc(1);
                 self.say(format!(
                     "trial {trial} epoch {}: train loss {:.4}, val loss {:.4}, val acc {:.4} \
@@ -108,7 +110,6 @@ impl Progress {
                     m.epoch, m.train_loss, m.val_loss, m.val_acc, m.seconds
                 ));
             }
-            TrainEvent::Checkpoint { .. } => {}
             TrainEvent::Finished {
                 trial,
                 end,

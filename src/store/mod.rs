@@ -7,7 +7,7 @@ pub use filter::{Bind, Filter, SortKey, field_names, parse as parse_filter, pars
 
 use crate::error::{Error, Result};
 use crate::spec::TrialSpec;
-use crate::train::{CheckpointInfo, TrainEvent, TrialEnd};
+use crate::train::{CheckpointInfo, EpochMetrics, TrainEvent, TrialEnd};
 use serde::Serialize;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
@@ -426,6 +426,28 @@ impl Store {
         )
     }
 
+    /// Writes the epochs and checkpoint rows that a trial's files hold and the database does not
+    /// (a kill came between the two), all or none.
+    pub fn catch_up(
+        &self,
+        trial_id: i64,
+        epochs: &[EpochMetrics],
+        checkpoints: &[CheckpointInfo],
+    ) -> Result<()> {
+        self.runtime
+            .block_on(async {
+                let mut tx = self.pool.begin().await?;
+                for metrics in epochs {
+                    record_epoch(&mut tx, trial_id, metrics).await?;
+                }
+                for checkpoint in checkpoints {
+                    record_checkpoint(&mut tx, trial_id, checkpoint).await?;
+                }
+                tx.commit().await
+            })
+            .map_err(|e| self.err(e))
+    }
+
     /// Runs statements that each take the trial id as their one parameter, all or none.
     fn in_one_transaction(&self, trial_id: i64, statements: &[&str]) -> Result<()> {
         self.runtime.block_on(async {
@@ -462,53 +484,19 @@ impl Store {
                         .execute(&self.pool)
                         .await?;
                     }
-                    TrainEvent::Epoch { trial, metrics: m } => {
+                    TrainEvent::Epoch {
+                        trial,
+                        metrics,
+                        checkpoints,
+                    } => {
                         let mut tx = self.pool.begin().await?;
-                        sqlx::query(&format!(
-                            "INSERT INTO epochs (trial_id, epoch, train_loss, train_acc, val_loss,
-                             val_acc, seconds, train_seconds, recorded_at)
-                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, {NOW})
-                         ON CONFLICT (trial_id, epoch) DO UPDATE SET
-                             train_loss = excluded.train_loss, train_acc = excluded.train_acc,
-                             val_loss = excluded.val_loss, val_acc = excluded.val_acc,
-                             seconds = excluded.seconds, train_seconds = excluded.train_seconds,
-                             recorded_at = excluded.recorded_at"
-                        ))
-                        .bind(trial)
-                        .bind(m.epoch as i64)
-                        .bind(finite(m.train_loss))
-                        .bind(finite(m.train_acc))
-                        .bind(finite(m.val_loss))
-                        .bind(finite(m.val_acc))
-                        .bind(m.seconds)
-                        .bind(m.train_seconds)
-                        .execute(&mut *tx)
-                        .await?;
-                        sqlx::query(&format!(
-                            "UPDATE trials SET epochs_done = ?, train_loss = ?, train_acc = ?,
-                             val_loss = ?, val_acc = ?, heartbeat_at = {NOW},
-                             best_val_acc = MAX(COALESCE(best_val_acc, ?), ?),
-                             best_val_loss = MIN(COALESCE(best_val_loss, ?), ?)
-                         WHERE id = ?"
-                        ))
-                        .bind(m.epoch as i64)
-                        .bind(finite(m.train_loss))
-                        .bind(finite(m.train_acc))
-                        .bind(finite(m.val_loss))
-                        .bind(finite(m.val_acc))
-                        .bind(finite(m.val_acc))
-                        .bind(finite(m.val_acc))
-                        .bind(finite(m.val_loss))
-                        .bind(finite(m.val_loss))
-                        .bind(trial)
-                        .execute(&mut *tx)
-                        .await?;
+                        record_epoch(&mut tx, *trial, metrics).await?;
+                        for checkpoint in checkpoints {
+                            record_checkpoint(&mut tx, *trial, checkpoint).await?;
+                        }
                         tx.commit().await?;
                     }
                     TrainEvent::Progress { .. } => {}
-                    TrainEvent::Checkpoint { trial, checkpoint } => {
-                        record_checkpoint(&self.pool, *trial, checkpoint).await?;
-                    }
                     TrainEvent::Finished {
                         trial,
                         end,
@@ -765,8 +753,56 @@ impl Store {
     }
 }
 
+/// Writes one epoch's row and the trial's running figures.
+async fn record_epoch(
+    tx: &mut sqlx::SqliteConnection,
+    trial: i64,
+    m: &EpochMetrics,
+) -> std::result::Result<(), sqlx::Error> {
+    sqlx::query(&format!(
+        "INSERT INTO epochs (trial_id, epoch, train_loss, train_acc, val_loss,
+             val_acc, seconds, train_seconds, recorded_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, {NOW})
+         ON CONFLICT (trial_id, epoch) DO UPDATE SET
+             train_loss = excluded.train_loss, train_acc = excluded.train_acc,
+             val_loss = excluded.val_loss, val_acc = excluded.val_acc,
+             seconds = excluded.seconds, train_seconds = excluded.train_seconds,
+             recorded_at = excluded.recorded_at"
+    ))
+    .bind(trial)
+    .bind(m.epoch as i64)
+    .bind(finite(m.train_loss))
+    .bind(finite(m.train_acc))
+    .bind(finite(m.val_loss))
+    .bind(finite(m.val_acc))
+    .bind(m.seconds)
+    .bind(m.train_seconds)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(&format!(
+        "UPDATE trials SET epochs_done = ?, train_loss = ?, train_acc = ?,
+             val_loss = ?, val_acc = ?, heartbeat_at = {NOW},
+             best_val_acc = MAX(COALESCE(best_val_acc, ?), ?),
+             best_val_loss = MIN(COALESCE(best_val_loss, ?), ?)
+         WHERE id = ?"
+    ))
+    .bind(m.epoch as i64)
+    .bind(finite(m.train_loss))
+    .bind(finite(m.train_acc))
+    .bind(finite(m.val_loss))
+    .bind(finite(m.val_acc))
+    .bind(finite(m.val_acc))
+    .bind(finite(m.val_acc))
+    .bind(finite(m.val_loss))
+    .bind(finite(m.val_loss))
+    .bind(trial)
+    .execute(&mut *tx)
+    .await
+    .map(|_| ())
+}
+
 async fn record_checkpoint(
-    pool: &SqlitePool,
+    tx: &mut sqlx::SqliteConnection,
     trial: i64,
     c: &CheckpointInfo,
 ) -> std::result::Result<(), sqlx::Error> {
@@ -783,7 +819,7 @@ async fn record_checkpoint(
     .bind(c.path.display().to_string())
     .bind(c.size as i64)
     .bind(&c.sha256)
-    .execute(pool)
+    .execute(&mut *tx)
     .await
     .map(|_| ())
 }

@@ -106,12 +106,14 @@ pub enum TrainEvent {
         /// Compute threads given to the trial.
         threads: usize,
     },
-    /// An epoch finished.
+    /// An epoch finished and its files are committed.
     Epoch {
         /// Database id of the trial.
         trial: i64,
         /// Its figures.
         metrics: EpochMetrics,
+        /// The checkpoint files this epoch wrote (none when it diverged).
+        checkpoints: Vec<CheckpointInfo>,
     },
     /// Training is under way within an epoch (sent a few times a second at most).
     Progress {
@@ -119,13 +121,6 @@ pub enum TrainEvent {
         trial: i64,
         /// Where it stands.
         position: BatchPosition,
-    },
-    /// A checkpoint file was written.
-    Checkpoint {
-        /// Database id of the trial.
-        trial: i64,
-        /// The file.
-        checkpoint: CheckpointInfo,
     },
     /// The trial ended.
     Finished {

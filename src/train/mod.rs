@@ -1,10 +1,12 @@
 //! Training one trial: the epoch loop, evaluation and checkpoints. It reports through
 //! [`TrainEvent`]s and never touches storage.
 
+mod checkpoint;
 mod events;
 mod metrics;
 mod optim;
 
+pub use checkpoint::{ResumeState, Unresumable, file_sha256, read_resume_state};
 pub use events::{BatchPosition, CheckpointInfo, CheckpointKind, TrainEvent, TrialEnd};
 pub use metrics::{Confusion, EpochMetrics, Evaluation};
 
@@ -16,7 +18,6 @@ use crate::spec::{Metric, TrialSpec};
 use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
-use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -50,64 +51,6 @@ pub struct TrialRun<'a> {
     pub stop: &'a AtomicBool,
     /// Where to continue from, when an earlier run of this trial was cut off.
     pub resume: Option<ResumeState>,
-}
-
-const MODEL_FILE: &str = "last.bpk";
-const OPTIMIZER_FILE: &str = "optimizer.bpk";
-const STATE_FILE: &str = "state.json";
-
-/// What a trial needs to continue after its last completed epoch: written after every epoch,
-/// with the hashes of the model and optimizer files it goes with.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct ResumeState {
-    /// Epochs completed.
-    pub epoch: usize,
-    /// State of the dropout generator after that epoch.
-    pub dropout: u64,
-    /// Best metric value so far and its epoch.
-    pub best: Option<(f64, usize)>,
-    /// sha256 of `last.bpk` as written for that epoch.
-    pub model_sha256: String,
-    /// sha256 of `optimizer.bpk` as written for that epoch.
-    pub optimizer_sha256: String,
-}
-
-/// Reads a trial directory's resume state; `None` when there is none or its files do not match
-/// it (a crash between writing them), in which case the trial starts over.
-pub fn read_resume_state(dir: &Path) -> Option<ResumeState> {
-    let text = std::fs::read_to_string(dir.join(STATE_FILE)).ok()?;
-    let state: ResumeState = serde_json::from_str(&text).ok()?;
-    let model = file_sha256(&dir.join(MODEL_FILE)).ok()?;
-    let optimizer = file_sha256(&dir.join(OPTIMIZER_FILE)).ok()?;
-    (model == state.model_sha256 && optimizer == state.optimizer_sha256).then_some(state)
-}
-
-fn save_resume_state(
-    dir: &Path,
-    optimizer: &burn::optim::ModuleOptimizer,
-    mut state: ResumeState,
-) -> Result<()> {
-    let optimizer_path = dir.join(OPTIMIZER_FILE);
-    optimizer.save(&optimizer_path).map_err(|e| {
-        Error::Train(format!(
-            "cannot write optimizer state {}: {e}",
-            optimizer_path.display()
-        ))
-    })?;
-    state.model_sha256 = file_sha256(&dir.join(MODEL_FILE))?;
-    state.optimizer_sha256 = file_sha256(&optimizer_path)?;
-    let json = serde_json::to_vec(&state).expect("resume state serialises");
-    // Write, fsync, rename: the state file is either the old one or the new one, never partial.
-    let tmp = dir.join(format!("{STATE_FILE}.tmp"));
-    let path = dir.join(STATE_FILE);
-    let write = || -> std::io::Result<()> {
-        use std::io::Write;
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(&json)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, &path)
-    };
-    write().map_err(|e| Error::io(&path, e))
 }
 
 /// Trains the trial to its end, sending events to `emit`; the last event is always `Finished`.
@@ -181,36 +124,43 @@ fn train(run: &TrialRun, emit: &(dyn Fn(TrainEvent) + Sync)) -> Result<TrialEnd>
     let mut order = data.split.train.clone();
     std::fs::create_dir_all(&run.dir).map_err(|e| Error::io(&run.dir, e))?;
 
-    let (mut model, mut optimizer, mut dropout, mut best, done_epochs) = match &run.resume {
+    let (mut model, mut optimizer, mut dropout, mut state) = match &run.resume {
         Some(state) => {
-            let model = fresh.try_load_file(run.dir.join(MODEL_FILE)).map_err(|e| {
-                Error::Train(format!("cannot resume from {}: {e}", run.dir.display()))
-            })?;
+            let cannot_resume = |e| {
+                Error::Train(format!(
+                    "cannot resume from {dir}: {e} (delete {dir}/state.json to train the trial \
+                     from its first epoch)",
+                    dir = run.dir.display()
+                ))
+            };
+            let model = fresh
+                .try_load_file(checkpoint::model_path(&run.dir))
+                .map_err(cannot_resume)?;
             let optimizer = optim::build(spec)
-                .load(run.dir.join(OPTIMIZER_FILE))
-                .map_err(|e| {
-                    Error::Train(format!("cannot resume from {}: {e}", run.dir.display()))
-                })?;
+                .load(checkpoint::optimizer_path(&run.dir))
+                .map_err(cannot_resume)?;
             // Each epoch shuffles the previous epoch's order: replay them to stand where the
             // interrupted run stood.
             for _ in 0..state.epoch {
                 shuffle.shuffle(&mut order);
             }
-            (
-                model,
-                optimizer,
-                Rng::new(state.dropout),
-                state.best,
-                state.epoch,
-            )
+            (model, optimizer, Rng::new(state.dropout), state.clone())
         }
         None => {
-            let _ = std::fs::remove_file(run.dir.join(STATE_FILE));
+            checkpoint::clear(&run.dir)?;
             let dropout = Rng::for_stream(spec.seed, Stream::Dropout);
-            (fresh, optim::build(spec), dropout, None, 0)
+            let state = ResumeState {
+                epoch: 0,
+                dropout: 0,
+                best: None,
+                history: Vec::new(),
+                checkpoints: Vec::new(),
+                optimizer_sha256: String::new(),
+            };
+            (fresh, optim::build(spec), dropout, state)
         }
     };
-    for epoch in done_epochs + 1..=spec.epochs {
+    for epoch in state.epoch + 1..=spec.epochs {
         let epoch_start = Instant::now();
         shuffle.shuffle(&mut order);
         let (mut loss_sum, mut correct, mut seen) = (0f64, 0i64, 0usize);
@@ -268,6 +218,7 @@ fn train(run: &TrialRun, emit: &(dyn Fn(TrainEvent) + Sync)) -> Result<TrialEnd>
             emit(TrainEvent::Epoch {
                 trial: run.id,
                 metrics,
+                checkpoints: Vec::new(),
             });
             return Ok(TrialEnd::Diverged {
                 message: format!("validation loss became {} at epoch {epoch}", val.loss),
@@ -277,35 +228,34 @@ fn train(run: &TrialRun, emit: &(dyn Fn(TrainEvent) + Sync)) -> Result<TrialEnd>
             Metric::ValAcc => metrics.val_acc,
             Metric::ValLoss => metrics.val_loss,
         };
-        let improved = run.metric.improves(value, best.map(|b| b.0));
-        // Checkpoints first, then the epoch row: a recorded epoch always has its files.
-        let last = save_checkpoint(&model, &run.dir, CheckpointKind::Last, epoch)?;
-        emit(TrainEvent::Checkpoint {
-            trial: run.id,
-            checkpoint: last,
-        });
+        let improved = run.metric.improves(value, state.best.map(|b| b.0));
+        state.epoch = epoch;
+        state.dropout = dropout.state();
+        state.history.push(metrics);
         if improved {
-            best = Some((value, epoch));
-            let best_file = save_checkpoint(&model, &run.dir, CheckpointKind::Best, epoch)?;
-            emit(TrainEvent::Checkpoint {
-                trial: run.id,
-                checkpoint: best_file,
-            });
+            state.best = Some((value, epoch));
         }
-        save_resume_state(
+        // Files first, then the epoch's rows: the files are the log the database catches up
+        // from after a kill between the two.
+        state = checkpoint::commit_epoch(
             &run.dir,
-            &optimizer,
-            ResumeState {
-                epoch,
-                dropout: dropout.state(),
-                best,
-                model_sha256: String::new(),
-                optimizer_sha256: String::new(),
+            checkpoint::EpochCommit {
+                model: &model,
+                optimizer: &optimizer,
+                state,
+                improved,
             },
         )?;
+        crate::fault::kill_point("before-event", epoch);
         emit(TrainEvent::Epoch {
             trial: run.id,
             metrics,
+            checkpoints: state
+                .checkpoints
+                .iter()
+                .filter(|c| c.epoch == epoch)
+                .cloned()
+                .collect(),
         });
     }
     let all_test: Vec<u32> = (0..data.test.len() as u32).collect();
@@ -320,7 +270,7 @@ fn train(run: &TrialRun, emit: &(dyn Fn(TrainEvent) + Sync)) -> Result<TrialEnd>
     });
     Ok(TrialEnd::Done {
         test,
-        best_epoch: best.map(|b| b.1).unwrap_or(spec.epochs),
+        best_epoch: state.best.map(|b| b.1).unwrap_or(spec.epochs),
     })
 }
 
@@ -388,35 +338,6 @@ pub fn evaluate(
         confusion,
         predictions,
     }
-}
-
-fn save_checkpoint(
-    model: &Net,
-    dir: &Path,
-    kind: CheckpointKind,
-    epoch: usize,
-) -> Result<CheckpointInfo> {
-    let path = dir.join(format!("{}.bpk", kind.as_str()));
-    // burnpack writes to a scratch file and renames it into place, so a crash leaves either the
-    // previous checkpoint or the new one, never half a file.
-    model
-        .clone()
-        .save_file(&path)
-        .map_err(|e| Error::Train(format!("cannot write checkpoint {}: {e}", path.display())))?;
-    let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-    Ok(CheckpointInfo {
-        kind,
-        epoch,
-        path,
-        size: bytes.len() as u64,
-        sha256: hex::encode(Sha256::digest(&bytes)),
-    })
-}
-
-/// Hex sha256 of a file, to check a checkpoint against its record.
-pub fn file_sha256(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    Ok(hex::encode(Sha256::digest(&bytes)))
 }
 
 /// Which images `predict` classifies.

@@ -102,6 +102,12 @@ impl Workspace {
     /// Runs the real `sweep` binary with `args`, in the workspace, with no SWEEP_* settings
     /// leaking in from the environment.
     pub fn sweep(&self, args: &[&str]) -> Output {
+        self.sweep_with_env(args, &[("RUST_LOG", "warn")])
+    }
+
+    /// Runs the real `sweep` binary with `args` and the environment variables `env`, in the
+    /// workspace, with no other SWEEP_* settings leaking in from the environment.
+    pub fn sweep_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let mut command = Command::new(env!("CARGO_BIN_EXE_sweep"));
         command.current_dir(self.dir.path()).args(args);
         for (key, _) in std::env::vars() {
@@ -109,11 +115,16 @@ impl Workspace {
                 command.env_remove(key);
             }
         }
-        command.env("RUST_LOG", "warn").output().unwrap()
+        command.envs(env.iter().copied()).output().unwrap()
     }
 
     /// `sweep run FILE --db DB --data DATA` plus `extra`.
     pub fn run(&self, experiment: &Path, extra: &[&str]) -> Output {
+        self.run_with_env(experiment, extra, &[("RUST_LOG", "warn")])
+    }
+
+    /// `sweep run FILE --db DB --data DATA` plus `extra`, with the environment variables `env`.
+    pub fn run_with_env(&self, experiment: &Path, extra: &[&str], env: &[(&str, &str)]) -> Output {
         let mut args = vec![
             "run",
             experiment.to_str().unwrap(),
@@ -127,7 +138,7 @@ impl Workspace {
         .collect::<Vec<_>>();
         args.extend(extra.iter().map(|s| s.to_string()));
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        self.sweep(&refs)
+        self.sweep_with_env(&refs, env)
     }
 
     /// Starts `sweep run FILE --db DB --data DATA` in the background with stdout discarded.

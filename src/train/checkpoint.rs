@@ -1,0 +1,261 @@
+//! A trial's checkpoint directory, kept as the log of its training: after every epoch the model,
+//! optimizer and resume state are committed together, and the resume state carries everything
+//! the database needs to catch up with them (every epoch's figures, the checkpoint rows).
+//!
+//! An epoch is committed in three steps: its files are written under `staging/`, then
+//! `state.json` is replaced atomically, then the staged files are renamed into place. A kill
+//! before the state file is replaced leaves the previous epoch whole; a kill after it leaves the
+//! new epoch's files in `staging/`, and reading the state moves them into place. So whatever the
+//! kill point, the directory holds one complete epoch.
+
+use super::events::{CheckpointInfo, CheckpointKind};
+use super::metrics::EpochMetrics;
+use crate::error::{Error, Result};
+use crate::model::Net;
+use burn::module::Module;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+const OPTIMIZER_FILE: &str = "optimizer.bpk";
+const STATE_FILE: &str = "state.json";
+const STAGING_DIR: &str = "staging";
+
+/// What a trial needs to continue after its last completed epoch, and what the database must
+/// hold for that epoch: written after every epoch, with the hashes of the files it goes with.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ResumeState {
+    /// Epochs completed.
+    pub epoch: usize,
+    /// State of the dropout generator after that epoch.
+    pub dropout: u64,
+    /// Best metric value so far and its epoch.
+    pub best: Option<(f64, usize)>,
+    /// The figures of every completed epoch, in order.
+    pub history: Vec<EpochMetrics>,
+    /// The checkpoint files as of that epoch (`last`, and `best` once there is one).
+    pub checkpoints: Vec<CheckpointInfo>,
+    /// sha256 of `optimizer.bpk` as of that epoch.
+    pub optimizer_sha256: String,
+}
+
+/// Why a trial directory cannot be continued from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Unresumable {
+    /// No epoch was ever committed (or the directory is gone).
+    NoState,
+    /// The state file is there but cannot be read.
+    Unreadable(String),
+    /// A file does not match the hash the state recorded for it.
+    Damaged(String),
+}
+
+impl std::fmt::Display for Unresumable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unresumable::NoState => write!(f, "no epoch had completed its checkpoint files"),
+            Unresumable::Unreadable(why) => write!(f, "its resume state is unreadable ({why})"),
+            Unresumable::Damaged(why) => write!(f, "its checkpoint files are damaged ({why})"),
+        }
+    }
+}
+
+impl CheckpointKind {
+    fn file_name(self) -> &'static str {
+        match self {
+            CheckpointKind::Last => "last.bpk",
+            CheckpointKind::Best => "best.bpk",
+        }
+    }
+}
+
+/// The model file a trial continues from.
+pub fn model_path(dir: &Path) -> PathBuf {
+    dir.join(CheckpointKind::Last.file_name())
+}
+
+/// The optimizer file a trial continues from.
+pub fn optimizer_path(dir: &Path) -> PathBuf {
+    dir.join(OPTIMIZER_FILE)
+}
+
+/// Forgets any earlier attempt, so that a trial starting over can never be mistaken for one
+/// that may continue.
+pub fn clear(dir: &Path) -> Result<()> {
+    remove_if_present(&dir.join(STATE_FILE))?;
+    let staging = dir.join(STAGING_DIR);
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
+    }
+    Ok(())
+}
+
+/// The epoch to commit: its figures and the training state after it.
+pub struct EpochCommit<'a> {
+    /// The model after the epoch.
+    pub model: &'a Net,
+    /// The optimizer after the epoch.
+    pub optimizer: &'a burn::optim::ModuleOptimizer,
+    /// Resume state without this epoch's files (its `checkpoints` are the previous ones).
+    pub state: ResumeState,
+    /// Whether this epoch is the best so far, so `best.bpk` becomes a copy of it.
+    pub improved: bool,
+}
+
+/// Commits one epoch's files and returns the resume state as written, whose `checkpoints` are
+/// this epoch's checkpoint rows.
+pub fn commit_epoch(dir: &Path, commit: EpochCommit) -> Result<ResumeState> {
+    let EpochCommit {
+        model,
+        optimizer,
+        mut state,
+        improved,
+    } = commit;
+    let staging = dir.join(STAGING_DIR);
+    std::fs::create_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
+
+    let mut staged = vec![CheckpointKind::Last];
+    let last = staging.join(CheckpointKind::Last.file_name());
+    // burnpack writes to a scratch file, syncs it and renames it into place.
+    model
+        .clone()
+        .save_file(&last)
+        .map_err(|e| Error::Train(format!("cannot write checkpoint {}: {e}", last.display())))?;
+    if improved {
+        let best = staging.join(CheckpointKind::Best.file_name());
+        copy_synced(&last, &best)?;
+        staged.push(CheckpointKind::Best);
+    }
+    let staged_optimizer = staging.join(OPTIMIZER_FILE);
+    optimizer.save(&staged_optimizer).map_err(|e| {
+        Error::Train(format!(
+            "cannot write optimizer state {}: {e}",
+            staged_optimizer.display()
+        ))
+    })?;
+
+    for kind in staged {
+        let (size, sha256) = size_and_sha256(&staging.join(kind.file_name()))?;
+        let info = CheckpointInfo {
+            kind,
+            epoch: state.epoch,
+            path: dir.join(kind.file_name()),
+            size,
+            sha256,
+        };
+        state.checkpoints.retain(|c| c.kind != kind);
+        state.checkpoints.push(info);
+    }
+    state.checkpoints.sort_by_key(|c| c.kind.as_str());
+    state.optimizer_sha256 = size_and_sha256(&staged_optimizer)?.1;
+    crate::fault::kill_point("before-state", state.epoch);
+
+    write_state(dir, &state)?;
+    crate::fault::kill_point("after-state", state.epoch);
+    publish_staged(dir)?;
+    Ok(state)
+}
+
+/// Reads a trial directory's resume state, finishing an epoch commit a kill interrupted.
+pub fn read_resume_state(dir: &Path) -> Result<ResumeState, Unresumable> {
+    let text = match std::fs::read(dir.join(STATE_FILE)) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Unresumable::NoState),
+        Err(e) => return Err(Unresumable::Unreadable(e.to_string())),
+    };
+    let mut state: ResumeState = serde_json::from_slice(&text)
+        .map_err(|e| Unresumable::Unreadable(format!("{STATE_FILE}: {e}")))?;
+    if state.epoch == 0 || state.history.len() != state.epoch {
+        return Err(Unresumable::Unreadable(format!(
+            "{STATE_FILE} holds {} epochs of figures for epoch {}",
+            state.history.len(),
+            state.epoch
+        )));
+    }
+    let mut expected: Vec<(&str, &str)> = state
+        .checkpoints
+        .iter()
+        .map(|c| (c.kind.file_name(), c.sha256.as_str()))
+        .collect();
+    expected.push((OPTIMIZER_FILE, &state.optimizer_sha256));
+    let staging = dir.join(STAGING_DIR);
+    for (name, sha256) in expected {
+        let path = dir.join(name);
+        if sha256_of(&path).as_deref() == Some(sha256) {
+            continue;
+        }
+        // The state was replaced but this file was not yet moved into place.
+        let staged = staging.join(name);
+        if sha256_of(&staged).as_deref() == Some(sha256) {
+            std::fs::rename(&staged, &path).map_err(|e| {
+                Unresumable::Damaged(format!("cannot move {} into place: {e}", staged.display()))
+            })?;
+            continue;
+        }
+        return Err(Unresumable::Damaged(format!(
+            "{} does not match the sha256 recorded for epoch {}",
+            path.display(),
+            state.epoch
+        )));
+    }
+    // What is left in staging belongs to an epoch that never committed.
+    let _ = std::fs::remove_dir_all(&staging);
+    // Paths follow the directory, which may have moved since.
+    for checkpoint in &mut state.checkpoints {
+        checkpoint.path = dir.join(checkpoint.kind.file_name());
+    }
+    Ok(state)
+}
+
+fn write_state(dir: &Path, state: &ResumeState) -> Result<()> {
+    let json = serde_json::to_vec(state).expect("resume state serialises");
+    // Write, fsync, rename: the state file is either the old one or the new one, never partial.
+    let tmp = dir.join(format!("{STATE_FILE}.tmp"));
+    let path = dir.join(STATE_FILE);
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(&json)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, &path)
+    };
+    write().map_err(|e| Error::io(&path, e))
+}
+
+fn publish_staged(dir: &Path) -> Result<()> {
+    let staging = dir.join(STAGING_DIR);
+    let entries = std::fs::read_dir(&staging).map_err(|e| Error::io(&staging, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(&staging, e))?;
+        let to = dir.join(entry.file_name());
+        std::fs::rename(entry.path(), &to).map_err(|e| Error::io(&to, e))?;
+    }
+    Ok(())
+}
+
+fn copy_synced(from: &Path, to: &Path) -> Result<()> {
+    std::fs::copy(from, to).map_err(|e| Error::io(to, e))?;
+    std::fs::File::open(to)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io(to, e))
+}
+
+fn remove_if_present(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(path, e)),
+        _ => Ok(()),
+    }
+}
+
+fn size_and_sha256(path: &Path) -> Result<(u64, String)> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    Ok((bytes.len() as u64, hex::encode(Sha256::digest(&bytes))))
+}
+
+fn sha256_of(path: &Path) -> Option<String> {
+    size_and_sha256(path).ok().map(|(_, sha)| sha)
+}
+
+/// Hex sha256 of a file, to check a checkpoint against its record.
+pub fn file_sha256(path: &Path) -> Result<String> {
+    size_and_sha256(path).map(|(_, sha)| sha)
+}
