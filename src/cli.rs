@@ -2,8 +2,8 @@
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
+use sweep::experiment::DeviceName;
 use sweep::report::Format;
-use sweep::spec::DeviceName;
 use sweep::train::PredictSplit;
 
 /// Declarative hyperparameter sweeps for image classifiers, tracked in SQLite.

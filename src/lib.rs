@@ -1,18 +1,18 @@
 //! `sweep`: declarative hyperparameter sweeps for image classifiers, trained with burn and
 //! tracked in SQLite.
 //!
-//! Rooms: [`spec`] reads experiment files, [`data`] the IDX data set, [`model`] builds the
+//! Rooms: [`experiment`] reads experiment files, [`data`] the IDX data set, [`model`] builds the
 //! architectures, [`train`] runs one trial and emits events, [`sched`] runs a sweep, [`store`]
 //! holds all SQL, [`report`] formats results.
 
 pub mod data;
 pub mod error;
+pub mod experiment;
 pub mod fault;
 pub mod model;
 pub mod report;
 pub mod rng;
 pub mod sched;
-pub mod spec;
 pub mod store;
 pub mod train;
 

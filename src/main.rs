@@ -7,9 +7,9 @@ use clap::Parser;
 use cli::{Cli, Command};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use sweep::experiment::Experiment;
 use sweep::report;
 use sweep::sched::{ProgressMode, RunOptions, run_sweep};
-use sweep::spec::Experiment;
 use sweep::store::Store;
 use tracing_subscriber::EnvFilter;
 

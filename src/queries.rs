@@ -3,8 +3,8 @@
 use crate::cli::{BestArgs, CompareArgs, ExportArgs, LsArgs, PredictArgs, ReportArgs, ShowArgs};
 use std::collections::HashMap;
 use std::io::Write;
+use sweep::experiment::TrialSpec;
 use sweep::report::{self, Format, ReportInput, Rows, TrialDetail};
-use sweep::spec::TrialSpec;
 use sweep::store::{Store, TrialListing, TrialQuery, parse_filter, parse_sort};
 use sweep::{Error, Result};
 

@@ -13,8 +13,8 @@ pub use lenet5::lenet5;
 pub use mlp::Mlp;
 
 use crate::data::NUM_CLASSES;
+use crate::experiment::{ArchName, TrialSpec};
 use crate::rng::Rng;
-use crate::spec::{ArchName, TrialSpec};
 use burn::prelude::*;
 use std::sync::Mutex;
 

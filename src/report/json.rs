@@ -1,7 +1,7 @@
 //! JSON output: one array, one object per trial.
 
 use super::Rows;
-use crate::spec::TrialSpec;
+use crate::experiment::TrialSpec;
 use crate::store::TrialListing;
 
 /// Stored trials as a pretty JSON array.

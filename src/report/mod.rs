@@ -96,7 +96,11 @@ pub fn listings(listings: &[TrialListing], format: Format) -> String {
 }
 
 /// Expanded (not yet run) trials in `format`, for `sweep validate`.
-pub fn expanded_trials(sweep: &str, trials: &[crate::spec::TrialSpec], format: Format) -> String {
+pub fn expanded_trials(
+    sweep: &str,
+    trials: &[crate::experiment::TrialSpec],
+    format: Format,
+) -> String {
     match format {
         Format::Table => trials_table(trials),
         Format::Json => format!("{}\n", trials_json(sweep, trials)),

@@ -1,7 +1,7 @@
 //! Plain-text tables with aligned columns.
 
 use super::Rows;
-use crate::spec::TrialSpec;
+use crate::experiment::TrialSpec;
 use crate::store::TrialListing;
 
 /// Renders rows under a header, each column as wide as its widest cell.

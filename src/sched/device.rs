@@ -1,7 +1,7 @@
 //! Turning `[sweep] devices` into burn devices, with every check done before a trial starts.
 
 use crate::error::{Error, Result};
-use crate::spec::DeviceName;
+use crate::experiment::DeviceName;
 use burn::prelude::Device;
 
 /// Whether this binary was built with the libtorch backend (`--features tch`).

@@ -10,7 +10,7 @@ pub use device::HAS_TCH;
 pub use progress::ProgressMode;
 
 use crate::error::{Error, Result};
-use crate::spec::{DeviceName, Experiment, TrialSpec};
+use crate::experiment::{DeviceName, Experiment, TrialSpec};
 use crate::store::Store;
 use crate::train::{self, ResumeState, TrainEvent, TrialEnd, TrialRun, Unresumable};
 use progress::Progress;

@@ -6,7 +6,7 @@ mod filter;
 pub use filter::{Bind, Filter, SortKey, field_names, parse as parse_filter, parse_sort};
 
 use crate::error::{Error, Result};
-use crate::spec::TrialSpec;
+use crate::experiment::TrialSpec;
 use crate::train::{CheckpointInfo, EpochMetrics, TrainEvent, TrialEnd};
 use serde::Serialize;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};

@@ -12,9 +12,9 @@ pub use metrics::{Confusion, EpochMetrics, Evaluation};
 
 use crate::data::{Dataset, ImageSet, PixelScale, Split, gather};
 use crate::error::{Error, Result};
+use crate::experiment::{Metric, TrialSpec};
 use crate::model::Net;
 use crate::rng::{Rng, Stream};
-use crate::spec::{Metric, TrialSpec};
 use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
 use burn::optim::GradientsParams;
 use burn::prelude::*;

@@ -1,7 +1,7 @@
 //! Optimizers with PyTorch's semantics and defaults (burn's differ: Adam epsilon 1e-5, SGD
 //! dampening 0.1).
 
-use crate::spec::{OptimizerName, TrialSpec};
+use crate::experiment::{OptimizerName, TrialSpec};
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamConfig, AdamWConfig, ModuleOptimizer, SgdConfig};
