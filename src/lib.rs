@@ -13,6 +13,7 @@ pub mod model;
 pub mod report;
 pub mod rng;
 pub mod sched;
+pub mod search;
 pub mod store;
 pub mod train;
 

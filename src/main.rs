@@ -42,6 +42,19 @@ fn execute(command: Command, quiet: bool) -> sweep::Result<i32> {
     match command {
         Command::Validate(args) => {
             let experiment = Experiment::load(&args.experiment.file, &args.experiment.set)?;
+            if let Some(sampler) = sweep::search::Sampler::new(&experiment.spec) {
+                print!(
+                    "{}",
+                    report::search_space(&experiment.spec, sampler.space())
+                );
+                eprintln!(
+                    "{}: {} sampler, {} trials in all, valid",
+                    experiment.path.display(),
+                    experiment.spec.sweep.sampler.as_str(),
+                    sampler.total_trials()
+                );
+                return Ok(0);
+            }
             let trials = experiment.trials();
             print!(
                 "{}",
@@ -115,14 +128,18 @@ fn run(experiment: &Experiment, args: cli::RunOptionArgs, quiet: bool) -> sweep:
     let summary = run_sweep(experiment, &options)?;
     if !quiet {
         eprintln!(
-            "sweep {}: {} trials, {} already done, {} done, {} diverged, {} failed, \
-                 {} interrupted, {} not started in {:.1} s; results in {}",
+            "sweep {}: {} trials, {} already done, {} done, {} diverged, {} failed, {} pruned, \
+                 {} pauses, {} promotions, {} interrupted, {} not started in {:.1} s; results in \
+                 {}",
             summary.sweep,
             summary.total,
             summary.skipped,
             summary.done,
             summary.diverged,
             summary.failed,
+            summary.pruned,
+            summary.paused,
+            summary.promoted,
             summary.interrupted,
             summary.not_started,
             summary.seconds,

@@ -19,6 +19,8 @@ pub enum Stream {
     Dropout = 3,
     /// Weight initialisation.
     Init = 4,
+    /// A searching sampler's draws (mixed with the draw number).
+    Search = 5,
 }
 
 impl Rng {
@@ -51,6 +53,18 @@ impl Rng {
     /// Uniform in [0, 1).
     pub fn next_f32(&mut self) -> f32 {
         (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
+    }
+
+    /// The generator of a sampler's draw number `draw` under `seed`: the same file and seed give
+    /// the same sequence of configurations, whichever process makes each draw.
+    pub fn for_draw(seed: u64, draw: u64) -> Self {
+        let mut base = Rng::for_stream(seed, Stream::Search);
+        Rng::new(base.next_u64() ^ draw.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+    }
+
+    /// Uniform in [0, 1), with 53 random bits.
+    pub fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 
     /// Uniform in [0, bound).

@@ -23,6 +23,9 @@ pub struct ExperimentSpec {
     /// `[optimizer.*]`: options of each optimizer.
     #[serde(default)]
     pub optimizer: OptimizerOptions,
+    /// `[prune]`: early stopping of weak trials.
+    #[serde(default)]
+    pub prune: PruneSection,
 }
 
 /// `[sweep]`.
@@ -45,6 +48,11 @@ pub struct SweepSection {
     pub devices: Vec<DeviceName>,
     /// Trials sharing each GPU at once (small models leave a GPU mostly idle).
     pub trials_per_gpu: usize,
+    /// How trials are chosen: every grid point, or drawn by a searching sampler.
+    pub sampler: SamplerName,
+    /// Configurations a searching sampler draws in all, across every process sharing the
+    /// database (each runs `repeats` times).
+    pub trials: Option<usize>,
 }
 
 impl Default for SweepSection {
@@ -58,8 +66,70 @@ impl Default for SweepSection {
             metric: Metric::ValAcc,
             devices: vec![DeviceName::Cpu],
             trials_per_gpu: 1,
+            sampler: SamplerName::Grid,
+            trials: None,
         }
     }
+}
+
+/// How a sweep chooses its trials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SamplerName {
+    /// Every combination of the listed values.
+    Grid,
+    /// Independent random draws.
+    Random,
+    /// Tree-structured Parzen Estimator (Optuna's defaults).
+    Tpe,
+}
+
+impl SamplerName {
+    /// The name in experiment files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SamplerName::Grid => "grid",
+            SamplerName::Random => "random",
+            SamplerName::Tpe => "tpe",
+        }
+    }
+}
+
+/// `[prune]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PruneSection {
+    /// Which early stopping rule, if any.
+    pub method: PruneMethod,
+    /// asha: the first rung; median: epochs a trial trains before it may be pruned.
+    pub min_epochs: usize,
+    /// asha: the top 1/reduction_factor at each rung go on.
+    pub reduction_factor: usize,
+    /// median: trials that must finish before pruning starts.
+    pub startup_trials: usize,
+}
+
+impl Default for PruneSection {
+    fn default() -> Self {
+        PruneSection {
+            method: PruneMethod::None,
+            min_epochs: 1,
+            reduction_factor: 3,
+            startup_trials: 5,
+        }
+    }
+}
+
+/// Early-stopping rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PruneMethod {
+    /// Every trial trains all its epochs.
+    None,
+    /// Stop a trial worse than the median of finished trials at the same epoch.
+    Median,
+    /// Asynchronous successive halving: pause at rungs, promote the best.
+    Asha,
 }
 
 /// A device named in `[sweep] devices` or `--devices`.

@@ -56,6 +56,9 @@ pub struct TrialSpec {
     /// Adam(W) epsilon.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eps: Option<f64>,
+    /// Which configuration a searching sampler drew (0-based), so equal draws stay two trials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draw: Option<u64>,
 }
 
 impl TrialSpec {
@@ -98,6 +101,61 @@ impl TrialSpec {
     }
 }
 
+/// One value of every axis: what distinguishes one configuration from another.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AxisValues {
+    /// Architecture.
+    pub arch: ArchName,
+    /// Optimizer.
+    pub optimizer: OptimizerName,
+    /// Learning rate.
+    pub lr: f64,
+    /// Mini-batch size.
+    pub batch_size: usize,
+    /// Training epochs.
+    pub epochs: usize,
+    /// Dropout probability.
+    pub dropout: f64,
+    /// Weight decay.
+    pub weight_decay: f64,
+    /// Train fraction.
+    pub split: f64,
+}
+
+/// The trial of configuration `values`, repeat `repeat`, with the spec's sweep-wide options.
+pub fn trial(
+    spec: &ExperimentSpec,
+    values: &AxisValues,
+    repeat: u32,
+    draw: Option<u64>,
+) -> TrialSpec {
+    let mut trial = TrialSpec {
+        arch: values.arch,
+        optimizer: values.optimizer,
+        lr: values.lr,
+        batch_size: values.batch_size,
+        epochs: values.epochs,
+        dropout: values.dropout,
+        weight_decay: values.weight_decay,
+        split: values.split,
+        repeat,
+        seed: spec.sweep.seed.wrapping_add(repeat as u64),
+        limit: spec.data.limit,
+        test_limit: spec.data.test_limit,
+        normalize: spec.data.normalize,
+        hidden: None,
+        channels: None,
+        momentum: None,
+        dampening: None,
+        nesterov: None,
+        betas: None,
+        eps: None,
+        draw,
+    };
+    fill_options(&mut trial, spec);
+    trial
+}
+
 /// Expands a validated spec: axes vary slowest-first in the order arch, optimizer, lr,
 /// batch_size, epochs, dropout, weight_decay, split, then repeats.
 pub fn expand(spec: &ExperimentSpec) -> Vec<TrialSpec> {
@@ -111,31 +169,18 @@ pub fn expand(spec: &ExperimentSpec) -> Vec<TrialSpec> {
                         for &dropout in g.dropout.values() {
                             for &weight_decay in g.weight_decay.values() {
                                 for &split in spec.data.split.values() {
+                                    let values = AxisValues {
+                                        arch,
+                                        optimizer,
+                                        lr,
+                                        batch_size,
+                                        epochs,
+                                        dropout,
+                                        weight_decay,
+                                        split,
+                                    };
                                     for repeat in 0..spec.sweep.repeats {
-                                        let mut trial = TrialSpec {
-                                            arch,
-                                            optimizer,
-                                            lr,
-                                            batch_size,
-                                            epochs,
-                                            dropout,
-                                            weight_decay,
-                                            split,
-                                            repeat,
-                                            seed: spec.sweep.seed.wrapping_add(repeat as u64),
-                                            limit: spec.data.limit,
-                                            test_limit: spec.data.test_limit,
-                                            normalize: spec.data.normalize,
-                                            hidden: None,
-                                            channels: None,
-                                            momentum: None,
-                                            dampening: None,
-                                            nesterov: None,
-                                            betas: None,
-                                            eps: None,
-                                        };
-                                        fill_options(&mut trial, spec);
-                                        trials.push(trial);
+                                        trials.push(trial(spec, &values, repeat, None));
                                     }
                                 }
                             }

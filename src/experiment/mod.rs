@@ -5,9 +5,9 @@ mod axis;
 mod file;
 mod grid;
 
-pub use axis::Axis;
+pub use axis::{Axis, Distribution, DistributionKind};
 pub use file::*;
-pub use grid::TrialSpec;
+pub use grid::{AxisValues, TrialSpec, trial};
 
 use crate::error::{Error, Result};
 use figment::Figment;
@@ -183,64 +183,174 @@ impl Experiment {
         }
 
         let g = &s.grid;
-        for (key, len) in [
-            ("grid.arch", g.arch.values().len()),
-            ("grid.optimizer", g.optimizer.values().len()),
-            ("grid.lr", g.lr.values().len()),
-            ("grid.batch_size", g.batch_size.values().len()),
-            ("grid.epochs", g.epochs.values().len()),
-            ("grid.dropout", g.dropout.values().len()),
-            ("grid.weight_decay", g.weight_decay.values().len()),
-            ("data.split", s.data.split.values().len()),
+        let searching = s.sweep.sampler != SamplerName::Grid;
+        for (key, listed, drawn) in [
+            ("grid.arch", g.arch.values().len(), g.arch.distribution()),
+            (
+                "grid.optimizer",
+                g.optimizer.values().len(),
+                g.optimizer.distribution(),
+            ),
         ] {
             check(
-                len > 0,
+                drawn.is_none(),
+                key,
+                drawn.map(|d| d.to_string()).unwrap_or_default(),
+                "takes a value or a list of values (a choice), not a distribution",
+            );
+            check(
+                listed > 0 || drawn.is_some(),
                 key,
                 "[]".into(),
                 "the grid is empty: give at least one value",
             );
         }
-        for &lr in g.lr.values() {
-            check(
-                lr.is_finite() && lr > 0.0,
+        let numeric: [NumericAxis; 6] = [
+            (
                 "grid.lr",
-                lr.to_string(),
-                "the learning rate must be greater than 0 (e.g. 0.001)",
-            );
-        }
-        for &b in g.batch_size.values() {
-            check(
-                b > 0,
+                g.lr.values().to_vec(),
+                g.lr.distribution(),
+                false,
+                (
+                    |x| x.is_finite() && x > 0.0,
+                    "the learning rate must be greater than 0 (e.g. 0.001)",
+                ),
+            ),
+            (
                 "grid.batch_size",
-                b.to_string(),
+                g.batch_size.values().iter().map(|&b| b as f64).collect(),
+                g.batch_size.distribution(),
+                true,
+                (|x| x >= 1.0, "must be at least 1"),
+            ),
+            (
+                "grid.epochs",
+                g.epochs.values().iter().map(|&e| e as f64).collect(),
+                g.epochs.distribution(),
+                true,
+                (|x| x >= 1.0, "must be at least 1"),
+            ),
+            (
+                "grid.dropout",
+                g.dropout.values().to_vec(),
+                g.dropout.distribution(),
+                false,
+                (|x| (0.0..1.0).contains(&x), "dropout must be in [0, 1)"),
+            ),
+            (
+                "grid.weight_decay",
+                g.weight_decay.values().to_vec(),
+                g.weight_decay.distribution(),
+                false,
+                (|x| x.is_finite() && x >= 0.0, "must be 0 or greater"),
+            ),
+            (
+                "data.split",
+                s.data.split.values().to_vec(),
+                s.data.split.distribution(),
+                false,
+                (
+                    |x| x > 0.0 && x < 1.0,
+                    "the train fraction must be strictly between 0 and 1 (e.g. 0.8 for an \
+                     80/20 split)",
+                ),
+            ),
+        ];
+        for (key, values, drawn, integer, (valid, rule)) in &numeric {
+            let Some(d) = drawn else {
+                check(
+                    !values.is_empty(),
+                    key,
+                    "[]".into(),
+                    "the grid is empty: give at least one value",
+                );
+                for &x in values {
+                    check(valid(x), key, x.to_string(), rule);
+                }
+                continue;
+            };
+            let shown = format!("{{ {} = [{}, {}] }}", d.kind.as_str(), d.low, d.high);
+            check(
+                searching,
+                key,
+                shown.clone(),
+                "a distribution needs a searching sampler: set [sweep] sampler = \"random\" or \
+                 \"tpe\" (with trials = N), or list values for the grid",
+            );
+            if let Some(problem) = d.problem() {
+                check(false, key, shown.clone(), &problem);
+            } else if *integer && !d.kind.is_int() {
+                check(
+                    false,
+                    key,
+                    shown.clone(),
+                    "takes whole numbers: use int_uniform or int_log_uniform",
+                );
+            } else if !*integer && d.kind.is_int() {
+                check(
+                    false,
+                    key,
+                    shown.clone(),
+                    "takes real numbers: use uniform or log_uniform",
+                );
+            } else {
+                check(
+                    valid(d.low) && valid(d.high),
+                    key,
+                    shown.clone(),
+                    &format!("both bounds: {rule}"),
+                );
+            }
+        }
+        match (searching, s.sweep.trials) {
+            (true, None) => check(
+                false,
+                "sweep.trials",
+                "(missing)".into(),
+                &format!(
+                    "sampler = \"{}\" draws configurations until a budget is spent: set \
+                     [sweep] trials = N (e.g. 40)",
+                    s.sweep.sampler.as_str()
+                ),
+            ),
+            (true, Some(n)) => check(n >= 1, "sweep.trials", n.to_string(), "must be at least 1"),
+            (false, Some(n)) => check(
+                false,
+                "sweep.trials",
+                n.to_string(),
+                "a grid runs every combination: remove trials, or set [sweep] sampler = \
+                 \"random\" or \"tpe\"",
+            ),
+            (false, None) => {}
+        }
+        let p = &s.prune;
+        if p.method != PruneMethod::None {
+            check(
+                p.min_epochs >= 1,
+                "prune.min_epochs",
+                p.min_epochs.to_string(),
                 "must be at least 1",
             );
         }
-        for &e in g.epochs.values() {
-            check(e > 0, "grid.epochs", e.to_string(), "must be at least 1");
-        }
-        for &p in g.dropout.values() {
+        if p.method == PruneMethod::Asha {
             check(
-                (0.0..1.0).contains(&p),
-                "grid.dropout",
-                p.to_string(),
-                "dropout must be in [0, 1)",
+                p.reduction_factor >= 2,
+                "prune.reduction_factor",
+                p.reduction_factor.to_string(),
+                "must be at least 2 (3 keeps the top third at each rung)",
             );
-        }
-        for &w in g.weight_decay.values() {
-            check(
-                w.is_finite() && w >= 0.0,
-                "grid.weight_decay",
-                w.to_string(),
-                "must be 0 or greater",
+            let most_epochs = g.epochs.distribution().map_or_else(
+                || g.epochs.values().iter().copied().max().unwrap_or(0),
+                |d| d.high as usize,
             );
-        }
-        for &split in s.data.split.values() {
             check(
-                split > 0.0 && split < 1.0,
-                "data.split",
-                split.to_string(),
-                "the train fraction must be strictly between 0 and 1 (e.g. 0.8 for an 80/20 split)",
+                p.min_epochs < most_epochs,
+                "prune.min_epochs",
+                p.min_epochs.to_string(),
+                &format!(
+                    "the first rung must come before the last epoch ({most_epochs}); lower \
+                     min_epochs or raise grid.epochs"
+                ),
             );
         }
 
@@ -309,6 +419,19 @@ impl Experiment {
         }
     }
 }
+
+/// A check on one numeric value of an axis, and the rule it enforces.
+type NumberRule = (fn(f64) -> bool, &'static str);
+
+/// A numeric axis as validation sees it: key, listed values, distribution, whether it takes
+/// whole numbers, and the rule every value must meet.
+type NumericAxis<'a> = (
+    &'static str,
+    Vec<f64>,
+    Option<&'a Distribution>,
+    bool,
+    NumberRule,
+);
 
 /// Splits `key=value`; the value is read as TOML (`0.1`, `[1, 2]`, `"x"`), or else as a string.
 fn parse_override(set: &str) -> Result<(String, toml::Value)> {

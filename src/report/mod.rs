@@ -112,6 +112,61 @@ pub fn expanded_trials(
     }
 }
 
+/// A searched experiment's space, one line per axis, then its budget and early stopping (for
+/// `sweep validate`).
+pub fn search_space(
+    spec: &crate::experiment::ExperimentSpec,
+    space: &crate::search::Space,
+) -> String {
+    use crate::search::Domain;
+    let mut out = String::from("axis          searched as\n");
+    for param in &space.params {
+        let what = match &param.domain {
+            Domain::Choice(labels) => format!("choice of [{}]", labels.join(", ")),
+            Domain::Drawn(d) => d.to_string(),
+        };
+        out.push_str(&format!("{:<13} {what}\n", param.name));
+    }
+    let fixed = space.values(&vec![0.0; space.params.len()]);
+    let searched = |name: &str| space.params.iter().any(|p| p.name == name);
+    for (name, value) in [
+        ("arch", fixed.arch.as_str().to_string()),
+        ("optimizer", fixed.optimizer.as_str().to_string()),
+        ("lr", fixed.lr.to_string()),
+        ("batch_size", fixed.batch_size.to_string()),
+        ("epochs", fixed.epochs.to_string()),
+        ("dropout", fixed.dropout.to_string()),
+        ("weight_decay", fixed.weight_decay.to_string()),
+        ("split", fixed.split.to_string()),
+    ] {
+        if !searched(name) {
+            out.push_str(&format!("{name:<13} fixed at {value}\n"));
+        }
+    }
+    let s = &spec.sweep;
+    let trials = s.trials.unwrap_or(0);
+    out.push_str(&format!(
+        "\nsampler {}, {trials} configurations x {} repeats = {} trials, seed {}\n",
+        s.sampler.as_str(),
+        s.repeats,
+        trials * s.repeats as usize,
+        s.seed
+    ));
+    let p = &spec.prune;
+    out.push_str(&match p.method {
+        crate::experiment::PruneMethod::None => "early stopping: none\n".to_string(),
+        crate::experiment::PruneMethod::Median => format!(
+            "early stopping: median, from epoch {} once {} trials have finished\n",
+            p.min_epochs, p.startup_trials
+        ),
+        crate::experiment::PruneMethod::Asha => format!(
+            "early stopping: asha, rungs at {} x {}^k epochs\n",
+            p.min_epochs, p.reduction_factor
+        ),
+    });
+    out
+}
+
 /// Every field of every trial, one row each (for `sweep export`).
 pub fn listings_flat(listings: &[TrialListing], format: Format) -> String {
     match format {

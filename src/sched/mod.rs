@@ -10,14 +10,15 @@ pub use device::HAS_TCH;
 pub use progress::ProgressMode;
 
 use crate::error::{Error, Result};
-use crate::experiment::{DeviceName, Experiment, TrialSpec};
-use crate::store::Store;
+use crate::experiment::{DeviceName, Experiment, ExperimentSpec, Metric, TrialSpec};
+use crate::search::{Curve, PastTrial, Pruner, Sampler, Verdict};
+use crate::store::{Store, StoredTrial};
 use crate::train::{self, ResumeState, TrainEvent, TrialEnd, TrialRun, Unresumable};
 use progress::Progress;
 use sha2::{Digest, Sha256};
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
@@ -57,6 +58,10 @@ pub struct RunSummary {
     pub diverged: usize,
     /// Trials this run ended as failed.
     pub failed: usize,
+    /// Trials early stopping ended for good (pruned, or paused and never promoted).
+    pub pruned: usize,
+    /// Times early stopping paused a trial at a rung.
+    pub paused: usize,
     /// Trials stopped before their end.
     pub interrupted: usize,
     /// Trials left pending because the run was stopped first.
@@ -65,6 +70,8 @@ pub struct RunSummary {
     pub taken_elsewhere: usize,
     /// Trials continued from the last epoch an earlier, cut-off run completed.
     pub resumed: usize,
+    /// Paused trials continued from their rung.
+    pub promoted: usize,
     /// Wall seconds of the run.
     pub seconds: f64,
 }
@@ -99,7 +106,6 @@ pub fn run_sweep(experiment: &Experiment, options: &RunOptions) -> Result<RunSum
         .clone()
         .unwrap_or(spec.sweep.devices.clone());
     device::check(&devices)?;
-    let trials = experiment.trials();
     let data_dir = data::locate(options.data_dir.as_deref().or(spec.data.dir.as_deref()))?;
     let dataset = Dataset::load(&data_dir)?;
     tracing::info!(
@@ -114,18 +120,35 @@ pub fn run_sweep(experiment: &Experiment, options: &RunOptions) -> Result<RunSum
     let spec_hash = hex::encode(Sha256::digest(spec_json.as_bytes()));
     let sweep_id =
         store.upsert_sweep(&experiment.name, &spec_json, &spec_hash, &experiment.path)?;
-    let stored = store.sync_trials(sweep_id, &trials)?;
+    let sampler = Sampler::new(spec);
+    // A grid's trials are all known now; a search's are drawn as slots free up, and those
+    // stored by earlier runs or other processes are its candidates.
+    let stored: Vec<(StoredTrial, TrialSpec)> = match &sampler {
+        None => {
+            let trials = experiment.trials();
+            let rows = store.sync_trials(sweep_id, &trials)?;
+            rows.into_iter().zip(trials).collect()
+        }
+        Some(_) => store.sweep_trials(sweep_id)?,
+    };
+    let total = sampler
+        .as_ref()
+        .map_or(stored.len(), |s| s.total_trials().max(stored.len()));
+    let to_draw = total - stored.len();
 
     let runs_dir = options
         .runs_dir
         .clone()
         .unwrap_or_else(|| default_runs_dir(&options.db))
         .join(&experiment.name);
-    let mut candidates: Vec<(i64, &TrialSpec)> = Vec::new();
+    let mut candidates: Vec<(i64, TrialSpec)> = Vec::new();
     let mut skipped = 0;
-    for (row, trial) in stored.iter().zip(&trials) {
+    let mut paused = 0;
+    for (row, trial) in stored {
+        paused += usize::from(row.status == "paused");
         match row.status.as_str() {
-            "done" | "diverged" => skipped += 1,
+            // Paused trials are continued by promotions only.
+            "done" | "diverged" | "pruned" | "paused" => skipped += 1,
             _ => candidates.push((row.id, trial)),
         }
     }
@@ -144,8 +167,8 @@ pub fn run_sweep(experiment: &Experiment, options: &RunOptions) -> Result<RunSum
     }
     tracing::info!(
         sweep = %experiment.name,
-        trials = trials.len(),
-        to_run = candidates.len(),
+        trials = total,
+        to_run = candidates.len() + to_draw,
         already_done = skipped,
         devices = %devices.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(","),
         jobs,
@@ -154,26 +177,37 @@ pub fn run_sweep(experiment: &Experiment, options: &RunOptions) -> Result<RunSum
     );
 
     let owner = owner::this_process();
-    let progress = Progress::new(
+    let mut progress = Progress::new(
         options.progress,
         candidates.iter().map(|(id, t)| (*id, t.label())).collect(),
         candidates.iter().map(|(_, t)| t.epochs as u64).sum(),
     );
+    progress.expect(to_draw, to_draw as u64 * most_epochs(spec) as u64);
     let stop = &*options.stop;
-    let (sender, receiver) = mpsc::channel::<TrainEvent>();
+    let (sender, receiver) = mpsc::channel::<Message>();
+    let in_flight = Arc::new(AtomicUsize::new(0));
     let writer = {
-        let owner = owner.clone();
-        std::thread::spawn(move || write_events(store, receiver, progress, &owner))
+        let (owner, in_flight) = (owner.clone(), in_flight.clone());
+        std::thread::spawn(move || write_events(store, receiver, progress, &owner, &in_flight))
     };
+    let pruner = Pruner::new(&spec.prune, spec.sweep.metric);
+    let work = candidates.len() + to_draw + paused;
     let dispenser = Mutex::new(Dispenser {
         store: Store::open(&options.db)?,
         owner,
-        candidates: &candidates,
+        sweep_id,
+        candidates,
         next: 0,
+        sampler,
+        pruner: pruner.clone(),
+        metric: spec.sweep.metric,
+        running_here: 0,
         runs_dir: &runs_dir,
         taken_elsewhere: 0,
         resumed: 0,
+        promoted: 0,
         error: None,
+        labels: sender.clone(),
     });
 
     // Workers are plain threads, each with its own rayon pool for the trial's tensor ops: a
@@ -181,14 +215,17 @@ pub fn run_sweep(experiment: &Experiment, options: &RunOptions) -> Result<RunSum
     let ends: Vec<TrialEnd> = std::thread::scope(|scope| {
         let workers: Vec<_> = slots
             .iter()
-            .take(candidates.len())
+            .take(work)
             .map(|&(device_name, threads)| {
                 let sender = sender.clone();
+                let pruner = &pruner;
                 let (dispenser, dataset, runs_dir, stop) = (&dispenser, &dataset, &runs_dir, stop);
+                let in_flight = &in_flight;
                 scope.spawn(move || {
                     let emit = move |event: TrainEvent| {
+                        in_flight.fetch_add(1, Ordering::SeqCst);
                         // The writer only goes away after the workers finish.
-                        let _ = sender.send(event);
+                        let _ = sender.send(Message::Event(event));
                     };
                     let compute = rayon::ThreadPoolBuilder::new()
                         .num_threads(threads)
@@ -203,11 +240,38 @@ pub fn run_sweep(experiment: &Experiment, options: &RunOptions) -> Result<RunSum
                     };
                     let mut ends = Vec::new();
                     while !stop.load(Ordering::SeqCst) {
-                        let claimed = dispenser.lock().expect("no panics under the lock").next();
-                        let Some((id, trial, resume)) = claimed else {
-                            break;
+                        // Events still on their way to the database may make a paused trial
+                        // promotable; decide only on what is written.
+                        let settled = in_flight.load(Ordering::SeqCst) == 0;
+                        let next = dispenser
+                            .lock()
+                            .expect("no panics under the lock")
+                            .next(settled);
+                        let (id, trial, resume) = match next {
+                            Next::Run(id, trial, resume) => (id, trial, resume),
+                            Next::Wait => {
+                                std::thread::sleep(Duration::from_millis(100));
+                                continue;
+                            }
+                            Next::Done => break,
                         };
-                        ends.push(slot.run(id, trial, resume, dataset, experiment, &emit));
+                        let judge = |curve: &[f64]| {
+                            if !pruner.is_active() {
+                                return Verdict::Continue;
+                            }
+                            dispenser.lock().expect("no panics under the lock").judge(
+                                id,
+                                trial.epochs,
+                                curve,
+                            )
+                        };
+                        let end =
+                            slot.run((id, &trial, resume), dataset, experiment, &emit, &judge);
+                        dispenser
+                            .lock()
+                            .expect("no panics under the lock")
+                            .running_here -= 1;
+                        ends.push(end);
                     }
                     ends
                 })
@@ -218,12 +282,19 @@ pub fn run_sweep(experiment: &Experiment, options: &RunOptions) -> Result<RunSum
             .flat_map(|w| w.join().expect("workers catch trial panics"))
             .collect()
     });
+    let dispenser = dispenser.into_inner().expect("no panics under the lock");
+    drop(dispenser.labels);
     drop(sender);
     let (store, write_error, writing) = writer.join().expect("the writer thread does not panic");
-    let dispenser = dispenser.into_inner().expect("no panics under the lock");
     if let Some(error) = write_error.or(dispenser.error) {
         return Err(error);
     }
+    // With nothing left to draw and nothing to promote, paused trials will never continue.
+    let finalized = if pruner.pauses() && !stop.load(Ordering::SeqCst) {
+        store.prune_paused(sweep_id)? as usize
+    } else {
+        0
+    };
     store.finish_sweep(sweep_id)?;
 
     let seconds = started.elapsed().as_secs_f64();
@@ -235,15 +306,18 @@ pub fn run_sweep(experiment: &Experiment, options: &RunOptions) -> Result<RunSum
     let count = |status: &str| ends.iter().filter(|e| e.status() == status).count();
     Ok(RunSummary {
         sweep: experiment.name.clone(),
-        total: trials.len(),
+        total,
         skipped,
         done: count("done"),
         diverged: count("diverged"),
         failed: count("failed"),
+        pruned: count("pruned") + finalized,
+        paused: count("paused"),
         interrupted: count("interrupted"),
-        not_started: candidates.len() - dispenser.next,
+        not_started: dispenser.candidates.len() - dispenser.next,
         taken_elsewhere: dispenser.taken_elsewhere,
-        resumed: dispenser.resumed,
+        resumed: dispenser.resumed - dispenser.promoted,
+        promoted: dispenser.promoted,
         seconds,
     })
 }
@@ -273,70 +347,190 @@ fn slots(
 struct Dispenser<'a> {
     store: Store,
     owner: String,
-    candidates: &'a [(i64, &'a TrialSpec)],
+    sweep_id: i64,
+    candidates: Vec<(i64, TrialSpec)>,
     next: usize,
+    sampler: Option<Sampler>,
+    pruner: Pruner,
+    metric: Metric,
+    /// Trials this process's slots are training now.
+    running_here: usize,
     runs_dir: &'a Path,
     taken_elsewhere: usize,
     resumed: usize,
+    promoted: usize,
     error: Option<Error>,
+    /// Names drawn trials for the progress display.
+    labels: mpsc::Sender<Message>,
 }
 
-impl<'a> Dispenser<'a> {
-    /// The next trial this process holds, with where to continue it; `None` when none is left
-    /// (or the database failed: the error is kept for the end of the run).
-    fn next(&mut self) -> Option<(i64, &'a TrialSpec, Option<ResumeState>)> {
+/// What a free slot does next.
+// Returned once per trial and unpacked at once: boxing the large variant buys nothing.
+#[allow(clippy::large_enum_variant)]
+enum Next {
+    /// Train this trial, continuing from the state when there is one.
+    Run(i64, TrialSpec, Option<ResumeState>),
+    /// Nothing now, but a running trial may yet make a paused one promotable.
+    Wait,
+    /// Nothing is left for this process.
+    Done,
+}
+
+impl Dispenser<'_> {
+    /// The next thing for a free slot: promote a paused trial that now qualifies, else take the
+    /// next unfinished trial, else draw a new one while the budget lasts. `settled` says every
+    /// event sent so far is in the database. A database failure ends the run's claiming (the
+    /// error is kept for the end of the run).
+    fn next(&mut self, settled: bool) -> Next {
         if self.error.is_some() {
-            return None;
+            return Next::Done;
         }
-        match self.claim_next() {
-            Ok(found) => found,
+        match self.claim_next(settled) {
+            Ok(Next::Run(id, trial, resume)) => {
+                self.running_here += 1;
+                Next::Run(id, trial, resume)
+            }
+            Ok(other) => other,
             Err(e) => {
                 self.error = Some(e);
-                None
+                Next::Done
             }
         }
     }
 
-    fn claim_next(&mut self) -> Result<Option<(i64, &'a TrialSpec, Option<ResumeState>)>> {
-        while let Some(&(id, trial)) = self.candidates.get(self.next) {
+    fn claim_next(&mut self, settled: bool) -> Result<Next> {
+        if self.pruner.pauses()
+            && let Some(found) = self.promote()?
+        {
+            return Ok(found);
+        }
+        while let Some((id, trial)) = self.candidates.get(self.next).cloned() {
             self.next += 1;
-            let claimed = self
-                .store
-                .claim_trial(id, &self.owner, owner::is_alive, STALE_AFTER)?;
+            let claimed =
+                self.store
+                    .claim_trial(id, &self.owner, owner::is_alive, STALE_AFTER, false)?;
             let Some(previous) = claimed else {
                 tracing::debug!(trial = id, "finished or running in another process");
                 self.taken_elsewhere += 1;
                 continue;
             };
             if previous == "pending" {
-                return Ok(Some((id, trial, None)));
+                return Ok(Next::Run(id, trial, None));
             }
             // Left by a killed process, interrupted, or failed: continue after the last epoch
             // whose files are complete, else start over.
-            let resume = match self.resume_point(id, trial) {
-                Ok(state) => {
-                    tracing::info!(trial = id, epoch = state.epoch, "resuming");
-                    self.store.rewind_trial(id)?;
-                    self.resumed += 1;
-                    Some(state)
-                }
-                Err(StartOver::Store(e)) => return Err(e),
-                Err(why) => {
-                    let recorded = self.store.epochs(id)?.len();
-                    if recorded > 0 || !matches!(why, StartOver::Files(Unresumable::NoState)) {
-                        tracing::warn!(
-                            trial = id,
-                            "starting over ({recorded} recorded epochs dropped): {why}"
-                        );
-                    }
-                    self.store.reset_trial(id)?;
-                    None
-                }
-            };
-            return Ok(Some((id, trial, resume)));
+            let resume = self.resume_or_reset(id, &trial)?;
+            return Ok(Next::Run(id, trial, resume));
         }
-        Ok(None)
+        if let Some(sampler) = &self.sampler {
+            let drawn = self.store.claim_new_trial(
+                self.sweep_id,
+                &self.owner,
+                sampler.total_trials(),
+                sampler.repeats(),
+                self.metric,
+                |draw, past| sampler.draw(draw, past),
+            )?;
+            if let Some((id, trial)) = drawn {
+                let _ = self.labels.send(Message::Label(id, trial.label()));
+                tracing::debug!(trial = id, "drawn: {}", trial.label());
+                // Its other repeats wait as pending trials of the sweep.
+                for (other, spec) in self.store.sweep_trials(self.sweep_id)? {
+                    if other.status == "pending"
+                        && other.id != id
+                        && !self.candidates.iter().any(|(c, _)| *c == other.id)
+                    {
+                        let _ = self.labels.send(Message::Label(other.id, spec.label()));
+                        self.candidates.push((other.id, spec));
+                    }
+                }
+                return Ok(Next::Run(id, trial, None));
+            }
+        }
+        if self.pruner.pauses() && (self.running_here > 0 || !settled) {
+            return Ok(Next::Wait);
+        }
+        Ok(Next::Done)
     }
+
+    /// Claims the paused trial that now qualifies best, continued from its rung.
+    fn promote(&mut self) -> Result<Option<Next>> {
+        let past = self.store.past_trials(self.sweep_id, self.metric)?;
+        let Some(id) = self.pruner.promotion(&curves(&past)) else {
+            return Ok(None);
+        };
+        let claimed =
+            self.store
+                .claim_trial(id, &self.owner, owner::is_alive, STALE_AFTER, true)?;
+        if claimed.is_none() {
+            return Ok(None);
+        }
+        let trial = past
+            .into_iter()
+            .find(|t| t.id == id)
+            .expect("the promoted trial is in the history")
+            .spec;
+        tracing::info!(trial = id, "promoted");
+        self.promoted += 1;
+        let resume = self.resume_or_reset(id, &trial)?;
+        Ok(Some(Next::Run(id, trial, resume)))
+    }
+
+    fn resume_or_reset(&mut self, id: i64, trial: &TrialSpec) -> Result<Option<ResumeState>> {
+        Ok(match self.resume_point(id, trial) {
+            Ok(state) => {
+                tracing::info!(trial = id, epoch = state.epoch, "resuming");
+                self.store.rewind_trial(id)?;
+                self.resumed += 1;
+                Some(state)
+            }
+            Err(StartOver::Store(e)) => return Err(e),
+            Err(why) => {
+                let recorded = self.store.epochs(id)?.len();
+                if recorded > 0 || !matches!(why, StartOver::Files(Unresumable::NoState)) {
+                    tracing::warn!(
+                        trial = id,
+                        "starting over ({recorded} recorded epochs dropped): {why}"
+                    );
+                }
+                self.store.reset_trial(id)?;
+                None
+            }
+        })
+    }
+
+    /// The early-stopping verdict for trial `id` of `epochs` epochs after the epochs in `curve`.
+    fn judge(&mut self, id: i64, epochs: usize, curve: &[f64]) -> Verdict {
+        match self.store.past_trials(self.sweep_id, self.metric) {
+            Ok(past) => self.pruner.judge(id, epochs, curve, &curves(&past)),
+            Err(e) => {
+                tracing::warn!(
+                    trial = id,
+                    "cannot read the sweep's history to judge it: {e}"
+                );
+                Verdict::Continue
+            }
+        }
+    }
+}
+
+fn curves(past: &[PastTrial]) -> Vec<Curve> {
+    past.iter()
+        .map(|t| Curve {
+            trial: t.id,
+            status: t.status.clone(),
+            values: t.values.clone(),
+        })
+        .collect()
+}
+
+/// The most epochs any trial of the experiment trains.
+fn most_epochs(spec: &ExperimentSpec) -> usize {
+    let epochs = &spec.grid.epochs;
+    epochs.distribution().map_or_else(
+        || epochs.values().iter().copied().max().unwrap_or(1),
+        |d| d.high as usize,
+    )
 }
 
 impl Dispenser<'_> {
@@ -417,12 +611,11 @@ struct Slot<'a> {
 impl Slot<'_> {
     fn run(
         &self,
-        id: i64,
-        trial: &TrialSpec,
-        resume: Option<ResumeState>,
+        (id, trial, resume): (i64, &TrialSpec, Option<ResumeState>),
         dataset: &Dataset,
         experiment: &Experiment,
         emit: &(dyn Fn(TrainEvent) + Sync),
+        judge: &(dyn Fn(&[f64]) -> Verdict + Sync),
     ) -> TrialEnd {
         let started = Instant::now();
         let fail = |message: String| {
@@ -449,6 +642,7 @@ impl Slot<'_> {
             metric: experiment.spec.sweep.metric,
             stop: self.stop,
             resume,
+            judge,
         };
         match std::panic::catch_unwind(AssertUnwindSafe(|| {
             compute.install(|| train::run_trial(&run, emit))
@@ -466,14 +660,24 @@ impl Slot<'_> {
     }
 }
 
+/// What the writer thread receives.
+enum Message {
+    /// A training event to persist and show.
+    Event(TrainEvent),
+    /// The label of a trial drawn after the run started, for the progress display.
+    Label(i64, String),
+}
+
 /// The single writer: persists events in arrival order, feeds the progress display and keeps
 /// the heartbeat of this process's trials fresh. After a write error it keeps draining (so
-/// workers never block) and reports the first error at the end.
+/// workers never block) and reports the first error at the end. `in_flight` counts events
+/// sent and not yet written.
 fn write_events(
     store: Store,
-    receiver: mpsc::Receiver<TrainEvent>,
+    receiver: mpsc::Receiver<Message>,
     mut progress: Progress,
     owner: &str,
+    in_flight: &AtomicUsize,
 ) -> (Store, Option<Error>, Duration) {
     let mut writing = Duration::ZERO;
     let mut first_error = None;
@@ -488,14 +692,16 @@ fn write_events(
     let mut last_beat = Instant::now();
     loop {
         match receiver.recv_timeout(Duration::from_secs(1)) {
-            Ok(event) => {
+            Ok(Message::Event(event)) => {
                 if first_error.is_none() {
                     let started = Instant::now();
                     keep(store.apply(&event), &mut first_error);
                     writing += started.elapsed();
                 }
                 progress.on_event(&event);
+                in_flight.fetch_sub(1, Ordering::SeqCst);
             }
+            Ok(Message::Label(trial, label)) => progress.name(trial, label),
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }

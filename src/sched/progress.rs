@@ -67,6 +67,20 @@ impl Progress {
         }
     }
 
+    /// Counts `trials` more trials of `epochs` epochs between them, not known when the run
+    /// started (a searching sampler draws them as slots free up).
+    pub fn expect(&mut self, trials: usize, epochs: u64) {
+        self.trials_total += trials;
+        self.overall.inc_length(epochs);
+        let total = self.trials_total;
+        self.overall.set_message(format!("0/{total} trials"));
+    }
+
+    /// Names a trial drawn after the run started.
+    pub fn name(&mut self, trial: i64, label: String) {
+        self.labels.insert(trial, label);
+    }
+
     /// Takes in one training event.
     pub fn on_event(&mut self, event: &TrainEvent) {
         match event {
@@ -137,10 +151,15 @@ impl Progress {
                     TrialEnd::Diverged { message } | TrialEnd::Failed { message } => {
                         format!("trial {trial} {}: {message} ({done}/{total})", end.status())
                     }
+                    TrialEnd::Pruned { .. } | TrialEnd::Paused { .. } => {
+                        format!("trial {trial} {} after {seconds:.1} s", end.status())
+                    }
                     TrialEnd::Interrupted => format!("trial {trial} interrupted"),
                 };
                 match end {
-                    TrialEnd::Done { .. } => self.say(line),
+                    TrialEnd::Done { .. } | TrialEnd::Pruned { .. } | TrialEnd::Paused { .. } => {
+                        self.say(line)
+                    }
                     _ => self.warn(line),
                 }
             }

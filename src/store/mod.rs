@@ -6,7 +6,8 @@ mod filter;
 pub use filter::{Bind, Filter, SortKey, field_names, parse as parse_filter, parse_sort};
 
 use crate::error::{Error, Result};
-use crate::experiment::TrialSpec;
+use crate::experiment::{Metric, TrialSpec};
+use crate::search::PastTrial;
 use crate::train::{CheckpointInfo, EpochMetrics, TrainEvent, TrialEnd};
 use serde::Serialize;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -274,30 +275,9 @@ impl Store {
             let mut stored = Vec::with_capacity(trials.len());
             for (ordinal, trial) in trials.iter().enumerate() {
                 let key = trial.key();
-                sqlx::query(
-                    "INSERT INTO trials (sweep_id, ordinal, trial_key, params_json, arch,
-                         optimizer, lr, batch_size, epochs, dropout, weight_decay, split, seed,
-                         repeat)
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                     ON CONFLICT (sweep_id, trial_key) DO UPDATE SET ordinal = excluded.ordinal",
-                )
-                .bind(sweep_id)
-                .bind(ordinal as i64)
-                .bind(&key)
-                .bind(trial.to_json().to_string())
-                .bind(trial.arch.as_str())
-                .bind(trial.optimizer.as_str())
-                .bind(trial.lr)
-                .bind(trial.batch_size as i64)
-                .bind(trial.epochs as i64)
-                .bind(trial.dropout)
-                .bind(trial.weight_decay)
-                .bind(trial.split)
-                .bind(trial.seed as i64)
-                .bind(trial.repeat as i64)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| self.err(e))?;
+                insert_trial(&mut tx, sweep_id, ordinal as i64, trial)
+                    .await
+                    .map_err(|e| self.err(e))?;
                 let row = sqlx::query(
                     "SELECT id, ordinal, status FROM trials WHERE sweep_id = ? AND trial_key = ?",
                 )
@@ -329,6 +309,7 @@ impl Store {
         owner: &str,
         holder_alive: impl Fn(&str) -> Option<bool>,
         stale_after: Duration,
+        promote: bool,
     ) -> Result<Option<String>> {
         self.runtime
             .block_on(async {
@@ -349,7 +330,9 @@ impl Store {
                         return Ok(None);
                     };
                     let free = match status.as_str() {
-                        "done" | "diverged" => false,
+                        "done" | "diverged" | "pruned" => false,
+                        // Paused trials are continued only by a promotion.
+                        "paused" => promote,
                         "running" => match holder.as_deref().map(&holder_alive) {
                             Some(Some(alive)) => !alive,
                             _ => heartbeat_age.is_none_or(|age| age > stale_after.as_secs_f64()),
@@ -375,6 +358,119 @@ impl Store {
                 claim
             })
             .map_err(|e| self.err(e))
+    }
+
+    /// Draws new trials inside one write transaction, so two processes never draw the same
+    /// number and the budget holds exactly: when the sweep has fewer than `limit` trials,
+    /// `draw(number, history)` gives the trials of draw `number` (from the sweep's trials in
+    /// draw order), which are added, the first claimed for `owner`. Returns its id and spec.
+    pub fn claim_new_trial(
+        &self,
+        sweep_id: i64,
+        owner: &str,
+        limit: usize,
+        per_draw: usize,
+        metric: Metric,
+        draw: impl FnOnce(u64, &[PastTrial]) -> Vec<TrialSpec>,
+    ) -> Result<Option<(i64, TrialSpec)>> {
+        self.runtime
+            .block_on(async {
+                let mut conn = self.pool.acquire().await?;
+                sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+                let claim = async {
+                    let count: i64 =
+                        sqlx::query_scalar("SELECT COUNT(*) FROM trials WHERE sweep_id = ?")
+                            .bind(sweep_id)
+                            .fetch_one(&mut *conn)
+                            .await?;
+                    if count as usize >= limit {
+                        return Ok(None);
+                    }
+                    let past = read_past_trials(&mut conn, sweep_id, metric).await?;
+                    let trials = draw(count as u64 / per_draw.max(1) as u64, &past);
+                    let mut first = None;
+                    for (i, trial) in trials.iter().enumerate() {
+                        let id = insert_trial(&mut conn, sweep_id, count + i as i64, trial).await?;
+                        if i == 0 {
+                            sqlx::query(&format!(
+                                "UPDATE trials SET status = 'running', owner = ?,
+                                     heartbeat_at = {NOW} WHERE id = ?"
+                            ))
+                            .bind(owner)
+                            .bind(id)
+                            .execute(&mut *conn)
+                            .await?;
+                            first = Some((id, trial.clone()));
+                        }
+                    }
+                    Ok::<_, sqlx::Error>(first)
+                }
+                .await;
+                let end = if claim.is_ok() { "COMMIT" } else { "ROLLBACK" };
+                sqlx::query(end).execute(&mut *conn).await?;
+                claim
+            })
+            .map_err(|e| self.err(e))
+    }
+
+    /// Every trial of a sweep in draw order, with its `metric` by epoch, for samplers and
+    /// pruners.
+    pub fn past_trials(&self, sweep_id: i64, metric: Metric) -> Result<Vec<PastTrial>> {
+        self.runtime
+            .block_on(async {
+                let mut conn = self.pool.acquire().await?;
+                read_past_trials(&mut conn, sweep_id, metric).await
+            })
+            .map_err(|e| self.err(e))
+    }
+
+    /// Ends the sweep's paused trials as pruned, unless a trial of it is still running (which
+    /// may yet make one of them promotable). Returns how many were pruned.
+    pub fn prune_paused(&self, sweep_id: i64) -> Result<u64> {
+        self.runtime
+            .block_on(
+                sqlx::query(
+                    "UPDATE trials SET status = 'pruned'
+                     WHERE sweep_id = ?1 AND status = 'paused' AND NOT EXISTS
+                         (SELECT 1 FROM trials WHERE sweep_id = ?1 AND status = 'running')",
+                )
+                .bind(sweep_id)
+                .execute(&self.pool),
+            )
+            .map(|r| r.rows_affected())
+            .map_err(|e| self.err(e))
+    }
+
+    /// A sweep's trials as stored: id, status and parameters, in draw order.
+    pub fn sweep_trials(&self, sweep_id: i64) -> Result<Vec<(StoredTrial, TrialSpec)>> {
+        let rows: Vec<(i64, i64, String, String, String)> = self
+            .runtime
+            .block_on(
+                sqlx::query_as(
+                    "SELECT id, ordinal, trial_key, status, params_json FROM trials
+                     WHERE sweep_id = ? ORDER BY ordinal",
+                )
+                .bind(sweep_id)
+                .fetch_all(&self.pool),
+            )
+            .map_err(|e| self.err(e))?;
+        rows.into_iter()
+            .map(|(id, ordinal, key, status, params)| {
+                let spec = serde_json::from_str(&params).map_err(|e| Error::Store {
+                    path: self.path.clone(),
+                    message: format!("trial {id} has unreadable parameters: {e}"),
+                })?;
+                Ok((
+                    StoredTrial {
+                        id,
+                        ordinal,
+                        key,
+                        status,
+                    },
+                    spec,
+                ))
+            })
+            .collect()
     }
 
     /// Marks every trial that `owner` is running as alive now.
@@ -512,6 +608,9 @@ impl Store {
                             ),
                             TrialEnd::Diverged { message } | TrialEnd::Failed { message } => {
                                 (Some(message.clone()), None, None, None)
+                            }
+                            TrialEnd::Pruned { best_epoch } | TrialEnd::Paused { best_epoch } => {
+                                (None, Some(*best_epoch as i64), None, None)
                             }
                             TrialEnd::Interrupted => (None, None, None, None),
                         };
@@ -753,6 +852,84 @@ impl Store {
     }
 }
 
+/// Adds a trial to a sweep (or, when the sweep holds its key, moves it to `ordinal`); returns
+/// its id.
+async fn insert_trial(
+    conn: &mut sqlx::SqliteConnection,
+    sweep_id: i64,
+    ordinal: i64,
+    trial: &TrialSpec,
+) -> std::result::Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO trials (sweep_id, ordinal, trial_key, params_json, arch,
+             optimizer, lr, batch_size, epochs, dropout, weight_decay, split, seed,
+             repeat)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (sweep_id, trial_key) DO UPDATE SET ordinal = excluded.ordinal
+         RETURNING id",
+    )
+    .bind(sweep_id)
+    .bind(ordinal)
+    .bind(trial.key())
+    .bind(trial.to_json().to_string())
+    .bind(trial.arch.as_str())
+    .bind(trial.optimizer.as_str())
+    .bind(trial.lr)
+    .bind(trial.batch_size as i64)
+    .bind(trial.epochs as i64)
+    .bind(trial.dropout)
+    .bind(trial.weight_decay)
+    .bind(trial.split)
+    .bind(trial.seed as i64)
+    .bind(trial.repeat as i64)
+    .fetch_one(&mut *conn)
+    .await
+}
+
+/// Every trial of a sweep with its metric by epoch, in draw order.
+async fn read_past_trials(
+    conn: &mut sqlx::SqliteConnection,
+    sweep_id: i64,
+    metric: Metric,
+) -> std::result::Result<Vec<PastTrial>, sqlx::Error> {
+    let (best, value) = match metric {
+        Metric::ValAcc => ("best_val_acc", "val_acc"),
+        Metric::ValLoss => ("best_val_loss", "val_loss"),
+    };
+    let trials: Vec<(i64, String, String, Option<f64>)> = sqlx::query_as(&format!(
+        "SELECT id, status, params_json, {best} FROM trials WHERE sweep_id = ? ORDER BY ordinal"
+    ))
+    .bind(sweep_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let epochs: Vec<(i64, i64, Option<f64>)> = sqlx::query_as(&format!(
+        "SELECT e.trial_id, e.epoch, e.{value} FROM epochs e JOIN trials t ON t.id = e.trial_id
+         WHERE t.sweep_id = ? ORDER BY e.trial_id, e.epoch"
+    ))
+    .bind(sweep_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut curves: std::collections::HashMap<i64, Vec<Option<f64>>> = Default::default();
+    for (trial, epoch, v) in epochs {
+        let curve = curves.entry(trial).or_default();
+        if curve.len() + 1 == epoch as usize {
+            curve.push(v);
+        }
+    }
+    Ok(trials
+        .into_iter()
+        .filter_map(|(id, status, params, best)| {
+            Some(PastTrial {
+                id,
+                spec: serde_json::from_str(&params).ok()?,
+                status,
+                best,
+                values: curves.remove(&id).unwrap_or_default(),
+            })
+        })
+        .collect())
+}
+
 /// Writes one epoch's row and the trial's running figures.
 async fn record_epoch(
     tx: &mut sqlx::SqliteConnection,
@@ -827,4 +1004,66 @@ async fn record_checkpoint(
 /// SQLite stores NaN as NULL anyway; make that explicit.
 fn finite(value: f64) -> Option<f64> {
     value.is_finite().then_some(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database made by the migrations before `pruned`/`paused`, with a trial and its
+    /// children, keeps every row when opened by this version, and takes the new statuses.
+    #[test]
+    fn the_status_migration_keeps_every_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let options = SqliteConnectOptions::from_str("sqlite:")
+                .unwrap()
+                .filename(&path)
+                .create_if_missing(true)
+                .foreign_keys(true);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(options)
+                .await
+                .unwrap();
+            let mut old = sqlx::migrate!("./migrations");
+            old.migrations = std::borrow::Cow::Owned(old.migrations[..3].to_vec());
+            old.run(&pool).await.unwrap();
+            for sql in [
+                "INSERT INTO sweeps VALUES (1, 's', '{}', 'h', NULL, '0', '0', 't', NULL, NULL)",
+                "INSERT INTO trials (id, sweep_id, ordinal, trial_key, params_json, arch,
+                     optimizer, lr, batch_size, epochs, dropout, weight_decay, split, seed,
+                     repeat, status, owner)
+                 VALUES (7, 1, 0, 'k', '{}', 'mlp', 'adam', 0.1, 8, 2, 0, 0, 0.9, 0, 0, 'done',
+                     'me')",
+                "INSERT INTO epochs VALUES (7, 1, 0.5, 0.6, 0.7, 0.8, 1.5, 't', 1.25)",
+                "INSERT INTO checkpoints VALUES (7, 'best', 1, 'p', 10, 'abc', 't')",
+                "INSERT INTO class_metrics VALUES (7, 3, 4, 5, 0.8)",
+                "INSERT INTO confusion VALUES (7, 1, 2, 3)",
+            ] {
+                sqlx::query(sql).execute(&pool).await.unwrap();
+            }
+            pool.close().await;
+        });
+
+        let store = Store::open_existing(&path).unwrap();
+        let epochs = store.epochs(7).unwrap();
+        assert_eq!(epochs.len(), 1);
+        assert_eq!(epochs[0].train_seconds, Some(1.25));
+        assert_eq!(store.checkpoints(7).unwrap()[0].sha256, "abc");
+        assert_eq!(store.confusion(7).unwrap(), vec![(1, 2, 3)]);
+        store
+            .execute("UPDATE trials SET status = 'paused' WHERE id = ?", 7)
+            .unwrap();
+        assert_eq!(store.trial(7).unwrap().unwrap().status, "paused");
+        // Children still belong to the trial: deleting it cascades.
+        store.execute("DELETE FROM trials WHERE id = ?", 7).unwrap();
+        assert!(store.epochs(7).unwrap().is_empty());
+        assert!(store.confusion(7).unwrap().is_empty());
+    }
 }

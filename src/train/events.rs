@@ -73,6 +73,16 @@ pub enum TrialEnd {
         /// Where it happened.
         message: String,
     },
+    /// Stopped for good by early stopping, after its files for that epoch were committed.
+    Pruned {
+        /// Epoch with the best validation metric so far.
+        best_epoch: usize,
+    },
+    /// Stopped at a rung by early stopping, its files kept so it can be promoted and continued.
+    Paused {
+        /// Epoch with the best validation metric so far.
+        best_epoch: usize,
+    },
     /// Stopped on request before it finished.
     Interrupted,
     /// An error or panic ended it.
@@ -88,6 +98,8 @@ impl TrialEnd {
         match self {
             TrialEnd::Done { .. } => "done",
             TrialEnd::Diverged { .. } => "diverged",
+            TrialEnd::Pruned { .. } => "pruned",
+            TrialEnd::Paused { .. } => "paused",
             TrialEnd::Interrupted => "interrupted",
             TrialEnd::Failed { .. } => "failed",
         }

@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::experiment::{Metric, TrialSpec};
 use crate::model::Net;
 use crate::rng::{Rng, Stream};
+use crate::search::Verdict;
 use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
@@ -49,8 +50,11 @@ pub struct TrialRun<'a> {
     pub metric: Metric,
     /// Set when the run should stop early.
     pub stop: &'a AtomicBool,
-    /// Where to continue from, when an earlier run of this trial was cut off.
+    /// Where to continue from, when an earlier run of this trial was cut off or paused.
     pub resume: Option<ResumeState>,
+    /// Asked after every committed epoch, with the metric of every epoch so far, whether the
+    /// trial goes on (early stopping).
+    pub judge: &'a (dyn Fn(&[f64]) -> Verdict + Sync),
 }
 
 /// Trains the trial to its end, sending events to `emit`; the last event is always `Finished`.
@@ -257,6 +261,20 @@ fn train(run: &TrialRun, emit: &(dyn Fn(TrainEvent) + Sync)) -> Result<TrialEnd>
                 .cloned()
                 .collect(),
         });
+        let curve: Vec<f64> = state
+            .history
+            .iter()
+            .map(|m| match run.metric {
+                Metric::ValAcc => m.val_acc,
+                Metric::ValLoss => m.val_loss,
+            })
+            .collect();
+        let best_epoch = state.best.map_or(epoch, |b| b.1);
+        match (run.judge)(&curve) {
+            Verdict::Continue => {}
+            Verdict::Prune => return Ok(TrialEnd::Pruned { best_epoch }),
+            Verdict::Pause => return Ok(TrialEnd::Paused { best_epoch }),
+        }
     }
     let all_test: Vec<u32> = (0..data.test.len() as u32).collect();
     let test = (!all_test.is_empty()).then(|| {

@@ -1,0 +1,285 @@
+//! Early stopping: decides from the per-epoch validation values of the sweep's trials whether a
+//! trial goes on, and which paused trial a free slot should continue first.
+
+use crate::experiment::{Metric, PruneMethod, PruneSection};
+
+/// One trial's validation metric by epoch, as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Curve {
+    /// Database id.
+    pub trial: i64,
+    /// Its status (`done`, `pruned`, `paused`, `running`, ...).
+    pub status: String,
+    /// The metric after epoch 1, 2, ... (`None` where it was not finite).
+    pub values: Vec<Option<f64>>,
+}
+
+/// What a trial does after an epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Train the next epoch.
+    Continue,
+    /// Stop for good.
+    Prune,
+    /// Stop at this rung, keeping the files to be promoted later.
+    Pause,
+}
+
+/// An early-stopping rule with its settings.
+#[derive(Debug, Clone)]
+pub struct Pruner {
+    settings: PruneSection,
+    metric: Metric,
+}
+
+impl Pruner {
+    /// The rule `settings` describes, judging `metric`.
+    pub fn new(settings: &PruneSection, metric: Metric) -> Self {
+        Pruner {
+            settings: settings.clone(),
+            metric,
+        }
+    }
+
+    /// Whether this rule ever stops trials.
+    pub fn is_active(&self) -> bool {
+        self.settings.method != PruneMethod::None
+    }
+
+    /// Whether trials may be paused (and so free slots should look for promotions).
+    pub fn pauses(&self) -> bool {
+        self.settings.method == PruneMethod::Asha
+    }
+
+    fn better(&self, a: f64, b: f64) -> bool {
+        match self.metric {
+            Metric::ValAcc => a > b,
+            Metric::ValLoss => a < b,
+        }
+    }
+
+    /// The verdict for a trial of `epochs` epochs after `own.len()` of them, whose values are
+    /// `own`, given the other trials' curves.
+    pub fn judge(&self, trial: i64, epochs: usize, own: &[f64], curves: &[Curve]) -> Verdict {
+        let epoch = own.len();
+        if epoch == 0 || epoch >= epochs {
+            return Verdict::Continue;
+        }
+        let others = curves.iter().filter(|c| c.trial != trial);
+        match self.settings.method {
+            PruneMethod::None => Verdict::Continue,
+            PruneMethod::Median => self.median(epoch, own, others),
+            PruneMethod::Asha => {
+                if !self.is_rung(epoch) {
+                    return Verdict::Continue;
+                }
+                let value = own[epoch - 1];
+                if self.qualifies(value, epoch, others) {
+                    Verdict::Continue
+                } else {
+                    Verdict::Pause
+                }
+            }
+        }
+    }
+
+    /// Optuna's MedianPruner: once `startup_trials` have finished and the trial has trained
+    /// `min_epochs`, stop it when its best value so far is worse than the median of the
+    /// finished trials' values at this epoch.
+    fn median<'a>(
+        &self,
+        epoch: usize,
+        own: &[f64],
+        others: impl Iterator<Item = &'a Curve>,
+    ) -> Verdict {
+        if epoch < self.settings.min_epochs {
+            return Verdict::Continue;
+        }
+        let finished: Vec<&Curve> = others.filter(|c| c.status == "done").collect();
+        if finished.is_empty() || finished.len() < self.settings.startup_trials {
+            return Verdict::Continue;
+        }
+        let best = own.iter().copied().fold(f64::NAN, |best, x| {
+            if best.is_nan() || self.better(x, best) {
+                x
+            } else {
+                best
+            }
+        });
+        if best.is_nan() {
+            return Verdict::Prune;
+        }
+        let mut at_epoch: Vec<f64> = finished
+            .iter()
+            .filter_map(|c| c.values.get(epoch - 1).copied().flatten())
+            .collect();
+        if at_epoch.is_empty() {
+            return Verdict::Continue;
+        }
+        let median = percentile_50(&mut at_epoch);
+        if self.better(median, best) {
+            Verdict::Prune
+        } else {
+            Verdict::Continue
+        }
+    }
+
+    /// ASHA's rungs: `min_epochs * reduction_factor^k`.
+    fn is_rung(&self, epoch: usize) -> bool {
+        let mut rung = self.settings.min_epochs.max(1);
+        while rung < epoch {
+            rung = rung.saturating_mul(self.settings.reduction_factor.max(2));
+        }
+        rung == epoch
+    }
+
+    /// Whether `value` at rung `epoch` is in the top 1/reduction_factor of every value recorded
+    /// at that rung (itself included; with fewer than reduction_factor values, only the best
+    /// qualifies, as in Optuna's successive halving).
+    fn qualifies<'a>(
+        &self,
+        value: f64,
+        epoch: usize,
+        others: impl Iterator<Item = &'a Curve>,
+    ) -> bool {
+        if value.is_nan() {
+            return false;
+        }
+        let competitors: Vec<f64> = others
+            .filter_map(|c| c.values.get(epoch - 1).copied().flatten())
+            .collect();
+        let n = competitors.len() + 1;
+        let top = (n / self.settings.reduction_factor.max(2)).max(1);
+        let ahead = competitors
+            .iter()
+            .filter(|&&x| self.better(x, value))
+            .count();
+        ahead < top
+    }
+
+    /// The paused trial a free slot should continue now: of those that now qualify at their
+    /// rung, the one at the highest rung, then with the best value.
+    pub fn promotion(&self, curves: &[Curve]) -> Option<i64> {
+        if !self.pauses() {
+            return None;
+        }
+        curves
+            .iter()
+            .filter(|c| c.status == "paused" && !c.values.is_empty())
+            .filter_map(|c| {
+                let epoch = c.values.len();
+                let value = c.values[epoch - 1]?;
+                let others = curves.iter().filter(|o| o.trial != c.trial);
+                self.qualifies(value, epoch, others)
+                    .then_some((epoch, value, c.trial))
+            })
+            .max_by(|a, b| {
+                a.0.cmp(&b.0).then(if self.better(a.1, b.1) {
+                    std::cmp::Ordering::Greater
+                } else if self.better(b.1, a.1) {
+                    std::cmp::Ordering::Less
+                } else {
+                    b.2.cmp(&a.2)
+                })
+            })
+            .map(|(_, _, trial)| trial)
+    }
+}
+
+/// The median as numpy's percentile computes it (linear interpolation).
+fn percentile_50(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        0.5 * (values[n / 2 - 1] + values[n / 2])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn curve(trial: i64, status: &str, values: &[f64]) -> Curve {
+        Curve {
+            trial,
+            status: status.into(),
+            values: values.iter().map(|&v| Some(v)).collect(),
+        }
+    }
+
+    fn settings(method: PruneMethod, min_epochs: usize, startup: usize) -> PruneSection {
+        PruneSection {
+            method,
+            min_epochs,
+            reduction_factor: 3,
+            startup_trials: startup,
+        }
+    }
+
+    #[test]
+    fn median_prunes_below_the_median_of_finished_trials_at_the_same_epoch() {
+        let pruner = Pruner::new(&settings(PruneMethod::Median, 2, 3), Metric::ValAcc);
+        // Finished trials at epoch 2: 0.60, 0.70, 0.80, 0.90 -> median 0.75.
+        let mut history = vec![
+            curve(1, "done", &[0.5, 0.60, 0.7]),
+            curve(2, "done", &[0.5, 0.70, 0.7]),
+            curve(3, "done", &[0.5, 0.80, 0.9]),
+            curve(4, "done", &[0.5, 0.90, 0.9]),
+            // Running and pruned trials do not count.
+            curve(5, "running", &[0.1, 0.1]),
+            curve(6, "pruned", &[0.1, 0.1]),
+        ];
+        // Best so far 0.74 < 0.75: pruned. Best so far 0.76 (from epoch 1): kept.
+        assert_eq!(pruner.judge(9, 5, &[0.3, 0.74], &history), Verdict::Prune);
+        assert_eq!(
+            pruner.judge(9, 5, &[0.76, 0.5], &history),
+            Verdict::Continue
+        );
+        // Before min_epochs: never.
+        assert_eq!(pruner.judge(9, 5, &[0.0], &history), Verdict::Continue);
+        // Fewer finished trials than startup_trials: never.
+        history.truncate(2);
+        assert_eq!(pruner.judge(9, 5, &[0.3, 0.1], &history), Verdict::Continue);
+        // Minimising a loss: worse is higher.
+        let loss = Pruner::new(&settings(PruneMethod::Median, 1, 1), Metric::ValLoss);
+        let history = vec![curve(1, "done", &[1.0]), curve(2, "done", &[2.0])];
+        assert_eq!(loss.judge(9, 3, &[1.6], &history), Verdict::Prune);
+        assert_eq!(loss.judge(9, 3, &[1.4], &history), Verdict::Continue);
+    }
+
+    #[test]
+    fn asha_pauses_outside_the_top_third_at_rungs_and_promotes_when_qualified() {
+        let pruner = Pruner::new(&settings(PruneMethod::Asha, 1, 0), Metric::ValAcc);
+        // Rungs at 1, 3, 9.
+        assert!(pruner.is_rung(1) && pruner.is_rung(3) && pruner.is_rung(9));
+        assert!(!pruner.is_rung(2) && !pruner.is_rung(4));
+        // Alone at a rung: the best of one goes on.
+        assert_eq!(pruner.judge(1, 9, &[0.5], &[]), Verdict::Continue);
+        let history = vec![curve(1, "running", &[0.5]), curve(2, "paused", &[0.4])];
+        // Third at rung 1 with 0.45: top 1 of 3 is 0.5 -> paused.
+        assert_eq!(pruner.judge(3, 9, &[0.45], &history), Verdict::Pause);
+        // Not at a rung: go on.
+        assert_eq!(
+            pruner.judge(3, 9, &[0.45, 0.1], &history),
+            Verdict::Continue
+        );
+        // The last epoch is never a pause.
+        assert_eq!(pruner.judge(3, 1, &[0.1], &history), Verdict::Continue);
+        // Nothing paused qualifies yet (trial 1 holds the single top place).
+        assert_eq!(pruner.promotion(&history), None);
+        // Six values at rung 1 -> top 2: the paused 0.4 is second now and is promoted.
+        let mut more = history.clone();
+        more.extend([
+            curve(3, "paused", &[0.3]),
+            curve(4, "paused", &[0.2]),
+            curve(5, "paused", &[0.1]),
+            curve(6, "paused", &[0.05]),
+        ]);
+        assert_eq!(pruner.promotion(&more), Some(2));
+        // A qualifying trial at a higher rung goes first.
+        more.push(curve(7, "paused", &[0.9, 0.9, 0.9]));
+        assert_eq!(pruner.promotion(&more), Some(7));
+    }
+}
