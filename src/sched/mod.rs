@@ -250,7 +250,7 @@ pub fn run_sweep(experiment: &Experiment, options: &RunOptions) -> Result<RunSum
                         let (id, trial, resume) = match next {
                             Next::Run(id, trial, resume) => (id, trial, resume),
                             Next::Wait => {
-                                std::thread::sleep(Duration::from_millis(100));
+                                std::thread::sleep(Duration::from_millis(20));
                                 continue;
                             }
                             Next::Done => break,
@@ -399,6 +399,11 @@ impl Dispenser<'_> {
     }
 
     fn claim_next(&mut self, settled: bool) -> Result<Next> {
+        // Samplers and promotions decide from the history: let it include every event this
+        // process has sent (with one slot, that makes a search reproducible).
+        if (self.sampler.is_some() || self.pruner.pauses()) && !settled {
+            return Ok(Next::Wait);
+        }
         if self.pruner.pauses()
             && let Some(found) = self.promote()?
         {
