@@ -303,3 +303,26 @@ fn a_search_killed_midway_ends_with_exactly_its_budget() {
         assert_eq!(now["lr"], old["lr"]);
     }
 }
+
+#[test]
+fn each_drawn_configuration_runs_once_per_repeat() {
+    let ws = Workspace::new();
+    let file = ws.experiment(
+        "s.toml",
+        &search("random", 3, "").replace("jobs = 1", "jobs = 1\nrepeats = 2"),
+    );
+    let out = ws.run(&file, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let trials = ws.ls_json();
+    assert_eq!(trials.len(), 6, "3 configurations x 2 repeats");
+    assert!(trials.iter().all(|t| t["status"] == "done"));
+    for draw in 0..3 {
+        let mut of_draw: Vec<&serde_json::Value> =
+            trials.iter().filter(|t| t["draw"] == draw).collect();
+        assert_eq!(of_draw.len(), 2, "draw {draw}");
+        of_draw.sort_by_key(|t| t["seed"].as_i64());
+        assert_eq!(of_draw[0]["lr"], of_draw[1]["lr"], "same configuration");
+        assert_eq!(of_draw[0]["seed"], 5);
+        assert_eq!(of_draw[1]["seed"], 6);
+    }
+}

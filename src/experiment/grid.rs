@@ -73,6 +73,20 @@ impl TrialSpec {
         serde_json::to_value(self).expect("a trial spec always serialises")
     }
 
+    /// The values of its configuration's axes.
+    pub fn axis_values(&self) -> AxisValues {
+        AxisValues {
+            arch: self.arch,
+            optimizer: self.optimizer,
+            lr: self.lr,
+            batch_size: self.batch_size,
+            epochs: self.epochs,
+            dropout: self.dropout,
+            weight_decay: self.weight_decay,
+            split: self.split,
+        }
+    }
+
     /// A one-line description of the main parameters, for progress output.
     pub fn label(&self) -> String {
         format!(

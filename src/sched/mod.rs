@@ -440,7 +440,12 @@ impl Dispenser<'_> {
                 let _ = self.labels.send(Message::Label(id, trial.label()));
                 tracing::debug!(trial = id, "drawn: {}", trial.label());
                 // Its other repeats wait as pending trials of the sweep.
-                for (other, spec) in self.store.sweep_trials(self.sweep_id)? {
+                let repeats = if sampler.repeats() > 1 {
+                    self.store.sweep_trials(self.sweep_id)?
+                } else {
+                    Vec::new()
+                };
+                for (other, spec) in repeats {
                     if other.status == "pending"
                         && other.id != id
                         && !self.candidates.iter().any(|(c, _)| *c == other.id)

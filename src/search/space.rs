@@ -145,20 +145,7 @@ impl Space {
                 }
             })
             .collect::<Option<Point>>()
-            .filter(|point| self.values(point) == values_of(trial))
-    }
-}
-
-fn values_of(trial: &TrialSpec) -> AxisValues {
-    AxisValues {
-        arch: trial.arch,
-        optimizer: trial.optimizer,
-        lr: trial.lr,
-        batch_size: trial.batch_size,
-        epochs: trial.epochs,
-        dropout: trial.dropout,
-        weight_decay: trial.weight_decay,
-        split: trial.split,
+            .filter(|point| self.values(point) == trial.axis_values())
     }
 }
 
