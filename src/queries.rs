@@ -3,8 +3,9 @@
 use crate::cli::{BestArgs, CompareArgs, ExportArgs, LsArgs, PredictArgs, ReportArgs, ShowArgs};
 use std::collections::HashMap;
 use std::io::Write;
-use sweep::experiment::TrialSpec;
+use sweep::experiment::{Experiment, TrialSpec};
 use sweep::report::{self, Format, ReportInput, Rows, TrialDetail};
+use sweep::search::Sampler;
 use sweep::store::{Store, TrialListing, TrialQuery, parse_filter, parse_sort};
 use sweep::{Error, Result};
 
@@ -249,6 +250,34 @@ pub fn predict(args: PredictArgs) -> Result<i32> {
     Ok(0)
 }
 
+/// A searched sweep's history for its report; `None` for a grid.
+fn search_history(store: &Store, sweep: &str) -> Result<Option<report::SearchInput>> {
+    let (Some((spec_json, source)), Some(sweep_id)) =
+        (store.sweep_spec(sweep)?, store.sweep_id(sweep)?)
+    else {
+        return Ok(None);
+    };
+    let experiment = Experiment::from_stored(sweep, source.as_ref(), &spec_json)?;
+    let Some(sampler) = Sampler::new(&experiment.spec) else {
+        return Ok(None);
+    };
+    let spec = &experiment.spec;
+    let metric = spec.sweep.metric;
+    Ok(Some(report::SearchInput {
+        space: sampler.space().clone(),
+        metric,
+        method: format!(
+            "Sampler `{}` with a budget of {} configurations x {} repeats; early stopping `{}`",
+            spec.sweep.sampler.as_str(),
+            spec.sweep.trials.unwrap_or(0),
+            spec.sweep.repeats,
+            spec.prune.method.as_str()
+        ),
+        trials: store.past_trials(sweep_id, metric)?,
+        result_s: store.result_times(sweep_id)?,
+    }))
+}
+
 /// `sweep report`.
 pub fn report(args: ReportArgs) -> Result<i32> {
     check_metric(&args.metric)?;
@@ -277,6 +306,7 @@ pub fn report(args: ReportArgs) -> Result<i32> {
         Some(name) => Some((name.clone(), store.list_trials(Some(name))?)),
         None => None,
     };
+    let search = search_history(&store, &args.sweep)?;
     let input = ReportInput {
         sweep: args.sweep.clone(),
         trials,
@@ -285,6 +315,7 @@ pub fn report(args: ReportArgs) -> Result<i32> {
         metric: args.metric.clone(),
         top: args.top.max(1),
         baseline,
+        search,
     };
     let figures = report::write_report(&input, &args.output)?;
     eprintln!(

@@ -330,6 +330,10 @@ fn report_writes_markdown_with_svg_figures_and_a_baseline() {
         assert!(text.contains(needle), "{needle} missing:\n{text}");
     }
     assert!(
+        !text.contains("## Search"),
+        "a grid has no search section:\n{text}"
+    );
+    assert!(
         text.contains("Most confused pairs")
             || text.contains("every test image was classified correctly"),
         "{text}"

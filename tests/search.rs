@@ -326,3 +326,96 @@ fn each_drawn_configuration_runs_once_per_repeat() {
         assert_eq!(of_draw[1]["seed"], 6);
     }
 }
+
+#[test]
+fn a_searched_sweeps_report_draws_its_history_and_ranks_its_parameters() {
+    let ws = Workspace::new();
+    let asha = "[prune]\nmethod = \"asha\"\nmin_epochs = 1\nreduction_factor = 3\n";
+    let file = ws.experiment(
+        "s.toml",
+        &search("random", 12, asha).replace("epochs = 2", "epochs = 3"),
+    );
+    let out = ws.run(&file, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report = ws.path("out/r.md");
+    let db = ws.db();
+    let out = ws.sweep(&[
+        "report",
+        "search",
+        "-o",
+        report.to_str().unwrap(),
+        "--db",
+        db.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = std::fs::read_to_string(&report).unwrap();
+
+    let trials = ws.ls_json();
+    let with = |status: &str| trials.iter().filter(|t| t["status"] == status).count();
+    let (done, pruned) = (with("done"), with("pruned"));
+    assert_eq!(done + pruned, 12, "{trials:?}");
+    assert!(pruned > 0 && done > 0, "{trials:?}");
+    assert!(
+        text.contains(&format!(
+            "12 trials drawn: {done} trained every epoch, {pruned} pruned, 0 paused"
+        )),
+        "{text}"
+    );
+    // The first trial in draw order with the highest value.
+    let value = |t: &serde_json::Value| t["best_val_acc"].as_f64().unwrap();
+    let mut finished: Vec<&serde_json::Value> =
+        trials.iter().filter(|t| t["status"] == "done").collect();
+    finished.sort_by_key(|t| t["id"].as_i64());
+    let top = finished.iter().map(|t| value(t)).fold(f64::MIN, f64::max);
+    let best = finished.iter().find(|t| value(t) == top).unwrap();
+    assert!(
+        text.contains(&format!(
+            "The best, {:.4}, came from trial #{}",
+            best["best_val_acc"].as_f64().unwrap(),
+            best["id"]
+        )),
+        "{text}"
+    );
+
+    // Done trials are circles: in both history panels, at the end of their curve, and once in
+    // each numeric parameter's panel (lr, batch_size, dropout; optimizer is not numeric).
+    let svg = |name: &str| std::fs::read_to_string(ws.path(&format!("out/r-{name}.svg"))).unwrap();
+    let circles = |name: &str| svg(name).matches("<circle").count();
+    assert_eq!(circles("history"), 2 * done);
+    assert_eq!(circles("intermediate"), done);
+    assert_eq!(circles("params"), 3 * done);
+    let params = svg("params");
+    assert!(params.contains("lr (log)") && params.contains("batch_size (log)"));
+    assert!(params.contains("\ndropout\n"), "dropout has a linear axis");
+    for figure in ["history", "intermediate", "params"] {
+        assert!(text.contains(&format!("(r-{figure}.svg)")), "{text}");
+    }
+
+    // One importance row per searched parameter, shares adding up to about 100%.
+    let table = &text[text.find("### Parameter importance").unwrap()..];
+    let table = &table[..table.find("\n## ").unwrap_or(table.len())];
+    let rows: Vec<&str> = table
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| parameter") && !l.starts_with("| ---"))
+        .collect();
+    let share: f64 = rows
+        .iter()
+        .map(|r| r.trim_end_matches(" |").rsplit(" | ").next().unwrap())
+        .map(|s| s.trim_end_matches('%').parse::<f64>().unwrap_or(0.0))
+        .sum();
+    assert!((share - 100.0).abs() <= 2.0, "{table}");
+    let mut names: Vec<&str> = rows
+        .iter()
+        .map(|r| r.split(" | ").next().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["| batch_size", "| dropout", "| lr", "| optimizer"],
+        "{table}"
+    );
+    assert!(
+        table.contains("the 12 trials that reached epoch 1"),
+        "{table}"
+    );
+}

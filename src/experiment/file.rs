@@ -132,6 +132,17 @@ pub enum PruneMethod {
     Asha,
 }
 
+impl PruneMethod {
+    /// The name in experiment files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PruneMethod::None => "none",
+            PruneMethod::Median => "median",
+            PruneMethod::Asha => "asha",
+        }
+    }
+}
+
 /// A device named in `[sweep] devices` or `--devices`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]

@@ -5,11 +5,14 @@ mod csv;
 mod json;
 mod markdown;
 mod plot;
+mod search_plot;
+mod search_report;
 mod sweep_report;
 mod table;
 mod trial;
 
 pub use json::{listings_json, trials_json};
+pub use search_report::SearchInput;
 pub use sweep_report::{ReportInput, best_per_group, higher_is_better, ranked, write_report};
 pub use table::{listings_table, trials_table};
 pub use trial::{TrialDetail, compare, show};

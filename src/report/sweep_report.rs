@@ -1,6 +1,7 @@
 //! `sweep report`: a markdown report of one sweep, with learning-curve SVGs beside it.
 
 use super::plot::{Curve, learning_curves};
+use super::search_report::{SearchInput, search_section};
 use super::table::{listing_rows, opt};
 use super::trial::{TrialDetail, class_name, class_rows, confusion_rows};
 use super::{Format, Rows, numeric_field, text_field};
@@ -26,6 +27,8 @@ pub struct ReportInput {
     pub top: usize,
     /// Another sweep to compare against: its name and trials.
     pub baseline: Option<(String, Vec<TrialListing>)>,
+    /// The history of a searched sweep (random or TPE); `None` for a grid.
+    pub search: Option<SearchInput>,
 }
 
 /// Whether larger values of `metric` are better.
@@ -123,6 +126,8 @@ pub fn write_report(input: &ReportInput, out: &Path) -> Result<Vec<PathBuf>> {
             "done",
             "diverged",
             "failed",
+            "pruned",
+            "paused",
             "unfinished",
             "training time",
             "mean per trial",
@@ -135,7 +140,14 @@ pub fn write_report(input: &ReportInput, out: &Path) -> Result<Vec<PathBuf>> {
             count("done").to_string(),
             count("diverged").to_string(),
             count("failed").to_string(),
-            (input.trials.len() - count("done") - count("diverged") - count("failed")).to_string(),
+            count("pruned").to_string(),
+            count("paused").to_string(),
+            (input.trials.len()
+                - ["done", "diverged", "failed", "pruned", "paused"]
+                    .map(count)
+                    .iter()
+                    .sum::<usize>())
+            .to_string(),
             format!("{total_s:.1} s"),
             opt(
                 (!durations.is_empty()).then(|| total_s / durations.len() as f64),
@@ -265,6 +277,12 @@ pub fn write_report(input: &ReportInput, out: &Path) -> Result<Vec<PathBuf>> {
             let _ = writeln!(md, "![{name} per epoch]({file})\n");
             figures.push(path);
         }
+    }
+
+    if let Some(search) = &input.search {
+        let (section, search_figures) = search_section(search, dir, &stem)?;
+        md.push_str(&section);
+        figures.extend(search_figures);
     }
 
     // The best trial in detail.

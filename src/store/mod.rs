@@ -12,6 +12,7 @@ use crate::train::{CheckpointInfo, EpochMetrics, TrainEvent, TrialEnd};
 use serde::Serialize;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -776,6 +777,38 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
+    /// A sweep's id by name.
+    pub fn sweep_id(&self, name: &str) -> Result<Option<i64>> {
+        self.runtime
+            .block_on(
+                sqlx::query_scalar("SELECT id FROM sweeps WHERE name = ?")
+                    .bind(name)
+                    .fetch_optional(&self.pool),
+            )
+            .map_err(|e| self.err(e))
+    }
+
+    /// When each trial of a sweep recorded its latest epoch, in seconds after the sweep's
+    /// first epoch began (the clock of an optimisation history), by trial id.
+    pub fn result_times(&self, sweep_id: i64) -> Result<HashMap<i64, f64>> {
+        let rows: Vec<(i64, f64)> = self
+            .runtime
+            .block_on(
+                sqlx::query_as(
+                    "WITH sweep_epochs AS (
+                         SELECT e.trial_id, julianday(e.recorded_at) * 86400.0 AS at, e.seconds
+                         FROM epochs e JOIN trials t ON t.id = e.trial_id
+                         WHERE t.sweep_id = ?)
+                     SELECT trial_id, MAX(at) - (SELECT MIN(at - seconds) FROM sweep_epochs)
+                     FROM sweep_epochs GROUP BY trial_id",
+                )
+                .bind(sweep_id)
+                .fetch_all(&self.pool),
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(rows.into_iter().collect())
+    }
+
     /// Names of the stored sweeps, oldest first.
     pub fn sweep_names(&self) -> Result<Vec<String>> {
         self.runtime
@@ -909,7 +942,7 @@ async fn read_past_trials(
     .bind(sweep_id)
     .fetch_all(&mut *conn)
     .await?;
-    let mut curves: std::collections::HashMap<i64, Vec<Option<f64>>> = Default::default();
+    let mut curves: HashMap<i64, Vec<Option<f64>>> = Default::default();
     for (trial, epoch, v) in epochs {
         let curve = curves.entry(trial).or_default();
         if curve.len() + 1 == epoch as usize {
