@@ -312,6 +312,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn split_is_the_same_in_every_version() {
+        // Stored trials, resumes and benches/optuna_search.py (which re-implements it to give
+        // Optuna the same validation images) all depend on these exact indices.
+        let a = Split::new(12, 0.75, 1).unwrap();
+        assert_eq!(a.train, [6, 8, 2, 11, 10, 5, 0, 7, 1]);
+        assert_eq!(a.val, [4, 3, 9]);
+        assert_eq!(Split::new(12, 0.75, 7).unwrap().val, [4, 10, 5]);
+    }
+
+    #[test]
     fn split_is_seeded_disjoint_and_complete() {
         let a = Split::new(100, 0.8, 1).unwrap();
         let b = Split::new(100, 0.8, 1).unwrap();

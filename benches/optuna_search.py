@@ -1,0 +1,127 @@
+"""The search of experiments/search.toml run by Optuna in one Python process: TPESampler with
+SuccessiveHalvingPruner (rungs at 1, 3, 9 epochs, reduction factor 3), SQLite storage,
+n_jobs=2, one torch thread per job. Training is torch_ref.py's (same models, same loop). Each
+trial reports its validation accuracy after every epoch and returns the best one, which is what
+sweep's TPE optimises; a trial that trains every epoch is then tested on the 10,000 test
+images. Its training and validation images are the ones sweep uses with the same seed. Prints
+one JSON line: wall seconds and, per trial, its state, value, test accuracy
+and when it finished (seconds after the process started)."""
+import argparse, json, os, sys, time
+
+T0 = time.perf_counter()
+
+import optuna  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+p = argparse.ArgumentParser()
+p.add_argument("--data", required=True)
+p.add_argument("--ref", required=True, help="directory of torch_ref.py")
+p.add_argument("--storage", required=True, help="SQLite file (replaced)")
+p.add_argument("--trials", type=int, default=30)
+p.add_argument("--epochs", type=int, default=9)
+p.add_argument("--limit", type=int, default=10000)
+p.add_argument("--split", type=float, default=0.9)
+p.add_argument("--seed", type=int, default=1)
+a = p.parse_args()
+sys.path.insert(0, a.ref)
+import torch_ref  # noqa: E402
+
+torch.set_num_threads(1)
+torch.manual_seed(a.seed)
+
+
+def load(name):
+    return torch.from_numpy(torch_ref.read_idx(f"{a.data}/{name}").copy())
+
+
+xs = load("train-images-idx3-ubyte.gz").float().div_(255).unsqueeze(1)[: a.limit]
+ys = load("train-labels-idx1-ubyte.gz").long()[: a.limit]
+xt = load("t10k-images-idx3-ubyte.gz").float().div_(255).unsqueeze(1)
+yt = load("t10k-labels-idx1-ubyte.gz").long()
+M64 = (1 << 64) - 1
+
+
+def splitmix(state):
+    """sweep's generator (src/rng.rs): the next state and 64 random bits."""
+    state = (state + 0x9E3779B97F4A7C15) & M64
+    z = ((state ^ (state >> 30)) * 0xBF58476D1CE4E5B9) & M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
+    return state, z ^ (z >> 31)
+
+
+def sweep_split(n, fraction, seed):
+    """The train and validation indices sweep uses for this seed (src/data Split::new; pinned by
+    its test split_is_the_same_in_every_version), so both runners validate on the same images."""
+    _, offset = splitmix(seed)
+    state = offset ^ 0xD6E8FEB86659FD93  # the split stream (1) times the stream constant
+    order = list(range(n))
+    for i in range(n - 1, 0, -1):
+        state, bits = splitmix(state)
+        j = (bits * (i + 1)) >> 64
+        order[i], order[j] = order[j], order[i]
+    cut = int(n * fraction)
+    return torch.tensor(order[:cut]), torch.tensor(order[cut:])
+
+
+train_idx, val_idx = sweep_split(len(xs), a.split, a.seed)
+n_train = len(train_idx)
+xtr, ytr, xva, yva = xs[train_idx], ys[train_idx], xs[val_idx], ys[val_idx]
+ARCHS = {"mlp": "mlp", "cnn": "cnn", "lenet5": "lenet5", "convnet": "seed000"}
+finished = {}
+
+
+def objective(trial):
+    arch = trial.suggest_categorical("arch", list(ARCHS))
+    optimizer = trial.suggest_categorical("optimizer", ["adam", "sgd"])
+    lr = trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+    dropout = trial.suggest_float("dropout", 0.0, 0.5)
+    batch = trial.suggest_categorical("batch_size", [32, 64, 128])
+    model = torch_ref.ARCHS[ARCHS[arch]](dropout)
+    opt = (torch.optim.Adam(model.parameters(), lr=lr) if optimizer == "adam"
+           else torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9))
+    best = 0.0
+    try:
+        for epoch in range(1, a.epochs + 1):
+            order = torch.randperm(n_train)
+            for i in range(0, n_train, batch):
+                idx = order[i : i + batch]
+                opt.zero_grad(set_to_none=True)
+                F.cross_entropy(model(xtr[idx]), ytr[idx]).backward()
+                opt.step()
+            acc = torch_ref.evaluate(model, xva, yva, batch)
+            best = max(best, acc)
+            trial.report(acc, epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        trial.set_user_attr("test_acc", torch_ref.evaluate(model, xt, yt, 1000))
+        return best
+    finally:
+        finished[trial.number] = time.perf_counter() - T0
+
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+if os.path.exists(a.storage):
+    os.remove(a.storage)
+study = optuna.create_study(
+    sampler=optuna.samplers.TPESampler(seed=a.seed),
+    pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3),
+    direction="maximize",
+    storage=f"sqlite:///{a.storage}",
+)
+study.optimize(objective, n_trials=a.trials, n_jobs=2)
+trials = [
+    {
+        "number": t.number,
+        "state": t.state.name.lower(),
+        "value": t.value if t.value is not None else (max(t.intermediate_values.values())
+                                                      if t.intermediate_values else None),
+        "epochs": len(t.intermediate_values),
+        "test_acc": t.user_attrs.get("test_acc"),
+        "finished_s": round(finished.get(t.number, float("nan")), 2),
+        "params": t.params,
+    }
+    for t in study.trials
+]
+print(json.dumps({"wall_s": round(time.perf_counter() - T0, 2), "trials": trials,
+                  "optuna": optuna.__version__, "torch": torch.__version__}), flush=True)
