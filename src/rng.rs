@@ -21,6 +21,8 @@ pub enum Stream {
     Init = 4,
     /// A searching sampler's draws (mixed with the draw number).
     Search = 5,
+    /// Flips and crops of training images.
+    Augment = 6,
 }
 
 impl Rng {

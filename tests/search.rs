@@ -155,10 +155,10 @@ fn bad_spaces_are_refused_before_anything_runs() {
     assert!(out.status.success(), "{}", stderr(&out));
     let printed = String::from_utf8_lossy(&out.stdout);
     for line in [
-        "optimizer     choice of [adam, sgd]",
-        "lr            log_uniform [0.0001, 0.1]",
-        "batch_size    int_log_uniform [16, 64]",
-        "arch          fixed at mlp",
+        "optimizer       choice of [adam, sgd]",
+        "lr              log_uniform [0.0001, 0.1]",
+        "batch_size      int_log_uniform [16, 64]",
+        "arch            fixed at mlp",
         "sampler tpe, 7 configurations x 1 repeats = 7 trials, seed 5",
     ] {
         assert!(printed.contains(line), "{line}\n{printed}");

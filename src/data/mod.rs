@@ -1,7 +1,9 @@
 //! The data set: locating the IDX files, loading them, seeded train/validation splits and batches.
 
+mod augment;
 mod idx;
 
+pub use augment::Augmentation;
 pub use idx::{IdxArray, encode_idx, parse_idx, read_idx};
 
 use crate::error::{Error, Result};

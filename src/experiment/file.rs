@@ -26,6 +26,103 @@ pub struct ExperimentSpec {
     /// `[prune]`: early stopping of weak trials.
     #[serde(default)]
     pub prune: PruneSection,
+    /// `[schedule.*]`: options of each learning-rate schedule.
+    #[serde(default)]
+    pub schedule: ScheduleOptions,
+}
+
+/// `[schedule.*]`.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScheduleOptions {
+    /// `[schedule.step]`.
+    pub step: StepOptions,
+}
+
+/// `[schedule.step]`: PyTorch's StepLR, stepped once per epoch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StepOptions {
+    /// Epochs between two reductions.
+    pub every: usize,
+    /// Factor of each reduction.
+    pub gamma: f64,
+}
+
+impl Default for StepOptions {
+    fn default() -> Self {
+        StepOptions {
+            every: 5,
+            gamma: 0.5,
+        }
+    }
+}
+
+/// How the learning rate changes over a trial (after any warm-up).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScheduleName {
+    /// The same rate throughout.
+    #[default]
+    Constant,
+    /// Cosine annealing to zero over the trial's steps.
+    Cosine,
+    /// Multiplied by `gamma` every `every` epochs.
+    Step,
+    /// PyTorch's OneCycleLR with its defaults, peaking at `lr`.
+    Onecycle,
+}
+
+impl ScheduleName {
+    /// The name in experiment files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScheduleName::Constant => "constant",
+            ScheduleName::Cosine => "cosine",
+            ScheduleName::Step => "step",
+            ScheduleName::Onecycle => "onecycle",
+        }
+    }
+}
+
+/// Random changes to training images, drawn per image and epoch from the trial's seed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Augment {
+    /// Images as they are.
+    #[default]
+    #[serde(rename = "none")]
+    None,
+    /// Mirrored left to right with probability 1/2.
+    #[serde(rename = "flip")]
+    Flip,
+    /// A 28x28 window of the image padded by `[data] crop_padding` zero pixels on each side.
+    #[serde(rename = "crop")]
+    Crop,
+    /// Flip, then crop.
+    #[serde(rename = "flip+crop")]
+    FlipCrop,
+}
+
+impl Augment {
+    /// The name in experiment files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Augment::None => "none",
+            Augment::Flip => "flip",
+            Augment::Crop => "crop",
+            Augment::FlipCrop => "flip+crop",
+        }
+    }
+
+    /// Whether images are mirrored.
+    pub fn flips(self) -> bool {
+        matches!(self, Augment::Flip | Augment::FlipCrop)
+    }
+
+    /// Whether images are cropped.
+    pub fn crops(self) -> bool {
+        matches!(self, Augment::Crop | Augment::FlipCrop)
+    }
 }
 
 /// `[sweep]`.
@@ -250,6 +347,8 @@ pub struct DataSection {
     pub test_limit: Option<usize>,
     /// Standardise pixels with the training set's mean and deviation instead of scaling to [0, 1].
     pub normalize: bool,
+    /// Zero pixels added on each side before a random crop (`augment = "crop"`).
+    pub crop_padding: usize,
 }
 
 impl Default for DataSection {
@@ -260,6 +359,7 @@ impl Default for DataSection {
             limit: None,
             test_limit: None,
             normalize: false,
+            crop_padding: 2,
         }
     }
 }
@@ -282,6 +382,14 @@ pub struct GridSection {
     pub dropout: Axis<f64>,
     /// Weight decay: an L2 penalty for sgd and adam, decoupled decay for adamw.
     pub weight_decay: Axis<f64>,
+    /// Training-image augmentation.
+    pub augment: Axis<Augment>,
+    /// Learning-rate schedule.
+    pub schedule: Axis<ScheduleName>,
+    /// Epochs of linear learning-rate warm-up before the schedule.
+    pub warmup_epochs: Axis<usize>,
+    /// Label smoothing of the training loss, as PyTorch's CrossEntropyLoss applies it.
+    pub label_smoothing: Axis<f64>,
 }
 
 impl Default for GridSection {
@@ -294,6 +402,10 @@ impl Default for GridSection {
             epochs: Axis::one(1),
             dropout: Axis::one(0.0),
             weight_decay: Axis::one(0.0),
+            augment: Axis::one(Augment::None),
+            schedule: Axis::one(ScheduleName::Constant),
+            warmup_epochs: Axis::one(0),
+            label_smoothing: Axis::one(0.0),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Grid expansion: the cartesian product of every axis, times the repeats.
 
-use super::file::{ArchName, ExperimentSpec, OptimizerName};
+use super::file::{ArchName, Augment, ExperimentSpec, OptimizerName, ScheduleName};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -59,6 +59,44 @@ pub struct TrialSpec {
     /// Which configuration a searching sampler drew (0-based), so equal draws stay two trials.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub draw: Option<u64>,
+    // The keys below are left out at their defaults, so trials recorded before they existed
+    // keep their keys (and their results).
+    /// Training-image augmentation.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub augment: Augment,
+    /// Padding before a random crop (crop augmentations only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crop_padding: Option<usize>,
+    /// Learning-rate schedule.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub schedule: ScheduleName,
+    /// Epochs between two reductions (step schedule only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_every: Option<usize>,
+    /// Factor of each reduction (step schedule only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_gamma: Option<f64>,
+    /// Epochs of linear warm-up.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub warmup_epochs: usize,
+    /// Label smoothing of the training loss.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub label_smoothing: f64,
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
+}
+
+/// The trial keys left out of stored parameters at their defaults, with those defaults as
+/// listings show them.
+pub fn omitted_defaults() -> [(&'static str, serde_json::Value); 4] {
+    [
+        ("augment", Augment::None.as_str().into()),
+        ("schedule", ScheduleName::Constant.as_str().into()),
+        ("warmup_epochs", 0.into()),
+        ("label_smoothing", 0.0.into()),
+    ]
 }
 
 impl TrialSpec {
@@ -84,12 +122,16 @@ impl TrialSpec {
             dropout: self.dropout,
             weight_decay: self.weight_decay,
             split: self.split,
+            augment: self.augment,
+            schedule: self.schedule,
+            warmup_epochs: self.warmup_epochs,
+            label_smoothing: self.label_smoothing,
         }
     }
 
     /// A one-line description of the main parameters, for progress output.
     pub fn label(&self) -> String {
-        format!(
+        let mut label = format!(
             "{} {} lr={} batch={} dropout={} split={} seed={}",
             self.arch.as_str(),
             self.optimizer.as_str(),
@@ -98,7 +140,16 @@ impl TrialSpec {
             self.dropout,
             self.split,
             self.seed
-        )
+        );
+        let json = self.to_json();
+        for (key, _) in omitted_defaults() {
+            match json.get(key) {
+                Some(serde_json::Value::String(text)) => label.push_str(&format!(" {key}={text}")),
+                Some(value) => label.push_str(&format!(" {key}={value}")),
+                None => {}
+            }
+        }
+        label
     }
 
     /// A rough cost estimate (epochs x training images x relative model cost), used to start
@@ -134,6 +185,14 @@ pub struct AxisValues {
     pub weight_decay: f64,
     /// Train fraction.
     pub split: f64,
+    /// Augmentation.
+    pub augment: Augment,
+    /// Learning-rate schedule.
+    pub schedule: ScheduleName,
+    /// Warm-up epochs.
+    pub warmup_epochs: usize,
+    /// Label smoothing.
+    pub label_smoothing: f64,
 }
 
 /// The trial of configuration `values`, repeat `repeat`, with the spec's sweep-wide options.
@@ -165,43 +224,81 @@ pub fn trial(
         betas: None,
         eps: None,
         draw,
+        augment: values.augment,
+        crop_padding: values.augment.crops().then_some(spec.data.crop_padding),
+        schedule: values.schedule,
+        step_every: None,
+        step_gamma: None,
+        warmup_epochs: values.warmup_epochs,
+        label_smoothing: values.label_smoothing,
     };
+    if values.schedule == ScheduleName::Step {
+        trial.step_every = Some(spec.schedule.step.every);
+        trial.step_gamma = Some(spec.schedule.step.gamma);
+    }
     fill_options(&mut trial, spec);
     trial
 }
 
 /// Expands a validated spec: axes vary slowest-first in the order arch, optimizer, lr,
-/// batch_size, epochs, dropout, weight_decay, split, then repeats.
+/// batch_size, epochs, dropout, weight_decay, split, augment, schedule, warmup_epochs,
+/// label_smoothing, then repeats.
 pub fn expand(spec: &ExperimentSpec) -> Vec<TrialSpec> {
     let g = &spec.grid;
-    let mut trials = Vec::new();
-    for &arch in g.arch.values() {
-        for &optimizer in g.optimizer.values() {
-            for &lr in g.lr.values() {
-                for &batch_size in g.batch_size.values() {
-                    for &epochs in g.epochs.values() {
-                        for &dropout in g.dropout.values() {
-                            for &weight_decay in g.weight_decay.values() {
-                                for &split in spec.data.split.values() {
-                                    let values = AxisValues {
-                                        arch,
-                                        optimizer,
-                                        lr,
-                                        batch_size,
-                                        epochs,
-                                        dropout,
-                                        weight_decay,
-                                        split,
-                                    };
-                                    for repeat in 0..spec.sweep.repeats {
-                                        trials.push(trial(spec, &values, repeat, None));
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
+    let lengths = [
+        g.arch.values().len(),
+        g.optimizer.values().len(),
+        g.lr.values().len(),
+        g.batch_size.values().len(),
+        g.epochs.values().len(),
+        g.dropout.values().len(),
+        g.weight_decay.values().len(),
+        spec.data.split.values().len(),
+        g.augment.values().len(),
+        g.schedule.values().len(),
+        g.warmup_epochs.values().len(),
+        g.label_smoothing.values().len(),
+    ];
+    let combinations: usize = lengths.iter().product();
+    let mut trials = Vec::with_capacity(combinations * spec.sweep.repeats as usize);
+    for number in 0..combinations {
+        // Mixed-radix digits of `number`, the last axis varying fastest.
+        let mut digits = [0; 12];
+        let mut rest = number;
+        for (digit, &length) in digits.iter_mut().zip(&lengths).rev() {
+            *digit = rest % length;
+            rest /= length;
+        }
+        let [
+            arch,
+            optimizer,
+            lr,
+            batch_size,
+            epochs,
+            dropout,
+            weight_decay,
+            split,
+            augment,
+            schedule,
+            warmup_epochs,
+            label_smoothing,
+        ] = digits;
+        let values = AxisValues {
+            arch: g.arch.values()[arch],
+            optimizer: g.optimizer.values()[optimizer],
+            lr: g.lr.values()[lr],
+            batch_size: g.batch_size.values()[batch_size],
+            epochs: g.epochs.values()[epochs],
+            dropout: g.dropout.values()[dropout],
+            weight_decay: g.weight_decay.values()[weight_decay],
+            split: spec.data.split.values()[split],
+            augment: g.augment.values()[augment],
+            schedule: g.schedule.values()[schedule],
+            warmup_epochs: g.warmup_epochs.values()[warmup_epochs],
+            label_smoothing: g.label_smoothing.values()[label_smoothing],
+        };
+        for repeat in 0..spec.sweep.repeats {
+            trials.push(trial(spec, &values, repeat, None));
         }
     }
     trials

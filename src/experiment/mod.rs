@@ -7,7 +7,7 @@ mod grid;
 
 pub use axis::{Axis, Distribution, DistributionKind};
 pub use file::*;
-pub use grid::{AxisValues, TrialSpec, trial};
+pub use grid::{AxisValues, TrialSpec, expand, omitted_defaults, trial};
 
 use crate::error::{Error, Result};
 use figment::Figment;
@@ -191,6 +191,16 @@ impl Experiment {
                 g.optimizer.values().len(),
                 g.optimizer.distribution(),
             ),
+            (
+                "grid.augment",
+                g.augment.values().len(),
+                g.augment.distribution(),
+            ),
+            (
+                "grid.schedule",
+                g.schedule.values().len(),
+                g.schedule.distribution(),
+            ),
         ] {
             check(
                 drawn.is_none(),
@@ -205,7 +215,7 @@ impl Experiment {
                 "the grid is empty: give at least one value",
             );
         }
-        let numeric: [NumericAxis; 6] = [
+        let numeric: [NumericAxis; 8] = [
             (
                 "grid.lr",
                 g.lr.values().to_vec(),
@@ -253,6 +263,23 @@ impl Experiment {
                     |x| x > 0.0 && x < 1.0,
                     "the train fraction must be strictly between 0 and 1 (e.g. 0.8 for an \
                      80/20 split)",
+                ),
+            ),
+            (
+                "grid.warmup_epochs",
+                g.warmup_epochs.values().iter().map(|&e| e as f64).collect(),
+                g.warmup_epochs.distribution(),
+                true,
+                (|x| x >= 0.0, "must be 0 or more"),
+            ),
+            (
+                "grid.label_smoothing",
+                g.label_smoothing.values().to_vec(),
+                g.label_smoothing.distribution(),
+                false,
+                (
+                    |x| (0.0..1.0).contains(&x),
+                    "label smoothing must be in [0, 1) (0.1 is usual)",
                 ),
             ),
         ];
@@ -323,6 +350,19 @@ impl Experiment {
             ),
             (false, None) => {}
         }
+        // The extremes an integer axis takes, listed or drawn.
+        let most = |axis: &Axis<usize>| {
+            axis.distribution().map_or_else(
+                || axis.values().iter().copied().max().unwrap_or(0),
+                |d| d.high as usize,
+            )
+        };
+        let fewest = |axis: &Axis<usize>| {
+            axis.distribution().map_or_else(
+                || axis.values().iter().copied().min().unwrap_or(0),
+                |d| d.low as usize,
+            )
+        };
         let p = &s.prune;
         if p.method != PruneMethod::None {
             check(
@@ -339,10 +379,7 @@ impl Experiment {
                 p.reduction_factor.to_string(),
                 "must be at least 2 (3 keeps the top third at each rung)",
             );
-            let most_epochs = g.epochs.distribution().map_or_else(
-                || g.epochs.values().iter().copied().max().unwrap_or(0),
-                |d| d.high as usize,
-            );
+            let most_epochs = most(&g.epochs);
             check(
                 p.min_epochs < most_epochs,
                 "prune.min_epochs",
@@ -353,6 +390,37 @@ impl Experiment {
                 ),
             );
         }
+
+        // The warm-up must leave at least one epoch of the schedule, in every combination.
+        let (warmup, epochs) = (most(&g.warmup_epochs), fewest(&g.epochs));
+        check(
+            warmup == 0 || warmup < epochs,
+            "grid.warmup_epochs",
+            warmup.to_string(),
+            &format!(
+                "the warm-up must end before the last epoch (a trial may have as few as \
+                 {epochs} epochs); lower warmup_epochs or raise grid.epochs"
+            ),
+        );
+        let step = &s.schedule.step;
+        check(
+            step.every >= 1,
+            "schedule.step.every",
+            step.every.to_string(),
+            "must be at least 1 (epochs between two reductions)",
+        );
+        check(
+            step.gamma.is_finite() && step.gamma > 0.0,
+            "schedule.step.gamma",
+            step.gamma.to_string(),
+            "must be greater than 0 (0.5 halves the rate)",
+        );
+        check(
+            s.data.crop_padding <= 14,
+            "data.crop_padding",
+            s.data.crop_padding.to_string(),
+            "must be at most 14 (half the image); 2 or 4 are usual",
+        );
 
         let a = &s.arch;
         check(

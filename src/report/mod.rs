@@ -122,13 +122,13 @@ pub fn search_space(
     space: &crate::search::Space,
 ) -> String {
     use crate::search::Domain;
-    let mut out = String::from("axis          searched as\n");
+    let mut out = String::from("axis            searched as\n");
     for param in &space.params {
         let what = match &param.domain {
             Domain::Choice(labels) => format!("choice of [{}]", labels.join(", ")),
             Domain::Drawn(d) => d.to_string(),
         };
-        out.push_str(&format!("{:<13} {what}\n", param.name));
+        out.push_str(&format!("{:<15} {what}\n", param.name));
     }
     let fixed = space.values(&vec![0.0; space.params.len()]);
     let searched = |name: &str| space.params.iter().any(|p| p.name == name);
@@ -141,9 +141,13 @@ pub fn search_space(
         ("dropout", fixed.dropout.to_string()),
         ("weight_decay", fixed.weight_decay.to_string()),
         ("split", fixed.split.to_string()),
+        ("augment", fixed.augment.as_str().to_string()),
+        ("schedule", fixed.schedule.as_str().to_string()),
+        ("warmup_epochs", fixed.warmup_epochs.to_string()),
+        ("label_smoothing", fixed.label_smoothing.to_string()),
     ] {
         if !searched(name) {
-            out.push_str(&format!("{name:<13} fixed at {value}\n"));
+            out.push_str(&format!("{name:<15} fixed at {value}\n"));
         }
     }
     let s = &spec.sweep;

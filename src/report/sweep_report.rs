@@ -79,6 +79,10 @@ const AXES: &[&str] = &[
     "dropout",
     "weight_decay",
     "split",
+    "augment",
+    "schedule",
+    "warmup_epochs",
+    "label_smoothing",
     "seed",
 ];
 

@@ -66,10 +66,28 @@ pub fn listing_rows(listings: &[TrialListing]) -> Rows {
         "test_acc",
         "time_s",
     ];
+    // Keys most trials leave at their default get a column only when a listed trial sets one.
+    let varied: Vec<&'static str> = crate::experiment::omitted_defaults()
+        .into_iter()
+        .filter(|(key, default)| {
+            listings
+                .iter()
+                .any(|l| l.params.get(*key).is_some_and(|v| v != default))
+        })
+        .map(|(key, _)| key)
+        .collect();
+    let mut header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
+    let at = header
+        .iter()
+        .position(|h| h == "seed")
+        .expect("seed is a column");
+    for (i, key) in varied.iter().enumerate() {
+        header.insert(at + i, key.to_string());
+    }
     let rows: Vec<Vec<String>> = listings
         .iter()
         .map(|l| {
-            vec![
+            let mut row = vec![
                 l.id.to_string(),
                 l.sweep.clone(),
                 param(l, "arch"),
@@ -84,13 +102,14 @@ pub fn listing_rows(listings: &[TrialListing]) -> Rows {
                 opt(l.val_acc, 4),
                 opt(l.test_acc, 4),
                 opt(l.duration_s, 1),
-            ]
+            ];
+            for (i, key) in varied.iter().enumerate() {
+                row.insert(at + i, param(l, key));
+            }
+            row
         })
         .collect();
-    Rows {
-        header: header.iter().map(|h| h.to_string()).collect(),
-        rows,
-    }
+    Rows { header, rows }
 }
 
 /// One line per expanded trial, for `sweep validate`.

@@ -75,6 +75,10 @@ impl Space {
             domain("dropout", &g.dropout),
             domain("weight_decay", &g.weight_decay),
             domain("split", &spec.data.split),
+            domain("augment", &g.augment.clone().map_display(|a| a.as_str())),
+            domain("schedule", &g.schedule.clone().map_display(|s| s.as_str())),
+            domain("warmup_epochs", &g.warmup_epochs),
+            domain("label_smoothing", &g.label_smoothing),
         ]
         .into_iter()
         .flatten()
@@ -105,6 +109,10 @@ impl Space {
             dropout: value_at(&g.dropout, at("dropout"), |x| x),
             weight_decay: value_at(&g.weight_decay, at("weight_decay"), |x| x),
             split: value_at(&self.spec.data.split, at("split"), |x| x),
+            augment: value_at(&g.augment, at("augment"), no_number),
+            schedule: value_at(&g.schedule, at("schedule"), no_number),
+            warmup_epochs: value_at(&g.warmup_epochs, at("warmup_epochs"), |x| x as usize),
+            label_smoothing: value_at(&g.label_smoothing, at("label_smoothing"), |x| x),
         }
     }
 
@@ -130,6 +138,8 @@ impl Space {
                     "dropout" => trial.dropout,
                     "weight_decay" => trial.weight_decay,
                     "split" => trial.split,
+                    "warmup_epochs" => trial.warmup_epochs as f64,
+                    "label_smoothing" => trial.label_smoothing,
                     _ => f64::NAN,
                 };
                 match &p.domain {
@@ -138,6 +148,8 @@ impl Space {
                         let label = match p.name {
                             "arch" => arch.to_owned(),
                             "optimizer" => optimizer.to_owned(),
+                            "augment" => trial.augment.as_str().to_owned(),
+                            "schedule" => trial.schedule.as_str().to_owned(),
                             _ => number.to_string(),
                         };
                         labels.iter().position(|l| *l == label).map(|i| i as f64)

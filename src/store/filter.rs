@@ -45,6 +45,27 @@ const FIELDS: &[(&str, &str, Kind)] = &[
         "json_extract(t.params_json, '$.limit')",
         Kind::Number,
     ),
+    // Left out of params_json at their defaults (see experiment::omitted_defaults).
+    (
+        "augment",
+        "COALESCE(json_extract(t.params_json, '$.augment'), 'none')",
+        Kind::Text,
+    ),
+    (
+        "schedule",
+        "COALESCE(json_extract(t.params_json, '$.schedule'), 'constant')",
+        Kind::Text,
+    ),
+    (
+        "warmup_epochs",
+        "COALESCE(json_extract(t.params_json, '$.warmup_epochs'), 0)",
+        Kind::Number,
+    ),
+    (
+        "label_smoothing",
+        "COALESCE(json_extract(t.params_json, '$.label_smoothing'), 0)",
+        Kind::Number,
+    ),
     ("device", "t.device", Kind::Text),
     ("threads", "t.threads", Kind::Number),
     ("epochs_done", "t.epochs_done", Kind::Number),
@@ -62,7 +83,12 @@ const FIELDS: &[(&str, &str, Kind)] = &[
 ];
 
 /// Short names people type for some fields.
-const ALIASES: &[(&str, &str)] = &[("batch", "batch_size"), ("wd", "weight_decay")];
+const ALIASES: &[(&str, &str)] = &[
+    ("batch", "batch_size"),
+    ("wd", "weight_decay"),
+    ("warmup", "warmup_epochs"),
+    ("smoothing", "label_smoothing"),
+];
 
 /// A value bound into a query.
 #[derive(Debug, Clone, PartialEq)]

@@ -735,7 +735,12 @@ impl Store {
     fn listing(&self, row: &sqlx::sqlite::SqliteRow) -> Result<TrialListing> {
         let params: String = row.get(3);
         let params = match serde_json::from_str(&params) {
-            Ok(serde_json::Value::Object(map)) => map,
+            Ok(serde_json::Value::Object(mut map)) => {
+                for (key, default) in crate::experiment::omitted_defaults() {
+                    map.entry(key).or_insert(default);
+                }
+                map
+            }
             _ => {
                 return Err(Error::Store {
                     path: self.path.clone(),

@@ -28,6 +28,10 @@ pub struct ResumeState {
     pub epoch: usize,
     /// State of the dropout generator after that epoch.
     pub dropout: u64,
+    /// State of the augmentation generator after that epoch (absent in states written before
+    /// augmentation existed, whose trials never drew from it).
+    #[serde(default)]
+    pub augment: Option<u64>,
     /// Best metric value so far and its epoch.
     pub best: Option<(f64, usize)>,
     /// The figures of every completed epoch, in order.

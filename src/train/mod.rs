@@ -5,12 +5,14 @@ mod checkpoint;
 mod events;
 mod metrics;
 mod optim;
+mod schedule;
 
 pub use checkpoint::{ResumeState, Unresumable, file_sha256, read_resume_state};
 pub use events::{BatchPosition, CheckpointInfo, CheckpointKind, TrainEvent, TrialEnd};
 pub use metrics::{Confusion, EpochMetrics, Evaluation};
+pub use schedule::LrSchedule;
 
-use crate::data::{Dataset, ImageSet, PixelScale, Split, gather};
+use crate::data::{Augmentation, Dataset, ImageSet, PixelScale, Split, gather};
 use crate::error::{Error, Result};
 use crate::experiment::{Metric, TrialSpec};
 use crate::model::Net;
@@ -123,12 +125,22 @@ fn train(run: &TrialRun, emit: &(dyn Fn(TrainEvent) + Sync)) -> Result<TrialEnd>
         &device,
         Rng::for_stream(spec.seed, Stream::Init).next_u64(),
     );
+    // Validation and test losses stay plain cross-entropy, comparable across trials.
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
+    let train_loss_fn = CrossEntropyLossConfig::new()
+        .with_smoothing((spec.label_smoothing > 0.0).then_some(spec.label_smoothing as f32))
+        .init(&device);
+    let augmentation = Augmentation {
+        kind: spec.augment,
+        padding: spec.crop_padding.unwrap_or(0),
+        fill: data.table[0],
+    };
     let mut shuffle = Rng::for_stream(spec.seed, Stream::Shuffle);
     let mut order = data.split.train.clone();
+    let schedule = LrSchedule::new(spec, order.len().div_ceil(spec.batch_size));
     std::fs::create_dir_all(&run.dir).map_err(|e| Error::io(&run.dir, e))?;
 
-    let (mut model, mut optimizer, mut dropout, mut state) = match &run.resume {
+    let (mut model, mut optimizer, mut dropout, mut augment_rng, mut state) = match &run.resume {
         Some(state) => {
             let cannot_resume = |e| {
                 Error::Train(format!(
@@ -148,7 +160,15 @@ fn train(run: &TrialRun, emit: &(dyn Fn(TrainEvent) + Sync)) -> Result<TrialEnd>
             for _ in 0..state.epoch {
                 shuffle.shuffle(&mut order);
             }
-            (model, optimizer, Rng::new(state.dropout), state.clone())
+            (
+                model,
+                optimizer,
+                Rng::new(state.dropout),
+                state
+                    .augment
+                    .map_or_else(|| Rng::for_stream(spec.seed, Stream::Augment), Rng::new),
+                state.clone(),
+            )
         }
         None => {
             checkpoint::clear(&run.dir)?;
@@ -156,12 +176,19 @@ fn train(run: &TrialRun, emit: &(dyn Fn(TrainEvent) + Sync)) -> Result<TrialEnd>
             let state = ResumeState {
                 epoch: 0,
                 dropout: 0,
+                augment: None,
                 best: None,
                 history: Vec::new(),
                 checkpoints: Vec::new(),
                 optimizer_sha256: String::new(),
             };
-            (fresh, optim::build(spec), dropout, state)
+            (
+                fresh,
+                optim::build(spec),
+                dropout,
+                Rng::for_stream(spec.seed, Stream::Augment),
+                state,
+            )
         }
     };
     for epoch in state.epoch + 1..=spec.epochs {
@@ -174,9 +201,15 @@ fn train(run: &TrialRun, emit: &(dyn Fn(TrainEvent) + Sync)) -> Result<TrialEnd>
             if run.stop.load(Ordering::Relaxed) {
                 return Ok(TrialEnd::Interrupted);
             }
-            let (images, labels) = batch_tensors(&data.pool, chunk, &data.table, &device);
+            let (images, labels) = training_batch(
+                &data.pool,
+                chunk,
+                &data.table,
+                (&augmentation, &mut augment_rng),
+                &device,
+            );
             let logits = model.forward(images, Some(&mut dropout));
-            let loss = loss_fn.forward(logits.clone(), labels.clone());
+            let loss = train_loss_fn.forward(logits.clone(), labels.clone());
             let loss_value = loss.clone().into_scalar::<f32>() as f64;
             if !loss_value.is_finite() {
                 return Ok(TrialEnd::Diverged {
@@ -189,7 +222,7 @@ fn train(run: &TrialRun, emit: &(dyn Fn(TrainEvent) + Sync)) -> Result<TrialEnd>
             correct += count_correct(logits, labels);
             loss_sum += loss_value * chunk.len() as f64;
             let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optimizer.step(spec.lr, model, grads);
+            model = optimizer.step(schedule.at(schedule.step_of(epoch, index)), model, grads);
             seen += chunk.len();
             if reported.elapsed() >= PROGRESS_EVERY {
                 reported = Instant::now();
@@ -235,6 +268,7 @@ fn train(run: &TrialRun, emit: &(dyn Fn(TrainEvent) + Sync)) -> Result<TrialEnd>
         let improved = run.metric.improves(value, state.best.map(|b| b.0));
         state.epoch = epoch;
         state.dropout = dropout.state();
+        state.augment = Some(augment_rng.state());
         state.history.push(metrics);
         if improved {
             state.best = Some((value, epoch));
@@ -292,6 +326,19 @@ fn train(run: &TrialRun, emit: &(dyn Fn(TrainEvent) + Sync)) -> Result<TrialEnd>
     })
 }
 
+/// A training batch: the images at `indices`, augmented.
+fn training_batch(
+    set: &ImageSet,
+    indices: &[u32],
+    table: &[f32; 256],
+    (augmentation, rng): (&Augmentation, &mut Rng),
+    device: &Device,
+) -> (Tensor<4>, Tensor<1, Int>) {
+    let (mut pixels, labels) = gather(set, indices, table);
+    augmentation.apply(&mut pixels, set.rows, set.cols, rng);
+    tensors(set, pixels, labels, device)
+}
+
 fn batch_tensors(
     set: &ImageSet,
     indices: &[u32],
@@ -299,7 +346,16 @@ fn batch_tensors(
     device: &Device,
 ) -> (Tensor<4>, Tensor<1, Int>) {
     let (pixels, labels) = gather(set, indices, table);
-    let n = indices.len();
+    tensors(set, pixels, labels, device)
+}
+
+fn tensors(
+    set: &ImageSet,
+    pixels: Vec<f32>,
+    labels: Vec<i64>,
+    device: &Device,
+) -> (Tensor<4>, Tensor<1, Int>) {
+    let n = labels.len();
     let images =
         Tensor::<4>::from_data(TensorData::new(pixels, [n, 1, set.rows, set.cols]), device);
     let labels = Tensor::<1, Int>::from_data(TensorData::new(labels, [n]), device);
