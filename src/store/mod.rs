@@ -167,13 +167,27 @@ impl Store {
             path: path.to_path_buf(),
             message: e.to_string(),
         };
-        let pool = runtime
-            .block_on(
+        // Two processes opening a new file at once race to create it and switch it to WAL;
+        // the loser can see "database is locked" before its busy timeout applies. The file is
+        // usable a moment later.
+        let connect = || {
+            runtime.block_on(
                 SqlitePoolOptions::new()
                     .max_connections(1)
-                    .connect_with(options),
+                    .connect_with(options.clone()),
             )
-            .map_err(|e| store_error(&e))?;
+        };
+        let mut pool = connect();
+        for _ in 0..5 {
+            match &pool {
+                Err(e) if e.to_string().contains("locked") => {
+                    std::thread::sleep(Duration::from_millis(200));
+                    pool = connect();
+                }
+                _ => break,
+            }
+        }
+        let pool = pool.map_err(|e| store_error(&e))?;
         // SQLite migrations take no cross-process lock: when two processes open a new file at
         // once, the loser's attempt fails on tables the winner just made. Trying again sees the
         // migrations applied.
