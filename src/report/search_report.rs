@@ -46,11 +46,10 @@ impl SearchInput {
             .iter()
             .enumerate()
             .filter_map(|(i, t)| {
-                let (outcome, value) = match t.status.as_str() {
-                    "done" => (Outcome::Done, t.best?),
-                    "pruned" => (Outcome::Pruned, t.values.iter().rev().find_map(|v| *v)?),
-                    "paused" => (Outcome::Paused, t.values.iter().rev().find_map(|v| *v)?),
-                    _ => return None,
+                let outcome = outcome_of(&t.status)?;
+                let value = match outcome {
+                    Outcome::Done => t.best?,
+                    _ => t.values.iter().rev().find_map(|v| *v)?,
                 };
                 Some(HistoryPoint {
                     number: i + 1,
@@ -135,16 +134,7 @@ pub fn search_section(
     let curves: Vec<(Outcome, Vec<Option<f64>>)> = input
         .trials
         .iter()
-        .zip(input.trials.iter().map(|t| t.status.as_str()))
-        .filter_map(|(t, status)| {
-            let outcome = match status {
-                "done" => Outcome::Done,
-                "pruned" => Outcome::Pruned,
-                "paused" => Outcome::Paused,
-                _ => return None,
-            };
-            Some((outcome, t.values.clone()))
-        })
+        .filter_map(|t| Some((outcome_of(&t.status)?, t.values.clone())))
         .collect();
     search_plot::intermediate(&dir.join(&file), metric, &curves)?;
     let _ = writeln!(
@@ -219,6 +209,16 @@ pub fn search_section(
         md.push('\n');
     }
     Ok((md, figures))
+}
+
+/// How a trial with this status ended, for trials that have a result to draw.
+fn outcome_of(status: &str) -> Option<Outcome> {
+    match status {
+        "done" => Some(Outcome::Done),
+        "pruned" => Some(Outcome::Pruned),
+        "paused" => Some(Outcome::Paused),
+        _ => None,
+    }
 }
 
 fn ordinal(n: usize) -> String {
