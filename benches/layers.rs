@@ -13,6 +13,8 @@ use burn::tensor::Distribution;
 use burn::tensor::activation::relu;
 use std::collections::HashMap;
 use std::time::Instant;
+use sweep::model::layers::{BlockInput, conv_block};
+use sweep::model::norm::BatchNorm2d;
 
 const BATCH: usize = 64;
 const REPEATS: usize = 40;
@@ -105,6 +107,66 @@ fn cases() -> Vec<Case> {
             layer: Box::new(move |x| forward(&layer, &pool, x).flatten(1, 3)),
         }
     };
+    let norm = |name, channels, size| {
+        let layer = BatchNorm2d::new(channels, &device);
+        Case {
+            name,
+            input: [BATCH, channels, size, size],
+            input_grad: true,
+            layer: Box::new(move |x| layer.forward(x, true).flatten(1, 3)),
+        }
+    };
+    let norm_pool = |name, channels, size| {
+        let layer = BatchNorm2d::new(channels, &device);
+        let pool = MaxPool2dConfig::new([2, 2]).init();
+        Case {
+            name,
+            input: [BATCH, channels, size, size],
+            input_grad: true,
+            layer: Box::new(move |x| layer.forward_pooled(x, true, &pool).flatten(1, 3)),
+        }
+    };
+    // sweep's 3x3 convolutions without a pool: unfolded for a first layer, fused for others.
+    let unpooled = |name, channels: [usize; 2], size| {
+        let conv = Conv2dConfig::new(channels, [3, 3])
+            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+            .init(&device);
+        let first = channels[0] == 1;
+        Case {
+            name,
+            input: [BATCH, channels[0], size, size],
+            input_grad: !first,
+            layer: Box::new(move |x| {
+                let y = if first {
+                    sweep::model::layers::first_conv2d(&conv, x)
+                } else {
+                    sweep::model::layers::conv2d(&conv, x)
+                };
+                y.flatten(1, 3)
+            }),
+        }
+    };
+    // Convolution, batch norm, ReLU and 2x2 max pool, as sweep's CNN blocks with batch_norm.
+    let normed = |name, channels: [usize; 2], size| {
+        let conv = Conv2dConfig::new(channels, [3, 3])
+            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+            .init(&device);
+        let norm = BatchNorm2d::new(channels[1], &device);
+        let pool = MaxPool2dConfig::new([2, 2]).init();
+        let input = if channels[0] == 1 {
+            BlockInput::Images
+        } else {
+            BlockInput::Activations
+        };
+        Case {
+            name,
+            input: [BATCH, channels[0], size, size],
+            input_grad: channels[0] > 1,
+            layer: Box::new(move |x| {
+                conv_block(&conv, Some(&norm), &pool, x, input, true).flatten(1, 3)
+            }),
+        }
+    };
     let burn: ConvPool = |conv, pool, x| pool.forward(conv.forward(x));
     let first: ConvPool = sweep::model::layers::first_conv2d_max_pool;
     let inner: ConvPool = sweep::model::layers::conv2d_max_pool;
@@ -128,6 +190,14 @@ fn cases() -> Vec<Case> {
         conv("convnet conv2 16->32 3x3 14x14", [16, 32], 3, 1, 14, true),
         pooled("convnet conv2 + pool", [16, 32], 3, 1, 14, burn),
         pooled("convnet conv2 + pool (sweep)", [16, 32], 3, 1, 14, inner),
+        normed("cnn conv1 + bn + relu + pool (sweep)", [1, 32], 28),
+        normed("cnn conv2 + bn + relu + pool (sweep)", [32, 64], 14),
+        unpooled("cnn conv1 1->32 3x3 28x28 (sweep)", [1, 32], 28),
+        unpooled("cnn conv2 32->64 3x3 14x14 (sweep)", [32, 64], 14),
+        norm_pool("batch norm + pool 32x28x28 (sweep)", 32, 28),
+        norm_pool("batch norm + pool 64x14x14 (sweep)", 64, 14),
+        norm("batch norm 32x28x28", 32, 28),
+        norm("batch norm 64x14x14", 64, 14),
         pool("max pool 2x2 32x28x28", 32, 28),
         pool("max pool 2x2 64x14x14", 64, 14),
         Case {

@@ -390,6 +390,10 @@ pub struct GridSection {
     pub warmup_epochs: Axis<usize>,
     /// Label smoothing of the training loss, as PyTorch's CrossEntropyLoss applies it.
     pub label_smoothing: Axis<f64>,
+    /// Batch norm after each convolution; absent means each architecture's default (on for
+    /// resnet, off for the others).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_norm: Option<Axis<bool>>,
 }
 
 impl Default for GridSection {
@@ -406,6 +410,7 @@ impl Default for GridSection {
             schedule: Axis::one(ScheduleName::Constant),
             warmup_epochs: Axis::one(0),
             label_smoothing: Axis::one(0.0),
+            batch_norm: None,
         }
     }
 }
@@ -422,6 +427,8 @@ pub enum ArchName {
     Lenet5,
     /// Two conv layers and one linear layer (seeds 000, 004).
     Convnet,
+    /// A small residual network with batch norm and global average pooling.
+    Resnet,
 }
 
 impl ArchName {
@@ -432,7 +439,13 @@ impl ArchName {
             ArchName::Cnn => "cnn",
             ArchName::Lenet5 => "lenet5",
             ArchName::Convnet => "convnet",
+            ArchName::Resnet => "resnet",
         }
+    }
+
+    /// Whether its convolutions are followed by batch norm when `batch_norm` is not declared.
+    pub fn batch_norm_by_default(self) -> bool {
+        self == ArchName::Resnet
     }
 }
 
@@ -467,6 +480,8 @@ pub struct ArchOptions {
     pub mlp: MlpOptions,
     /// `[arch.cnn]`.
     pub cnn: CnnOptions,
+    /// `[arch.resnet]`.
+    pub resnet: ResnetOptions,
     /// `[arch.convnet]`.
     pub convnet: ConvnetOptions,
     /// `[arch.lenet5]` has no options; the table may still be present.
@@ -519,6 +534,25 @@ pub struct ConvnetOptions {
 impl Default for ConvnetOptions {
     fn default() -> Self {
         ConvnetOptions { channels: [16, 32] }
+    }
+}
+
+/// `[arch.resnet]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResnetOptions {
+    /// Channels of each stage; every stage after the first halves the image size.
+    pub channels: Vec<usize>,
+    /// Basic blocks (two 3x3 convolutions and a shortcut) per stage.
+    pub blocks: usize,
+}
+
+impl Default for ResnetOptions {
+    fn default() -> Self {
+        ResnetOptions {
+            channels: vec![16, 32, 64],
+            blocks: 2,
+        }
     }
 }
 

@@ -38,9 +38,12 @@ pub struct TrialSpec {
     /// Hidden widths (mlp, cnn).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hidden: Option<Vec<usize>>,
-    /// Conv channels (cnn, convnet).
+    /// Conv channels (cnn and convnet: two layers; resnet: one per stage).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub channels: Option<[usize; 2]>,
+    pub channels: Option<Vec<usize>>,
+    /// Basic blocks per stage (resnet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocks: Option<usize>,
     /// SGD momentum.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub momentum: Option<f64>,
@@ -82,6 +85,9 @@ pub struct TrialSpec {
     /// Label smoothing of the training loss.
     #[serde(default, skip_serializing_if = "is_default")]
     pub label_smoothing: f64,
+    /// Batch norm after each convolution.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub batch_norm: bool,
 }
 
 fn is_default<T: Default + PartialEq>(value: &T) -> bool {
@@ -90,12 +96,13 @@ fn is_default<T: Default + PartialEq>(value: &T) -> bool {
 
 /// The trial keys left out of stored parameters at their defaults, with those defaults as
 /// listings show them.
-pub fn omitted_defaults() -> [(&'static str, serde_json::Value); 4] {
+pub fn omitted_defaults() -> [(&'static str, serde_json::Value); 5] {
     [
         ("augment", Augment::None.as_str().into()),
         ("schedule", ScheduleName::Constant.as_str().into()),
         ("warmup_epochs", 0.into()),
         ("label_smoothing", 0.0.into()),
+        ("batch_norm", false.into()),
     ]
 }
 
@@ -126,6 +133,7 @@ impl TrialSpec {
             schedule: self.schedule,
             warmup_epochs: self.warmup_epochs,
             label_smoothing: self.label_smoothing,
+            batch_norm: self.batch_norm,
         }
     }
 
@@ -160,6 +168,12 @@ impl TrialSpec {
             ArchName::Lenet5 => 3.0,
             ArchName::Convnet => 8.0,
             ArchName::Cnn => 25.0,
+            ArchName::Resnet => 120.0,
+        };
+        let per_image = if self.batch_norm && self.arch != ArchName::Resnet {
+            per_image * 1.3
+        } else {
+            per_image
         };
         let images = self.limit.unwrap_or(60_000) as f64 * self.split;
         self.epochs as f64 * images * per_image
@@ -193,6 +207,8 @@ pub struct AxisValues {
     pub warmup_epochs: usize,
     /// Label smoothing.
     pub label_smoothing: f64,
+    /// Batch norm, resolved: the declared value or the architecture's default.
+    pub batch_norm: bool,
 }
 
 /// The trial of configuration `values`, repeat `repeat`, with the spec's sweep-wide options.
@@ -218,6 +234,7 @@ pub fn trial(
         normalize: spec.data.normalize,
         hidden: None,
         channels: None,
+        blocks: None,
         momentum: None,
         dampening: None,
         nesterov: None,
@@ -231,6 +248,7 @@ pub fn trial(
         step_gamma: None,
         warmup_epochs: values.warmup_epochs,
         label_smoothing: values.label_smoothing,
+        batch_norm: values.batch_norm,
     };
     if values.schedule == ScheduleName::Step {
         trial.step_every = Some(spec.schedule.step.every);
@@ -242,7 +260,7 @@ pub fn trial(
 
 /// Expands a validated spec: axes vary slowest-first in the order arch, optimizer, lr,
 /// batch_size, epochs, dropout, weight_decay, split, augment, schedule, warmup_epochs,
-/// label_smoothing, then repeats.
+/// label_smoothing, batch_norm, then repeats.
 pub fn expand(spec: &ExperimentSpec) -> Vec<TrialSpec> {
     let g = &spec.grid;
     let lengths = [
@@ -258,12 +276,13 @@ pub fn expand(spec: &ExperimentSpec) -> Vec<TrialSpec> {
         g.schedule.values().len(),
         g.warmup_epochs.values().len(),
         g.label_smoothing.values().len(),
+        g.batch_norm.as_ref().map_or(1, |axis| axis.values().len()),
     ];
     let combinations: usize = lengths.iter().product();
     let mut trials = Vec::with_capacity(combinations * spec.sweep.repeats as usize);
     for number in 0..combinations {
         // Mixed-radix digits of `number`, the last axis varying fastest.
-        let mut digits = [0; 12];
+        let mut digits = [0; 13];
         let mut rest = number;
         for (digit, &length) in digits.iter_mut().zip(&lengths).rev() {
             *digit = rest % length;
@@ -282,9 +301,11 @@ pub fn expand(spec: &ExperimentSpec) -> Vec<TrialSpec> {
             schedule,
             warmup_epochs,
             label_smoothing,
+            batch_norm,
         ] = digits;
+        let arch = g.arch.values()[arch];
         let values = AxisValues {
-            arch: g.arch.values()[arch],
+            arch,
             optimizer: g.optimizer.values()[optimizer],
             lr: g.lr.values()[lr],
             batch_size: g.batch_size.values()[batch_size],
@@ -296,6 +317,10 @@ pub fn expand(spec: &ExperimentSpec) -> Vec<TrialSpec> {
             schedule: g.schedule.values()[schedule],
             warmup_epochs: g.warmup_epochs.values()[warmup_epochs],
             label_smoothing: g.label_smoothing.values()[label_smoothing],
+            batch_norm: match &g.batch_norm {
+                Some(axis) => axis.values()[batch_norm],
+                None => arch.batch_norm_by_default(),
+            },
         };
         for repeat in 0..spec.sweep.repeats {
             trials.push(trial(spec, &values, repeat, None));
@@ -310,10 +335,14 @@ fn fill_options(trial: &mut TrialSpec, spec: &ExperimentSpec) {
     match trial.arch {
         ArchName::Mlp => trial.hidden = Some(spec.arch.mlp.hidden.clone()),
         ArchName::Cnn => {
-            trial.channels = Some(spec.arch.cnn.channels);
+            trial.channels = Some(spec.arch.cnn.channels.to_vec());
             trial.hidden = Some(spec.arch.cnn.hidden.to_vec());
         }
-        ArchName::Convnet => trial.channels = Some(spec.arch.convnet.channels),
+        ArchName::Convnet => trial.channels = Some(spec.arch.convnet.channels.to_vec()),
+        ArchName::Resnet => {
+            trial.channels = Some(spec.arch.resnet.channels.clone());
+            trial.blocks = Some(spec.arch.resnet.blocks);
+        }
         ArchName::Lenet5 => {}
     }
     match trial.optimizer {

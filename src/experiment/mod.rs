@@ -201,6 +201,11 @@ impl Experiment {
                 g.schedule.values().len(),
                 g.schedule.distribution(),
             ),
+            (
+                "grid.batch_norm",
+                g.batch_norm.as_ref().map_or(1, |axis| axis.values().len()),
+                g.batch_norm.as_ref().and_then(|axis| axis.distribution()),
+            ),
         ] {
             check(
                 drawn.is_none(),
@@ -422,7 +427,39 @@ impl Experiment {
             "must be at most 14 (half the image); 2 or 4 are usual",
         );
 
+        // Batch norm follows convolutions: mlp has none, and resnet is defined with it.
+        if let Some(batch_norm) = &g.batch_norm {
+            let declared = batch_norm.values();
+            let archs = g.arch.values();
+            check(
+                !(declared.contains(&true) && archs.contains(&ArchName::Mlp)),
+                "grid.batch_norm",
+                "true".into(),
+                "mlp has no convolutions to normalise: use batch_norm with cnn, lenet5 or \
+                 convnet, and put mlp in an experiment of its own",
+            );
+            check(
+                !(declared.contains(&false) && archs.contains(&ArchName::Resnet)),
+                "grid.batch_norm",
+                "false".into(),
+                "resnet always uses batch norm: leave batch_norm out for resnet (or put resnet \
+                 in an experiment of its own)",
+            );
+        }
+
         let a = &s.arch;
+        check(
+            (1..=4).contains(&a.resnet.channels.len()) && a.resnet.channels.iter().all(|&c| c > 0),
+            "arch.resnet.channels",
+            format!("{:?}", a.resnet.channels),
+            "give 1 to 4 stage widths, each at least 1 (e.g. [16, 32, 64])",
+        );
+        check(
+            (1..=8).contains(&a.resnet.blocks),
+            "arch.resnet.blocks",
+            a.resnet.blocks.to_string(),
+            "must be 1 to 8 basic blocks per stage (2 is the default)",
+        );
         check(
             !a.mlp.hidden.is_empty() && a.mlp.hidden.iter().all(|&h| h > 0),
             "arch.mlp.hidden",

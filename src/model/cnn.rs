@@ -1,7 +1,8 @@
 //! Seed 002's CNN: conv3x3 -> ReLU -> pool, conv3x3 -> ReLU -> pool, then three linear layers
 //! with dropout after the first two. LeNet-5 shares the shape with other layer sizes.
 
-use super::layers::{conv2d_max_pool, first_conv2d_max_pool};
+use super::layers::{BlockInput, conv_block};
+use super::norm::BatchNorm2d;
 use super::{Dropout, OUTPUTS};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
@@ -14,6 +15,8 @@ use burn::tensor::activation::relu;
 pub struct Cnn {
     conv1: Conv2d,
     conv2: Conv2d,
+    norm1: Option<BatchNorm2d>,
+    norm2: Option<BatchNorm2d>,
     pool: MaxPool2d,
     fc1: Linear,
     fc2: Linear,
@@ -23,30 +26,45 @@ pub struct Cnn {
 }
 
 impl Cnn {
-    /// `channels` of the two conv layers, `hidden` widths of the first two linear layers.
-    pub fn new(channels: [usize; 2], hidden: [usize; 2], dropout: f64, device: &Device) -> Self {
+    /// `channels` of the two conv layers, `hidden` widths of the first two linear layers,
+    /// batch norm after each convolution when `batch_norm`.
+    pub fn new(
+        channels: [usize; 2],
+        hidden: [usize; 2],
+        dropout: f64,
+        batch_norm: bool,
+        device: &Device,
+    ) -> Self {
         let same = PaddingConfig2d::Explicit(1, 1, 1, 1);
         Cnn::from_layers(
             Conv2dConfig::new([1, channels[0]], [3, 3]).with_padding(same.clone()),
             Conv2dConfig::new([channels[0], channels[1]], [3, 3]).with_padding(same),
             [channels[1] * 7 * 7, hidden[0], hidden[1]],
             dropout,
+            batch_norm,
             device,
         )
     }
 
-    /// Two conv blocks (conv, ReLU, 2x2 max-pool) then three linear layers of input widths
-    /// `linear` (the last one outputs the classes); LeNet-5 is this shape too.
+    /// Two conv blocks (conv, batch norm when `batch_norm`, ReLU, 2x2 max-pool) then three
+    /// linear layers of input widths `linear` (the last one outputs the classes); LeNet-5 is
+    /// this shape too.
     pub(super) fn from_layers(
         conv1: Conv2dConfig,
         conv2: Conv2dConfig,
         linear: [usize; 3],
         dropout: f64,
+        batch_norm: bool,
         device: &Device,
     ) -> Self {
+        let norm = |channels| batch_norm.then(|| BatchNorm2d::new(channels, device));
         Cnn {
-            conv1: conv1.init(device),
-            conv2: conv2.init(device),
+            norm1: norm(conv1.channels[1]),
+            norm2: norm(conv2.channels[1]),
+            // Batch norm subtracts the mean, so a bias before it would do nothing (torchvision
+            // leaves it out too).
+            conv1: conv1.with_bias(!batch_norm).init(device),
+            conv2: conv2.with_bias(!batch_norm).init(device),
             pool: MaxPool2dConfig::new([2, 2]).init(),
             fc1: LinearConfig::new(linear[0], linear[1]).init(device),
             fc2: LinearConfig::new(linear[1], linear[2]).init(device),
@@ -57,10 +75,24 @@ impl Cnn {
 
     /// Logits for a batch of images.
     pub fn forward(&self, images: Tensor<4>, dropout: &mut Dropout) -> Tensor<2> {
-        // ReLU and max pooling commute (both are monotone), and pooling first leaves the ReLU a
-        // quarter of the values: the same function and gradients for less work.
-        let x = relu(first_conv2d_max_pool(&self.conv1, &self.pool, images));
-        let x = relu(conv2d_max_pool(&self.conv2, &self.pool, x));
+        let training = dropout.is_training();
+        let (norm1, norm2) = (self.norm1.as_ref(), self.norm2.as_ref());
+        let x = conv_block(
+            &self.conv1,
+            norm1,
+            &self.pool,
+            images,
+            BlockInput::Images,
+            training,
+        );
+        let x = conv_block(
+            &self.conv2,
+            norm2,
+            &self.pool,
+            x,
+            BlockInput::Activations,
+            training,
+        );
         let x = dropout.apply(relu(self.fc1.forward(x.flatten(1, 3))), self.dropout);
         let x = dropout.apply(relu(self.fc2.forward(x)), self.dropout);
         self.fc3.forward(x)

@@ -1,5 +1,5 @@
-//! A convolution (stride 1), its bias and a 2x2 max pool as one flex operation with a
-//! hand-written backward pass, reached through a burn backend extension.
+//! A convolution (stride 1), its bias and optionally a 2x2 max pool as one flex operation with
+//! a hand-written backward pass, reached through a burn backend extension.
 //!
 //! Why: on flex, burn's kernels for a CNN's inner convolution and pool were most of a training
 //! step -- the weight gradient is a convolution over swapped axes, the input gradient a
@@ -27,17 +27,20 @@ use std::mem::MaybeUninit;
 /// About how many values of columns one block of images unfolds to (1 MiB: within a core's L2).
 const BLOCK_VALUES: usize = 1 << 18;
 
-/// `max_pool2d(conv2d(x, weight, bias), 2x2, stride 2)` as one operation.
+/// `max_pool2d(conv2d(x, weight, bias), 2x2, stride 2)` (or the convolution alone) as one
+/// operation.
 #[backend_extension(Flex, Autodiff)]
 pub trait ConvPool: Backend {
     /// `x` `[batch, channels, height, width]`, `weight` `[filters, channels, k, k]`, `bias`
-    /// `[filters]`, `padding` zeros on every side; stride 1 and an even convolution output.
-    /// Returns `[batch, filters, out_height / 2, out_width / 2]`.
-    fn conv2d_max_pool2(
+    /// `[filters]`, `padding` zeros on every side; stride 1, and an even convolution output when
+    /// `pool`. Returns `[batch, filters, out_height / 2, out_width / 2]` when `pool`, the
+    /// convolution's `[batch, filters, out_height, out_width]` otherwise.
+    fn fused_conv2d(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
         padding: usize,
+        pool: bool,
     ) -> FloatTensor<Self>;
 }
 
@@ -46,15 +49,16 @@ pub trait ConvPool: Backend {
 pub trait ConvPoolKernels: Backend {
     /// The pooled output, and for the backward pass the input, the weight, the position of
     /// each output's maximum in its filter's row of the convolution, and the sizes.
-    fn conv2d_max_pool2_saving(
+    fn fused_conv2d_saving(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
         padding: usize,
+        pool: bool,
     ) -> (FloatTensor<Self>, Saved<Self>);
 
     /// Gradients of the input (when `input_grad`), the weight and the bias from the output's.
-    fn conv2d_max_pool2_backward(
+    fn fused_conv2d_backward(
         grad: FloatTensor<Self>,
         saved: Saved<Self>,
         input_grad: bool,
@@ -64,7 +68,7 @@ pub trait ConvPoolKernels: Backend {
 /// Gradients of the layer's input (when asked for), weight and bias.
 pub type LayerGradients<B> = (Option<FloatTensor<B>>, FloatTensor<B>, FloatTensor<B>);
 
-/// What [`ConvPoolKernels::conv2d_max_pool2_saving`] keeps for the backward pass.
+/// What [`ConvPoolKernels::fused_conv2d_saving`] keeps for the backward pass.
 #[derive(Clone, Debug)]
 pub struct Saved<B: Backend> {
     x: FloatTensor<B>,
@@ -83,6 +87,8 @@ pub struct Geometry {
     filters: usize,
     kernel: usize,
     padding: usize,
+    /// Whether a 2x2 max pool follows the convolution.
+    pool: bool,
 }
 
 impl Geometry {
@@ -93,6 +99,16 @@ impl Geometry {
             self.height + grow - self.kernel,
             self.width + grow - self.kernel,
         )
+    }
+
+    /// The layer's output height and width: the convolution's, halved when pooled.
+    fn output_size(&self) -> (usize, usize) {
+        let (height, width) = self.conv_size();
+        if self.pool {
+            (height / 2, width / 2)
+        } else {
+            (height, width)
+        }
     }
 
     /// Values per input image.
@@ -364,7 +380,7 @@ fn matmul(m: usize, k: usize, n: usize, lhs: Operand, rhs: Operand) -> Vec<f32> 
 /// filters, out_height / 2, out_width / 2]`, and for every output the position of its maximum
 /// in its filter's row of `conv` (the first of equal values, as in burn's and PyTorch's pools;
 /// NaN when the window holds one, as in PyTorch's).
-fn pool(conv: &[f32], bias: &[f32], g: &Geometry) -> (Vec<f32>, Vec<u32>) {
+fn max_pool(conv: &[f32], bias: &[f32], g: &Geometry) -> (Vec<f32>, Vec<u32>) {
     let (out_height, out_width) = g.conv_size();
     let (pooled_height, pooled_width) = (out_height / 2, out_width / 2);
     let plane = pooled_height * pooled_width;
@@ -395,6 +411,41 @@ fn pool(conv: &[f32], bias: &[f32], g: &Geometry) -> (Vec<f32>, Vec<u32>) {
             }
         });
     (output, argmax)
+}
+
+/// The unpooled layer's output: `conv` `[filters, batch * out pixels]` plus the bias, as
+/// `[batch, filters, out_height, out_width]`.
+fn arrange(conv: &[f32], bias: &[f32], g: &Geometry) -> Vec<f32> {
+    let (height, width) = g.conv_size();
+    let plane = height * width;
+    let mut output = vec![0.0; g.batch * g.filters * plane];
+    output
+        .par_chunks_mut(plane)
+        .enumerate()
+        .for_each(|(plane_index, output)| {
+            let (image, filter) = (plane_index / g.filters, plane_index % g.filters);
+            let source = &conv[filter * g.pixels() + image * plane..][..plane];
+            for (value, &sum) in output.iter_mut().zip(source) {
+                *value = sum + bias[filter];
+            }
+        });
+    output
+}
+
+/// The adjoint of [`arrange`]: the output's gradient as `[filters, batch * out pixels]`.
+fn disarrange(grad: &[f32], g: &Geometry) -> Vec<f32> {
+    let (height, width) = g.conv_size();
+    let plane = height * width;
+    let mut conv_grad = vec![0.0; g.filters * g.pixels()];
+    conv_grad
+        .par_chunks_mut(g.pixels())
+        .enumerate()
+        .for_each(|(filter, row)| {
+            for (image, target) in row.chunks_exact_mut(plane).enumerate() {
+                target.copy_from_slice(&grad[(image * g.filters + filter) * plane..][..plane]);
+            }
+        });
+    conv_grad
 }
 
 /// The pool's backward pass: each output's gradient at its maximum's position in `[filters,
@@ -446,8 +497,15 @@ struct Forward {
 }
 
 impl Forward {
-    /// Block by block of images (see [`Geometry::blocks`]): unfold, multiply, pool.
-    fn run(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, padding: usize) -> Forward {
+    /// Block by block of images (see [`Geometry::blocks`]): unfold, multiply, pool (or add
+    /// the bias and lay out).
+    fn run(
+        x: FlexTensor,
+        weight: FlexTensor,
+        bias: FlexTensor,
+        padding: usize,
+        pool: bool,
+    ) -> Forward {
         let (x, weight, bias) = (
             x.to_contiguous(),
             weight.to_contiguous(),
@@ -463,6 +521,7 @@ impl Forward {
             filters: weight_dims[0],
             kernel: weight_dims[2],
             padding,
+            pool,
         };
         let g = &geometry;
         let (weight_rows, bias_values) = (values(&weight), values(&bias));
@@ -477,7 +536,11 @@ impl Forward {
                     Operand::rows(weight_rows, block.rows()),
                     Operand::rows(&columns, block.pixels()),
                 );
-                pool(&conv, bias_values, &block)
+                if block.pool {
+                    max_pool(&conv, bias_values, &block)
+                } else {
+                    (arrange(&conv, bias_values, &block), Vec::new())
+                }
             })
             .collect();
         let (output, argmax) = blocks.into_iter().fold(
@@ -498,31 +561,33 @@ impl Forward {
     }
 
     fn output(output: Vec<f32>, g: &Geometry) -> FlexTensor {
-        let (height, width) = g.conv_size();
-        flex_tensor(output, vec![g.batch, g.filters, height / 2, width / 2])
+        let (height, width) = g.output_size();
+        flex_tensor(output, vec![g.batch, g.filters, height, width])
     }
 }
 
 impl ConvPool for Flex {
-    fn conv2d_max_pool2(
+    fn fused_conv2d(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
         padding: usize,
+        pool: bool,
     ) -> FloatTensor<Self> {
-        let forward = Forward::run(x, weight, bias, padding);
+        let forward = Forward::run(x, weight, bias, padding, pool);
         Forward::output(forward.output, &forward.geometry)
     }
 }
 
 impl ConvPoolKernels for Flex {
-    fn conv2d_max_pool2_saving(
+    fn fused_conv2d_saving(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
         padding: usize,
+        pool: bool,
     ) -> (FloatTensor<Self>, Saved<Self>) {
-        let forward = Forward::run(x, weight, bias, padding);
+        let forward = Forward::run(x, weight, bias, padding, pool);
         let g = forward.geometry;
         let count = forward.argmax.len();
         let saved = Saved {
@@ -534,7 +599,7 @@ impl ConvPoolKernels for Flex {
         (Forward::output(forward.output, &g), saved)
     }
 
-    fn conv2d_max_pool2_backward(
+    fn fused_conv2d_backward(
         grad: FloatTensor<Self>,
         saved: Saved<Self>,
         input_grad: bool,
@@ -558,7 +623,11 @@ impl ConvPoolKernels for Flex {
             .map(|(first_image, block, x)| {
                 let outputs = first_image * output_size..(first_image + block.batch) * output_size;
                 let columns = unfold(x, &block);
-                let conv_grad = unpool(&grad[outputs.clone()], &argmax[outputs], &block);
+                let conv_grad = if block.pool {
+                    unpool(&grad[outputs.clone()], &argmax[outputs], &block)
+                } else {
+                    disarrange(&grad[outputs], &block)
+                };
                 let weight_grad = matmul(
                     block.filters,
                     block.pixels(),
@@ -598,11 +667,12 @@ impl ConvPoolKernels for Flex {
 }
 
 impl<B: Backend + ConvPool + ConvPoolKernels, C: CheckpointStrategy> ConvPool for Autodiff<B, C> {
-    fn conv2d_max_pool2(
+    fn fused_conv2d(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
         padding: usize,
+        pool: bool,
     ) -> FloatTensor<Self> {
         #[derive(Debug)]
         struct ConvPoolBackward;
@@ -619,7 +689,7 @@ impl<B: Backend + ConvPool + ConvPoolKernels, C: CheckpointStrategy> ConvPool fo
                 let [x_node, weight_node, bias_node] = ops.parents;
                 let grad = grads.consume::<B>(&ops.node);
                 let (x_grad, weight_grad, bias_grad) =
-                    B::conv2d_max_pool2_backward(grad, ops.state, x_node.is_some());
+                    B::fused_conv2d_backward(grad, ops.state, x_node.is_some());
                 if let (Some(node), Some(x_grad)) = (x_node, x_grad) {
                     grads.register::<B>(node.id, x_grad);
                 }
@@ -639,19 +709,21 @@ impl<B: Backend + ConvPool + ConvPoolKernels, C: CheckpointStrategy> ConvPool fo
             .stateful()
         {
             OpsKind::Tracked(prep) => {
-                let (output, saved) = B::conv2d_max_pool2_saving(
+                let (output, saved) = B::fused_conv2d_saving(
                     x.into_primitive(),
                     weight.into_primitive(),
                     bias.into_primitive(),
                     padding,
+                    pool,
                 );
                 prep.finish(saved, output)
             }
-            OpsKind::UnTracked(prep) => prep.finish(B::conv2d_max_pool2(
+            OpsKind::UnTracked(prep) => prep.finish(B::fused_conv2d(
                 x.into_primitive(),
                 weight.into_primitive(),
                 bias.into_primitive(),
                 padding,
+                pool,
             )),
         }
     }
@@ -659,7 +731,7 @@ impl<B: Backend + ConvPool + ConvPoolKernels, C: CheckpointStrategy> ConvPool fo
 
 #[cfg(test)]
 mod tests {
-    use crate::model::layers::conv2d_max_pool;
+    use crate::model::layers::{conv2d, conv2d_max_pool};
     use burn::module::Param;
     use burn::nn::PaddingConfig2d;
     use burn::nn::conv::Conv2dConfig;
@@ -762,5 +834,42 @@ mod tests {
             conv.weight.val().grad(&grads).unwrap()
         };
         assert!(relative_difference(weight_grad(false), weight_grad(true)) < 1e-5);
+    }
+
+    /// Without the pool the operation is burn's convolution, with a bias and without one (as
+    /// before batch norm), in the output and all gradients.
+    #[test]
+    fn unpooled_layer_matches_burn_with_and_without_bias() {
+        let device = Device::flex().autodiff();
+        device.seed(8);
+        for (bias, pad) in [(true, 1), (false, 1), (false, 0)] {
+            let conv = Conv2dConfig::new([4, 6], [3, 3])
+                .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
+                .with_bias(bias)
+                .init(&device);
+            let x = Tensor::<4>::random([9, 4, 7, 9], Distribution::Normal(0.0, 1.0), &device);
+            let run = |fused: bool| {
+                let x = x.clone().require_grad();
+                let y = if fused {
+                    conv2d(&conv, x.clone())
+                } else {
+                    conv.forward(x.clone())
+                };
+                let grads = (y.clone() * y.clone()).sum().backward();
+                let weight = conv.weight.val().grad(&grads).unwrap();
+                (y.inner(), x.grad(&grads).unwrap(), weight)
+            };
+            let (y0, x0, w0) = run(false);
+            let (y1, x1, w1) = run(true);
+            assert!(relative_difference(y0, y1) < 1e-5, "output, bias {bias}");
+            assert!(
+                relative_difference(x0, x1) < 1e-5,
+                "input grad, bias {bias}"
+            );
+            assert!(
+                relative_difference(w0, w1) < 1e-5,
+                "weight grad, bias {bias}"
+            );
+        }
     }
 }

@@ -4,6 +4,7 @@
 //! operation of [`super::conv_pool`]. On other backends they are burn's layers.
 
 use super::conv_pool::ConvPool;
+use super::norm::BatchNorm2d;
 use burn::backend::Dispatch;
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
@@ -20,13 +21,20 @@ use burn::tensor::activation::relu;
 /// (evaluation) flex's own forward kernel is the faster one; so there, on libtorch, and for
 /// strided, dilated, grouped or `Same`-padded convolutions it is `conv.forward`.
 pub fn first_conv2d(conv: &Conv2d, images: Tensor<4>) -> Tensor<4> {
+    match first_conv2d_channel_major(conv, &images) {
+        Some(output) => output.swap_dims(0, 1),
+        None => conv.forward(images),
+    }
+}
+
+/// [`first_conv2d`]'s output as the matrix product leaves it, `[channels, images, height,
+/// width]`, when it takes the unfolded form (training on flex).
+fn first_conv2d_channel_major(conv: &Conv2d, images: &Tensor<4>) -> Option<Tensor<4>> {
     let training = images.device().is_autodiff();
-    let Some(padded) = Padded::for_unfolding(conv, &images).filter(|_| training) else {
-        return conv.forward(images);
-    };
+    let padded = Padded::for_unfolding(conv, images).filter(|_| training)?;
     let size = padded.output_size(conv);
     let columns = padded.columns(conv, (0, 0), size, 1);
-    padded.outputs(conv, weight_rows(conv).matmul(columns), size)
+    Some(padded.channel_major(conv, weight_rows(conv).matmul(columns), size))
 }
 
 /// `pool.forward(first_conv2d(conv, images))` for a 2x2, stride-2 max pool, fused: on flex the
@@ -54,50 +62,112 @@ pub fn first_conv2d_max_pool(conv: &Conv2d, pool: &MaxPool2d, images: Tensor<4>)
 }
 
 /// `pool.forward(conv.forward(x))` for an inner layer, whose input needs a gradient: on flex,
-/// for a stride-1 square convolution with bias and symmetric padding followed by a 2x2 max pool,
-/// it is one operation with its own backward pass ([`super::conv_pool`]); elsewhere burn's
-/// layers.
+/// for a stride-1 square convolution with symmetric padding followed by a 2x2 max pool, it is
+/// one operation with its own backward pass ([`super::conv_pool`]); elsewhere burn's layers.
 pub fn conv2d_max_pool(conv: &Conv2d, pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
-    let [_, _, kernel_h, kernel_w] = conv.weight.dims();
-    let padding = match conv.padding {
-        PaddingConfig2d::Explicit(top, left, bottom, right)
-            if top == left && left == bottom && bottom == right =>
-        {
-            Some(top)
+    match fused(conv, Some(pool), &x) {
+        Some(bias) => fused_conv2d(conv, bias, x, true),
+        None => pool.forward(conv.forward(x)),
+    }
+}
+
+/// `conv.forward(x)` for an inner layer: the same operation as [`conv2d_max_pool`] without the
+/// pool, for a stride-1 square convolution with symmetric padding on flex.
+pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    match fused(conv, None, &x) {
+        Some(bias) => fused_conv2d(conv, bias, x, false),
+        None => conv.forward(x),
+    }
+}
+
+/// The bias to hand the fused operation (zeros for a convolution without one) when it applies
+/// to `conv` followed by `pool` on `x`.
+fn fused(conv: &Conv2d, pool: Option<&MaxPool2d>, x: &Tensor<4>) -> Option<Tensor<1>> {
+    let [filters, _, kernel_h, kernel_w] = conv.weight.dims();
+    let symmetric = match conv.padding {
+        PaddingConfig2d::Explicit(top, left, bottom, right) => {
+            top == left && left == bottom && bottom == right
         }
-        PaddingConfig2d::Valid => Some(0),
-        _ => None,
+        PaddingConfig2d::Valid => true,
+        PaddingConfig2d::Same => false,
     };
     let [_, _, height, width] = x.dims();
-    let even_output = |size: usize, padding: usize| {
-        (size + 2 * padding + 1)
+    let even_output = |size: usize| {
+        (size + 2 * padding_of(conv) + 1)
             .checked_sub(kernel_h)
             .is_some_and(|n| n >= 2 && n % 2 == 0)
     };
-    let fused = match (padding, &conv.bias) {
-        (Some(padding), Some(bias)) => (is_plain(conv)
-            && kernel_h == kernel_w
-            && is_2x2_pool(pool)
-            && even_output(height, padding)
-            && even_output(width, padding)
-            && x.dtype() == burn::tensor::DType::F32
-            && is_flex(&x.device()))
-        .then_some((padding, bias)),
-        _ => None,
-    };
-    let Some((padding, bias)) = fused else {
-        return pool.forward(conv.forward(x));
-    };
-    Tensor::from_dispatch(<Dispatch as ConvPool>::conv2d_max_pool2(
+    let pool_fits =
+        pool.is_none_or(|pool| is_2x2_pool(pool) && even_output(height) && even_output(width));
+    let applies = symmetric
+        && pool_fits
+        && is_plain(conv)
+        && kernel_h == kernel_w
+        && x.dtype() == burn::tensor::DType::F32
+        && is_flex(&x.device());
+    applies.then(|| match &conv.bias {
+        Some(bias) => bias.val(),
+        None => Tensor::zeros([filters], &x.device()),
+    })
+}
+
+/// The padding on each side of a symmetrically padded convolution.
+fn padding_of(conv: &Conv2d) -> usize {
+    match conv.padding {
+        PaddingConfig2d::Explicit(top, ..) => top,
+        _ => 0,
+    }
+}
+
+fn fused_conv2d(conv: &Conv2d, bias: Tensor<1>, x: Tensor<4>, pool: bool) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as ConvPool>::fused_conv2d(
         x.into_dispatch(),
         conv.weight.val().into_dispatch(),
-        bias.val().into_dispatch(),
-        padding,
+        bias.into_dispatch(),
+        padding_of(conv),
+        pool,
     ))
 }
 
+/// Where a conv block sits: the first layer's input (images) needs no gradient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockInput {
+    /// The network's images.
+    Images,
+    /// An earlier layer's activations.
+    Activations,
+}
+
+/// A CNN block: convolution, batch norm when `norm` is given, ReLU and a 2x2 max pool.
+///
+/// ReLU and max pooling commute (both are monotone), and pooling first leaves the ReLU a
+/// quarter of the values: the same function and gradients for less work. Without batch norm the
+/// convolution and pool are fused ([`first_conv2d_max_pool`], [`conv2d_max_pool`]); batch
+/// statistics need the whole convolution output, so with it they are separate.
+pub fn conv_block(
+    conv: &Conv2d,
+    norm: Option<&BatchNorm2d>,
+    pool: &MaxPool2d,
+    x: Tensor<4>,
+    input: BlockInput,
+    training: bool,
+) -> Tensor<4> {
+    let pooled = match (norm, input) {
+        (None, BlockInput::Images) => first_conv2d_max_pool(conv, pool, x),
+        (None, BlockInput::Activations) => conv2d_max_pool(conv, pool, x),
+        (Some(norm), BlockInput::Images) => match first_conv2d_channel_major(conv, &x) {
+            Some(channel_major) => norm.forward_pooled_channel_major(channel_major, training, pool),
+            None => norm.forward_pooled(conv.forward(x), training, pool),
+        },
+        (Some(norm), BlockInput::Activations) => {
+            norm.forward_pooled(conv2d(conv, x), training, pool)
+        }
+    };
+    relu(pooled)
+}
+
 /// Whether `pool` is a 2x2 max pool with stride 2 and no padding.
-fn is_2x2_pool(pool: &MaxPool2d) -> bool {
+pub(super) fn is_2x2_pool(pool: &MaxPool2d) -> bool {
     pool.kernel_size == [2, 2]
         && pool.stride == [2, 2]
         && pool.dilation == [1, 1]
@@ -195,14 +265,19 @@ impl Padded {
 
     /// The layer's result `[out channels, image x pixel]` plus `conv`'s bias, as the usual
     /// `[image, channel, row, column]`.
-    fn outputs(&self, conv: &Conv2d, out: Tensor<2>, [height, width]: [usize; 2]) -> Tensor<4> {
+    fn outputs(&self, conv: &Conv2d, out: Tensor<2>, size: [usize; 2]) -> Tensor<4> {
+        self.channel_major(conv, out, size).swap_dims(0, 1)
+    }
+
+    /// The layer's result `[out channels, image x pixel]` plus `conv`'s bias, as `[channel,
+    /// image, row, column]`.
+    fn channel_major(&self, conv: &Conv2d, out: Tensor<2>, [h, w]: [usize; 2]) -> Tensor<4> {
         let channels = out.dims()[0];
         let out = match &conv.bias {
             Some(bias) => out + bias.val().reshape([channels, 1]),
             None => out,
         };
-        out.reshape([channels, self.dims[0], height, width])
-            .swap_dims(0, 1)
+        out.reshape([channels, self.dims[0], h, w])
     }
 }
 
@@ -215,7 +290,7 @@ fn weight_rows(conv: &Conv2d) -> Tensor<2> {
 }
 
 /// Whether `device` is burn's flex CPU backend, with or without autodiff.
-fn is_flex(device: &Device) -> bool {
+pub(super) fn is_flex(device: &Device) -> bool {
     device.clone().without_autodiff() == Device::flex()
 }
 

@@ -7,13 +7,14 @@ use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2dConfig;
 use burn::prelude::*;
 
-/// Builds LeNet-5.
-pub fn lenet5(dropout: f64, device: &Device) -> Cnn {
+/// Builds LeNet-5, with batch norm after each convolution when `batch_norm`.
+pub fn lenet5(dropout: f64, batch_norm: bool, device: &Device) -> Cnn {
     Cnn::from_layers(
         Conv2dConfig::new([1, 6], [5, 5]).with_padding(PaddingConfig2d::Explicit(2, 2, 2, 2)),
         Conv2dConfig::new([6, 16], [5, 5]),
         [16 * 5 * 5, 120, 84],
         dropout,
+        batch_norm,
         device,
     )
 }

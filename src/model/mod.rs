@@ -6,11 +6,15 @@ mod convnet;
 pub mod layers;
 mod lenet5;
 mod mlp;
+pub mod norm;
+mod norm_op;
+mod resnet;
 
 pub use cnn::Cnn;
 pub use convnet::Convnet;
 pub use lenet5::lenet5;
 pub use mlp::Mlp;
+pub use resnet::Resnet;
 
 use crate::data::NUM_CLASSES;
 use crate::experiment::{ArchName, TrialSpec};
@@ -29,6 +33,8 @@ pub enum Net {
     Lenet5(Cnn),
     /// Two conv layers and one linear layer.
     Convnet(Convnet),
+    /// A small residual network.
+    Resnet(Resnet),
 }
 
 // burn's backends draw initial weights from one process-wide generator; holding this lock while
@@ -42,21 +48,36 @@ impl Net {
         let _guard = INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         device.seed(seed);
         let hidden = trial.hidden.clone().unwrap_or_default();
+        let channels = trial.channels.as_deref().unwrap_or_default();
+        let two = |default: [usize; 2]| match channels {
+            &[first, second] => [first, second],
+            _ => default,
+        };
+        let (dropout, batch_norm) = (trial.dropout, trial.batch_norm);
         let net = match trial.arch {
-            ArchName::Mlp => Net::Mlp(Mlp::new(&hidden, trial.dropout, device)),
+            ArchName::Mlp => Net::Mlp(Mlp::new(&hidden, dropout, device)),
             ArchName::Cnn => Net::Cnn(Cnn::new(
-                trial.channels.unwrap_or([32, 64]),
+                two([32, 64]),
                 [
                     hidden.first().copied().unwrap_or(256),
                     hidden.get(1).copied().unwrap_or(128),
                 ],
-                trial.dropout,
+                dropout,
+                batch_norm,
                 device,
             )),
-            ArchName::Lenet5 => Net::Lenet5(lenet5(trial.dropout, device)),
-            ArchName::Convnet => Net::Convnet(Convnet::new(
-                trial.channels.unwrap_or([16, 32]),
-                trial.dropout,
+            ArchName::Lenet5 => Net::Lenet5(lenet5(dropout, batch_norm, device)),
+            ArchName::Convnet => {
+                Net::Convnet(Convnet::new(two([16, 32]), dropout, batch_norm, device))
+            }
+            ArchName::Resnet => Net::Resnet(Resnet::new(
+                if channels.is_empty() {
+                    &[16, 32, 64]
+                } else {
+                    channels
+                },
+                trial.blocks.unwrap_or(2),
+                dropout,
                 device,
             )),
         };
@@ -75,6 +96,7 @@ impl Net {
             Net::Cnn(m) => m.forward(images, &mut dropout),
             Net::Lenet5(m) => m.forward(images, &mut dropout),
             Net::Convnet(m) => m.forward(images, &mut dropout),
+            Net::Resnet(m) => m.forward(images, &mut dropout),
         }
     }
 }
@@ -84,6 +106,11 @@ impl Net {
 pub struct Dropout<'a>(Option<&'a mut Rng>);
 
 impl Dropout<'_> {
+    /// Whether the model is training (masks drawn, batch statistics used) or evaluating.
+    pub fn is_training(&self) -> bool {
+        self.0.is_some()
+    }
+
     /// Zeroes each element with probability `p` and scales the rest by `1 / (1 - p)`; the
     /// identity when evaluating or when `p` is 0.
     pub fn apply<const D: usize>(&mut self, x: Tensor<D>, p: f64) -> Tensor<D> {

@@ -145,6 +145,7 @@ pub fn search_space(
         ("schedule", fixed.schedule.as_str().to_string()),
         ("warmup_epochs", fixed.warmup_epochs.to_string()),
         ("label_smoothing", fixed.label_smoothing.to_string()),
+        ("batch_norm", fixed.batch_norm.to_string()),
     ] {
         if !searched(name) {
             out.push_str(&format!("{name:<15} fixed at {value}\n"));

@@ -83,6 +83,7 @@ const AXES: &[&str] = &[
     "schedule",
     "warmup_epochs",
     "label_smoothing",
+    "batch_norm",
     "seed",
 ];
 

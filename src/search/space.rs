@@ -79,6 +79,9 @@ impl Space {
             domain("schedule", &g.schedule.clone().map_display(|s| s.as_str())),
             domain("warmup_epochs", &g.warmup_epochs),
             domain("label_smoothing", &g.label_smoothing),
+            g.batch_norm
+                .as_ref()
+                .and_then(|axis| domain("batch_norm", axis)),
         ]
         .into_iter()
         .flatten()
@@ -100,8 +103,9 @@ impl Space {
     pub fn values(&self, point: &[f64]) -> AxisValues {
         let g = &self.spec.grid;
         let at = |name| self.coordinate(point, name);
+        let arch = value_at(&g.arch, at("arch"), no_number);
         AxisValues {
-            arch: value_at(&g.arch, at("arch"), no_number),
+            arch,
             optimizer: value_at(&g.optimizer, at("optimizer"), no_number),
             lr: value_at(&g.lr, at("lr"), |x| x),
             batch_size: value_at(&g.batch_size, at("batch_size"), |x| x as usize),
@@ -113,6 +117,10 @@ impl Space {
             schedule: value_at(&g.schedule, at("schedule"), no_number),
             warmup_epochs: value_at(&g.warmup_epochs, at("warmup_epochs"), |x| x as usize),
             label_smoothing: value_at(&g.label_smoothing, at("label_smoothing"), |x| x),
+            batch_norm: match &g.batch_norm {
+                Some(axis) => value_at(axis, at("batch_norm"), no_number),
+                None => arch.batch_norm_by_default(),
+            },
         }
     }
 
@@ -150,6 +158,7 @@ impl Space {
                             "optimizer" => optimizer.to_owned(),
                             "augment" => trial.augment.as_str().to_owned(),
                             "schedule" => trial.schedule.as_str().to_owned(),
+                            "batch_norm" => trial.batch_norm.to_string(),
                             _ => number.to_string(),
                         };
                         labels.iter().position(|l| *l == label).map(|i| i as f64)

@@ -66,6 +66,11 @@ const FIELDS: &[(&str, &str, Kind)] = &[
         "COALESCE(json_extract(t.params_json, '$.label_smoothing'), 0)",
         Kind::Number,
     ),
+    (
+        "batch_norm",
+        "CASE WHEN json_extract(t.params_json, '$.batch_norm') THEN 'true' ELSE 'false' END",
+        Kind::Text,
+    ),
     ("device", "t.device", Kind::Text),
     ("threads", "t.threads", Kind::Number),
     ("epochs_done", "t.epochs_done", Kind::Number),
@@ -88,6 +93,7 @@ const ALIASES: &[(&str, &str)] = &[
     ("wd", "weight_decay"),
     ("warmup", "warmup_epochs"),
     ("smoothing", "label_smoothing"),
+    ("bn", "batch_norm"),
 ];
 
 /// A value bound into a query.

@@ -1,0 +1,261 @@
+//! Batch normalisation over the channels of `[batch, channels, height, width]` activations,
+//! with PyTorch's `BatchNorm2d` semantics: batch statistics when training, running statistics
+//! (momentum 0.1, eps 1e-5, the variance's running average unbiased) when evaluating.
+//!
+//! burn's own `BatchNorm` picks training or evaluation from the device alone and feeds its
+//! running variance the biased batch variance; a trial needs the mode it asks for (the model
+//! is probed once on the training device when it is built) and PyTorch's running variance, for
+//! parity with the seed scripts.
+
+use super::layers::{is_2x2_pool, is_flex};
+use super::norm_op::{BatchNormOp, NormLayout};
+use burn::backend::Dispatch;
+use burn::module::{Param, RunningState};
+use burn::nn::pool::MaxPool2d;
+use burn::prelude::*;
+use burn::tensor::module::{batch_norm, batch_norm_train};
+
+/// PyTorch's default momentum of the running statistics.
+const MOMENTUM: f64 = 0.1;
+/// PyTorch's default epsilon added to the variance.
+const EPSILON: f64 = 1e-5;
+
+/// A batch-norm layer: a learnt scale and shift per channel, and running statistics that are
+/// part of the model's record (so checkpoints keep them and `predict` uses them).
+#[derive(Module, Debug)]
+pub struct BatchNorm2d {
+    gamma: Param<Tensor<1>>,
+    beta: Param<Tensor<1>>,
+    running_mean: RunningState<Tensor<1>>,
+    running_var: RunningState<Tensor<1>>,
+}
+
+impl BatchNorm2d {
+    /// Scale 1, shift 0, running mean 0 and variance 1, as PyTorch initialises them.
+    pub fn new(channels: usize, device: &Device) -> Self {
+        BatchNorm2d {
+            gamma: Param::from_tensor(Tensor::ones([channels], device)),
+            beta: Param::from_tensor(Tensor::zeros([channels], device)),
+            running_mean: RunningState::new(Tensor::zeros([channels], device)),
+            running_var: RunningState::new(Tensor::ones([channels], device)),
+        }
+    }
+
+    /// Normalises `x` by its own statistics and updates the running ones when `training`, by
+    /// the running statistics otherwise.
+    pub fn forward(&self, x: Tensor<4>, training: bool) -> Tensor<4> {
+        self.normalize(x, training, NormLayout::Plain)
+    }
+
+    /// `pool.forward(self.forward(x, training))`, as one operation when training on flex with
+    /// a 2x2 pool and an even image size.
+    pub fn forward_pooled(&self, x: Tensor<4>, training: bool, pool: &MaxPool2d) -> Tensor<4> {
+        let [_, _, height, width] = x.dims();
+        if training && is_2x2_pool(pool) && height % 2 == 0 && width % 2 == 0 && fits_op(&x) {
+            self.normalize(x, training, NormLayout::Pooled)
+        } else {
+            pool.forward(self.normalize(x, training, NormLayout::Plain))
+        }
+    }
+
+    /// [`Self::forward_pooled`] of `x` given as `[channels, batch, height, width]`, as a
+    /// convolution computed by one matrix product leaves it: read in place by our operation,
+    /// transposed for burn's.
+    pub fn forward_pooled_channel_major(
+        &self,
+        x: Tensor<4>,
+        training: bool,
+        pool: &MaxPool2d,
+    ) -> Tensor<4> {
+        let [_, _, height, width] = x.dims();
+        if training && is_2x2_pool(pool) && height % 2 == 0 && width % 2 == 0 && fits_op(&x) {
+            self.normalize(x, training, NormLayout::ChannelMajorPooled)
+        } else {
+            self.forward_pooled(x.swap_dims(0, 1), training, pool)
+        }
+    }
+
+    /// Normalises `x` laid out as `layout` says (pooling it too when it says so: only when
+    /// training on flex, which the caller checked).
+    fn normalize(&self, x: Tensor<4>, training: bool, layout: NormLayout) -> Tensor<4> {
+        if !training {
+            let device = x.device();
+            return batch_norm(
+                x,
+                self.gamma.val(),
+                self.beta.val(),
+                self.running_mean.value().to_device(&device),
+                self.running_var.value().to_device(&device),
+                EPSILON,
+            );
+        }
+        let [first, second, _, _] = x.dims();
+        let channels = match layout {
+            NormLayout::ChannelMajorPooled => first,
+            NormLayout::Plain | NormLayout::Pooled => second,
+        };
+        let per_channel = (x.dims().iter().product::<usize>() / channels) as f64;
+        let (output, mean, variance) = self.normalize_by_batch(x, layout, channels);
+        let unbiased = per_channel / (per_channel - 1.0).max(1.0);
+        let blend = |running: &RunningState<Tensor<1>>, batch: Tensor<1>| {
+            let old = running.value_sync();
+            let new = old.mul_scalar(1.0 - MOMENTUM) + batch.detach().mul_scalar(MOMENTUM);
+            running.update(new.detach());
+            // Folded in now: saving a model reads the committed value, not per-thread updates.
+            let _ = running.value_sync();
+        };
+        blend(&self.running_mean, mean);
+        blend(&self.running_var, variance.mul_scalar(unbiased));
+        output
+    }
+
+    /// The output normalised by the batch's statistics, the batch mean and biased variance:
+    /// on flex one operation of our own ([`super::norm_op`]), elsewhere burn's.
+    fn normalize_by_batch(
+        &self,
+        x: Tensor<4>,
+        layout: NormLayout,
+        channels: usize,
+    ) -> (Tensor<4>, Tensor<1>, Tensor<1>) {
+        if !fits_op(&x) {
+            let result = batch_norm_train(x, self.gamma.val(), self.beta.val(), EPSILON);
+            return (result.output, result.mean, result.variance);
+        }
+        let (output, stats) = <Dispatch as BatchNormOp>::batch_norm_2d(
+            x.into_dispatch(),
+            self.gamma.val().into_dispatch(),
+            self.beta.val().into_dispatch(),
+            EPSILON,
+            layout,
+        );
+        let stats = Tensor::<2>::from_dispatch(stats);
+        let row = |i: usize| {
+            stats
+                .clone()
+                .slice([i..i + 1, 0..channels])
+                .reshape([channels])
+        };
+        (Tensor::from_dispatch(output), row(0), row(1))
+    }
+}
+
+/// Whether our batch-norm operation takes `x`: f32 on flex.
+fn fits_op(x: &Tensor<4>) -> bool {
+    is_flex(&x.device()) && x.dtype() == burn::tensor::DType::F32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Training normalises by the batch and moves the running statistics a tenth of the way
+    /// (the variance unbiased); evaluation uses the running statistics.
+    #[test]
+    fn training_and_evaluation_follow_pytorch() {
+        let device = Device::flex();
+        let norm = BatchNorm2d::new(2, &device);
+        // Channel 0 holds 1, 3 (mean 2, biased var 1, unbiased 2); channel 1 holds 0, 0.
+        let x = Tensor::<4>::from_data(
+            TensorData::new(vec![1.0f32, 3.0, 0.0, 0.0], [1, 2, 1, 2]),
+            &device,
+        );
+        let y = norm.forward(x.clone(), true).into_data();
+        let y: Vec<f32> = y.try_to_vec::<f32>().unwrap();
+        let expected = [
+            -1.0 / (1.0f32 + 1e-5).sqrt(),
+            1.0 / (1.0f32 + 1e-5).sqrt(),
+            0.0,
+            0.0,
+        ];
+        for (got, want) in y.iter().zip(expected) {
+            assert!((got - want).abs() < 1e-5, "{y:?}");
+        }
+        let mean: Vec<f32> = norm
+            .running_mean
+            .value()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        let var: Vec<f32> = norm
+            .running_var
+            .value()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        assert_eq!(mean, [0.2, 0.0]);
+        assert!((var[0] - (0.9 + 0.2)).abs() < 1e-6 && (var[1] - 0.9).abs() < 1e-6);
+        // Evaluation: (x - 0.2) / sqrt(1.1 + eps) for channel 0.
+        let y: Vec<f32> = norm
+            .forward(x, false)
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        assert!((y[0] - 0.8 / (1.1f32 + 1e-5).sqrt()).abs() < 1e-5, "{y:?}");
+    }
+
+    fn relative_difference<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
+        assert_eq!(a.dims(), b.dims());
+        let scale = a.clone().abs().max().into_scalar::<f32>().max(1.0);
+        (a - b).abs().max().into_scalar::<f32>() / scale
+    }
+
+    /// Our flex operation, in every layout, against burn's `batch_norm_train` (and max pool):
+    /// the output and the gradients of the input, gamma and beta, with a negative gamma (so
+    /// the pool's maximum is not the input's) and a loss that weights outputs differently.
+    #[test]
+    fn fused_batch_norm_matches_burn_in_values_and_gradients() {
+        use burn::nn::pool::MaxPool2dConfig;
+        let device = Device::flex().autodiff();
+        device.seed(4);
+        let pool = MaxPool2dConfig::new([2, 2]).init();
+        let vector = |v: Vec<f32>| Tensor::<1>::from_data(TensorData::new(v, [3]), &device);
+        let norm = BatchNorm2d {
+            gamma: Param::from_tensor(vector(vec![1.5, -0.5, 0.8])),
+            beta: Param::from_tensor(vector(vec![0.1, -0.2, 0.3])),
+            ..BatchNorm2d::new(3, &device)
+        };
+        let x = Tensor::<4>::random(
+            [5, 3, 6, 8],
+            burn::tensor::Distribution::Normal(2.0, 3.0),
+            &device,
+        );
+        for (pooled, channel_major) in [(false, false), (true, false), (true, true)] {
+            let run = |ours: bool| {
+                let x = x.clone().require_grad();
+                let y = match (ours, pooled, channel_major) {
+                    (false, _, _) => {
+                        let y =
+                            batch_norm_train(x.clone(), norm.gamma.val(), norm.beta.val(), EPSILON)
+                                .output;
+                        if pooled { pool.forward(y) } else { y }
+                    }
+                    (true, false, _) => norm.forward(x.clone(), true),
+                    (true, true, false) => norm.forward_pooled(x.clone(), true, &pool),
+                    (true, true, true) => {
+                        norm.forward_pooled_channel_major(x.clone().swap_dims(0, 1), true, &pool)
+                    }
+                };
+                let count = y.dims().iter().product::<usize>();
+                let weights: Vec<f32> = (0..count).map(|i| (i % 7) as f32 - 3.0).collect();
+                let weights = Tensor::<4>::from_data(TensorData::new(weights, y.dims()), &device);
+                let grads = (y.clone() * weights).sum().backward();
+                (
+                    y.inner(),
+                    x.grad(&grads).unwrap(),
+                    norm.gamma.val().grad(&grads).unwrap(),
+                    norm.beta.val().grad(&grads).unwrap(),
+                )
+            };
+            let (y0, x0, g0, b0) = run(false);
+            let (y1, x1, g1, b1) = run(true);
+            let case = format!("pooled {pooled}, channel-major {channel_major}");
+            assert!(relative_difference(y0, y1) < 1e-5, "output, {case}");
+            assert!(relative_difference(x0, x1) < 1e-4, "input grad, {case}");
+            assert!(relative_difference(g0, g1) < 1e-4, "gamma grad, {case}");
+            assert!(relative_difference(b0, b1) < 1e-5, "beta grad, {case}");
+        }
+        // Three updates towards a batch mean near 2 from 0: about 2 * (1 - 0.9^3) = 0.54.
+        let mean: Vec<f32> = norm.running_mean.value().into_data().try_to_vec().unwrap();
+        assert!(mean.iter().all(|m| (0.4..0.7).contains(m)), "{mean:?}");
+    }
+}
