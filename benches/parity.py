@@ -10,9 +10,11 @@ import argparse, json, os, sqlite3, statistics, subprocess, sys, tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 CONFIGS = [
     # label, [grid] lines for sweep, parity_torch.py flags
+    ("cnn + batch norm", 'arch = "cnn"\nbatch_norm = true', ["--arch", "cnn", "--batch-norm"]),
     ("cnn + flip+crop", 'arch = "cnn"\naugment = "flip+crop"', ["--arch", "cnn", "--augment", "flip+crop"]),
     ("cnn + cosine, 1 warm-up epoch", 'arch = "cnn"\nschedule = "cosine"\nwarmup_epochs = 1',
      ["--arch", "cnn", "--schedule", "cosine", "--warmup", "1"]),
+    ("resnet (16, 32, 64; 2 blocks)", 'arch = "resnet"', ["--arch", "resnet"]),
     ("mlp + label smoothing 0.1", 'arch = "mlp"\nlabel_smoothing = 0.1', ["--arch", "mlp", "--label-smoothing", "0.1"]),
 ]
 
@@ -49,7 +51,9 @@ def main():
     p.add_argument("--seeds", default="1,2")
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--only", default="", help="run the configurations whose label contains this")
     args = p.parse_args()
+    CONFIGS[:] = [c for c in CONFIGS if args.only in c[0]]
     seeds = [int(s) for s in args.seeds.split(",")]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -98,3 +98,54 @@ impl Cnn {
         self.fc3.forward(x)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    /// Training-mode passes move only the running statistics (no optimizer step), so a model
+    /// saved after them differs from a fresh one of the same seed in those alone: loading it
+    /// must reproduce its evaluation outputs, and they must differ from the fresh model's (the
+    /// statistics matter, and would be lost if the record left them out).
+    #[test]
+    fn batch_norm_statistics_are_saved_loaded_and_used_by_evaluation() {
+        let device = Device::flex().autodiff();
+        let build = || {
+            device.seed(21);
+            Cnn::new([4, 8], [16, 16], 0.0, true, &device)
+        };
+        let trained = build();
+        let shifted = Tensor::<4>::random(
+            [8, 1, 28, 28],
+            burn::tensor::Distribution::Normal(3.0, 2.0),
+            &device,
+        );
+        let mut rng = Rng::new(1);
+        for _ in 0..3 {
+            let _ = trained.forward(shifted.clone(), &mut Dropout(Some(&mut rng)));
+        }
+        let path = std::env::temp_dir().join(format!("sweep-bn-{}.bpk", std::process::id()));
+        trained.clone().save_file(&path).unwrap();
+        let loaded = build().try_load_file(&path).unwrap();
+
+        let evaluate = |model: &Cnn| {
+            let model = model.valid();
+            let logits = model.forward(shifted.clone().inner(), &mut Dropout(None));
+            logits.into_data().try_to_vec::<f32>().unwrap()
+        };
+        let (expected, got, fresh) = (evaluate(&trained), evaluate(&loaded), evaluate(&build()));
+        // After evaluating: burnpack reads tensors from the file when they are first used.
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(expected, got, "the loaded model evaluates as the saved one");
+        let largest = expected
+            .iter()
+            .zip(&fresh)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            largest > 0.1,
+            "running statistics change evaluation ({largest})"
+        );
+    }
+}

@@ -112,9 +112,16 @@ pub fn listing_rows(listings: &[TrialListing]) -> Rows {
     Rows { header, rows }
 }
 
-/// One line per expanded trial, for `sweep validate`.
+/// One line per expanded trial, for `sweep validate`; keys most trials leave at their default
+/// (augment, schedule, batch_norm, ...) get a column when some trial sets one.
 pub fn trials_table(trials: &[TrialSpec]) -> String {
-    let header = [
+    let params: Vec<serde_json::Value> = trials.iter().map(TrialSpec::to_json).collect();
+    let varied: Vec<&'static str> = crate::experiment::omitted_defaults()
+        .into_iter()
+        .filter(|(key, _)| params.iter().any(|p| p.get(*key).is_some()))
+        .map(|(key, _)| key)
+        .collect();
+    let mut header = vec![
         "#",
         "arch",
         "optimizer",
@@ -124,14 +131,15 @@ pub fn trials_table(trials: &[TrialSpec]) -> String {
         "dropout",
         "wd",
         "split",
-        "seed",
-        "key",
     ];
+    header.extend(&varied);
+    header.extend(["seed", "key"]);
     let rows: Vec<Vec<String>> = trials
         .iter()
+        .zip(&params)
         .enumerate()
-        .map(|(i, t)| {
-            vec![
+        .map(|(i, (t, p))| {
+            let mut row = vec![
                 i.to_string(),
                 t.arch.as_str().into(),
                 t.optimizer.as_str().into(),
@@ -141,9 +149,18 @@ pub fn trials_table(trials: &[TrialSpec]) -> String {
                 t.dropout.to_string(),
                 t.weight_decay.to_string(),
                 t.split.to_string(),
-                t.seed.to_string(),
-                t.key(),
-            ]
+            ];
+            for (key, default) in crate::experiment::omitted_defaults() {
+                if varied.contains(&key) {
+                    let value = p.get(key).unwrap_or(&default);
+                    row.push(match value {
+                        serde_json::Value::String(text) => text.clone(),
+                        other => other.to_string(),
+                    });
+                }
+            }
+            row.extend([t.seed.to_string(), t.key()]);
+            row
         })
         .collect();
     render(&header, &rows)
