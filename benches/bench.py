@@ -304,12 +304,14 @@ def main():
         md += before_and_after(args, ratios, whole)
     md += ["", "Raw results (JSON):", "", "```json",
            json.dumps({"epoch": results, "sweep12": whole}, indent=None)[:20000], "```", ""]
-    # The search benchmark's section (benches/search_bench.py) is kept as it was.
+    # The sections other scripts write (benches/search_bench.py; the ingredients' parity and
+    # speed figures) are kept as they were.
     if os.path.exists(args.out):
         old = open(args.out).read()
-        begin, end = "<!-- search-bench -->", "<!-- /search-bench -->"
-        if begin in old and end in old:
-            md += ["", old[old.index(begin): old.index(end) + len(end)], ""]
+        for name in ["search-bench", "ingredients"]:
+            begin, end = f"<!-- {name} -->", f"<!-- /{name} -->"
+            if begin in old and end in old:
+                md += ["", old[old.index(begin): old.index(end) + len(end)], ""]
     with open(args.out, "w") as f:
         f.write("\n".join(md))
     print(f"wrote {args.out}")

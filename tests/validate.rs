@@ -128,8 +128,8 @@ fn malformed_toml_names_line_and_column() {
 #[test]
 fn unknown_architecture_lists_the_known_ones() {
     rejected(
-        "[grid]\narch = [\"mlp\", \"resnet\"]\n",
-        &["resnet", "lenet5", "convnet", "grid.arch"],
+        "[grid]\narch = [\"mlp\", \"vgg\"]\n",
+        &["vgg", "lenet5", "convnet", "resnet", "grid.arch"],
     );
 }
 
