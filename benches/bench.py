@@ -20,13 +20,13 @@ Nothing else should run meanwhile (2 cores: a build distorts every timing).
 import argparse, datetime, json, os, platform, re, sqlite3, statistics, subprocess, sys, tempfile, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ARCHS = ["mlp", "cnn", "lenet5", "convnet", "cnn+bn", "cnn+bn+flip+crop", "resnet"]
+ARCHS = ["mlp", "cnn", "lenet5", "convnet", "cnn-bn", "cnn-bn-flip-crop", "resnet"]
 TORCH_ARCH = {"mlp": "mlp", "cnn": "cnn", "lenet5": "lenet5", "convnet": "seed000"}
 # Configurations beyond the seed architectures: sweep's [grid] lines, and the flags of
 # benches/parity_torch.py, which trains the same model in PyTorch (torch_ref.py has only the seeds').
 INGREDIENTS = {
-    "cnn+bn": ('arch = "cnn"\nbatch_norm = true', ["--arch", "cnn", "--batch-norm"]),
-    "cnn+bn+flip+crop": ('arch = "cnn"\nbatch_norm = true\naugment = "flip+crop"',
+    "cnn-bn": ('arch = "cnn"\nbatch_norm = true', ["--arch", "cnn", "--batch-norm"]),
+    "cnn-bn-flip-crop": ('arch = "cnn"\nbatch_norm = true\naugment = "flip+crop"',
                          ["--arch", "cnn", "--batch-norm", "--augment", "flip+crop"]),
     "resnet": ('arch = "resnet"', ["--arch", "resnet"]),
 }
@@ -49,10 +49,15 @@ def timed(cmd, env=None):
     return code, wall, out, err, (int(rss.group(1)) / 1024 if rss else float("nan"))
 
 
+def model_lines(arch):
+    """The [grid] lines that pick `arch` (an architecture or an INGREDIENTS configuration)."""
+    return INGREDIENTS[arch][0] if arch in INGREDIENTS else f'arch = "{arch}"'
+
+
 def experiment(path, name, arch, limit=None, grid=None, jobs=1, threads=2):
     lines = [f'[sweep]\nname = "{name}"\njobs = {jobs}\nthreads = {threads}\n',
              "[data]\nsplit = 0.9\n" + (f"limit = {limit}\n" if limit else ""),
-             grid or f'[grid]\n{INGREDIENTS.get(arch, (f"arch = \"{arch}\"",))[0]}\noptimizer = "adam"\n'
+             grid or f'[grid]\n{model_lines(arch)}\noptimizer = "adam"\n'
                      'lr = 0.001\nbatch_size = 64\nepochs = 1\ndropout = 0.2\n']
     with open(path, "w") as f:
         f.write("\n".join(lines))
