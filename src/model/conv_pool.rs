@@ -470,8 +470,8 @@ fn unpool(grad: &[f32], argmax: &[u32], g: &Geometry) -> Vec<f32> {
     conv_grad
 }
 
-/// The values of a flex tensor in row-major order.
-fn values(tensor: &FlexTensor) -> &[f32] {
+/// The values of a contiguous flex tensor in row-major order.
+pub(super) fn values(tensor: &FlexTensor) -> &[f32] {
     let (start, end) = tensor
         .layout()
         .contiguous_offsets()
@@ -479,7 +479,8 @@ fn values(tensor: &FlexTensor) -> &[f32] {
     &tensor.storage::<f32>()[start..end]
 }
 
-fn flex_tensor<E: Element>(values: Vec<E>, dims: Vec<usize>) -> FlexTensor {
+/// A contiguous flex tensor of `values` with shape `dims`.
+pub(super) fn flex_tensor<E: Element>(values: Vec<E>, dims: Vec<usize>) -> FlexTensor {
     FlexTensor::new(
         Bytes::from_elems(values),
         Layout::contiguous(Shape::from(dims)),

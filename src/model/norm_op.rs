@@ -7,14 +7,14 @@
 //! CNN with batch norm train at half the speed of one without. Here each channel's statistics
 //! are two passes over its planes, the (pooled) output one, and the backward pass three more.
 
+use super::conv_pool::{flex_tensor, values};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, AutodiffBackend, Backend, Flex, backend_extension};
-use burn_flex::{FlexTensor, Layout};
-use burn_std::{Bytes, Shape};
+use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
 /// What the operation reads and returns.
@@ -76,28 +76,6 @@ pub struct NormSaved {
     gamma: Vec<f32>,
     argmax: Option<Vec<u32>>,
     planes: Planes,
-}
-
-/// The values of a contiguous copy of `tensor` (no copy when it already is).
-fn contiguous(tensor: FlexTensor) -> FlexTensor {
-    tensor.to_contiguous()
-}
-
-/// The values of a contiguous flex tensor in row-major order.
-fn values(tensor: &FlexTensor) -> &[f32] {
-    let (start, end) = tensor
-        .layout()
-        .contiguous_offsets()
-        .expect("a contiguous tensor");
-    &tensor.storage::<f32>()[start..end]
-}
-
-fn flex_tensor(values: Vec<f32>, dims: Vec<usize>) -> FlexTensor {
-    FlexTensor::new(
-        Bytes::from_elems(values),
-        Layout::contiguous(Shape::from(dims)),
-        burn::tensor::DType::F32,
-    )
 }
 
 /// The layout of the activations: `batch` images of `channels` planes of `height x width`,
@@ -222,10 +200,10 @@ fn run(
     epsilon: f64,
     layout: NormLayout,
 ) -> (FlexTensor, FlexTensor, NormSaved) {
-    let x = contiguous(x);
+    let x = x.to_contiguous();
     let planes = Planes::of(x.layout().shape(), layout == NormLayout::ChannelMajorPooled);
     let pool = layout != NormLayout::Plain;
-    let (gamma, beta) = (contiguous(gamma), contiguous(beta));
+    let (gamma, beta) = (gamma.to_contiguous(), beta.to_contiguous());
     let (gamma, beta) = (values(&gamma).to_vec(), values(&beta));
     let input = values(&x);
     let count = (planes.batch * planes.size()) as f64;
@@ -307,7 +285,7 @@ fn run(
         });
         (output, None, planes.shape())
     };
-    let stats = mean.iter().chain(&variance).map(|&v| v as f32).collect();
+    let stats: Vec<f32> = mean.iter().chain(&variance).map(|&v| v as f32).collect();
     let saved = NormSaved {
         x,
         mean: mean32,
@@ -360,7 +338,7 @@ impl BatchNormKernels for Flex {
             argmax,
             planes,
         } = saved;
-        let grad = contiguous(grad);
+        let grad = grad.to_contiguous();
         let grad = values(&grad);
         // The gradient of the normalised values, laid out as the input: the pool's scattered
         // to each maximum.
@@ -407,7 +385,7 @@ impl BatchNormKernels for Flex {
             });
             flex_tensor(x_grad, planes.shape())
         });
-        let to_f32 = |sums: Vec<f64>| sums.into_iter().map(|v| v as f32).collect();
+        let to_f32 = |sums: Vec<f64>| sums.into_iter().map(|v| v as f32).collect::<Vec<f32>>();
         (
             x_grad,
             flex_tensor(to_f32(gamma_grad), vec![channels]),
