@@ -1,7 +1,7 @@
 //! Seed 002's CNN: conv3x3 -> ReLU -> pool, conv3x3 -> ReLU -> pool, then three linear layers
 //! with dropout after the first two. LeNet-5 shares the shape with other layer sizes.
 
-use super::layers::{BlockInput, conv_block};
+use super::layers::two_conv_blocks;
 use super::norm::BatchNorm2d;
 use super::{Dropout, OUTPUTS};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -75,23 +75,12 @@ impl Cnn {
 
     /// Logits for a batch of images.
     pub fn forward(&self, images: Tensor<4>, dropout: &mut Dropout) -> Tensor<2> {
-        let training = dropout.is_training();
-        let (norm1, norm2) = (self.norm1.as_ref(), self.norm2.as_ref());
-        let x = conv_block(
-            &self.conv1,
-            norm1,
+        let x = two_conv_blocks(
+            [&self.conv1, &self.conv2],
+            [self.norm1.as_ref(), self.norm2.as_ref()],
             &self.pool,
             images,
-            BlockInput::Images,
-            training,
-        );
-        let x = conv_block(
-            &self.conv2,
-            norm2,
-            &self.pool,
-            x,
-            BlockInput::Activations,
-            training,
+            dropout.is_training(),
         );
         let x = dropout.apply(relu(self.fc1.forward(x.flatten(1, 3))), self.dropout);
         let x = dropout.apply(relu(self.fc2.forward(x)), self.dropout);

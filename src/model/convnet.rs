@@ -1,6 +1,6 @@
 //! Seeds 000 and 004's small CNN: two conv3x3 -> ReLU -> pool blocks, dropout, one linear layer.
 
-use super::layers::{BlockInput, conv_block};
+use super::layers::two_conv_blocks;
 use super::norm::BatchNorm2d;
 use super::{Dropout, OUTPUTS};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -46,23 +46,12 @@ impl Convnet {
 
     /// Logits for a batch of images.
     pub fn forward(&self, images: Tensor<4>, dropout: &mut Dropout) -> Tensor<2> {
-        let training = dropout.is_training();
-        let (norm1, norm2) = (self.norm1.as_ref(), self.norm2.as_ref());
-        let x = conv_block(
-            &self.conv1,
-            norm1,
+        let x = two_conv_blocks(
+            [&self.conv1, &self.conv2],
+            [self.norm1.as_ref(), self.norm2.as_ref()],
             &self.pool,
             images,
-            BlockInput::Images,
-            training,
-        );
-        let x = conv_block(
-            &self.conv2,
-            norm2,
-            &self.pool,
-            x,
-            BlockInput::Activations,
-            training,
+            dropout.is_training(),
         );
         self.fc
             .forward(dropout.apply(x.flatten(1, 3), self.dropout))

@@ -166,6 +166,32 @@ pub fn conv_block(
     relu(pooled)
 }
 
+/// The CNNs' features: two [`conv_block`]s sharing `pool`, the first on the images.
+pub fn two_conv_blocks(
+    convs: [&Conv2d; 2],
+    norms: [Option<&BatchNorm2d>; 2],
+    pool: &MaxPool2d,
+    images: Tensor<4>,
+    training: bool,
+) -> Tensor<4> {
+    let x = conv_block(
+        convs[0],
+        norms[0],
+        pool,
+        images,
+        BlockInput::Images,
+        training,
+    );
+    conv_block(
+        convs[1],
+        norms[1],
+        pool,
+        x,
+        BlockInput::Activations,
+        training,
+    )
+}
+
 /// Whether `pool` is a 2x2 max pool with stride 2 and no padding.
 pub(super) fn is_2x2_pool(pool: &MaxPool2d) -> bool {
     pool.kernel_size == [2, 2]
