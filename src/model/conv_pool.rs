@@ -731,7 +731,7 @@ impl<B: Backend + ConvPool + ConvPoolKernels, C: CheckpointStrategy> ConvPool fo
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use crate::model::layers::{conv2d, conv2d_max_pool};
     use burn::module::Param;
     use burn::nn::PaddingConfig2d;
@@ -741,7 +741,7 @@ mod tests {
     use burn::tensor::Distribution;
 
     /// Largest difference between `a` and `b` relative to `a`'s largest magnitude.
-    fn relative_difference<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
+    pub(in crate::model) fn relative_difference<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
         assert_eq!(a.dims(), b.dims());
         let scale = a.clone().abs().max().into_scalar::<f32>().max(1.0);
         (a - b).abs().max().into_scalar::<f32>() / scale

@@ -193,11 +193,7 @@ mod tests {
         assert!((y[0] - 0.8 / (1.1f32 + 1e-5).sqrt()).abs() < 1e-5, "{y:?}");
     }
 
-    fn relative_difference<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
-        assert_eq!(a.dims(), b.dims());
-        let scale = a.clone().abs().max().into_scalar::<f32>().max(1.0);
-        (a - b).abs().max().into_scalar::<f32>() / scale
-    }
+    use crate::model::conv_pool::tests::relative_difference;
 
     /// Our flex operation, in every layout, against burn's `batch_norm_train` (and max pool):
     /// the output and the gradients of the input, gamma and beta, with a negative gamma (so
