@@ -7,7 +7,7 @@
 //! CNN with batch norm train at half the speed of one without. Here each channel's statistics
 //! are two passes over its planes, the (pooled) output one, and the backward pass three more.
 
-use super::conv_pool::{flex_tensor, values};
+use super::conv_pool::{flex_tensor, lane_sum, pool_row_pair, values};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -144,39 +144,16 @@ impl Planes {
     }
 }
 
-/// Per channel, the sum over every image's plane of `term(channel, plane's values)`, in f64
-/// across planes.
-fn channel_sums(
-    planes: Planes,
-    term: impl Fn(usize, std::ops::Range<usize>) -> f32 + Sync,
-) -> Vec<f64> {
+/// Per channel, the sum of `term(image, channel)` over every image, in f64.
+fn channel_sums(planes: Planes, term: impl Fn(usize, usize) -> f32 + Sync) -> Vec<f64> {
     (0..planes.channels)
         .into_par_iter()
         .map(|channel| {
             (0..planes.batch)
-                .map(|image| term(channel, planes.range(image, channel)) as f64)
+                .map(|image| term(image, channel) as f64)
                 .sum()
         })
         .collect()
-}
-
-/// `sum(f(a[i], b[i]))` over 8 lanes, so that the compiler vectorises it (a plain float sum
-/// must keep its order and cannot).
-fn lane_sum(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
-    let mut lanes = [0.0f32; 8];
-    let (a_chunks, b_chunks) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = a_chunks
-        .remainder()
-        .iter()
-        .zip(b_chunks.remainder())
-        .map(|(&x, &y)| f(x, y))
-        .sum();
-    for (x, y) in a_chunks.zip(b_chunks) {
-        for k in 0..8 {
-            lanes[k] += f(x[k], y[k]);
-        }
-    }
-    lanes.iter().sum::<f32>() + tail
 }
 
 /// Values laid out as `planes`, every plane computed in parallel by `fill(image, channel,
@@ -207,15 +184,16 @@ fn run(
     let (gamma, beta) = (values(&gamma).to_vec(), values(&beta));
     let input = values(&x);
     let count = (planes.batch * planes.size()) as f64;
-    let mean: Vec<f64> = channel_sums(planes, |_, r| {
+    let mean: Vec<f64> = channel_sums(planes, |image, c| {
+        let r = planes.range(image, c);
         lane_sum(&input[r.clone()], &input[r], |x, _| x)
     })
     .into_iter()
     .map(|sum| sum / count)
     .collect();
     // Two passes, the second over deviations, for the precision of a variance.
-    let variance: Vec<f64> = channel_sums(planes, |c, r| {
-        let m = mean[c] as f32;
+    let variance: Vec<f64> = channel_sums(planes, |image, c| {
+        let (m, r) = (mean[c] as f32, planes.range(image, c));
         lane_sum(&input[r.clone()], &input[r], |x, _| (x - m) * (x - m))
     })
     .into_iter()
@@ -256,23 +234,14 @@ fn run(
                     .zip(arg.chunks_exact_mut(pooled.width))
                     .enumerate()
                 {
-                    let top = &source[2 * py * width..][..width];
-                    let bottom = &source[(2 * py + 1) * width..][..width];
-                    for (px, (out, arg)) in out.iter_mut().zip(arg.iter_mut()).enumerate() {
-                        let x = 2 * px;
-                        let window = [top[x], top[x + 1], bottom[x], bottom[x + 1]];
-                        let (mut best, mut best_value) = (0, window[0] * scale + shift);
-                        for (k, &v) in window.iter().enumerate().skip(1) {
-                            let value = v * scale + shift;
-                            // NaN wins, as in PyTorch's pool: a diverging trial must show it.
-                            if value > best_value || value.is_nan() {
-                                (best, best_value) = (k, value);
-                            }
-                        }
-                        *out = best_value;
-                        let (dy, dx) = (best / 2, best % 2);
-                        *arg = ((2 * py + dy) * width + x + dx) as u32;
-                    }
+                    pool_row_pair(
+                        &source[2 * py * width..][..2 * width],
+                        |v| v * scale + shift,
+                        0.0,
+                        out,
+                        arg,
+                        (2 * py * width) as u32,
+                    );
                 }
             });
         (output, Some(argmax), pooled.shape())
@@ -340,35 +309,34 @@ impl BatchNormKernels for Flex {
         } = saved;
         let grad = grad.to_contiguous();
         let grad = values(&grad);
-        // The gradient of the normalised values, laid out as the input: the pool's scattered
-        // to each maximum.
-        let unpooled;
-        let grad = match &argmax {
-            Some(argmax) => {
-                let pooled = grad.len() / planes.count();
-                unpooled = per_plane(planes, |image, c, out| {
-                    let index = image * planes.channels + c;
-                    let range = index * pooled..(index + 1) * pooled;
-                    for (&g, &at) in grad[range.clone()].iter().zip(&argmax[range]) {
-                        out[at as usize] = g;
-                    }
-                });
-                &unpooled[..]
-            }
-            None => grad,
-        };
         let input = values(&x);
-        let beta_grad = channel_sums(planes, |_, r| {
+        // Behind a pool only each window's maximum has a gradient: the sums read those (a
+        // quarter of the values) and the input's gradient adds them at their positions, never
+        // laying out the mostly-zero unpooled gradient.
+        let pooled_size = grad.len() / planes.count();
+        let window = |image: usize, c: usize| {
+            let index = image * planes.channels + c;
+            index * pooled_size..(index + 1) * pooled_size
+        };
+        let beta_grad = channel_sums(planes, |image, c| {
+            let r = window(image, c);
             lane_sum(&grad[r.clone()], &grad[r], |g, _| g)
         });
+        let grad_times_input = channel_sums(planes, |image, c| {
+            let (r, x) = (window(image, c), &input[planes.range(image, c)]);
+            match &argmax {
+                Some(argmax) => (grad[r.clone()].iter().zip(&argmax[r]))
+                    .map(|(&g, &at)| g * x[at as usize])
+                    .sum(),
+                None => lane_sum(&grad[r], x, |g, x| g * x),
+            }
+        });
         // sum(g * x_hat) = (sum(g * x) - mean * sum(g)) / std.
-        let gamma_grad: Vec<f64> = channel_sums(planes, |_, r| {
-            lane_sum(&grad[r.clone()], &input[r], |g, x| g * x)
-        })
-        .into_iter()
-        .enumerate()
-        .map(|(c, gx)| (gx - mean[c] as f64 * beta_grad[c]) * inv_std[c] as f64)
-        .collect();
+        let gamma_grad: Vec<f64> = grad_times_input
+            .into_iter()
+            .enumerate()
+            .map(|(c, gx)| (gx - mean[c] as f64 * beta_grad[c]) * inv_std[c] as f64)
+            .collect();
         let channels = planes.channels;
         let x_grad = input_grad.then(|| {
             // dx = gamma / std * (g - mean(g) - x_hat * mean(g * x_hat)), per channel.
@@ -378,9 +346,21 @@ impl BatchNormKernels for Flex {
                 let mean_grad = (beta_grad[c] / count) as f32;
                 let mean_projection = (gamma_grad[c] / count) as f32;
                 let (m, s) = (mean[c], inv_std[c]);
-                let range = planes.range(image, c);
-                for ((o, &g), &x) in out.iter_mut().zip(&grad[range.clone()]).zip(&input[range]) {
-                    *o = scale * (g - mean_grad - (x - m) * s * mean_projection);
+                let (r, x) = (window(image, c), &input[planes.range(image, c)]);
+                match &argmax {
+                    Some(argmax) => {
+                        for (o, &x) in out.iter_mut().zip(x) {
+                            *o = -scale * (mean_grad + (x - m) * s * mean_projection);
+                        }
+                        for (&g, &at) in grad[r.clone()].iter().zip(&argmax[r]) {
+                            out[at as usize] += scale * g;
+                        }
+                    }
+                    None => {
+                        for ((o, &g), &x) in out.iter_mut().zip(&grad[r]).zip(x) {
+                            *o = scale * (g - mean_grad - (x - m) * s * mean_projection);
+                        }
+                    }
                 }
             });
             flex_tensor(x_grad, planes.shape())
