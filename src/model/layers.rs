@@ -142,8 +142,9 @@ pub enum BlockInput {
 ///
 /// ReLU and max pooling commute (both are monotone), and pooling first leaves the ReLU a
 /// quarter of the values: the same function and gradients for less work. Without batch norm the
-/// convolution and pool are fused ([`first_conv2d_max_pool`], [`conv2d_max_pool`]); batch
-/// statistics need the whole convolution output, so with it they are separate.
+/// convolution and pool are fused ([`first_conv2d_max_pool`], [`conv2d_max_pool`]), and so
+/// they are when evaluating with batch norm, folded into the convolution; training statistics
+/// need the whole convolution output, so then they are separate.
 pub fn conv_block(
     conv: &Conv2d,
     norm: Option<&BatchNorm2d>,
@@ -152,6 +153,9 @@ pub fn conv_block(
     input: BlockInput,
     training: bool,
 ) -> Tensor<4> {
+    if let Some(norm) = norm.filter(|_| !training) {
+        return conv_block(&norm.folded_into(conv), None, pool, x, input, false);
+    }
     let pooled = match (norm, input) {
         (None, BlockInput::Images) => first_conv2d_max_pool(conv, pool, x),
         (None, BlockInput::Activations) => conv2d_max_pool(conv, pool, x),

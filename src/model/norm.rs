@@ -11,6 +11,7 @@ use super::layers::{is_2x2_pool, is_flex};
 use super::norm_op::{BatchNormOp, NormLayout};
 use burn::backend::Dispatch;
 use burn::module::{Param, RunningState};
+use burn::nn::conv::Conv2d;
 use burn::nn::pool::MaxPool2d;
 use burn::prelude::*;
 use burn::tensor::module::{batch_norm, batch_norm_train};
@@ -72,6 +73,30 @@ impl BatchNorm2d {
             self.normalize(x, training, NormLayout::ChannelMajorPooled)
         } else {
             self.forward_pooled(x.swap_dims(0, 1), training, pool)
+        }
+    }
+
+    /// `conv` followed by this layer in evaluation, as one convolution: each filter's weights
+    /// scaled by `gamma / sqrt(running_var + eps)`, its bias moved and shifted to match. The
+    /// evaluating CNN then takes the fused convolution + pool paths of a network without batch
+    /// norm (the pool after it sees the same values, whatever gamma's sign).
+    pub fn folded_into(&self, conv: &Conv2d) -> Conv2d {
+        let device = conv.weight.device();
+        let running = |state: &RunningState<Tensor<1>>| state.value().to_device(&device);
+        let scale = self.gamma.val() / running(&self.running_var).add_scalar(EPSILON).sqrt();
+        let shift = self.beta.val() - running(&self.running_mean) * scale.clone();
+        let bias = match &conv.bias {
+            Some(bias) => bias.val() * scale.clone() + shift,
+            None => shift,
+        };
+        let filters = scale.dims()[0];
+        let weight = conv.weight.val() * scale.reshape([filters, 1, 1, 1]);
+        // Detached: evaluation needs no gradient, and a parameter must be a leaf (the model is
+        // also evaluated once on the autodiff device when it is built).
+        Conv2d {
+            weight: Param::from_tensor(weight.detach()),
+            bias: Some(Param::from_tensor(bias.detach())),
+            ..conv.clone()
         }
     }
 
@@ -253,5 +278,45 @@ mod tests {
         // Three updates towards a batch mean near 2 from 0: about 2 * (1 - 0.9^3) = 0.54.
         let mean: Vec<f32> = norm.running_mean.value().into_data().try_to_vec().unwrap();
         assert!(mean.iter().all(|m| (0.4..0.7).contains(m)), "{mean:?}");
+    }
+
+    /// Evaluating a conv block with batch norm folds the norm into the convolution: the same
+    /// values as the convolution, running-statistics batch norm and pool one after the other,
+    /// for a first layer and an inner one, with a negative gamma and moved statistics.
+    #[test]
+    fn folded_evaluation_matches_separate_layers() {
+        use crate::model::layers::{BlockInput, conv_block};
+        use burn::nn::PaddingConfig2d;
+        use burn::nn::conv::Conv2dConfig;
+        use burn::nn::pool::MaxPool2dConfig;
+        let device = Device::flex();
+        device.seed(9);
+        let pool = MaxPool2dConfig::new([2, 2]).init();
+        for (channels, input, bias) in [
+            ([1, 4], BlockInput::Images, false),
+            ([3, 4], BlockInput::Activations, true),
+        ] {
+            let conv = Conv2dConfig::new(channels, [3, 3])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .with_bias(bias)
+                .init(&device);
+            let vector = |v: Vec<f32>| Tensor::<1>::from_data(TensorData::new(v, [4]), &device);
+            let norm = BatchNorm2d {
+                gamma: Param::from_tensor(vector(vec![1.5, -0.5, 0.8, -2.0])),
+                beta: Param::from_tensor(vector(vec![0.1, -0.2, 0.3, 0.0])),
+                running_mean: RunningState::new(vector(vec![0.5, -1.0, 0.0, 2.0])),
+                running_var: RunningState::new(vector(vec![0.25, 4.0, 1.0, 0.01])),
+            };
+            let x = Tensor::<4>::random(
+                [6, channels[0], 8, 8],
+                burn::tensor::Distribution::Normal(0.0, 2.0),
+                &device,
+            );
+            let separate = pool.forward(norm.forward(conv.forward(x.clone()), false));
+            let separate = burn::tensor::activation::relu(separate);
+            let folded = conv_block(&conv, Some(&norm), &pool, x, input, false);
+            let difference = relative_difference(separate, folded);
+            assert!(difference < 1e-5, "{input:?}: {difference}");
+        }
     }
 }
