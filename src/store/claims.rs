@@ -1,0 +1,401 @@
+//! Who runs what: sweeps and their trials, claims, heartbeats, and the history samplers and
+//! pruners decide from.
+
+use super::{NOW, Store};
+use crate::error::{Error, Result};
+use crate::experiment::{Metric, TrialSpec};
+use crate::search::PastTrial;
+use sqlx::Row;
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+/// A trial as stored: its database id and where it stands.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredTrial {
+    /// Database id.
+    pub id: i64,
+    /// Position in the expanded grid.
+    pub ordinal: i64,
+    /// Parameter fingerprint.
+    pub key: String,
+    /// pending, running, done, failed, diverged or interrupted.
+    pub status: String,
+}
+
+impl Store {
+    /// Creates the sweep, or returns the id of the existing sweep of that name with its spec
+    /// updated to the latest file.
+    pub fn upsert_sweep(
+        &self,
+        name: &str,
+        spec_json: &str,
+        spec_hash: &str,
+        source: &Path,
+    ) -> Result<i64> {
+        self.runtime.block_on(async {
+            let sql = format!(
+                "INSERT INTO sweeps (name, spec_json, spec_hash, source_path, sweep_version,
+                                     burn_version, created_at, started_at)
+                 VALUES (?, ?, ?, ?, ?, ?, {NOW}, {NOW})
+                 ON CONFLICT (name) DO UPDATE SET spec_json = excluded.spec_json,
+                     spec_hash = excluded.spec_hash, source_path = excluded.source_path,
+                     sweep_version = excluded.sweep_version, started_at = {NOW},
+                     finished_at = NULL
+                 RETURNING id"
+            );
+            sqlx::query(&sql)
+                .bind(name)
+                .bind(spec_json)
+                .bind(spec_hash)
+                .bind(source.display().to_string())
+                .bind(env!("CARGO_PKG_VERSION"))
+                .bind(crate::BURN_VERSION)
+                .fetch_one(&self.pool)
+                .await
+                .map(|row| row.get::<i64, _>(0))
+                .map_err(|e| self.err(e))
+        })
+    }
+
+    /// Records the end time of a sweep run.
+    pub fn finish_sweep(&self, sweep_id: i64) -> Result<()> {
+        self.execute(
+            &format!("UPDATE sweeps SET finished_at = {NOW} WHERE id = ?"),
+            sweep_id,
+        )
+    }
+
+    /// Adds the trials the sweep does not hold yet and returns every listed trial's row, in the
+    /// order given.
+    pub fn sync_trials(&self, sweep_id: i64, trials: &[TrialSpec]) -> Result<Vec<StoredTrial>> {
+        self.runtime.block_on(async {
+            let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+            let mut stored = Vec::with_capacity(trials.len());
+            for (ordinal, trial) in trials.iter().enumerate() {
+                let key = trial.key();
+                insert_trial(&mut tx, sweep_id, ordinal as i64, trial)
+                    .await
+                    .map_err(|e| self.err(e))?;
+                let row = sqlx::query(
+                    "SELECT id, ordinal, status FROM trials WHERE sweep_id = ? AND trial_key = ?",
+                )
+                .bind(sweep_id)
+                .bind(&key)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| self.err(e))?;
+                stored.push(StoredTrial {
+                    id: row.get(0),
+                    ordinal: row.get(1),
+                    key,
+                    status: row.get(2),
+                });
+            }
+            tx.commit().await.map_err(|e| self.err(e))?;
+            Ok(stored)
+        })
+    }
+
+    /// Takes an unfinished trial for the process `owner`, in one write transaction so that two
+    /// processes never both take it. A trial held by another process is only taken over when
+    /// `holder_alive` says that process is gone, or, when it cannot tell (another host), when
+    /// the holder's heartbeat is older than `stale_after`. Returns the status the trial had, or
+    /// `None` when it is finished or held by a live process.
+    pub fn claim_trial(
+        &self,
+        trial_id: i64,
+        owner: &str,
+        holder_alive: impl Fn(&str) -> Option<bool>,
+        stale_after: Duration,
+        promote: bool,
+    ) -> Result<Option<String>> {
+        self.runtime
+            .block_on(async {
+                let mut conn = self.pool.acquire().await?;
+                // IMMEDIATE takes the write lock before reading, so the read below cannot go
+                // stale before the update.
+                sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+                let claim = async {
+                    let row: Option<(String, Option<String>, Option<f64>)> = sqlx::query_as(
+                        "SELECT status, owner,
+                                (julianday('now') - julianday(heartbeat_at)) * 86400.0
+                         FROM trials WHERE id = ?",
+                    )
+                    .bind(trial_id)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                    let Some((status, holder, heartbeat_age)) = row else {
+                        return Ok(None);
+                    };
+                    let free = match status.as_str() {
+                        "done" | "diverged" | "pruned" => false,
+                        // Paused trials are continued only by a promotion.
+                        "paused" => promote,
+                        "running" => match holder.as_deref().map(&holder_alive) {
+                            Some(Some(alive)) => !alive,
+                            _ => heartbeat_age.is_none_or(|age| age > stale_after.as_secs_f64()),
+                        },
+                        _ => true,
+                    };
+                    if !free {
+                        return Ok(None);
+                    }
+                    sqlx::query(&format!(
+                        "UPDATE trials SET status = 'running', owner = ?, heartbeat_at = {NOW}
+                         WHERE id = ?"
+                    ))
+                    .bind(owner)
+                    .bind(trial_id)
+                    .execute(&mut *conn)
+                    .await?;
+                    Ok::<_, sqlx::Error>(Some(status))
+                }
+                .await;
+                let end = if claim.is_ok() { "COMMIT" } else { "ROLLBACK" };
+                sqlx::query(end).execute(&mut *conn).await?;
+                claim
+            })
+            .map_err(|e| self.err(e))
+    }
+
+    /// Draws new trials inside one write transaction, so two processes never draw the same
+    /// number and the budget holds exactly: when the sweep has fewer than `limit` trials,
+    /// `draw(number, history)` gives the trials of draw `number` (from the sweep's trials in
+    /// draw order), which are added, the first claimed for `owner`. Returns its id and spec.
+    pub fn claim_new_trial(
+        &self,
+        sweep_id: i64,
+        owner: &str,
+        limit: usize,
+        per_draw: usize,
+        metric: Metric,
+        draw: impl FnOnce(u64, &[PastTrial]) -> Vec<TrialSpec>,
+    ) -> Result<Option<(i64, TrialSpec)>> {
+        self.runtime
+            .block_on(async {
+                let mut conn = self.pool.acquire().await?;
+                sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+                let claim = async {
+                    let count: i64 =
+                        sqlx::query_scalar("SELECT COUNT(*) FROM trials WHERE sweep_id = ?")
+                            .bind(sweep_id)
+                            .fetch_one(&mut *conn)
+                            .await?;
+                    if count as usize >= limit {
+                        return Ok(None);
+                    }
+                    let past = read_past_trials(&mut conn, sweep_id, metric).await?;
+                    let trials = draw(count as u64 / per_draw.max(1) as u64, &past);
+                    let mut first = None;
+                    for (i, trial) in trials.iter().enumerate() {
+                        let id = insert_trial(&mut conn, sweep_id, count + i as i64, trial).await?;
+                        if i == 0 {
+                            sqlx::query(&format!(
+                                "UPDATE trials SET status = 'running', owner = ?,
+                                     heartbeat_at = {NOW} WHERE id = ?"
+                            ))
+                            .bind(owner)
+                            .bind(id)
+                            .execute(&mut *conn)
+                            .await?;
+                            first = Some((id, trial.clone()));
+                        }
+                    }
+                    Ok::<_, sqlx::Error>(first)
+                }
+                .await;
+                let end = if claim.is_ok() { "COMMIT" } else { "ROLLBACK" };
+                sqlx::query(end).execute(&mut *conn).await?;
+                claim
+            })
+            .map_err(|e| self.err(e))
+    }
+
+    /// Every trial of a sweep in draw order, with its `metric` by epoch, for samplers and
+    /// pruners.
+    pub fn past_trials(&self, sweep_id: i64, metric: Metric) -> Result<Vec<PastTrial>> {
+        self.runtime
+            .block_on(async {
+                let mut conn = self.pool.acquire().await?;
+                read_past_trials(&mut conn, sweep_id, metric).await
+            })
+            .map_err(|e| self.err(e))
+    }
+
+    /// Ends the sweep's paused trials as pruned, unless a trial of it is still running (which
+    /// may yet make one of them promotable). Returns how many were pruned.
+    pub fn prune_paused(&self, sweep_id: i64) -> Result<u64> {
+        self.runtime
+            .block_on(
+                sqlx::query(
+                    "UPDATE trials SET status = 'pruned'
+                     WHERE sweep_id = ?1 AND status = 'paused' AND NOT EXISTS
+                         (SELECT 1 FROM trials WHERE sweep_id = ?1 AND status = 'running')",
+                )
+                .bind(sweep_id)
+                .execute(&self.pool),
+            )
+            .map(|r| r.rows_affected())
+            .map_err(|e| self.err(e))
+    }
+
+    /// A sweep's trials as stored: id, status and parameters, in draw order.
+    pub fn sweep_trials(&self, sweep_id: i64) -> Result<Vec<(StoredTrial, TrialSpec)>> {
+        let rows: Vec<(i64, i64, String, String, String)> = self
+            .runtime
+            .block_on(
+                sqlx::query_as(
+                    "SELECT id, ordinal, trial_key, status, params_json FROM trials
+                     WHERE sweep_id = ? ORDER BY ordinal",
+                )
+                .bind(sweep_id)
+                .fetch_all(&self.pool),
+            )
+            .map_err(|e| self.err(e))?;
+        rows.into_iter()
+            .map(|(id, ordinal, key, status, params)| {
+                let spec = serde_json::from_str(&params).map_err(|e| Error::Store {
+                    path: self.path.clone(),
+                    message: format!("trial {id} has unreadable parameters: {e}"),
+                })?;
+                Ok((
+                    StoredTrial {
+                        id,
+                        ordinal,
+                        key,
+                        status,
+                    },
+                    spec,
+                ))
+            })
+            .collect()
+    }
+
+    /// Marks every trial that `owner` is running as alive now.
+    pub fn heartbeat(&self, owner: &str) -> Result<()> {
+        self.runtime
+            .block_on(
+                sqlx::query(&format!(
+                    "UPDATE trials SET heartbeat_at = {NOW} WHERE owner = ? AND status = 'running'"
+                ))
+                .bind(owner)
+                .execute(&self.pool),
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Clears what an unfinished attempt of a claimed trial left (epochs, checkpoints, results)
+    /// so it can start again cleanly.
+    pub fn reset_trial(&self, trial_id: i64) -> Result<()> {
+        self.in_one_transaction(
+            trial_id,
+            &[
+                "DELETE FROM epochs WHERE trial_id = ?",
+                "DELETE FROM checkpoints WHERE trial_id = ?",
+                "DELETE FROM class_metrics WHERE trial_id = ?",
+                "DELETE FROM confusion WHERE trial_id = ?",
+                "UPDATE trials SET epochs_done = 0, started_at = NULL,
+                     finished_at = NULL, duration_s = NULL,
+                     train_loss = NULL, train_acc = NULL, val_loss = NULL, val_acc = NULL,
+                     best_epoch = NULL, best_val_acc = NULL, best_val_loss = NULL,
+                     test_loss = NULL, test_acc = NULL, error = NULL
+                 WHERE id = ?",
+            ],
+        )
+    }
+
+    /// Prepares an unfinished, claimed trial to continue after its recorded epochs: keeps its epoch and
+    /// checkpoint rows, clears its end state.
+    pub fn rewind_trial(&self, trial_id: i64) -> Result<()> {
+        self.in_one_transaction(
+            trial_id,
+            &[
+                "DELETE FROM class_metrics WHERE trial_id = ?",
+                "DELETE FROM confusion WHERE trial_id = ?",
+                "UPDATE trials SET finished_at = NULL, duration_s = NULL,
+                     test_loss = NULL, test_acc = NULL, error = NULL
+                 WHERE id = ?",
+            ],
+        )
+    }
+}
+
+/// Adds a trial to a sweep (or, when the sweep holds its key, moves it to `ordinal`); returns
+/// its id.
+async fn insert_trial(
+    conn: &mut sqlx::SqliteConnection,
+    sweep_id: i64,
+    ordinal: i64,
+    trial: &TrialSpec,
+) -> std::result::Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO trials (sweep_id, ordinal, trial_key, params_json, arch,
+             optimizer, lr, batch_size, epochs, dropout, weight_decay, split, seed,
+             repeat)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (sweep_id, trial_key) DO UPDATE SET ordinal = excluded.ordinal
+         RETURNING id",
+    )
+    .bind(sweep_id)
+    .bind(ordinal)
+    .bind(trial.key())
+    .bind(trial.to_json().to_string())
+    .bind(trial.arch.as_str())
+    .bind(trial.optimizer.as_str())
+    .bind(trial.lr)
+    .bind(trial.batch_size as i64)
+    .bind(trial.epochs as i64)
+    .bind(trial.dropout)
+    .bind(trial.weight_decay)
+    .bind(trial.split)
+    .bind(trial.seed as i64)
+    .bind(trial.repeat as i64)
+    .fetch_one(&mut *conn)
+    .await
+}
+
+/// Every trial of a sweep with its metric by epoch, in draw order.
+async fn read_past_trials(
+    conn: &mut sqlx::SqliteConnection,
+    sweep_id: i64,
+    metric: Metric,
+) -> std::result::Result<Vec<PastTrial>, sqlx::Error> {
+    let (best, value) = match metric {
+        Metric::ValAcc => ("best_val_acc", "val_acc"),
+        Metric::ValLoss => ("best_val_loss", "val_loss"),
+    };
+    let trials: Vec<(i64, String, String, Option<f64>)> = sqlx::query_as(&format!(
+        "SELECT id, status, params_json, {best} FROM trials WHERE sweep_id = ? ORDER BY ordinal"
+    ))
+    .bind(sweep_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let epochs: Vec<(i64, i64, Option<f64>)> = sqlx::query_as(&format!(
+        "SELECT e.trial_id, e.epoch, e.{value} FROM epochs e JOIN trials t ON t.id = e.trial_id
+         WHERE t.sweep_id = ? ORDER BY e.trial_id, e.epoch"
+    ))
+    .bind(sweep_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut curves: HashMap<i64, Vec<Option<f64>>> = Default::default();
+    for (trial, epoch, v) in epochs {
+        let curve = curves.entry(trial).or_default();
+        if curve.len() + 1 == epoch as usize {
+            curve.push(v);
+        }
+    }
+    Ok(trials
+        .into_iter()
+        .filter_map(|(id, status, params, best)| {
+            Some(PastTrial {
+                id,
+                spec: serde_json::from_str(&params).ok()?,
+                status,
+                best,
+                values: curves.remove(&id).unwrap_or_default(),
+            })
+        })
+        .collect())
+}

@@ -1,0 +1,311 @@
+//! What the query commands, reports and `predict` read.
+
+use super::{Bind, Filter, SortKey, Store};
+use crate::error::{Error, Result};
+use serde::Serialize;
+use sqlx::Row;
+use std::collections::HashMap;
+
+/// One trial with its parameters and final figures, for listings.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrialListing {
+    /// Database id.
+    pub id: i64,
+    /// Sweep name.
+    pub sweep: String,
+    /// Status.
+    pub status: String,
+    /// Every parameter by its experiment-file name.
+    #[serde(flatten)]
+    pub params: serde_json::Map<String, serde_json::Value>,
+    /// Device it ran on.
+    pub device: Option<String>,
+    /// Threads it was given.
+    pub threads: Option<i64>,
+    /// Epochs recorded.
+    pub epochs_done: i64,
+    /// Wall seconds.
+    pub duration_s: Option<f64>,
+    /// Final epoch's training loss.
+    pub train_loss: Option<f64>,
+    /// Final epoch's training accuracy.
+    pub train_acc: Option<f64>,
+    /// Final epoch's validation loss.
+    pub val_loss: Option<f64>,
+    /// Final epoch's validation accuracy.
+    pub val_acc: Option<f64>,
+    /// Epoch with the best validation metric.
+    pub best_epoch: Option<i64>,
+    /// Best validation accuracy over the epochs.
+    pub best_val_acc: Option<f64>,
+    /// Test loss of the final model.
+    pub test_loss: Option<f64>,
+    /// Test accuracy of the final model.
+    pub test_acc: Option<f64>,
+    /// Why it failed or diverged.
+    pub error: Option<String>,
+}
+
+/// Which trials to list, and in what order.
+#[derive(Debug, Clone, Default)]
+pub struct TrialQuery {
+    /// Only this sweep.
+    pub sweep: Option<String>,
+    /// Only trials matching this `--where` filter.
+    pub filter: Option<Filter>,
+    /// Sort keys, most significant first.
+    pub sort: Vec<SortKey>,
+    /// At most this many.
+    pub limit: Option<usize>,
+}
+
+/// One stored epoch row.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EpochRow {
+    /// 1-based epoch.
+    pub epoch: i64,
+    /// Training loss.
+    pub train_loss: Option<f64>,
+    /// Training accuracy.
+    pub train_acc: Option<f64>,
+    /// Validation loss.
+    pub val_loss: Option<f64>,
+    /// Validation accuracy.
+    pub val_acc: Option<f64>,
+    /// Wall seconds, training and validation.
+    pub seconds: f64,
+    /// Wall seconds of the training batches alone (absent in databases from before it was kept).
+    pub train_seconds: Option<f64>,
+}
+
+/// One stored checkpoint row.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CheckpointRow {
+    /// last or best.
+    pub kind: String,
+    /// Epoch it holds.
+    pub epoch: i64,
+    /// File path.
+    pub path: String,
+    /// Size in bytes.
+    pub size_bytes: i64,
+    /// Hex sha256.
+    pub sha256: String,
+}
+
+impl Store {
+    /// Every trial, optionally of one sweep, in sweep then grid order.
+    pub fn list_trials(&self, sweep: Option<&str>) -> Result<Vec<TrialListing>> {
+        self.query_trials(&TrialQuery {
+            sweep: sweep.map(str::to_string),
+            ..TrialQuery::default()
+        })
+    }
+
+    /// The trials a query selects, in its order (then sweep and grid order).
+    pub fn query_trials(&self, query: &TrialQuery) -> Result<Vec<TrialListing>> {
+        let mut sql = String::from(
+            "SELECT t.id, s.name, t.status, t.params_json, t.device, t.threads,
+                    t.epochs_done, t.duration_s, t.train_loss, t.train_acc, t.val_loss,
+                    t.val_acc, t.best_epoch, t.best_val_acc, t.test_loss, t.test_acc,
+                    t.error
+             FROM trials t JOIN sweeps s ON s.id = t.sweep_id
+             WHERE (? IS NULL OR s.name = ?)",
+        );
+        if let Some(filter) = &query.filter {
+            sql.push_str(&format!(" AND ({})", filter.sql));
+        }
+        sql.push_str(" ORDER BY ");
+        for key in &query.sort {
+            // Trials without the value (not finished) go last either way.
+            let direction = if key.descending { "DESC" } else { "ASC" };
+            sql.push_str(&format!("{0} IS NULL, {0} {direction}, ", key.sql));
+        }
+        sql.push_str("s.id, t.ordinal LIMIT ?");
+        self.runtime.block_on(async {
+            let mut statement = sqlx::query(&sql).bind(&query.sweep).bind(&query.sweep);
+            for bind in query.filter.iter().flat_map(|f| &f.binds) {
+                statement = match bind {
+                    Bind::Number(n) => statement.bind(*n),
+                    Bind::Text(t) => statement.bind(t.clone()),
+                };
+            }
+            let limit = query.limit.map_or(-1, |n| n.min(i64::MAX as usize) as i64);
+            let rows = statement
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| self.err(e))?;
+            rows.iter().map(|row| self.listing(row)).collect()
+        })
+    }
+
+    /// One trial by id.
+    pub fn trial(&self, id: i64) -> Result<Option<TrialListing>> {
+        let query = TrialQuery {
+            filter: Some(Filter {
+                sql: "t.id = ?".into(),
+                binds: vec![Bind::Number(id as f64)],
+            }),
+            ..TrialQuery::default()
+        };
+        Ok(self.query_trials(&query)?.into_iter().next())
+    }
+
+    fn listing(&self, row: &sqlx::sqlite::SqliteRow) -> Result<TrialListing> {
+        let params: String = row.get(3);
+        let params = match serde_json::from_str(&params) {
+            Ok(serde_json::Value::Object(mut map)) => {
+                for (key, default) in crate::experiment::omitted_defaults() {
+                    map.entry(key).or_insert(default);
+                }
+                map
+            }
+            _ => {
+                return Err(Error::Store {
+                    path: self.path.clone(),
+                    message: format!("trial {} has unreadable parameters", row.get::<i64, _>(0)),
+                });
+            }
+        };
+        Ok(TrialListing {
+            id: row.get(0),
+            sweep: row.get(1),
+            status: row.get(2),
+            params,
+            device: row.get(4),
+            threads: row.get(5),
+            epochs_done: row.get(6),
+            duration_s: row.get(7),
+            train_loss: row.get(8),
+            train_acc: row.get(9),
+            val_loss: row.get(10),
+            val_acc: row.get(11),
+            best_epoch: row.get(12),
+            best_val_acc: row.get(13),
+            test_loss: row.get(14),
+            test_acc: row.get(15),
+            error: row.get(16),
+        })
+    }
+
+    /// The resolved spec (JSON) and source file a sweep was last run with.
+    pub fn sweep_spec(&self, name: &str) -> Result<Option<(String, String)>> {
+        self.runtime
+            .block_on(
+                sqlx::query_as(
+                    "SELECT spec_json, COALESCE(source_path, '') FROM sweeps WHERE name = ?",
+                )
+                .bind(name)
+                .fetch_optional(&self.pool),
+            )
+            .map_err(|e| self.err(e))
+    }
+
+    /// A sweep's id by name.
+    pub fn sweep_id(&self, name: &str) -> Result<Option<i64>> {
+        self.runtime
+            .block_on(
+                sqlx::query_scalar("SELECT id FROM sweeps WHERE name = ?")
+                    .bind(name)
+                    .fetch_optional(&self.pool),
+            )
+            .map_err(|e| self.err(e))
+    }
+
+    /// When each trial of a sweep recorded its latest epoch, in seconds after the sweep's
+    /// first epoch began (the clock of an optimisation history), by trial id.
+    pub fn result_times(&self, sweep_id: i64) -> Result<HashMap<i64, f64>> {
+        let rows: Vec<(i64, f64)> = self
+            .runtime
+            .block_on(
+                sqlx::query_as(
+                    "WITH sweep_epochs AS (
+                         SELECT e.trial_id, julianday(e.recorded_at) * 86400.0 AS at, e.seconds
+                         FROM epochs e JOIN trials t ON t.id = e.trial_id
+                         WHERE t.sweep_id = ?)
+                     SELECT trial_id, MAX(at) - (SELECT MIN(at - seconds) FROM sweep_epochs)
+                     FROM sweep_epochs GROUP BY trial_id",
+                )
+                .bind(sweep_id)
+                .fetch_all(&self.pool),
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(rows.into_iter().collect())
+    }
+
+    /// Names of the stored sweeps, oldest first.
+    pub fn sweep_names(&self) -> Result<Vec<String>> {
+        self.runtime
+            .block_on(
+                sqlx::query_scalar("SELECT name FROM sweeps ORDER BY id").fetch_all(&self.pool),
+            )
+            .map_err(|e| self.err(e))
+    }
+
+    /// A trial's epoch rows in order.
+    pub fn epochs(&self, trial_id: i64) -> Result<Vec<EpochRow>> {
+        self.runtime
+            .block_on(
+                sqlx::query(
+                    "SELECT epoch, train_loss, train_acc, val_loss, val_acc, seconds, train_seconds
+                     FROM epochs WHERE trial_id = ? ORDER BY epoch",
+                )
+                .bind(trial_id)
+                .fetch_all(&self.pool),
+            )
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| EpochRow {
+                        epoch: r.get(0),
+                        train_loss: r.get(1),
+                        train_acc: r.get(2),
+                        val_loss: r.get(3),
+                        val_acc: r.get(4),
+                        seconds: r.get(5),
+                        train_seconds: r.get(6),
+                    })
+                    .collect()
+            })
+            .map_err(|e| self.err(e))
+    }
+
+    /// A trial's checkpoint rows.
+    pub fn checkpoints(&self, trial_id: i64) -> Result<Vec<CheckpointRow>> {
+        self.runtime
+            .block_on(
+                sqlx::query(
+                    "SELECT kind, epoch, path, size_bytes, sha256 FROM checkpoints
+                     WHERE trial_id = ? ORDER BY kind",
+                )
+                .bind(trial_id)
+                .fetch_all(&self.pool),
+            )
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| CheckpointRow {
+                        kind: r.get(0),
+                        epoch: r.get(1),
+                        path: r.get(2),
+                        size_bytes: r.get(3),
+                        sha256: r.get(4),
+                    })
+                    .collect()
+            })
+            .map_err(|e| self.err(e))
+    }
+
+    /// A trial's confusion counts as `[actual][predicted]`, empty when it has none.
+    pub fn confusion(&self, trial_id: i64) -> Result<Vec<(i64, i64, i64)>> {
+        self.runtime
+            .block_on(
+                sqlx::query_as(
+                    "SELECT actual, predicted, count FROM confusion WHERE trial_id = ?
+                     ORDER BY actual, predicted",
+                )
+                .bind(trial_id)
+                .fetch_all(&self.pool),
+            )
+            .map_err(|e| self.err(e))
+    }
+}

@@ -1,0 +1,214 @@
+//! What training reports: epoch rows, checkpoints, trial ends, written as events arrive.
+
+use super::{NOW, Store, finite};
+use crate::error::Result;
+use crate::train::{CheckpointInfo, EpochMetrics, TrainEvent, TrialEnd};
+
+impl Store {
+    /// Writes the epochs and checkpoint rows that a trial's files hold and the database does not
+    /// (a kill came between the two), all or none.
+    pub fn catch_up(
+        &self,
+        trial_id: i64,
+        epochs: &[EpochMetrics],
+        checkpoints: &[CheckpointInfo],
+    ) -> Result<()> {
+        self.runtime
+            .block_on(async {
+                let mut tx = self.pool.begin().await?;
+                for metrics in epochs {
+                    record_epoch(&mut tx, trial_id, metrics).await?;
+                }
+                for checkpoint in checkpoints {
+                    record_checkpoint(&mut tx, trial_id, checkpoint).await?;
+                }
+                tx.commit().await
+            })
+            .map_err(|e| self.err(e))
+    }
+
+    /// Persists one training event.
+    pub fn apply(&self, event: &TrainEvent) -> Result<()> {
+        self.runtime
+            .block_on(async {
+                match event {
+                    TrainEvent::Started {
+                        trial,
+                        device,
+                        threads,
+                    } => {
+                        sqlx::query(&format!(
+                            "UPDATE trials SET status = 'running', device = ?, threads = ?,
+                             started_at = {NOW}, heartbeat_at = {NOW}, error = NULL
+                         WHERE id = ?"
+                        ))
+                        .bind(device)
+                        .bind(*threads as i64)
+                        .bind(trial)
+                        .execute(&self.pool)
+                        .await?;
+                    }
+                    TrainEvent::Epoch {
+                        trial,
+                        metrics,
+                        checkpoints,
+                    } => {
+                        let mut tx = self.pool.begin().await?;
+                        record_epoch(&mut tx, *trial, metrics).await?;
+                        for checkpoint in checkpoints {
+                            record_checkpoint(&mut tx, *trial, checkpoint).await?;
+                        }
+                        tx.commit().await?;
+                    }
+                    TrainEvent::Progress { .. } => {}
+                    TrainEvent::Finished {
+                        trial,
+                        end,
+                        seconds,
+                    } => {
+                        let mut tx = self.pool.begin().await?;
+                        let (error, best_epoch, test_loss, test_acc) = match end {
+                            TrialEnd::Done { test, best_epoch } => (
+                                None,
+                                Some(*best_epoch as i64),
+                                test.as_ref().and_then(|t| finite(t.loss)),
+                                test.as_ref().map(|t| t.accuracy),
+                            ),
+                            TrialEnd::Diverged { message } | TrialEnd::Failed { message } => {
+                                (Some(message.clone()), None, None, None)
+                            }
+                            TrialEnd::Pruned { best_epoch } | TrialEnd::Paused { best_epoch } => {
+                                (None, Some(*best_epoch as i64), None, None)
+                            }
+                            TrialEnd::Interrupted => (None, None, None, None),
+                        };
+                        sqlx::query(&format!(
+                        "UPDATE trials SET status = ?, finished_at = {NOW}, heartbeat_at = {NOW},
+                             duration_s = ?, error = ?, best_epoch = ?, test_loss = ?,
+                             test_acc = ?
+                         WHERE id = ?"
+                    ))
+                        .bind(end.status())
+                        .bind(seconds)
+                        .bind(error)
+                        .bind(best_epoch)
+                        .bind(test_loss)
+                        .bind(test_acc)
+                        .bind(trial)
+                        .execute(&mut *tx)
+                        .await?;
+                        if let TrialEnd::Done {
+                            test: Some(test), ..
+                        } = end
+                        {
+                            for (class, (correct, total)) in
+                                test.confusion.per_class().iter().enumerate()
+                            {
+                                sqlx::query(
+                                    "INSERT OR REPLACE INTO class_metrics
+                                     (trial_id, class, correct, total, accuracy)
+                                 VALUES (?, ?, ?, ?, ?)",
+                                )
+                                .bind(trial)
+                                .bind(class as i64)
+                                .bind(*correct as i64)
+                                .bind(*total as i64)
+                                .bind((*total > 0).then(|| *correct as f64 / *total as f64))
+                                .execute(&mut *tx)
+                                .await?;
+                            }
+                            for (actual, row) in test.confusion.counts.iter().enumerate() {
+                                for (predicted, count) in row.iter().enumerate() {
+                                    sqlx::query(
+                                        "INSERT OR REPLACE INTO confusion
+                                         (trial_id, actual, predicted, count)
+                                     VALUES (?, ?, ?, ?)",
+                                    )
+                                    .bind(trial)
+                                    .bind(actual as i64)
+                                    .bind(predicted as i64)
+                                    .bind(*count as i64)
+                                    .execute(&mut *tx)
+                                    .await?;
+                                }
+                            }
+                        }
+                        tx.commit().await?;
+                    }
+                }
+                Ok::<(), sqlx::Error>(())
+            })
+            .map_err(|e| self.err(e))
+    }
+}
+
+/// Writes one epoch's row and the trial's running figures.
+async fn record_epoch(
+    tx: &mut sqlx::SqliteConnection,
+    trial: i64,
+    m: &EpochMetrics,
+) -> std::result::Result<(), sqlx::Error> {
+    sqlx::query(&format!(
+        "INSERT INTO epochs (trial_id, epoch, train_loss, train_acc, val_loss,
+             val_acc, seconds, train_seconds, recorded_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, {NOW})
+         ON CONFLICT (trial_id, epoch) DO UPDATE SET
+             train_loss = excluded.train_loss, train_acc = excluded.train_acc,
+             val_loss = excluded.val_loss, val_acc = excluded.val_acc,
+             seconds = excluded.seconds, train_seconds = excluded.train_seconds,
+             recorded_at = excluded.recorded_at"
+    ))
+    .bind(trial)
+    .bind(m.epoch as i64)
+    .bind(finite(m.train_loss))
+    .bind(finite(m.train_acc))
+    .bind(finite(m.val_loss))
+    .bind(finite(m.val_acc))
+    .bind(m.seconds)
+    .bind(m.train_seconds)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(&format!(
+        "UPDATE trials SET epochs_done = ?, train_loss = ?, train_acc = ?,
+             val_loss = ?, val_acc = ?, heartbeat_at = {NOW},
+             best_val_acc = MAX(COALESCE(best_val_acc, ?), ?),
+             best_val_loss = MIN(COALESCE(best_val_loss, ?), ?)
+         WHERE id = ?"
+    ))
+    .bind(m.epoch as i64)
+    .bind(finite(m.train_loss))
+    .bind(finite(m.train_acc))
+    .bind(finite(m.val_loss))
+    .bind(finite(m.val_acc))
+    .bind(finite(m.val_acc))
+    .bind(finite(m.val_acc))
+    .bind(finite(m.val_loss))
+    .bind(finite(m.val_loss))
+    .bind(trial)
+    .execute(&mut *tx)
+    .await
+    .map(|_| ())
+}
+
+async fn record_checkpoint(
+    tx: &mut sqlx::SqliteConnection,
+    trial: i64,
+    c: &CheckpointInfo,
+) -> std::result::Result<(), sqlx::Error> {
+    sqlx::query(&format!(
+        "INSERT INTO checkpoints (trial_id, kind, epoch, path, size_bytes, sha256, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, {NOW})
+         ON CONFLICT (trial_id, kind) DO UPDATE SET epoch = excluded.epoch,
+             path = excluded.path, size_bytes = excluded.size_bytes,
+             sha256 = excluded.sha256, created_at = excluded.created_at"
+    ))
+    .bind(trial)
+    .bind(c.kind.as_str())
+    .bind(c.epoch as i64)
+    .bind(c.path.display().to_string())
+    .bind(c.size as i64)
+    .bind(&c.sha256)
+    .execute(&mut *tx)
+    .await
+    .map(|_| ())
+}
