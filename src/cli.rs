@@ -6,9 +6,21 @@ use sweep::experiment::DeviceName;
 use sweep::report::Format;
 use sweep::train::PredictSplit;
 
+/// What `sweep --version` prints: the version, burn's, and the backends compiled in.
+#[cfg(not(feature = "tch"))]
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (burn 0.22.1; backends: flex (cpu); not built with --features tch: no tch-cpu or cuda)"
+);
+#[cfg(feature = "tch")]
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (burn 0.22.1; backends: flex (cpu), tch 0.22.0 with libtorch 2.9.0 (tch-cpu, cuda:N))"
+);
+
 /// Declarative hyperparameter sweeps for image classifiers, tracked in SQLite.
 #[derive(Debug, Parser)]
-#[command(name = "sweep", version, about, propagate_version = true)]
+#[command(name = "sweep", version = VERSION, about, propagate_version = true)]
 pub struct Cli {
     /// More log output (-v debug, -vv trace); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -45,6 +57,16 @@ pub enum Command {
     Predict(PredictArgs),
     /// Write a markdown report of a sweep, with SVG learning curves beside it.
     Report(ReportArgs),
+    /// Print a shell completion script: `sweep completions bash > ~/.local/share/bash-completion/completions/sweep`.
+    Completions(CompletionsArgs),
+}
+
+/// `sweep completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 /// Experiment file and layered overrides, shared by `run` and `validate`.

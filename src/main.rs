@@ -42,6 +42,12 @@ fn execute(command: Command, quiet: bool) -> sweep::Result<i32> {
     match command {
         Command::Validate(args) => {
             let experiment = Experiment::load(&args.experiment.file, &args.experiment.set)?;
+            // The files are looked for, not read: `run` reads them.
+            if let Some(dir) = &experiment.spec.data.dir {
+                sweep::data::locate(Some(dir)).map_err(|e| {
+                    sweep::Error::Spec(format!("{}: [data] dir: {e}", experiment.path.display()))
+                })?;
+            }
             if let Some(sampler) = sweep::search::Sampler::new(&experiment.spec) {
                 print!(
                     "{}",
@@ -94,6 +100,16 @@ fn execute(command: Command, quiet: bool) -> sweep::Result<i32> {
         Command::Export(args) => queries::export(args),
         Command::Predict(args) => queries::predict(args),
         Command::Report(args) => queries::report(args),
+        Command::Completions(args) => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                args.shell,
+                &mut Cli::command(),
+                "sweep",
+                &mut std::io::stdout(),
+            );
+            Ok(0)
+        }
     }
 }
 

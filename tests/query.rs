@@ -227,6 +227,46 @@ fn show_best_compare_and_export() {
     };
     assert_eq!(differs("lr"), Value::Bool(true));
     assert_eq!(differs("arch"), Value::Bool(false));
+    // The table rounds measured figures as ls does (4 decimals, seconds to 1); JSON keeps them.
+    let table_row = |field: &str| {
+        let line = text
+            .lines()
+            .find(|l| l.trim_start_matches("* ").starts_with(&format!("{field} ")))
+            .unwrap_or_else(|| panic!("no {field} row in {text}"))
+            .to_string();
+        line.split_whitespace()
+            .rev()
+            .take(2)
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    for value in table_row("val_loss") {
+        assert_eq!(
+            value.split('.').nth(1).map(str::len),
+            Some(4),
+            "{value} in {text}"
+        );
+    }
+    for value in table_row("duration_s") {
+        assert_eq!(
+            value.split('.').nth(1).map(str::len),
+            Some(1),
+            "{value} in {text}"
+        );
+    }
+    let full = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["field"] == "val_loss")
+        .unwrap();
+    let key = format!("trial {a}");
+    let digits = full[key.as_str()]
+        .to_string()
+        .split('.')
+        .nth(1)
+        .map_or(0, str::len);
+    assert!(digits > 4, "JSON keeps full precision: {full}");
 
     // export: per trial and per epoch.
     let csv = stdout(&query(&ws, &["export"]));

@@ -14,8 +14,9 @@ pub struct IdxArray {
     pub values: Vec<u8>,
 }
 
-/// Reads an IDX file of u8 values (type code 0x08), decompressing it when it is gzipped.
-pub fn read_idx(path: &Path) -> Result<IdxArray> {
+/// Reads an IDX file of u8 values (type code 0x08) and `rank` dimensions, decompressing it
+/// when it is gzipped.
+pub fn read_idx(path: &Path, rank: usize) -> Result<IdxArray> {
     let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::with_capacity(raw.len() * 4);
@@ -32,7 +33,7 @@ pub fn read_idx(path: &Path) -> Result<IdxArray> {
     } else {
         raw
     };
-    parse_idx(&bytes).map_err(|why| {
+    parse_idx(&bytes, rank).map_err(|why| {
         Error::Data(format!(
             "{}: not a valid IDX file: {why}; reinstall the data set \
              (apt-get install --reinstall dataset-fashion-mnist) or point --data elsewhere",
@@ -41,8 +42,17 @@ pub fn read_idx(path: &Path) -> Result<IdxArray> {
     })
 }
 
-/// Parses the bytes of an uncompressed IDX file.
-pub fn parse_idx(bytes: &[u8]) -> std::result::Result<IdxArray, String> {
+/// What an IDX file of `rank` dimensions holds, for messages.
+fn described(rank: usize) -> String {
+    match rank {
+        1 => "a label file".into(),
+        3 => "an image file".into(),
+        _ => format!("a rank-{rank} array"),
+    }
+}
+
+/// Parses the bytes of an uncompressed IDX file of `rank` dimensions.
+pub fn parse_idx(bytes: &[u8], expected_rank: usize) -> std::result::Result<IdxArray, String> {
     if bytes.len() < 4 {
         return Err(format!("{} bytes is too short for a header", bytes.len()));
     }
@@ -59,8 +69,13 @@ pub fn parse_idx(bytes: &[u8]) -> std::result::Result<IdxArray, String> {
         ));
     }
     let rank = bytes[3] as usize;
-    if rank == 0 {
-        return Err("rank 0".into());
+    if rank != expected_rank {
+        return Err(format!(
+            "magic number 000008{rank:02x} is that of {} (rank {rank}); {} has 000008{:02x}",
+            described(rank),
+            described(expected_rank),
+            expected_rank
+        ));
     }
     let header = 4 + 4 * rank;
     if bytes.len() < header {
@@ -112,17 +127,26 @@ mod tests {
     #[test]
     fn round_trips_and_rejects_damage() {
         let bytes = encode_idx(&[2, 2, 2], &[1, 2, 3, 4, 5, 6, 7, 8]);
-        let array = parse_idx(&bytes).unwrap();
+        let array = parse_idx(&bytes, 3).unwrap();
         assert_eq!(array.dims, vec![2, 2, 2]);
         assert_eq!(array.values, vec![1, 2, 3, 4, 5, 6, 7, 8]);
         assert!(
-            parse_idx(&bytes[..bytes.len() - 1])
+            parse_idx(&bytes[..bytes.len() - 1], 3)
                 .unwrap_err()
                 .contains("truncated")
         );
         let mut bad = bytes.clone();
         bad[0] = 7;
-        assert!(parse_idx(&bad).unwrap_err().contains("magic"));
-        assert!(parse_idx(&bytes[..6]).unwrap_err().contains("header"));
+        assert!(parse_idx(&bad, 3).unwrap_err().contains("magic"));
+        assert!(parse_idx(&bytes[..6], 3).unwrap_err().contains("header"));
+        // An image file whose header says "labels" is named as such, not as trailing bytes.
+        let mut relabelled = bytes.clone();
+        relabelled[3] = 1;
+        let why = parse_idx(&relabelled, 3).unwrap_err();
+        assert!(
+            why.contains("00000801 is that of a label file")
+                && why.contains("an image file has 00000803"),
+            "{why}"
+        );
     }
 }

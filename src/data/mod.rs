@@ -83,6 +83,15 @@ fn find_file(dir: &Path, stem: &str) -> Option<PathBuf> {
 }
 
 fn check_dir(dir: &Path) -> Result<()> {
+    if !dir.is_dir() {
+        return Err(Error::Data(format!(
+            "{} is not a directory; install the data set with \
+             `apt-get install -y dataset-fashion-mnist` or point --data at the directory holding \
+             {}(.gz)",
+            dir.display(),
+            FILES.join(", ")
+        )));
+    }
     let missing: Vec<&str> = FILES
         .iter()
         .copied()
@@ -132,22 +141,8 @@ impl ImageSet {
     fn load(dir: &Path, images: &str, labels: &str) -> Result<Self> {
         let image_path = find_file(dir, images).expect("checked by locate");
         let label_path = find_file(dir, labels).expect("checked by locate");
-        let image_array = read_idx(&image_path)?;
-        let label_array = read_idx(&label_path)?;
-        if image_array.dims.len() != 3 {
-            return Err(Error::Data(format!(
-                "{}: expected images of shape [n, rows, cols], found {:?}",
-                image_path.display(),
-                image_array.dims
-            )));
-        }
-        if label_array.dims.len() != 1 {
-            return Err(Error::Data(format!(
-                "{}: expected labels of shape [n], found {:?}",
-                label_path.display(),
-                label_array.dims
-            )));
-        }
+        let image_array = read_idx(&image_path, 3)?;
+        let label_array = read_idx(&label_path, 1)?;
         let (n, rows, cols) = (
             image_array.dims[0],
             image_array.dims[1],

@@ -25,6 +25,9 @@ pub struct Experiment {
     pub spec: ExperimentSpec,
 }
 
+/// What the error for an empty experiment file suggests (a test checks that it is valid).
+pub const SMALLEST_EXPERIMENT: &str = "[grid]\narch = \"mlp\"\nepochs = 1\n";
+
 impl Experiment {
     /// Loads `path`, applies `SWEEP_<SECTION>__<KEY>` variables and `--set key=value` overrides,
     /// and validates the result.
@@ -41,11 +44,23 @@ impl Experiment {
             ))
         })?;
         // Parse with the toml crate first: its errors carry line and column and a snippet.
-        if let Err(e) = text.parse::<toml::Table>() {
-            return Err(Error::Spec(format!(
-                "{} is not valid TOML: {e}",
-                path.display()
-            )));
+        match text.parse::<toml::Table>() {
+            Err(e) => {
+                return Err(Error::Spec(format!(
+                    "{} is not valid TOML: {e}",
+                    path.display()
+                )));
+            }
+            // Defaults alone would run one trial nobody asked for.
+            Ok(table) if table.is_empty() => {
+                return Err(Error::Spec(format!(
+                    "{} declares nothing (it is empty or only comments); the smallest \
+                     experiment file is\n\n{SMALLEST_EXPERIMENT}\n(experiments/quick.toml is a \
+                     fuller example)",
+                    path.display()
+                )));
+            }
+            Ok(_) => {}
         }
         let mut figment = Figment::from(Serialized::defaults(ExperimentSpec::default()))
             .merge(Toml::file_exact(path))

@@ -227,6 +227,17 @@ pub fn show(detail: &TrialDetail, format: Format) -> String {
     }
 }
 
+/// Fields of a listing that are measured, not chosen: shown to 4 decimals in tables.
+const MEASURED: [&str; 7] = [
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "best_val_acc",
+    "test_loss",
+    "test_acc",
+];
+
 /// `sweep compare`: one column per trial, one row per parameter and metric; rows whose values
 /// differ are marked with `*` (table, markdown) or `"differs": true` (JSON, CSV).
 pub fn compare(trials: &[TrialListing], format: Format) -> String {
@@ -256,11 +267,17 @@ pub fn compare(trials: &[TrialListing], format: Format) -> String {
     let rows = fields
         .iter()
         .map(|field| {
-            let values: Vec<String> = objects
+            let raw: Vec<&serde_json::Value> = objects
                 .iter()
-                .map(|o| cell(o.get(field).unwrap_or(&serde_json::Value::Null)))
+                .map(|o| o.get(field).unwrap_or(&serde_json::Value::Null))
                 .collect();
-            let differs = values.iter().any(|v| v != &values[0]);
+            let differs = raw.iter().any(|v| v != &raw[0]);
+            // Tables round measured figures as `ls` and `show` do; CSV and JSON keep them whole.
+            let values = raw.iter().map(|value| match value.as_f64() {
+                Some(v) if marked && field == "duration_s" => format!("{v:.1}"),
+                Some(v) if marked && MEASURED.contains(&field.as_str()) => format!("{v:.4}"),
+                _ => cell(value),
+            });
             let mut row = vec![if marked && differs {
                 format!("* {field}")
             } else {
