@@ -57,8 +57,42 @@ pub enum Command {
     Predict(PredictArgs),
     /// Write a markdown report of a sweep, with SVG learning curves beside it.
     Report(ReportArgs),
+    /// Delete a sweep: its rows and its checkpoint directory (asks first unless --yes).
+    Rm(RmArgs),
+    /// Delete checkpoint files no row refers to, and rows whose files are gone.
+    Gc(GcArgs),
     /// Print a shell completion script: `sweep completions bash > ~/.local/share/bash-completion/completions/sweep`.
     Completions(CompletionsArgs),
+}
+
+/// `sweep rm`.
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// The sweep to delete.
+    pub sweep: String,
+    #[command(flatten)]
+    pub db: DbArg,
+    /// Delete without asking.
+    #[arg(short, long)]
+    pub yes: bool,
+    /// Checkpoint root, for sweeps last run before sweep recorded it (default: `runs/` beside
+    /// the database).
+    #[arg(long)]
+    pub runs: Option<PathBuf>,
+}
+
+/// `sweep gc`.
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    #[command(flatten)]
+    pub db: DbArg,
+    /// Print what would go, delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Checkpoint root, for sweeps last run before sweep recorded it (default: `runs/` beside
+    /// the database).
+    #[arg(long)]
+    pub runs: Option<PathBuf>,
 }
 
 /// `sweep completions`.
@@ -231,12 +265,38 @@ pub struct PredictArgs {
     /// Which images to classify.
     #[arg(long, value_enum, default_value = "test")]
     pub split: PredictSplit,
+    /// Only the first N images of the split (default: all of them).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Which checkpoint: the best epoch's, or the last epoch's (kept with `[sweep] keep =
+    /// "last"` or `"both"`).
+    #[arg(long, value_enum, default_value = "best")]
+    pub checkpoint: CheckpointChoice,
     /// Output file: one predicted class index per line, in data-set order.
     #[arg(short, long, default_value = "predictions.txt")]
     pub output: PathBuf,
     /// Directory with the IDX files (default: as for `sweep run`).
     #[arg(long)]
     pub data: Option<PathBuf>,
+}
+
+/// Which checkpoint `predict` loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CheckpointChoice {
+    /// The best epoch's model.
+    Best,
+    /// The last epoch's model.
+    Last,
+}
+
+impl CheckpointChoice {
+    /// The kind recorded in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckpointChoice::Best => "best",
+            CheckpointChoice::Last => "last",
+        }
+    }
 }
 
 /// `sweep report`.

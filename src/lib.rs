@@ -6,6 +6,7 @@
 //! holds all SQL, [`report`] formats results.
 
 pub mod data;
+pub mod disk;
 pub mod error;
 pub mod experiment;
 pub mod fault;

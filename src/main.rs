@@ -1,6 +1,7 @@
 //! The `sweep` binary: parse the command line, call the library, map errors to exit codes.
 
 mod cli;
+mod housekeeping;
 mod queries;
 
 use clap::Parser;
@@ -100,6 +101,8 @@ fn execute(command: Command, quiet: bool) -> sweep::Result<i32> {
         Command::Export(args) => queries::export(args),
         Command::Predict(args) => queries::predict(args),
         Command::Report(args) => queries::report(args),
+        Command::Rm(args) => housekeeping::rm(args),
+        Command::Gc(args) => housekeeping::gc(args),
         Command::Completions(args) => {
             use clap::CommandFactory;
             clap_complete::generate(

@@ -3,8 +3,9 @@
 use crate::cli::{BestArgs, CompareArgs, ExportArgs, LsArgs, PredictArgs, ReportArgs, ShowArgs};
 use std::collections::HashMap;
 use std::io::Write;
+use sweep::disk::DirUsage;
 use sweep::experiment::{Experiment, TrialSpec};
-use sweep::report::{self, Format, ReportInput, Rows, TrialDetail};
+use sweep::report::{self, Format, ReportInput, Rows, TrialDetail, TrialDisk};
 use sweep::search::Sampler;
 use sweep::store::{Store, TrialListing, TrialQuery, parse_filter, parse_sort};
 use sweep::{Error, Result};
@@ -68,12 +69,23 @@ fn trial(store: &Store, id: i64) -> Result<TrialListing> {
 }
 
 fn detail(store: &Store, id: i64) -> Result<TrialDetail> {
+    let trial = trial(store, id)?;
+    let disk = sweep_disk(store, &trial.sweep)?.map(|sweep| TrialDisk {
+        trial: DirUsage::of(sweep.dir.join(id.to_string())),
+        sweep,
+    });
     Ok(TrialDetail {
-        trial: trial(store, id)?,
+        trial,
         epochs: store.epochs(id)?,
         checkpoints: store.checkpoints(id)?,
         confusion: TrialDetail::confusion_from(&store.confusion(id)?),
+        disk,
     })
+}
+
+/// What a sweep's checkpoint directory takes, when its run recorded where it is.
+fn sweep_disk(store: &Store, sweep: &str) -> Result<Option<DirUsage>> {
+    Ok(store.sweep_runs_dir(sweep)?.map(DirUsage::of))
 }
 
 fn empty_note(store: &Store, listings: &[TrialListing], format: Format) -> bool {
@@ -200,11 +212,14 @@ pub fn predict(args: PredictArgs) -> Result<i32> {
     let store = Store::open_existing(&args.db.db)?;
     let listing = trial(&store, args.trial)?;
     let checkpoints = store.checkpoints(args.trial)?;
-    let Some(best) = checkpoints.iter().find(|c| c.kind == "best") else {
-        return Err(Error::NotFound(format!(
-            "trial {} has no checkpoint yet (status {}): run its sweep to the end first",
-            args.trial, listing.status
-        )));
+    let wanted = args.checkpoint.as_str();
+    let Some(best) = checkpoints.iter().find(|c| c.kind == wanted) else {
+        return Err(Error::NotFound(no_checkpoint(
+            &store,
+            &listing,
+            wanted,
+            &checkpoints,
+        )?));
     };
     let path = std::path::Path::new(&best.path);
     let actual = sweep::train::file_sha256(path).map_err(|_| {
@@ -231,23 +246,67 @@ pub fn predict(args: PredictArgs) -> Result<i32> {
         .and_then(|v| v["data"]["dir"].as_str().map(std::path::PathBuf::from));
     let dir = sweep::data::locate(args.data.as_deref().or(stored_dir.as_deref()))?;
     let dataset = sweep::data::Dataset::load(&dir)?;
-    let evaluation = sweep::train::predict(&spec, path, &dataset, args.split)?;
+    let evaluation = sweep::train::predict(&spec, path, &dataset, args.split, args.limit)?;
     let mut text = String::with_capacity(evaluation.predictions.len() * 2);
     for p in &evaluation.predictions {
         text.push_str(&p.to_string());
         text.push('\n');
     }
     std::fs::write(&args.output, text).map_err(|e| Error::io(&args.output, e))?;
+    let images = evaluation.predictions.len();
     eprintln!(
-        "trial {} (best epoch {}): {} predictions written to {}; accuracy {:.4}, loss {:.4}",
+        "trial {} ({wanted} epoch {}): {images} predictions written to {}; accuracy {:.4} on \
+         {images} {} images{}, loss {:.4}",
         args.trial,
         best.epoch,
-        evaluation.predictions.len(),
         args.output.display(),
         evaluation.accuracy,
+        args.split.as_str(),
+        if args.limit.is_some_and(|n| n <= images) {
+            format!(" (the first {images}: --limit)")
+        } else {
+            String::new()
+        },
         evaluation.loss
     );
     Ok(0)
+}
+
+/// Why a trial has no checkpoint of the kind asked for, and what to do about it.
+fn no_checkpoint(
+    store: &Store,
+    listing: &TrialListing,
+    wanted: &str,
+    present: &[sweep::store::CheckpointRow],
+) -> Result<String> {
+    let id = listing.id;
+    if !sweep::disk::is_final(&listing.status) {
+        return Ok(format!(
+            "trial {id} has no {wanted} checkpoint yet (status {}): run its sweep to the end \
+             first",
+            listing.status
+        ));
+    }
+    let keep = store
+        .sweep_spec(&listing.sweep)?
+        .and_then(|(json, _)| serde_json::from_str::<serde_json::Value>(&json).ok())
+        .and_then(|v| v["sweep"]["keep"].as_str().map(str::to_string))
+        .unwrap_or_else(|| "best".into());
+    let other = present
+        .iter()
+        .map(|c| {
+            format!(
+                "; its {} checkpoint is kept: --checkpoint {}",
+                c.kind, c.kind
+            )
+        })
+        .collect::<String>();
+    Ok(format!(
+        "trial {id} kept no {wanted} checkpoint: its sweep {:?} has [sweep] keep = \"{keep}\"{other}. \
+         To keep it next time, set keep = \"{wanted}\" or \"both\" under [sweep] before running a \
+         sweep",
+        listing.sweep
+    ))
 }
 
 /// A searched sweep's history for its report; `None` for a grid.
@@ -316,6 +375,7 @@ pub fn report(args: ReportArgs) -> Result<i32> {
         top: args.top.max(1),
         baseline,
         search,
+        disk: sweep_disk(&store, &args.sweep)?,
     };
     let figures = report::write_report(&input, &args.output)?;
     eprintln!(

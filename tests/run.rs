@@ -45,7 +45,8 @@ fn run_records_params_epochs_checkpoints_and_test_results() {
         );
         let checkpoints = store.checkpoints(id).unwrap();
         let kinds: Vec<&str> = checkpoints.iter().map(|c| c.kind.as_str()).collect();
-        assert_eq!(kinds, vec!["best", "last"]);
+        // `keep = "best"` by default: the last epoch's model and the resume files went.
+        assert_eq!(kinds, vec!["best"]);
         for c in &checkpoints {
             let path = std::path::Path::new(&c.path);
             assert!(path.starts_with(ws.path("runs").join("tiny")), "{}", c.path);

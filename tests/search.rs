@@ -243,6 +243,16 @@ fn asha_pauses_promotes_and_resumes_exactly_where_the_trial_stopped() {
     for t in &trials[2..] {
         assert_eq!(figures(&ws, t["id"].as_i64().unwrap()).len(), 1, "{t}");
     }
+    // Paused trial 2 continued from its resume files; once final, every trial keeps only its
+    // best model (pruned at the end of the run included).
+    for t in &trials {
+        let dir = ws.path("runs/ladder").join(t["id"].to_string());
+        let names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["best.bpk"], "{t}");
+    }
 
     // The promoted trial ends exactly as it does trained without a pause.
     let plain = Workspace::new();

@@ -150,6 +150,8 @@ pub struct SweepSection {
     /// Configurations a searching sampler draws in all, across every process sharing the
     /// database (each runs `repeats` times).
     pub trials: Option<usize>,
+    /// Which checkpoint files a trial keeps once it is final (done, diverged or pruned).
+    pub keep: Keep,
 }
 
 impl Default for SweepSection {
@@ -165,7 +167,45 @@ impl Default for SweepSection {
             trials_per_gpu: 1,
             sampler: SamplerName::Grid,
             trials: None,
+            keep: Keep::Best,
         }
+    }
+}
+
+/// Which checkpoints a final trial keeps. Whatever it keeps, the files only resumption needs
+/// (optimizer state, resume state) go once the trial cannot run again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Keep {
+    /// The model of the best epoch, which `predict` uses.
+    Best,
+    /// The model of the last epoch.
+    Last,
+    /// Both.
+    Both,
+    /// No model file: the trial's directory goes.
+    None,
+}
+
+impl Keep {
+    /// The name in experiment files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Keep::Best => "best",
+            Keep::Last => "last",
+            Keep::Both => "both",
+            Keep::None => "none",
+        }
+    }
+
+    /// Whether the best epoch's model stays.
+    pub fn best(self) -> bool {
+        matches!(self, Keep::Best | Keep::Both)
+    }
+
+    /// Whether the last epoch's model stays.
+    pub fn last(self) -> bool {
+        matches!(self, Keep::Last | Keep::Both)
     }
 }
 

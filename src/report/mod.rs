@@ -15,7 +15,7 @@ pub use json::{listings_json, trials_json};
 pub use search_report::SearchInput;
 pub use sweep_report::{ReportInput, best_per_group, higher_is_better, ranked, write_report};
 pub use table::{listings_table, trials_table};
-pub use trial::{TrialDetail, compare, show};
+pub use trial::{TrialDetail, TrialDisk, compare, show};
 
 use crate::store::TrialListing;
 

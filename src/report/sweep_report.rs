@@ -5,6 +5,7 @@ use super::search_report::{SearchInput, search_section};
 use super::table::{listing_rows, opt};
 use super::trial::{TrialDetail, class_name, class_rows, confusion_rows};
 use super::{Format, Rows, numeric_field, text_field};
+use crate::disk::DirUsage;
 use crate::error::{Error, Result};
 use crate::store::{EpochRow, TrialListing};
 use std::collections::HashMap;
@@ -29,6 +30,8 @@ pub struct ReportInput {
     pub baseline: Option<(String, Vec<TrialListing>)>,
     /// The history of a searched sweep (random or TPE); `None` for a grid.
     pub search: Option<SearchInput>,
+    /// What the sweep's checkpoint directory takes.
+    pub disk: Option<DirUsage>,
 }
 
 /// Whether larger values of `metric` are better.
@@ -137,6 +140,7 @@ pub fn write_report(input: &ReportInput, out: &Path) -> Result<Vec<PathBuf>> {
             "training time",
             "mean per trial",
             "devices",
+            "checkpoints on disk",
         ]
         .map(String::from)
         .to_vec(),
@@ -163,6 +167,9 @@ pub fn write_report(input: &ReportInput, out: &Path) -> Result<Vec<PathBuf>> {
             } else {
                 devices.join(", ")
             },
+            input.disk.as_ref().map_or("-".into(), |d| {
+                format!("{} in `{}`", d.usage, d.dir.display())
+            }),
         ]],
     };
     md.push_str(&summary.render(Format::Md));

@@ -3,6 +3,7 @@
 use super::table::opt;
 use super::{Format, Rows, cell};
 use crate::data::FASHION_CLASSES;
+use crate::disk::DirUsage;
 use crate::store::{CheckpointRow, EpochRow, TrialListing};
 use serde::Serialize;
 
@@ -17,6 +18,18 @@ pub struct TrialDetail {
     pub checkpoints: Vec<CheckpointRow>,
     /// Test confusion counts, `[true class][predicted class]`; empty until the trial is done.
     pub confusion: Vec<Vec<i64>>,
+    /// Disk taken by the trial's directory and by its sweep's, when the sweep recorded where
+    /// they are.
+    pub disk: Option<TrialDisk>,
+}
+
+/// What a trial's checkpoint files take, and its sweep's.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrialDisk {
+    /// The trial's directory.
+    pub trial: DirUsage,
+    /// Its sweep's directory.
+    pub sweep: DirUsage,
 }
 
 impl TrialDetail {
@@ -206,6 +219,30 @@ pub fn show(detail: &TrialDetail, format: Format) -> String {
                             ]
                         })
                         .collect(),
+                };
+                out.push_str(&rows.render(format));
+            }
+            if let Some(disk) = &detail.disk {
+                out.push_str(&title("Disk"));
+                let rows = Rows {
+                    header: ["of", "files", "bytes", "size", "directory"]
+                        .map(String::from)
+                        .to_vec(),
+                    rows: [
+                        (format!("trial {}", t.id), &disk.trial),
+                        (format!("sweep {}", t.sweep), &disk.sweep),
+                    ]
+                    .into_iter()
+                    .map(|(of, d)| {
+                        vec![
+                            of,
+                            d.usage.files.to_string(),
+                            d.usage.bytes.to_string(),
+                            crate::disk::bytes(d.usage.bytes),
+                            d.dir.display().to_string(),
+                        ]
+                    })
+                    .collect(),
                 };
                 out.push_str(&rows.render(format));
             }

@@ -10,9 +10,9 @@ pub use device::HAS_TCH;
 pub use progress::ProgressMode;
 
 use crate::error::{Error, Result};
-use crate::experiment::{DeviceName, Experiment, ExperimentSpec, Metric, TrialSpec};
+use crate::experiment::{DeviceName, Experiment, ExperimentSpec, Keep, Metric, TrialSpec};
 use crate::search::{Curve, PastTrial, Pruner, Sampler, Verdict};
-use crate::store::{Store, StoredTrial};
+use crate::store::{HeldTrial, Store, StoredTrial};
 use crate::train::{self, ResumeState, TrainEvent, TrialEnd, TrialRun, Unresumable};
 use progress::Progress;
 use sha2::{Digest, Sha256};
@@ -97,6 +97,21 @@ const STALE_AFTER: Duration = Duration::from_secs(60);
 /// How often the heartbeat of this process's running trials is refreshed.
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
 
+/// The sweep's trials held by a process that is alive (on this host, `/proc` tells), or whose
+/// holder's heartbeat is fresh (another host): deleting the sweep under them would lose work.
+pub fn live_trials(store: &Store, sweep_id: i64) -> Result<Vec<HeldTrial>> {
+    Ok(store
+        .held_trials(sweep_id)?
+        .into_iter()
+        .filter(|held| match held.owner.as_deref().map(owner::is_alive) {
+            Some(Some(alive)) => alive,
+            _ => held
+                .heartbeat_age
+                .is_some_and(|age| age <= STALE_AFTER.as_secs_f64()),
+        })
+        .collect())
+}
+
 /// Trains every trial of `experiment` that the database does not hold as finished.
 pub fn run_sweep(experiment: &Experiment, options: &RunOptions) -> Result<RunSummary> {
     let started = Instant::now();
@@ -118,8 +133,21 @@ pub fn run_sweep(experiment: &Experiment, options: &RunOptions) -> Result<RunSum
     let store = Store::open(&options.db)?;
     let spec_json = serde_json::to_string(spec).expect("a spec always serialises");
     let spec_hash = hex::encode(Sha256::digest(spec_json.as_bytes()));
-    let sweep_id =
-        store.upsert_sweep(&experiment.name, &spec_json, &spec_hash, &experiment.path)?;
+    // Absolute, so the paths recorded for checkpoints hold from any working directory.
+    let runs_root = options
+        .runs_dir
+        .clone()
+        .unwrap_or_else(|| default_runs_dir(&options.db));
+    let runs_dir = std::path::absolute(&runs_root)
+        .map_err(|e| Error::io(&runs_root, e))?
+        .join(&experiment.name);
+    let sweep_id = store.upsert_sweep(
+        &experiment.name,
+        &spec_json,
+        &spec_hash,
+        &experiment.path,
+        &runs_dir,
+    )?;
     let sampler = Sampler::new(spec);
     // A grid's trials are all known now; a search's are drawn as slots free up, and those
     // stored by earlier runs or other processes are its candidates.
@@ -136,11 +164,6 @@ pub fn run_sweep(experiment: &Experiment, options: &RunOptions) -> Result<RunSum
         .map_or(stored.len(), |s| s.total_trials().max(stored.len()));
     let to_draw = total - stored.len();
 
-    let runs_dir = options
-        .runs_dir
-        .clone()
-        .unwrap_or_else(|| default_runs_dir(&options.db))
-        .join(&experiment.name);
     let mut candidates: Vec<(i64, TrialSpec)> = Vec::new();
     let mut skipped = 0;
     let mut paused = 0;
@@ -188,7 +211,13 @@ pub fn run_sweep(experiment: &Experiment, options: &RunOptions) -> Result<RunSum
     let in_flight = Arc::new(AtomicUsize::new(0));
     let writer = {
         let (owner, in_flight) = (owner.clone(), in_flight.clone());
-        std::thread::spawn(move || write_events(store, receiver, progress, &owner, &in_flight))
+        let tidy = Tidy {
+            runs_dir: runs_dir.clone(),
+            keep: spec.sweep.keep,
+        };
+        std::thread::spawn(move || {
+            write_events(store, receiver, progress, (&owner, &tidy), &in_flight)
+        })
     };
     let pruner = Pruner::new(&spec.prune, spec.sweep.metric);
     let work = candidates.len() + to_draw + paused;
@@ -291,7 +320,15 @@ pub fn run_sweep(experiment: &Experiment, options: &RunOptions) -> Result<RunSum
     }
     // With nothing left to draw and nothing to promote, paused trials will never continue.
     let finalized = if pruner.pauses() && !stop.load(Ordering::SeqCst) {
-        store.prune_paused(sweep_id)? as usize
+        let pruned = store.prune_paused(sweep_id)?;
+        let tidy = Tidy {
+            runs_dir: runs_dir.clone(),
+            keep: spec.sweep.keep,
+        };
+        for &id in &pruned {
+            tidy.trial(&store, id)?;
+        }
+        pruned.len()
     } else {
         0
     };
@@ -682,16 +719,40 @@ enum Message {
 /// the heartbeat of this process's trials fresh. After a write error it keeps draining (so
 /// workers never block) and reports the first error at the end. `in_flight` counts events
 /// sent and not yet written.
+/// What a final trial keeps of its files.
+struct Tidy {
+    runs_dir: PathBuf,
+    keep: Keep,
+}
+
+impl Tidy {
+    /// Gives up the files a final trial no longer needs: rows first, so that no row ever
+    /// points at a deleted file. A file that will not go is left for `sweep gc`.
+    fn trial(&self, store: &Store, trial: i64) -> Result<()> {
+        let dropped: Vec<&str> = train::dropped_kinds(self.keep)
+            .into_iter()
+            .map(|k| k.as_str())
+            .collect();
+        store.forget_checkpoints(trial, &dropped)?;
+        let dir = self.runs_dir.join(trial.to_string());
+        match train::tidy_final(&dir, self.keep) {
+            Ok(freed) => tracing::debug!(trial, freed, "final trial's spare files removed"),
+            Err(e) => tracing::warn!("{e} (`sweep gc` removes what is left)"),
+        }
+        Ok(())
+    }
+}
+
 fn write_events(
     store: Store,
     receiver: mpsc::Receiver<Message>,
     mut progress: Progress,
-    owner: &str,
+    (owner, tidy): (&str, &Tidy),
     in_flight: &AtomicUsize,
 ) -> (Store, Option<Error>, Duration) {
     let mut writing = Duration::ZERO;
     let mut first_error = None;
-    let keep = |result: Result<()>, first_error: &mut Option<Error>| {
+    let remember = |result: Result<()>, first_error: &mut Option<Error>| {
         if let Err(e) = result
             && first_error.is_none()
         {
@@ -705,7 +766,13 @@ fn write_events(
             Ok(Message::Event(event)) => {
                 if first_error.is_none() {
                     let started = Instant::now();
-                    keep(store.apply(&event), &mut first_error);
+                    let mut written = store.apply(&event);
+                    if let (Ok(()), TrainEvent::Finished { trial, end, .. }) = (&written, &event)
+                        && matches!(end.status(), "done" | "diverged" | "pruned")
+                    {
+                        written = tidy.trial(&store, *trial);
+                    }
+                    remember(written, &mut first_error);
                     writing += started.elapsed();
                 }
                 progress.on_event(&event);
@@ -719,7 +786,7 @@ fn write_events(
         if last_beat.elapsed() >= HEARTBEAT_EVERY {
             last_beat = Instant::now();
             let started = Instant::now();
-            keep(store.heartbeat(owner), &mut first_error);
+            remember(store.heartbeat(owner), &mut first_error);
             writing += started.elapsed();
         }
     }

@@ -32,16 +32,17 @@ impl Store {
         spec_json: &str,
         spec_hash: &str,
         source: &Path,
+        runs_dir: &Path,
     ) -> Result<i64> {
         self.runtime.block_on(async {
             let sql = format!(
                 "INSERT INTO sweeps (name, spec_json, spec_hash, source_path, sweep_version,
-                                     burn_version, created_at, started_at)
-                 VALUES (?, ?, ?, ?, ?, ?, {NOW}, {NOW})
+                                     burn_version, runs_dir, created_at, started_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, {NOW}, {NOW})
                  ON CONFLICT (name) DO UPDATE SET spec_json = excluded.spec_json,
                      spec_hash = excluded.spec_hash, source_path = excluded.source_path,
-                     sweep_version = excluded.sweep_version, started_at = {NOW},
-                     finished_at = NULL
+                     sweep_version = excluded.sweep_version, runs_dir = excluded.runs_dir,
+                     started_at = {NOW}, finished_at = NULL
                  RETURNING id"
             );
             sqlx::query(&sql)
@@ -51,6 +52,7 @@ impl Store {
                 .bind(source.display().to_string())
                 .bind(env!("CARGO_PKG_VERSION"))
                 .bind(crate::BURN_VERSION)
+                .bind(runs_dir.display().to_string())
                 .fetch_one(&self.pool)
                 .await
                 .map(|row| row.get::<i64, _>(0))
@@ -224,19 +226,19 @@ impl Store {
     }
 
     /// Ends the sweep's paused trials as pruned, unless a trial of it is still running (which
-    /// may yet make one of them promotable). Returns how many were pruned.
-    pub fn prune_paused(&self, sweep_id: i64) -> Result<u64> {
+    /// may yet make one of them promotable). Returns the ids pruned.
+    pub fn prune_paused(&self, sweep_id: i64) -> Result<Vec<i64>> {
         self.runtime
             .block_on(
-                sqlx::query(
+                sqlx::query_scalar(
                     "UPDATE trials SET status = 'pruned'
                      WHERE sweep_id = ?1 AND status = 'paused' AND NOT EXISTS
-                         (SELECT 1 FROM trials WHERE sweep_id = ?1 AND status = 'running')",
+                         (SELECT 1 FROM trials WHERE sweep_id = ?1 AND status = 'running')
+                     RETURNING id",
                 )
                 .bind(sweep_id)
-                .execute(&self.pool),
+                .fetch_all(&self.pool),
             )
-            .map(|r| r.rows_affected())
             .map_err(|e| self.err(e))
     }
 

@@ -3,11 +3,13 @@
 
 mod claims;
 mod filter;
+mod housekeeping;
 mod queries;
 mod records;
 
 pub use claims::StoredTrial;
 pub use filter::{Bind, Filter, SortKey, field_names, parse as parse_filter, parse_sort};
+pub use housekeeping::{HeldTrial, SweepFiles};
 pub use queries::{CheckpointRow, EpochRow, TrialListing, TrialQuery};
 
 use crate::error::{Error, Result};

@@ -11,6 +11,7 @@
 use super::events::{CheckpointInfo, CheckpointKind};
 use super::metrics::EpochMetrics;
 use crate::error::{Error, Result};
+use crate::experiment::Keep;
 use crate::model::Net;
 use burn::module::Module;
 use sha2::{Digest, Sha256};
@@ -91,6 +92,55 @@ pub fn clear(dir: &Path) -> Result<()> {
         std::fs::remove_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
     }
     Ok(())
+}
+
+/// The checkpoint kinds a final trial gives up under `keep`: their rows must go before their
+/// files do (see [`tidy_final`]).
+pub fn dropped_kinds(keep: Keep) -> Vec<CheckpointKind> {
+    let mut dropped = Vec::new();
+    if !keep.best() {
+        dropped.push(CheckpointKind::Best);
+    }
+    if !keep.last() {
+        dropped.push(CheckpointKind::Last);
+    }
+    dropped
+}
+
+/// Empties a final trial's directory down to the checkpoints `keep` asks for: the resume files
+/// go (the trial will never continue), and so does the directory when nothing is kept. Returns
+/// the bytes freed.
+pub fn tidy_final(dir: &Path, keep: Keep) -> Result<u64> {
+    if !dir.exists() {
+        return Ok(0);
+    }
+    if keep == Keep::None {
+        let freed = crate::disk::usage(dir).bytes;
+        std::fs::remove_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        return Ok(freed);
+    }
+    let mut freed = 0;
+    let mut remove = |path: PathBuf| -> Result<()> {
+        if let Ok(meta) = std::fs::symlink_metadata(&path) {
+            if meta.is_dir() {
+                let size = crate::disk::usage(&path).bytes;
+                std::fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
+                freed += size;
+            } else {
+                std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+                freed += meta.len();
+            }
+        }
+        Ok(())
+    };
+    remove(dir.join(STAGING_DIR))?;
+    remove(dir.join(STATE_FILE))?;
+    remove(dir.join(format!("{STATE_FILE}.tmp")))?;
+    remove(dir.join(OPTIMIZER_FILE))?;
+    for kind in dropped_kinds(keep) {
+        remove(dir.join(kind.file_name()))?;
+    }
+    Ok(freed)
 }
 
 /// The epoch to commit: its figures and the training state after it.

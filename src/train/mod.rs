@@ -7,7 +7,9 @@ mod metrics;
 mod optim;
 mod schedule;
 
-pub use checkpoint::{ResumeState, Unresumable, file_sha256, read_resume_state};
+pub use checkpoint::{
+    ResumeState, Unresumable, dropped_kinds, file_sha256, read_resume_state, tidy_final,
+};
 pub use events::{BatchPosition, CheckpointInfo, CheckpointKind, TrainEvent, TrialEnd};
 pub use metrics::{Confusion, EpochMetrics, Evaluation};
 pub use schedule::LrSchedule;
@@ -417,24 +419,36 @@ pub fn evaluate(
 /// Which images `predict` classifies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum PredictSplit {
-    /// The test set (after the trial's `test_limit`).
+    /// The whole test set, whatever `test_limit` the trial was tested with.
     Test,
     /// The trial's validation images.
     Val,
 }
 
-/// Loads a trial's checkpoint and classifies the chosen images with it: the predictions (in
-/// data-set order) with loss, accuracy and confusion against the labels.
+impl PredictSplit {
+    /// The name users give it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PredictSplit::Test => "test",
+            PredictSplit::Val => "validation",
+        }
+    }
+}
+
+/// Loads a trial's checkpoint and classifies the chosen images with it (the first `limit` of
+/// them, when given): the predictions (in data-set order) with loss, accuracy and confusion
+/// against the labels.
 pub fn predict(
     spec: &TrialSpec,
     checkpoint: &Path,
     dataset: &Dataset,
     split: PredictSplit,
+    limit: Option<usize>,
 ) -> Result<Evaluation> {
-    // A trial trained with `test_limit = 0` skipped its test pass; testing it later means the
-    // whole test set.
+    // The trial's `test_limit` kept its sweep fast; a prediction is about the model, so it sees
+    // the whole test set unless told otherwise.
     let spec = &TrialSpec {
-        test_limit: spec.test_limit.filter(|&n| n > 0),
+        test_limit: None,
         ..spec.clone()
     };
     let data = TrialData::new(spec, dataset)?;
@@ -448,11 +462,12 @@ pub fn predict(
             ))
         })?;
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
-    Ok(match split {
-        PredictSplit::Test => {
-            let all: Vec<u32> = (0..data.test.len() as u32).collect();
-            evaluate(&model, &data.test, &all, &data.table, &loss_fn)
-        }
-        PredictSplit::Val => evaluate(&model, &data.pool, &data.split.val, &data.table, &loss_fn),
-    })
+    let (set, mut indices) = match split {
+        PredictSplit::Test => (&data.test, (0..data.test.len() as u32).collect()),
+        PredictSplit::Val => (&data.pool, data.split.val.clone()),
+    };
+    if let Some(n) = limit {
+        indices.truncate(n);
+    }
+    Ok(evaluate(&model, set, &indices, &data.table, &loss_fn))
 }
