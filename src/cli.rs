@@ -4,6 +4,7 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use sweep::experiment::DeviceName;
 use sweep::report::Format;
+use sweep::store::Location;
 use sweep::train::PredictSplit;
 
 /// What `sweep --version` prints: the version, burn's, and the backends compiled in.
@@ -134,9 +135,9 @@ pub struct ResumeArgs {
 /// Where and how a sweep runs, shared by `run` and `resume`.
 #[derive(Debug, Args)]
 pub struct RunOptionArgs {
-    /// Results database (created if missing).
+    /// Results database: a SQLite file (created if missing) or a postgres:// URL.
     #[arg(long, env = "SWEEP_DB", default_value = "sweep.db")]
-    pub db: PathBuf,
+    pub db: Location,
     /// Trials trained at once (overrides [sweep] jobs).
     #[arg(long, short = 'j')]
     pub jobs: Option<usize>,
@@ -167,9 +168,9 @@ pub struct ValidateArgs {
 /// `--db` for commands that read results.
 #[derive(Debug, Args)]
 pub struct DbArg {
-    /// Results database.
+    /// Results database: a SQLite file or a postgres:// URL.
     #[arg(long, env = "SWEEP_DB", default_value = "sweep.db")]
-    pub db: PathBuf,
+    pub db: Location,
 }
 
 /// `sweep ls`.

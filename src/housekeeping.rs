@@ -6,7 +6,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use sweep::disk::{self, Usage};
 use sweep::sched::{default_runs_dir, live_trials};
-use sweep::store::Store;
+use sweep::store::{Location, Store};
 use sweep::{Error, Result};
 
 /// `sweep rm`.
@@ -16,7 +16,7 @@ pub fn rm(args: RmArgs) -> Result<i32> {
         return Err(Error::NotFound(format!(
             "no sweep named {:?} in {}; known: {}",
             args.sweep,
-            args.db.db.display(),
+            args.db.db,
             store.sweep_names()?.join(", ")
         )));
     };
@@ -40,7 +40,7 @@ pub fn rm(args: RmArgs) -> Result<i32> {
         sweep.name,
         sweep.trials.len(),
         store.epoch_count(sweep.id)?,
-        args.db.db.display(),
+        args.db.db,
         files,
         dir.display()
     );
@@ -76,7 +76,7 @@ fn confirm(question: &str) -> Result<bool> {
 }
 
 /// The root the sweeps' directories default to: `--runs`, else `runs/` beside the database.
-fn runs_root(runs: &Option<PathBuf>, db: &std::path::Path) -> PathBuf {
+fn runs_root(runs: &Option<PathBuf>, db: &Location) -> PathBuf {
     runs.clone().unwrap_or_else(|| default_runs_dir(db))
 }
 

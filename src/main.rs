@@ -86,7 +86,7 @@ fn execute(command: Command, quiet: bool) -> sweep::Result<i32> {
                 return Err(sweep::Error::NotFound(format!(
                     "no sweep named {:?} in {}; known: {}",
                     args.sweep,
-                    args.options.db.display(),
+                    args.options.db,
                     store.sweep_names()?.join(", ")
                 )));
             };
@@ -162,13 +162,12 @@ fn run(experiment: &Experiment, args: cli::RunOptionArgs, quiet: bool) -> sweep:
             summary.interrupted,
             summary.not_started,
             summary.seconds,
-            args.db.display()
+            args.db
         );
         if summary.taken_elsewhere > 0 {
             eprintln!(
                 "{} trials were finished or being run by another sweep process on {}",
-                summary.taken_elsewhere,
-                args.db.display()
+                summary.taken_elsewhere, args.db
             );
         }
         if summary.resumed > 0 {

@@ -36,7 +36,7 @@ fn check_sweep(store: &Store, sweep: Option<&str>) -> Result<()> {
         let known = store.sweep_names()?;
         return Err(Error::NotFound(format!(
             "no sweep named {name:?} in {}; known: {}",
-            store.path().display(),
+            store.location(),
             if known.is_empty() {
                 "none yet (run a sweep first)".into()
             } else {
@@ -62,8 +62,8 @@ fn trial(store: &Store, id: i64) -> Result<TrialListing> {
     store.trial(id)?.ok_or_else(|| {
         Error::NotFound(format!(
             "no trial {id} in {}: `sweep ls --db {}` lists the trial ids",
-            store.path().display(),
-            store.path().display()
+            store.location(),
+            store.location()
         ))
     })
 }
@@ -90,7 +90,7 @@ fn sweep_disk(store: &Store, sweep: &str) -> Result<Option<DirUsage>> {
 
 fn empty_note(store: &Store, listings: &[TrialListing], format: Format) -> bool {
     if listings.is_empty() && format == Format::Table {
-        eprintln!("no trials match in {}", store.path().display());
+        eprintln!("no trials match in {}", store.location());
         return true;
     }
     false
@@ -158,7 +158,7 @@ pub fn best(args: BestArgs) -> Result<i32> {
         return Err(Error::NotFound(format!(
             "no finished trial with a {} in {}",
             args.metric,
-            store.path().display()
+            store.location()
         )));
     }
     print(&report::listings(&chosen, args.format))
@@ -237,7 +237,7 @@ pub fn predict(args: PredictArgs) -> Result<i32> {
     }
     let spec: TrialSpec = serde_json::from_value(serde_json::Value::Object(listing.params.clone()))
         .map_err(|e| Error::Store {
-            path: args.db.db.clone(),
+            path: args.db.db.to_string().into(),
             message: format!("trial {} has unreadable parameters: {e}", args.trial),
         })?;
     let stored_dir = store

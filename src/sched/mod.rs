@@ -12,7 +12,7 @@ pub use progress::ProgressMode;
 use crate::error::{Error, Result};
 use crate::experiment::{DeviceName, Experiment, ExperimentSpec, Keep, Metric, TrialSpec};
 use crate::search::{Curve, PastTrial, Pruner, Sampler, Verdict};
-use crate::store::{HeldTrial, Store, StoredTrial};
+use crate::store::{HeldTrial, Location, Store, StoredTrial};
 use crate::train::{self, ResumeState, TrainEvent, TrialEnd, TrialRun, Unresumable};
 use progress::Progress;
 use sha2::{Digest, Sha256};
@@ -26,8 +26,9 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     /// The results database.
-    pub db: PathBuf,
-    /// Checkpoint root; `runs/` beside the database when absent.
+    pub db: Location,
+    /// Checkpoint root; `runs/` beside a SQLite database (in the working directory with
+    /// PostgreSQL) when absent.
     pub runs_dir: Option<PathBuf>,
     /// Data directory overriding `[data] dir`.
     pub data_dir: Option<PathBuf>,
@@ -83,9 +84,11 @@ impl RunSummary {
     }
 }
 
-/// The checkpoint root used when none is given: `runs/` beside the database.
-pub fn default_runs_dir(db: &std::path::Path) -> PathBuf {
-    db.parent()
+/// The checkpoint root used when none is given: `runs/` beside a SQLite file, or in the
+/// working directory when the database is a server.
+pub fn default_runs_dir(db: &Location) -> PathBuf {
+    db.file()
+        .and_then(|file| file.parent())
         .filter(|p| !p.as_os_str().is_empty())
         .map(|p| p.join("runs"))
         .unwrap_or_else(|| PathBuf::from("runs"))

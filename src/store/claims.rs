@@ -1,7 +1,7 @@
 //! Who runs what: sweeps and their trials, claims, heartbeats, and the history samplers and
 //! pruners decide from.
 
-use super::{NOW, Store};
+use super::{Backend, Store};
 use crate::error::{Error, Result};
 use crate::experiment::{Metric, TrialSpec};
 use crate::search::PastTrial;
@@ -35,17 +35,15 @@ impl Store {
         runs_dir: &Path,
     ) -> Result<i64> {
         self.runtime.block_on(async {
-            let sql = format!(
-                "INSERT INTO sweeps (name, spec_json, spec_hash, source_path, sweep_version,
+            let sql = "INSERT INTO sweeps (name, spec_json, spec_hash, source_path, sweep_version,
                                      burn_version, runs_dir, created_at, started_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, {NOW}, {NOW})
+                 VALUES (?, ?, ?, ?, ?, ?, ?, now_utc(), now_utc())
                  ON CONFLICT (name) DO UPDATE SET spec_json = excluded.spec_json,
                      spec_hash = excluded.spec_hash, source_path = excluded.source_path,
                      sweep_version = excluded.sweep_version, runs_dir = excluded.runs_dir,
-                     started_at = {NOW}, finished_at = NULL
-                 RETURNING id"
-            );
-            sqlx::query(&sql)
+                     started_at = now_utc(), finished_at = NULL
+                 RETURNING id";
+            sqlx::query(self.backend.sql(&sql))
                 .bind(name)
                 .bind(spec_json)
                 .bind(spec_hash)
@@ -63,7 +61,7 @@ impl Store {
     /// Records the end time of a sweep run.
     pub fn finish_sweep(&self, sweep_id: i64) -> Result<()> {
         self.execute(
-            &format!("UPDATE sweeps SET finished_at = {NOW} WHERE id = ?"),
+            &format!("UPDATE sweeps SET finished_at = now_utc() WHERE id = ?"),
             sweep_id,
         )
     }
@@ -76,12 +74,12 @@ impl Store {
             let mut stored = Vec::with_capacity(trials.len());
             for (ordinal, trial) in trials.iter().enumerate() {
                 let key = trial.key();
-                insert_trial(&mut tx, sweep_id, ordinal as i64, trial)
+                insert_trial(&mut tx, self.backend, sweep_id, ordinal as i64, trial)
                     .await
                     .map_err(|e| self.err(e))?;
-                let row = sqlx::query(
+                let row = sqlx::query(self.backend.sql(
                     "SELECT id, ordinal, status FROM trials WHERE sweep_id = ? AND trial_key = ?",
-                )
+                ))
                 .bind(sweep_id)
                 .bind(&key)
                 .fetch_one(&mut *tx)
@@ -115,18 +113,22 @@ impl Store {
         self.runtime
             .block_on(async {
                 let mut conn = self.pool.acquire().await?;
-                // IMMEDIATE takes the write lock before reading, so the read below cannot go
-                // stale before the update.
-                sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-                let claim = async {
-                    let row: Option<(String, Option<String>, Option<f64>)> = sqlx::query_as(
-                        "SELECT status, owner,
-                                (julianday('now') - julianday(heartbeat_at)) * 86400.0
-                         FROM trials WHERE id = ?",
-                    )
-                    .bind(trial_id)
-                    .fetch_optional(&mut *conn)
+                // SQLite: IMMEDIATE takes the write lock before reading, so the read below
+                // cannot go stale before the update. PostgreSQL: the row lock does that, and a
+                // row another worker is claiming right now is skipped, not waited for.
+                sqlx::query(self.backend.begin_write())
+                    .execute(&mut *conn)
                     .await?;
+                let claim = async {
+                    let row: Option<(String, Option<String>, Option<f64>)> =
+                        sqlx::query_as(self.backend.sql(&format!(
+                            "SELECT status, owner, age_s(heartbeat_at)
+                         FROM trials WHERE id = ?{}",
+                            self.backend.lock_row_or_skip()
+                        )))
+                        .bind(trial_id)
+                        .fetch_optional(&mut *conn)
+                        .await?;
                     let Some((status, holder, heartbeat_age)) = row else {
                         return Ok(None);
                     };
@@ -143,9 +145,9 @@ impl Store {
                     if !free {
                         return Ok(None);
                     }
-                    sqlx::query(&format!(
-                        "UPDATE trials SET status = 'running', owner = ?, heartbeat_at = {NOW}
-                         WHERE id = ?"
+                    sqlx::query(self.backend.sql(
+                        "UPDATE trials SET status = 'running', owner = ?, heartbeat_at = now_utc()
+                         WHERE id = ?",
                     ))
                     .bind(owner)
                     .bind(trial_id)
@@ -177,25 +179,43 @@ impl Store {
         self.runtime
             .block_on(async {
                 let mut conn = self.pool.acquire().await?;
-                sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+                sqlx::query(self.backend.begin_write())
+                    .execute(&mut *conn)
+                    .await?;
                 let claim = async {
-                    let count: i64 =
-                        sqlx::query_scalar("SELECT COUNT(*) FROM trials WHERE sweep_id = ?")
+                    // Draws of one sweep take turns, so the count below holds until the commit.
+                    if self.backend == Backend::Postgres {
+                        sqlx::query("SELECT id FROM sweeps WHERE id = $1 FOR UPDATE")
                             .bind(sweep_id)
-                            .fetch_one(&mut *conn)
+                            .execute(&mut *conn)
                             .await?;
+                    }
+                    let count: i64 = sqlx::query_scalar(
+                        self.backend
+                            .sql("SELECT COUNT(*) FROM trials WHERE sweep_id = ?"),
+                    )
+                    .bind(sweep_id)
+                    .fetch_one(&mut *conn)
+                    .await?;
                     if count as usize >= limit {
                         return Ok(None);
                     }
-                    let past = read_past_trials(&mut conn, sweep_id, metric).await?;
+                    let past = read_past_trials(&mut conn, self.backend, sweep_id, metric).await?;
                     let trials = draw(count as u64 / per_draw.max(1) as u64, &past);
                     let mut first = None;
                     for (i, trial) in trials.iter().enumerate() {
-                        let id = insert_trial(&mut conn, sweep_id, count + i as i64, trial).await?;
+                        let id = insert_trial(
+                            &mut conn,
+                            self.backend,
+                            sweep_id,
+                            count + i as i64,
+                            trial,
+                        )
+                        .await?;
                         if i == 0 {
-                            sqlx::query(&format!(
+                            sqlx::query(self.backend.sql(
                                 "UPDATE trials SET status = 'running', owner = ?,
-                                     heartbeat_at = {NOW} WHERE id = ?"
+                                     heartbeat_at = now_utc() WHERE id = ?",
                             ))
                             .bind(owner)
                             .bind(id)
@@ -220,7 +240,7 @@ impl Store {
         self.runtime
             .block_on(async {
                 let mut conn = self.pool.acquire().await?;
-                read_past_trials(&mut conn, sweep_id, metric).await
+                read_past_trials(&mut conn, self.backend, sweep_id, metric).await
             })
             .map_err(|e| self.err(e))
     }
@@ -230,12 +250,12 @@ impl Store {
     pub fn prune_paused(&self, sweep_id: i64) -> Result<Vec<i64>> {
         self.runtime
             .block_on(
-                sqlx::query_scalar(
+                sqlx::query_scalar(self.backend.sql(
                     "UPDATE trials SET status = 'pruned'
                      WHERE sweep_id = ?1 AND status = 'paused' AND NOT EXISTS
                          (SELECT 1 FROM trials WHERE sweep_id = ?1 AND status = 'running')
                      RETURNING id",
-                )
+                ))
                 .bind(sweep_id)
                 .fetch_all(&self.pool),
             )
@@ -247,10 +267,10 @@ impl Store {
         let rows: Vec<(i64, i64, String, String, String)> = self
             .runtime
             .block_on(
-                sqlx::query_as(
+                sqlx::query_as(self.backend.sql(
                     "SELECT id, ordinal, trial_key, status, params_json FROM trials
                      WHERE sweep_id = ? ORDER BY ordinal",
-                )
+                ))
                 .bind(sweep_id)
                 .fetch_all(&self.pool),
             )
@@ -258,7 +278,7 @@ impl Store {
         rows.into_iter()
             .map(|(id, ordinal, key, status, params)| {
                 let spec = serde_json::from_str(&params).map_err(|e| Error::Store {
-                    path: self.path.clone(),
+                    path: self.location.to_string().into(),
                     message: format!("trial {id} has unreadable parameters: {e}"),
                 })?;
                 Ok((
@@ -278,9 +298,7 @@ impl Store {
     pub fn heartbeat(&self, owner: &str) -> Result<()> {
         self.runtime
             .block_on(
-                sqlx::query(&format!(
-                    "UPDATE trials SET heartbeat_at = {NOW} WHERE owner = ? AND status = 'running'"
-                ))
+                sqlx::query(self.backend.sql("UPDATE trials SET heartbeat_at = now_utc() WHERE owner = ? AND status = 'running'"))
                 .bind(owner)
                 .execute(&self.pool),
             )
@@ -327,19 +345,20 @@ impl Store {
 /// Adds a trial to a sweep (or, when the sweep holds its key, moves it to `ordinal`); returns
 /// its id.
 async fn insert_trial(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut sqlx::AnyConnection,
+    backend: Backend,
     sweep_id: i64,
     ordinal: i64,
     trial: &TrialSpec,
 ) -> std::result::Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
+    sqlx::query_scalar(backend.sql(
         "INSERT INTO trials (sweep_id, ordinal, trial_key, params_json, arch,
              optimizer, lr, batch_size, epochs, dropout, weight_decay, split, seed,
              repeat)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT (sweep_id, trial_key) DO UPDATE SET ordinal = excluded.ordinal
          RETURNING id",
-    )
+    ))
     .bind(sweep_id)
     .bind(ordinal)
     .bind(trial.key())
@@ -360,7 +379,8 @@ async fn insert_trial(
 
 /// Every trial of a sweep with its metric by epoch, in draw order.
 async fn read_past_trials(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut sqlx::AnyConnection,
+    backend: Backend,
     sweep_id: i64,
     metric: Metric,
 ) -> std::result::Result<Vec<PastTrial>, sqlx::Error> {
@@ -368,16 +388,16 @@ async fn read_past_trials(
         Metric::ValAcc => ("best_val_acc", "val_acc"),
         Metric::ValLoss => ("best_val_loss", "val_loss"),
     };
-    let trials: Vec<(i64, String, String, Option<f64>)> = sqlx::query_as(&format!(
+    let trials: Vec<(i64, String, String, Option<f64>)> = sqlx::query_as(backend.sql(&format!(
         "SELECT id, status, params_json, {best} FROM trials WHERE sweep_id = ? ORDER BY ordinal"
-    ))
+    )))
     .bind(sweep_id)
     .fetch_all(&mut *conn)
     .await?;
-    let epochs: Vec<(i64, i64, Option<f64>)> = sqlx::query_as(&format!(
+    let epochs: Vec<(i64, i64, Option<f64>)> = sqlx::query_as(backend.sql(&format!(
         "SELECT e.trial_id, e.epoch, e.{value} FROM epochs e JOIN trials t ON t.id = e.trial_id
          WHERE t.sweep_id = ? ORDER BY e.trial_id, e.epoch"
-    ))
+    )))
     .bind(sweep_id)
     .fetch_all(&mut *conn)
     .await?;

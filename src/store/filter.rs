@@ -37,38 +37,34 @@ const FIELDS: &[(&str, &str, Kind)] = &[
     ("repeat", "t.repeat", Kind::Number),
     (
         "momentum",
-        "json_extract(t.params_json, '$.momentum')",
+        "json_num(t.params_json, momentum)",
         Kind::Number,
     ),
-    (
-        "limit",
-        "json_extract(t.params_json, '$.limit')",
-        Kind::Number,
-    ),
+    ("limit", "json_num(t.params_json, limit)", Kind::Number),
     // Left out of params_json at their defaults (see experiment::omitted_defaults).
     (
         "augment",
-        "COALESCE(json_extract(t.params_json, '$.augment'), 'none')",
+        "COALESCE(json_text(t.params_json, augment), 'none')",
         Kind::Text,
     ),
     (
         "schedule",
-        "COALESCE(json_extract(t.params_json, '$.schedule'), 'constant')",
+        "COALESCE(json_text(t.params_json, schedule), 'constant')",
         Kind::Text,
     ),
     (
         "warmup_epochs",
-        "COALESCE(json_extract(t.params_json, '$.warmup_epochs'), 0)",
+        "COALESCE(json_num(t.params_json, warmup_epochs), 0)",
         Kind::Number,
     ),
     (
         "label_smoothing",
-        "COALESCE(json_extract(t.params_json, '$.label_smoothing'), 0)",
+        "COALESCE(json_num(t.params_json, label_smoothing), 0)",
         Kind::Number,
     ),
     (
         "batch_norm",
-        "CASE WHEN json_extract(t.params_json, '$.batch_norm') THEN 'true' ELSE 'false' END",
+        "CASE WHEN json_bool(t.params_json, batch_norm) THEN 'true' ELSE 'false' END",
         Kind::Text,
     ),
     ("device", "t.device", Kind::Text),

@@ -36,26 +36,27 @@ impl Store {
     pub fn sweep_files(&self, only: Option<&str>) -> Result<Vec<SweepFiles>> {
         self.runtime
             .block_on(async {
-                let sweeps: Vec<(i64, String, Option<String>)> = sqlx::query_as(
+                let sweeps: Vec<(i64, String, Option<String>)> = sqlx::query_as(self.backend.sql(
                     "SELECT id, name, runs_dir FROM sweeps
                      WHERE ?1 IS NULL OR name = ?1 ORDER BY id",
-                )
+                ))
                 .bind(only)
                 .fetch_all(&self.pool)
                 .await?;
                 let mut out = Vec::with_capacity(sweeps.len());
                 for (id, name, runs_dir) in sweeps {
                     let trials = sqlx::query_as(
-                        "SELECT id, status FROM trials WHERE sweep_id = ? ORDER BY id",
+                        self.backend
+                            .sql("SELECT id, status FROM trials WHERE sweep_id = ? ORDER BY id"),
                     )
                     .bind(id)
                     .fetch_all(&self.pool)
                     .await?;
-                    let checkpoints: Vec<(i64, String, String)> = sqlx::query_as(
+                    let checkpoints: Vec<(i64, String, String)> = sqlx::query_as(self.backend.sql(
                         "SELECT c.trial_id, c.kind, c.path FROM checkpoints c
                          JOIN trials t ON t.id = c.trial_id
                          WHERE t.sweep_id = ? ORDER BY c.trial_id, c.kind",
-                    )
+                    ))
                     .bind(id)
                     .fetch_all(&self.pool)
                     .await?;
@@ -81,7 +82,8 @@ impl Store {
         self.runtime
             .block_on(
                 sqlx::query_scalar::<_, Option<String>>(
-                    "SELECT runs_dir FROM sweeps WHERE name = ?",
+                    self.backend
+                        .sql("SELECT runs_dir FROM sweeps WHERE name = ?"),
                 )
                 .bind(sweep)
                 .fetch_optional(&self.pool),
@@ -97,11 +99,14 @@ impl Store {
             .block_on(async {
                 let mut tx = self.pool.begin().await?;
                 for kind in kinds {
-                    sqlx::query("DELETE FROM checkpoints WHERE trial_id = ? AND kind = ?")
-                        .bind(trial_id)
-                        .bind(kind)
-                        .execute(&mut *tx)
-                        .await?;
+                    sqlx::query(
+                        self.backend
+                            .sql("DELETE FROM checkpoints WHERE trial_id = ? AND kind = ?"),
+                    )
+                    .bind(trial_id)
+                    .bind(kind)
+                    .execute(&mut *tx)
+                    .await?;
                 }
                 tx.commit().await
             })
@@ -113,10 +118,10 @@ impl Store {
         let rows: Vec<(i64, Option<String>, Option<f64>)> = self
             .runtime
             .block_on(
-                sqlx::query_as(
-                    "SELECT id, owner, (julianday('now') - julianday(heartbeat_at)) * 86400.0
+                sqlx::query_as(self.backend.sql(
+                    "SELECT id, owner, age_s(heartbeat_at)
                      FROM trials WHERE sweep_id = ? AND status = 'running' ORDER BY id",
-                )
+                ))
                 .bind(sweep_id)
                 .fetch_all(&self.pool),
             )
@@ -135,10 +140,10 @@ impl Store {
     pub fn epoch_count(&self, sweep_id: i64) -> Result<i64> {
         self.runtime
             .block_on(
-                sqlx::query_scalar(
+                sqlx::query_scalar(self.backend.sql(
                     "SELECT COUNT(*) FROM epochs e JOIN trials t ON t.id = e.trial_id
                      WHERE t.sweep_id = ?",
-                )
+                ))
                 .bind(sweep_id)
                 .fetch_one(&self.pool),
             )

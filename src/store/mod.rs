@@ -1,43 +1,58 @@
-//! The results database (SQLite through sqlx). All SQL of the project lives in this module.
-//! Calls block: the store owns a small tokio runtime so the rest of the code stays synchronous.
+//! The results database: a SQLite file, or a PostgreSQL server that workers on many machines
+//! share. Both go through sqlx's `Any` driver with the same statements, written once in a
+//! portable form that [`dialect`] turns into each database's text. All SQL of the project lives
+//! in this module. Calls block: the store owns a small tokio runtime so the rest of the code
+//! stays synchronous.
 
 mod claims;
+mod dialect;
 mod filter;
 mod housekeeping;
+mod location;
 mod queries;
 mod records;
 
 pub use claims::StoredTrial;
+pub use dialect::Backend;
 pub use filter::{Bind, Filter, SortKey, field_names, parse as parse_filter, parse_sort};
 pub use housekeeping::{HeldTrial, SweepFiles};
+pub use location::Location;
 pub use queries::{CheckpointRow, EpochRow, TrialListing, TrialQuery};
 
 use crate::error::{Error, Result};
-use sqlx::SqlitePool;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use std::path::{Path, PathBuf};
-use std::str::FromStr;
+use sqlx::AnyPool;
+use sqlx::any::AnyPoolOptions;
+use sqlx::migrate::Migrator;
+use std::path::PathBuf;
 use std::time::Duration;
 
-/// The current time as stored: ISO 8601 in UTC, to the millisecond.
-const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
+/// How long a SQLite connection waits for another process's write lock.
+const SQLITE_BUSY_TIMEOUT_MS: u32 = 30_000;
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// An open results database.
 pub struct Store {
-    pool: SqlitePool,
+    pool: AnyPool,
+    backend: Backend,
     runtime: tokio::runtime::Runtime,
-    path: PathBuf,
+    location: Location,
 }
 
 impl Store {
-    /// Opens (creating if needed) the database at `path` and applies pending migrations.
-    pub fn open(path: &Path) -> Result<Store> {
-        Self::connect(path, true)
+    /// Opens (creating a SQLite file if needed) the database and applies pending migrations.
+    pub fn open(location: impl Into<Location>) -> Result<Store> {
+        Self::connect(location.into(), true)
     }
 
-    /// Opens an existing database; a missing file is an error that says how to make one.
-    pub fn open_existing(path: &Path) -> Result<Store> {
-        if !path.is_file() {
+    /// Opens an existing database; a missing SQLite file is an error that says how to make
+    /// one.
+    pub fn open_existing(location: impl Into<Location>) -> Result<Store> {
+        let location = location.into();
+        if let Location::Sqlite(path) = &location
+            && !path.is_file()
+        {
             return Err(Error::NotFound(format!(
                 "no results database at {}: run `sweep run EXPERIMENT.toml --db {}` first, \
                  or pass --db with the file a sweep wrote",
@@ -45,11 +60,13 @@ impl Store {
                 path.display()
             )));
         }
-        Self::connect(path, false)
+        Self::connect(location, false)
     }
 
-    fn connect(path: &Path, create: bool) -> Result<Store> {
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
+    fn connect(location: Location, create: bool) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        if let Location::Sqlite(path) = &location
+            && let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
             && create
         {
             std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
@@ -57,29 +74,40 @@ impl Store {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| Error::io(path, e))?;
-        let options = SqliteConnectOptions::from_str("sqlite:")
-            .expect("static URL")
-            .filename(path)
-            .create_if_missing(create)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(30));
-        let store_error = |e: &dyn std::fmt::Display| Error::Store {
-            path: path.to_path_buf(),
-            message: e.to_string(),
+            .map_err(|e| Error::io(std::path::Path::new("tokio runtime"), e))?;
+        let store_error = |message: String| Error::Store {
+            path: PathBuf::from(location.to_string()),
+            message,
         };
-        // Two processes opening a new file at once race to create it and switch it to WAL;
-        // the loser can see "database is locked" before its busy timeout applies. The file is
-        // usable a moment later.
-        let connect = || {
-            runtime.block_on(
-                SqlitePoolOptions::new()
-                    .max_connections(1)
-                    .connect_with(options.clone()),
-            )
-        };
+        let backend = location.backend();
+        let url = location.url(create);
+        let options = AnyPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(60))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // WAL lets readers work beside the one writer; NORMAL sync is safe
+                        // with WAL (a power cut loses at most the last commits, never the file).
+                        use sqlx::Executor;
+                        conn.execute(
+                            format!(
+                                "PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS};
+                                 PRAGMA journal_mode = WAL;
+                                 PRAGMA synchronous = NORMAL;
+                                 PRAGMA foreign_keys = ON;"
+                            )
+                            .as_str(),
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                })
+            });
+        // Two processes opening a new SQLite file at once race to create it and switch it to
+        // WAL; the loser can see "database is locked" before its busy timeout applies. The file
+        // is usable a moment later.
+        let connect = || runtime.block_on(options.clone().connect(&url));
         let mut pool = connect();
         for _ in 0..5 {
             match &pool {
@@ -90,11 +118,15 @@ impl Store {
                 _ => break,
             }
         }
-        let pool = pool.map_err(|e| store_error(&e))?;
+        let pool = pool.map_err(|e| store_error(location.connect_hint(&e)))?;
         // SQLite migrations take no cross-process lock: when two processes open a new file at
         // once, the loser's attempt fails on tables the winner just made. Trying again sees the
-        // migrations applied.
-        let migrate = || runtime.block_on(sqlx::migrate!("./migrations").run(&pool));
+        // migrations applied. PostgreSQL's migrator holds an advisory lock while it works.
+        let migrator = match backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        let migrate = || runtime.block_on(migrator.run(&pool));
         let mut outcome = migrate();
         for _ in 0..3 {
             if outcome.is_ok() {
@@ -103,23 +135,23 @@ impl Store {
             std::thread::sleep(Duration::from_millis(100));
             outcome = migrate();
         }
-        outcome.map_err(|e| Error::Store {
-            path: path.to_path_buf(),
-            message: format!(
+        outcome.map_err(|e| {
+            store_error(format!(
                 "{e} (is this a sweep database? a database written by a newer sweep needs \
-                     that version)"
-            ),
+                 that version)"
+            ))
         })?;
         Ok(Store {
             pool,
+            backend,
             runtime,
-            path: path.to_path_buf(),
+            location,
         })
     }
 
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Where the database is.
+    pub fn location(&self) -> &Location {
+        &self.location
     }
 
     fn err(&self, e: sqlx::Error) -> Error {
@@ -131,14 +163,18 @@ impl Store {
             _ => "",
         };
         Error::Store {
-            path: self.path.clone(),
+            path: PathBuf::from(self.location.to_string()),
             message: format!("{e}{hint}"),
         }
     }
 
     fn execute(&self, sql: &str, id: i64) -> Result<()> {
         self.runtime
-            .block_on(sqlx::query(sql).bind(id).execute(&self.pool))
+            .block_on(
+                sqlx::query(self.backend.sql(sql))
+                    .bind(id)
+                    .execute(&self.pool),
+            )
             .map(|_| ())
             .map_err(|e| self.err(e))
     }
@@ -148,7 +184,7 @@ impl Store {
         self.runtime.block_on(async {
             let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
             for sql in statements {
-                sqlx::query(sql)
+                sqlx::query(self.backend.sql(sql))
                     .bind(trial_id)
                     .execute(&mut *tx)
                     .await
@@ -159,7 +195,8 @@ impl Store {
     }
 }
 
-/// SQLite stores NaN as NULL anyway; make that explicit.
+/// Both databases store NaN as NULL here: SQLite does anyway, and PostgreSQL would keep NaN,
+/// which would sort above every number.
 fn finite(value: f64) -> Option<f64> {
     value.is_finite().then_some(value)
 }
@@ -167,6 +204,8 @@ fn finite(value: f64) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+    use std::str::FromStr;
 
     /// A database made by the migrations before `pruned`/`paused`, with a trial and its
     /// children, keeps every row when opened by this version, and takes the new statuses.
@@ -189,7 +228,7 @@ mod tests {
                 .connect_with(options)
                 .await
                 .unwrap();
-            let mut old = sqlx::migrate!("./migrations");
+            let mut old = sqlx::migrate!("./migrations/sqlite");
             old.migrations = std::borrow::Cow::Owned(old.migrations[..3].to_vec());
             old.run(&pool).await.unwrap();
             for sql in [

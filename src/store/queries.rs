@@ -1,6 +1,6 @@
 //! What the query commands, reports and `predict` read.
 
-use super::{Bind, Filter, SortKey, Store};
+use super::{Backend, Bind, Filter, SortKey, Store};
 use crate::error::{Error, Result};
 use serde::Serialize;
 use sqlx::Row;
@@ -123,14 +123,21 @@ impl Store {
         }
         sql.push_str("s.id, t.ordinal LIMIT ?");
         self.runtime.block_on(async {
-            let mut statement = sqlx::query(&sql).bind(&query.sweep).bind(&query.sweep);
+            let mut statement = sqlx::query(self.backend.sql(&sql))
+                .bind(&query.sweep)
+                .bind(&query.sweep);
             for bind in query.filter.iter().flat_map(|f| &f.binds) {
                 statement = match bind {
                     Bind::Number(n) => statement.bind(*n),
                     Bind::Text(t) => statement.bind(t.clone()),
                 };
             }
-            let limit = query.limit.map_or(-1, |n| n.min(i64::MAX as usize) as i64);
+            // No limit: SQLite reads a negative one so, PostgreSQL a NULL.
+            let limit = query.limit.map(|n| n.min(i64::MAX as usize) as i64);
+            let limit = match self.backend {
+                Backend::Sqlite => Some(limit.unwrap_or(-1)),
+                Backend::Postgres => limit,
+            };
             let rows = statement
                 .bind(limit)
                 .fetch_all(&self.pool)
@@ -152,7 +159,7 @@ impl Store {
         Ok(self.query_trials(&query)?.into_iter().next())
     }
 
-    fn listing(&self, row: &sqlx::sqlite::SqliteRow) -> Result<TrialListing> {
+    fn listing(&self, row: &sqlx::any::AnyRow) -> Result<TrialListing> {
         let params: String = row.get(3);
         let params = match serde_json::from_str(&params) {
             Ok(serde_json::Value::Object(mut map)) => {
@@ -163,7 +170,7 @@ impl Store {
             }
             _ => {
                 return Err(Error::Store {
-                    path: self.path.clone(),
+                    path: self.location.to_string().into(),
                     message: format!("trial {} has unreadable parameters", row.get::<i64, _>(0)),
                 });
             }
@@ -194,7 +201,9 @@ impl Store {
         self.runtime
             .block_on(
                 sqlx::query_as(
-                    "SELECT spec_json, COALESCE(source_path, '') FROM sweeps WHERE name = ?",
+                    self.backend.sql(
+                        "SELECT spec_json, COALESCE(source_path, '') FROM sweeps WHERE name = ?",
+                    ),
                 )
                 .bind(name)
                 .fetch_optional(&self.pool),
@@ -206,7 +215,7 @@ impl Store {
     pub fn sweep_id(&self, name: &str) -> Result<Option<i64>> {
         self.runtime
             .block_on(
-                sqlx::query_scalar("SELECT id FROM sweeps WHERE name = ?")
+                sqlx::query_scalar(self.backend.sql("SELECT id FROM sweeps WHERE name = ?"))
                     .bind(name)
                     .fetch_optional(&self.pool),
             )
@@ -219,14 +228,14 @@ impl Store {
         let rows: Vec<(i64, f64)> = self
             .runtime
             .block_on(
-                sqlx::query_as(
+                sqlx::query_as(self.backend.sql(
                     "WITH sweep_epochs AS (
-                         SELECT e.trial_id, julianday(e.recorded_at) * 86400.0 AS at, e.seconds
+                         SELECT e.trial_id, epoch_s(e.recorded_at) AS at, e.seconds
                          FROM epochs e JOIN trials t ON t.id = e.trial_id
                          WHERE t.sweep_id = ?)
                      SELECT trial_id, MAX(at) - (SELECT MIN(at - seconds) FROM sweep_epochs)
                      FROM sweep_epochs GROUP BY trial_id",
-                )
+                ))
                 .bind(sweep_id)
                 .fetch_all(&self.pool),
             )
@@ -238,7 +247,8 @@ impl Store {
     pub fn sweep_names(&self) -> Result<Vec<String>> {
         self.runtime
             .block_on(
-                sqlx::query_scalar("SELECT name FROM sweeps ORDER BY id").fetch_all(&self.pool),
+                sqlx::query_scalar(self.backend.sql("SELECT name FROM sweeps ORDER BY id"))
+                    .fetch_all(&self.pool),
             )
             .map_err(|e| self.err(e))
     }
@@ -247,10 +257,10 @@ impl Store {
     pub fn epochs(&self, trial_id: i64) -> Result<Vec<EpochRow>> {
         self.runtime
             .block_on(
-                sqlx::query(
+                sqlx::query(self.backend.sql(
                     "SELECT epoch, train_loss, train_acc, val_loss, val_acc, seconds, train_seconds
                      FROM epochs WHERE trial_id = ? ORDER BY epoch",
-                )
+                ))
                 .bind(trial_id)
                 .fetch_all(&self.pool),
             )
@@ -274,10 +284,10 @@ impl Store {
     pub fn checkpoints(&self, trial_id: i64) -> Result<Vec<CheckpointRow>> {
         self.runtime
             .block_on(
-                sqlx::query(
+                sqlx::query(self.backend.sql(
                     "SELECT kind, epoch, path, size_bytes, sha256 FROM checkpoints
                      WHERE trial_id = ? ORDER BY kind",
-                )
+                ))
                 .bind(trial_id)
                 .fetch_all(&self.pool),
             )
@@ -299,10 +309,10 @@ impl Store {
     pub fn confusion(&self, trial_id: i64) -> Result<Vec<(i64, i64, i64)>> {
         self.runtime
             .block_on(
-                sqlx::query_as(
+                sqlx::query_as(self.backend.sql(
                     "SELECT actual, predicted, count FROM confusion WHERE trial_id = ?
                      ORDER BY actual, predicted",
-                )
+                ))
                 .bind(trial_id)
                 .fetch_all(&self.pool),
             )

@@ -1,6 +1,6 @@
 //! What training reports: epoch rows, checkpoints, trial ends, written as events arrive.
 
-use super::{NOW, Store, finite};
+use super::{Backend, Store, finite};
 use crate::error::Result;
 use crate::train::{CheckpointInfo, EpochMetrics, TrainEvent, TrialEnd};
 
@@ -17,10 +17,10 @@ impl Store {
             .block_on(async {
                 let mut tx = self.pool.begin().await?;
                 for metrics in epochs {
-                    record_epoch(&mut tx, trial_id, metrics).await?;
+                    record_epoch(&mut tx, self.backend, trial_id, metrics).await?;
                 }
                 for checkpoint in checkpoints {
-                    record_checkpoint(&mut tx, trial_id, checkpoint).await?;
+                    record_checkpoint(&mut tx, self.backend, trial_id, checkpoint).await?;
                 }
                 tx.commit().await
             })
@@ -37,11 +37,9 @@ impl Store {
                         device,
                         threads,
                     } => {
-                        sqlx::query(&format!(
-                            "UPDATE trials SET status = 'running', device = ?, threads = ?,
-                             started_at = {NOW}, heartbeat_at = {NOW}, error = NULL
-                         WHERE id = ?"
-                        ))
+                        sqlx::query(self.backend.sql("UPDATE trials SET status = 'running', device = ?, threads = ?,
+                             started_at = now_utc(), heartbeat_at = now_utc(), error = NULL
+                         WHERE id = ?"))
                         .bind(device)
                         .bind(*threads as i64)
                         .bind(trial)
@@ -54,9 +52,9 @@ impl Store {
                         checkpoints,
                     } => {
                         let mut tx = self.pool.begin().await?;
-                        record_epoch(&mut tx, *trial, metrics).await?;
+                        record_epoch(&mut tx, self.backend, *trial, metrics).await?;
                         for checkpoint in checkpoints {
-                            record_checkpoint(&mut tx, *trial, checkpoint).await?;
+                            record_checkpoint(&mut tx, self.backend, *trial, checkpoint).await?;
                         }
                         tx.commit().await?;
                     }
@@ -82,12 +80,10 @@ impl Store {
                             }
                             TrialEnd::Interrupted => (None, None, None, None),
                         };
-                        sqlx::query(&format!(
-                        "UPDATE trials SET status = ?, finished_at = {NOW}, heartbeat_at = {NOW},
+                        sqlx::query(self.backend.sql("UPDATE trials SET status = ?, finished_at = now_utc(), heartbeat_at = now_utc(),
                              duration_s = ?, error = ?, best_epoch = ?, test_loss = ?,
                              test_acc = ?
-                         WHERE id = ?"
-                    ))
+                         WHERE id = ?"))
                         .bind(end.status())
                         .bind(seconds)
                         .bind(error)
@@ -104,11 +100,13 @@ impl Store {
                             for (class, (correct, total)) in
                                 test.confusion.per_class().iter().enumerate()
                             {
-                                sqlx::query(
-                                    "INSERT OR REPLACE INTO class_metrics
-                                     (trial_id, class, correct, total, accuracy)
-                                 VALUES (?, ?, ?, ?, ?)",
-                                )
+                                sqlx::query(self.backend.sql(
+                                    "INSERT INTO class_metrics (trial_id, class, correct, total, accuracy)
+                                 VALUES (?, ?, ?, ?, ?)
+                                 ON CONFLICT (trial_id, class) DO UPDATE SET
+                                     correct = excluded.correct, total = excluded.total,
+                                     accuracy = excluded.accuracy",
+                                ))
                                 .bind(trial)
                                 .bind(class as i64)
                                 .bind(*correct as i64)
@@ -119,11 +117,12 @@ impl Store {
                             }
                             for (actual, row) in test.confusion.counts.iter().enumerate() {
                                 for (predicted, count) in row.iter().enumerate() {
-                                    sqlx::query(
-                                        "INSERT OR REPLACE INTO confusion
-                                         (trial_id, actual, predicted, count)
-                                     VALUES (?, ?, ?, ?)",
-                                    )
+                                    sqlx::query(self.backend.sql(
+                                        "INSERT INTO confusion (trial_id, actual, predicted, count)
+                                     VALUES (?, ?, ?, ?)
+                                     ON CONFLICT (trial_id, actual, predicted) DO UPDATE SET
+                                         count = excluded.count",
+                                    ))
                                     .bind(trial)
                                     .bind(actual as i64)
                                     .bind(predicted as i64)
@@ -144,19 +143,20 @@ impl Store {
 
 /// Writes one epoch's row and the trial's running figures.
 async fn record_epoch(
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut sqlx::AnyConnection,
+    backend: Backend,
     trial: i64,
     m: &EpochMetrics,
 ) -> std::result::Result<(), sqlx::Error> {
-    sqlx::query(&format!(
+    sqlx::query(backend.sql(
         "INSERT INTO epochs (trial_id, epoch, train_loss, train_acc, val_loss,
              val_acc, seconds, train_seconds, recorded_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, {NOW})
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, now_utc())
          ON CONFLICT (trial_id, epoch) DO UPDATE SET
              train_loss = excluded.train_loss, train_acc = excluded.train_acc,
              val_loss = excluded.val_loss, val_acc = excluded.val_acc,
              seconds = excluded.seconds, train_seconds = excluded.train_seconds,
-             recorded_at = excluded.recorded_at"
+             recorded_at = excluded.recorded_at",
     ))
     .bind(trial)
     .bind(m.epoch as i64)
@@ -168,12 +168,14 @@ async fn record_epoch(
     .bind(m.train_seconds)
     .execute(&mut *tx)
     .await?;
-    sqlx::query(&format!(
+    sqlx::query(backend.sql(
         "UPDATE trials SET epochs_done = ?, train_loss = ?, train_acc = ?,
-             val_loss = ?, val_acc = ?, heartbeat_at = {NOW},
-             best_val_acc = MAX(COALESCE(best_val_acc, ?), ?),
-             best_val_loss = MIN(COALESCE(best_val_loss, ?), ?)
-         WHERE id = ?"
+             val_loss = ?, val_acc = ?, heartbeat_at = now_utc(),
+             best_val_acc = CASE WHEN best_val_acc IS NULL OR ?6 > best_val_acc
+                                 THEN ?6 ELSE best_val_acc END,
+             best_val_loss = CASE WHEN best_val_loss IS NULL OR ?7 < best_val_loss
+                                  THEN ?7 ELSE best_val_loss END
+         WHERE id = ?8",
     ))
     .bind(m.epoch as i64)
     .bind(finite(m.train_loss))
@@ -181,8 +183,6 @@ async fn record_epoch(
     .bind(finite(m.val_loss))
     .bind(finite(m.val_acc))
     .bind(finite(m.val_acc))
-    .bind(finite(m.val_acc))
-    .bind(finite(m.val_loss))
     .bind(finite(m.val_loss))
     .bind(trial)
     .execute(&mut *tx)
@@ -191,16 +191,17 @@ async fn record_epoch(
 }
 
 async fn record_checkpoint(
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut sqlx::AnyConnection,
+    backend: Backend,
     trial: i64,
     c: &CheckpointInfo,
 ) -> std::result::Result<(), sqlx::Error> {
-    sqlx::query(&format!(
+    sqlx::query(backend.sql(
         "INSERT INTO checkpoints (trial_id, kind, epoch, path, size_bytes, sha256, created_at)
-         VALUES (?, ?, ?, ?, ?, ?, {NOW})
+         VALUES (?, ?, ?, ?, ?, ?, now_utc())
          ON CONFLICT (trial_id, kind) DO UPDATE SET epoch = excluded.epoch,
              path = excluded.path, size_bytes = excluded.size_bytes,
-             sha256 = excluded.sha256, created_at = excluded.created_at"
+             sha256 = excluded.sha256, created_at = excluded.created_at",
     ))
     .bind(trial)
     .bind(c.kind.as_str())
