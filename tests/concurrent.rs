@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Workspace, stderr};
+use common::{Db, Workspace, stderr};
 use std::collections::BTreeSet;
 use std::process::Stdio;
 use sweep::store::Store;
@@ -35,9 +35,8 @@ fn started(log: &str) -> Vec<i64> {
         .collect()
 }
 
-#[test]
-fn two_processes_share_a_sweep_without_running_a_trial_twice() {
-    let ws = Workspace::new();
+fn two_processes_share_a_sweep_without_running_a_trial_twice(db: Db) {
+    let ws = Workspace::on(db);
     let file = ws.experiment("shared.toml", SHARED);
     let mut first = ws.spawn_run(&file, Stdio::piped());
     // The second process starts while the first holds a running trial, which it must not take.
@@ -72,7 +71,7 @@ fn two_processes_share_a_sweep_without_running_a_trial_twice() {
     let trials = ws.ls_json();
     assert_eq!(trials.len(), 6);
     assert_eq!(unique.len(), 6, "every trial ran once");
-    let store = Store::open_existing(&ws.db()).unwrap();
+    let store = Store::open_existing(ws.db()).unwrap();
     for trial in &trials {
         assert_eq!(trial["status"], "done", "{trial}");
         let epochs: Vec<i64> = store
@@ -84,3 +83,5 @@ fn two_processes_share_a_sweep_without_running_a_trial_twice() {
         assert_eq!(epochs, (1..=20).collect::<Vec<_>>());
     }
 }
+
+on_both_databases!(two_processes_share_a_sweep_without_running_a_trial_twice,);

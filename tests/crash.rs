@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Workspace, stderr};
+use common::{Db, Workspace, stderr};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
 use sweep::store::Store;
@@ -25,9 +25,8 @@ epochs = 40
 hidden = [256, 256]
 "#;
 
-#[test]
-fn a_killed_run_resumes_without_losing_or_duplicating_results() {
-    let ws = Workspace::new();
+fn a_killed_run_resumes_without_losing_or_duplicating_results(db: Db) {
+    let ws = Workspace::on(db);
     let file = ws.experiment("long.toml", LONG);
     let mut child = ws.spawn_run(&file, Stdio::null());
     ws.wait_for_epochs(&mut child, 2);
@@ -49,7 +48,7 @@ fn a_killed_run_resumes_without_losing_or_duplicating_results() {
     );
     let after = ws.ls_json();
     assert_eq!(after.len(), 3);
-    let store = Store::open_existing(&ws.db()).unwrap();
+    let store = Store::open_existing(ws.db()).unwrap();
     for trial in &after {
         assert_eq!(trial["status"], "done", "{trial}");
         let id = trial["id"].as_i64().unwrap();
@@ -69,7 +68,7 @@ fn a_killed_run_resumes_without_losing_or_duplicating_results() {
 
     // Trials continued from their last epoch (model, optimizer and generator state restored)
     // end exactly where an uninterrupted run ends.
-    let clean = Workspace::new();
+    let clean = Workspace::on(db);
     let out = clean.run(&clean.experiment("long.toml", LONG), &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     let reference = clean.ls_json();
@@ -107,7 +106,7 @@ type Figures = (i64, Option<f64>, Option<f64>, Option<f64>, Option<f64>);
 
 /// Every trial's epoch rows.
 fn epoch_figures(ws: &Workspace) -> Vec<Vec<Figures>> {
-    let store = Store::open_existing(&ws.db()).unwrap();
+    let store = Store::open_existing(ws.db()).unwrap();
     ws.ls_json()
         .iter()
         .map(|t| {
@@ -121,9 +120,8 @@ fn epoch_figures(ws: &Workspace) -> Vec<Vec<Figures>> {
         .collect()
 }
 
-#[test]
-fn a_kill_at_every_point_of_an_epoch_commit_resumes_from_the_last_complete_epoch() {
-    let clean = Workspace::new();
+fn a_kill_at_every_point_of_an_epoch_commit_resumes_from_the_last_complete_epoch(db: Db) {
+    let clean = Workspace::on(db);
     let out = clean.run(&clean.experiment("short.toml", SHORT), &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     let reference = epoch_figures(&clean);
@@ -131,7 +129,7 @@ fn a_kill_at_every_point_of_an_epoch_commit_resumes_from_the_last_complete_epoch
 
     // Where the kill comes in epoch 3 of the first trial, and the epoch its files are at then.
     for (point, files_at) in [("before-state", 2), ("after-state", 3), ("before-event", 3)] {
-        let ws = Workspace::new();
+        let ws = Workspace::on(db);
         let file = ws.experiment("short.toml", SHORT);
         let kill_at = format!("{point}:3");
         let out = ws.run_with_env(
@@ -140,7 +138,7 @@ fn a_kill_at_every_point_of_an_epoch_commit_resumes_from_the_last_complete_epoch
             &[("RUST_LOG", "warn"), ("SWEEP_KILL_AT", &kill_at)],
         );
         assert_eq!(out.status.signal(), Some(9), "{point}: {}", stderr(&out));
-        let store = Store::open_existing(&ws.db()).unwrap();
+        let store = Store::open_existing(ws.db()).unwrap();
         let recorded = store.epochs(1).unwrap().len();
         assert!(recorded < 3, "{point}: the kill came before epoch 3's row");
         drop(store);
@@ -187,7 +185,7 @@ fn a_kill_at_every_point_of_an_epoch_commit_resumes_from_the_last_complete_epoch
                 assert_eq!(resumed[metric], uninterrupted[metric], "{point}: {metric}");
             }
         }
-        let store = Store::open_existing(&ws.db()).unwrap();
+        let store = Store::open_existing(ws.db()).unwrap();
         for trial in &trials {
             let checkpoints = store.checkpoints(trial["id"].as_i64().unwrap()).unwrap();
             let kinds: Vec<&str> = checkpoints.iter().map(|c| c.kind.as_str()).collect();
@@ -208,9 +206,8 @@ fn a_kill_at_every_point_of_an_epoch_commit_resumes_from_the_last_complete_epoch
     }
 }
 
-#[test]
-fn damaged_files_start_the_trial_over_and_say_why() {
-    let ws = Workspace::new();
+fn damaged_files_start_the_trial_over_and_say_why(db: Db) {
+    let ws = Workspace::on(db);
     let file = ws.experiment("short.toml", SHORT);
     let out = ws.run_with_env(
         &file,
@@ -236,9 +233,8 @@ fn damaged_files_start_the_trial_over_and_say_why() {
     assert!(figures.iter().all(|t| t.len() == 6), "{figures:?}");
 }
 
-#[test]
-fn ctrl_c_interrupts_cleanly_and_the_next_run_finishes() {
-    let ws = Workspace::new();
+fn ctrl_c_interrupts_cleanly_and_the_next_run_finishes(db: Db) {
+    let ws = Workspace::on(db);
     let file = ws.experiment("long.toml", LONG);
     let mut child = ws.spawn_run(&file, Stdio::piped());
     ws.wait_for_epochs(&mut child, 1);
@@ -266,14 +262,14 @@ fn ctrl_c_interrupts_cleanly_and_the_next_run_finishes() {
 
     // `sweep resume NAME` continues from the spec stored in the database, no file needed.
     std::fs::remove_file(&file).unwrap();
-    let db = ws.db();
+    let db = ws.db_arg();
     let data = ws.data();
     let resume = |name: &str| {
         ws.sweep(&[
             "resume",
             name,
             "--db",
-            db.to_str().unwrap(),
+            db.as_str(),
             "--data",
             data.to_str().unwrap(),
         ])
@@ -294,3 +290,10 @@ fn ctrl_c_interrupts_cleanly_and_the_next_run_finishes() {
     );
     assert!(ws.ls_json().iter().all(|t| t["status"] == "done"));
 }
+
+on_both_databases!(
+    a_killed_run_resumes_without_losing_or_duplicating_results,
+    a_kill_at_every_point_of_an_epoch_commit_resumes_from_the_last_complete_epoch,
+    damaged_files_start_the_trial_over_and_say_why,
+    ctrl_c_interrupts_cleanly_and_the_next_run_finishes,
+);

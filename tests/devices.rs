@@ -20,7 +20,7 @@ fn unusable_devices_are_refused_before_anything_runs() {
     } else {
         assert!(message.contains("--features tch"), "{message}");
     }
-    assert!(!ws.db().exists(), "nothing recorded");
+    assert!(ws.nothing_recorded(), "nothing recorded");
 
     let out = ws.run(&file, &["--devices", "tpu"]);
     assert_eq!(out.status.code(), Some(2));
@@ -41,7 +41,7 @@ fn unusable_devices_are_refused_before_anything_runs() {
         "{}",
         stderr(&out)
     );
-    assert!(!ws.db().exists(), "nothing recorded");
+    assert!(ws.nothing_recorded(), "nothing recorded");
 }
 
 #[test]

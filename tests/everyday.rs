@@ -64,7 +64,7 @@ fn an_empty_experiment_file_is_an_error_with_the_smallest_example() {
             "{message}"
         );
     }
-    assert!(!ws.db().exists(), "nothing ran");
+    assert!(ws.nothing_recorded(), "nothing ran");
     // The example it gives is valid.
     let smallest = ws.experiment("smallest.toml", sweep::experiment::SMALLEST_EXPERIMENT);
     let out = ws.sweep(&["validate", smallest.to_str().unwrap()]);

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{TINY, Workspace, stderr, stdout};
+use common::{Db, TINY, Workspace, stderr, stdout};
 use std::collections::BTreeSet;
 use std::path::Path;
 use sweep::store::Store;
@@ -21,7 +21,7 @@ fn files(dir: &Path) -> BTreeSet<String> {
 }
 
 fn db_args(ws: &Workspace) -> [String; 2] {
-    ["--db".into(), ws.db().to_str().unwrap().into()]
+    ["--db".into(), ws.db_arg()]
 }
 
 fn sweep_in(ws: &Workspace, args: &[&str]) -> std::process::Output {
@@ -31,19 +31,18 @@ fn sweep_in(ws: &Workspace, args: &[&str]) -> std::process::Output {
     ws.sweep(&all)
 }
 
-#[test]
-fn keep_decides_which_checkpoints_a_finished_trial_leaves() {
+fn keep_decides_which_checkpoints_a_finished_trial_leaves(db: Db) {
     for (keep, expected) in [
         ("best", vec!["best.bpk"]),
         ("last", vec!["last.bpk"]),
         ("both", vec!["best.bpk", "last.bpk"]),
         ("none", vec![]),
     ] {
-        let ws = Workspace::new();
+        let ws = Workspace::on(db);
         let file = ws.experiment("tiny.toml", TINY);
         let out = ws.run(&file, &["--set", &format!("sweep.keep=\"{keep}\"")]);
         assert!(out.status.success(), "{keep}: {}", stderr(&out));
-        let store = Store::open_existing(&ws.db()).unwrap();
+        let store = Store::open_existing(ws.db()).unwrap();
         for trial in ws.ls_json() {
             assert_eq!(trial["status"], "done");
             let id = trial["id"].as_i64().unwrap();
@@ -75,9 +74,8 @@ fn keep_decides_which_checkpoints_a_finished_trial_leaves() {
     }
 }
 
-#[test]
-fn predict_says_when_keep_gave_the_best_checkpoint_up() {
-    let ws = Workspace::new();
+fn predict_says_when_keep_gave_the_best_checkpoint_up(db: Db) {
+    let ws = Workspace::on(db);
     let file = ws.experiment("tiny.toml", TINY);
     let out = ws.run(&file, &["--set", "sweep.keep=\"last\""]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -138,9 +136,8 @@ fn predict_classifies_the_whole_split_unless_limited() {
     assert!(message.contains("on 60 validation images"), "{message}");
 }
 
-#[test]
-fn rm_deletes_a_sweeps_rows_and_files_after_saying_what_goes() {
-    let ws = Workspace::new();
+fn rm_deletes_a_sweeps_rows_and_files_after_saying_what_goes(db: Db) {
+    let ws = Workspace::on(db);
     let file = ws.experiment("tiny.toml", TINY);
     assert!(ws.run(&file, &[]).status.success());
     let other = ws.experiment("other.toml", &TINY.replace("\"tiny\"", "\"other\""));
@@ -169,7 +166,7 @@ fn rm_deletes_a_sweeps_rows_and_files_after_saying_what_goes() {
         ws.path("runs/other").is_dir(),
         "the other sweep's files stay"
     );
-    let store = Store::open_existing(&ws.db()).unwrap();
+    let store = Store::open_existing(ws.db()).unwrap();
     assert!(store.epochs(1).unwrap().is_empty(), "epoch rows went too");
 
     let out = sweep_in(&ws, &["rm", "tiny", "--yes"]);
@@ -177,9 +174,8 @@ fn rm_deletes_a_sweeps_rows_and_files_after_saying_what_goes() {
     assert!(stderr(&out).contains("known: other"), "{}", stderr(&out));
 }
 
-#[test]
-fn rm_refuses_while_a_live_process_runs_the_sweep() {
-    let ws = Workspace::new();
+fn rm_refuses_while_a_live_process_runs_the_sweep(db: Db) {
+    let ws = Workspace::on(db);
     let file = ws.experiment(
         "slow.toml",
         &TINY
@@ -204,9 +200,8 @@ fn rm_refuses_while_a_live_process_runs_the_sweep() {
     assert!(ws.ls_json().is_empty());
 }
 
-#[test]
-fn gc_removes_unreferenced_files_and_rows_without_files() {
-    let ws = Workspace::new();
+fn gc_removes_unreferenced_files_and_rows_without_files(db: Db) {
+    let ws = Workspace::on(db);
     let file = ws.experiment("tiny.toml", TINY);
     assert!(
         ws.run(&file, &["--set", "sweep.keep=\"both\""])
@@ -248,7 +243,7 @@ fn gc_removes_unreferenced_files_and_rows_without_files() {
         trial.join("state.json").exists(),
         "a dry run deletes nothing"
     );
-    let store = Store::open_existing(&ws.db()).unwrap();
+    let store = Store::open_existing(ws.db()).unwrap();
     assert_eq!(store.checkpoints(2).unwrap().len(), 2);
 
     let out = sweep_in(&ws, &["gc"]);
@@ -297,3 +292,11 @@ fn the_report_says_what_the_checkpoints_take() {
     );
     assert!(md.contains(&expected), "{expected}: {md}");
 }
+
+on_both_databases!(
+    keep_decides_which_checkpoints_a_finished_trial_leaves,
+    predict_says_when_keep_gave_the_best_checkpoint_up,
+    rm_deletes_a_sweeps_rows_and_files_after_saying_what_goes,
+    rm_refuses_while_a_live_process_runs_the_sweep,
+    gc_removes_unreferenced_files_and_rows_without_files,
+);

@@ -42,7 +42,7 @@ hidden = [32]
 type Figures = Vec<(i64, Option<f64>, Option<f64>, Option<f64>, Option<f64>)>;
 
 fn figures(ws: &Workspace) -> Figures {
-    let store = Store::open_existing(&ws.db()).unwrap();
+    let store = Store::open_existing(ws.db()).unwrap();
     let id = ws.ls_json()[0]["id"].as_i64().unwrap();
     store
         .epochs(id)
@@ -121,7 +121,7 @@ fn each_ingredient_is_deterministic_changes_training_and_resumes_exactly() {
 fn augmentation_never_touches_evaluation() {
     let (ws, _) = trained("augment = \"flip+crop\"");
     let trial = &ws.ls_json()[0];
-    let (db, data) = (ws.db(), ws.data());
+    let (db, data) = (ws.db_arg(), ws.data());
     // The best checkpoint classifies the validation images exactly as recorded at its epoch,
     // twice over: evaluation draws nothing from the augmentation stream.
     let best_epoch = trial["best_epoch"].as_i64().unwrap();
@@ -135,7 +135,7 @@ fn augmentation_never_touches_evaluation() {
             "-o",
             "val.txt",
             "--db",
-            db.to_str().unwrap(),
+            db.as_str(),
             "--data",
             data.to_str().unwrap(),
         ]);
@@ -174,9 +174,9 @@ fn new_keys_are_listed_filtered_and_left_out_of_old_trials_keys() {
     );
     let out = ws.run(&file, &[]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let db = ws.db();
+    let db = ws.db_arg();
     let ls = |filter: &str| {
-        let out = ws.sweep(&["ls", "--where", filter, "--db", db.to_str().unwrap()]);
+        let out = ws.sweep(&["ls", "--where", filter, "--db", db.as_str()]);
         assert!(out.status.success(), "{filter}: {}", stderr(&out));
         common::stdout(&out)
     };
@@ -198,7 +198,7 @@ fn new_keys_are_listed_filtered_and_left_out_of_old_trials_keys() {
     assert_eq!(ls("warmup = 0").lines().count(), 5);
 
     // A trial with every new key at its default keeps the key it had before they existed.
-    let store = Store::open_existing(&db).unwrap();
+    let store = Store::open_existing(ws.db()).unwrap();
     let sweep = store.sweep_id("ingredients").unwrap().unwrap();
     let stored = store.sweep_trials(sweep).unwrap();
     let (_, plain) = stored
@@ -314,9 +314,9 @@ fn batch_norm_is_listed_filtered_and_left_out_of_keys_when_off() {
     );
     let out = ws.run(&file, &[]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let db = ws.db();
+    let db = ws.db_arg();
     let ls = |filter: &str| {
-        let out = ws.sweep(&["ls", "--where", filter, "--db", db.to_str().unwrap()]);
+        let out = ws.sweep(&["ls", "--where", filter, "--db", db.as_str()]);
         assert!(out.status.success(), "{filter}: {}", stderr(&out));
         common::stdout(&out)
     };
@@ -325,7 +325,7 @@ fn batch_norm_is_listed_filtered_and_left_out_of_keys_when_off() {
     for filter in ["batch_norm = true", "bn = false"] {
         assert_eq!(ls(filter).lines().count(), 2, "{filter}: header + 1 trial");
     }
-    let store = Store::open_existing(&db).unwrap();
+    let store = Store::open_existing(ws.db()).unwrap();
     let sweep = store.sweep_id("ingredients").unwrap().unwrap();
     for (_, trial) in store.sweep_trials(sweep).unwrap() {
         let json = serde_json::to_string(&trial).unwrap();

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Workspace, stderr, stdout};
+use common::{Db, Workspace, stderr, stdout};
 use serde_json::Value;
 
 const FOUR: &str = r#"
@@ -23,17 +23,17 @@ epochs = 2
 hidden = [32]
 "#;
 
-fn swept() -> Workspace {
-    let ws = Workspace::new();
+fn swept(db: Db) -> Workspace {
+    let ws = Workspace::on(db);
     let out = ws.run(&ws.experiment("four.toml", FOUR), &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     ws
 }
 
 fn query(ws: &Workspace, args: &[&str]) -> std::process::Output {
-    let db = ws.db();
+    let db = ws.db_arg();
     let mut all = args.to_vec();
-    all.extend(["--db", db.to_str().unwrap()]);
+    all.extend(["--db", db.as_str()]);
     ws.sweep(&all)
 }
 
@@ -42,9 +42,8 @@ fn json(out: &std::process::Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-#[test]
-fn ls_filters_sorts_limits_and_speaks_four_formats() {
-    let ws = swept();
+fn ls_filters_sorts_limits_and_speaks_four_formats(db: Db) {
+    let ws = swept(db);
     let all = json(&query(&ws, &["ls", "--format", "json"]));
     assert_eq!(all.as_array().unwrap().len(), 4);
 
@@ -104,9 +103,8 @@ fn ls_filters_sorts_limits_and_speaks_four_formats() {
     assert!(table.is_empty());
 }
 
-#[test]
-fn hostile_filters_are_values_or_errors_and_never_touch_the_data() {
-    let ws = swept();
+fn hostile_filters_are_values_or_errors_and_never_touch_the_data(db: Db) {
+    let ws = swept(db);
     let quoted = query(
         &ws,
         &[
@@ -149,9 +147,8 @@ fn hostile_filters_are_values_or_errors_and_never_touch_the_data() {
     assert_eq!(after.as_array().unwrap().len(), 4, "nothing was dropped");
 }
 
-#[test]
-fn show_best_compare_and_export() {
-    let ws = swept();
+fn show_best_compare_and_export(db: Db) {
+    let ws = swept(db);
     let all = json(&query(&ws, &["ls", "--format", "json"]));
     let all = all.as_array().unwrap();
     let id = all[0]["id"].as_i64().unwrap().to_string();
@@ -282,9 +279,8 @@ fn show_best_compare_and_export() {
     );
 }
 
-#[test]
-fn predict_writes_one_label_per_test_image() {
-    let ws = swept();
+fn predict_writes_one_label_per_test_image(db: Db) {
+    let ws = swept(db);
     let all = json(&query(&ws, &["ls", "--format", "json"]));
     let mlp = all
         .as_array()
@@ -329,9 +325,8 @@ fn predict_writes_one_label_per_test_image() {
     assert_eq!(pending.status.code(), Some(1));
 }
 
-#[test]
-fn report_writes_markdown_with_svg_figures_and_a_baseline() {
-    let ws = swept();
+fn report_writes_markdown_with_svg_figures_and_a_baseline(db: Db) {
+    let ws = swept(db);
     let other = ws.experiment(
         "other.toml",
         &FOUR
@@ -408,7 +403,7 @@ fn empty_or_missing_databases_get_clear_messages() {
         assert_eq!(out.status.code(), Some(1), "{args:?}");
         assert!(stderr(&out).contains("no results database"), "{args:?}");
     }
-    sweep::store::Store::open(&ws.db()).unwrap();
+    sweep::store::Store::open(ws.db()).unwrap();
     let out = query(&ws, &["ls"]);
     assert!(out.status.success());
     assert!(stderr(&out).contains("no trials match"));
@@ -423,3 +418,11 @@ fn empty_or_missing_databases_get_clear_messages() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("none yet"), "{}", stderr(&out));
 }
+
+on_both_databases!(
+    ls_filters_sorts_limits_and_speaks_four_formats,
+    hostile_filters_are_values_or_errors_and_never_touch_the_data,
+    show_best_compare_and_export,
+    predict_writes_one_label_per_test_image,
+    report_writes_markdown_with_svg_figures_and_a_baseline,
+);

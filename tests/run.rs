@@ -2,13 +2,12 @@
 
 mod common;
 
-use common::{TINY, Workspace, stderr, stdout};
+use common::{Db, TINY, Workspace, stderr, stdout};
 use sweep::store::Store;
 use sweep::train::file_sha256;
 
-#[test]
-fn run_records_params_epochs_checkpoints_and_test_results() {
-    let ws = Workspace::new();
+fn run_records_params_epochs_checkpoints_and_test_results(db: Db) {
+    let ws = Workspace::on(db);
     let file = ws.experiment("tiny.toml", TINY);
     let out = ws.run(&file, &[]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -35,7 +34,7 @@ fn run_records_params_epochs_checkpoints_and_test_results() {
         "the bands are learnable: {mlp}"
     );
 
-    let store = Store::open_existing(&ws.db()).unwrap();
+    let store = Store::open_existing(ws.db()).unwrap();
     for trial in &trials {
         let id = trial["id"].as_i64().unwrap();
         let epochs = store.epochs(id).unwrap();
@@ -62,16 +61,15 @@ fn run_records_params_epochs_checkpoints_and_test_results() {
         );
     }
 
-    let table = ws.sweep(&["ls", "--db", ws.db().to_str().unwrap()]);
+    let table = ws.sweep(&["ls", "--db", &ws.db_arg()]);
     let text = stdout(&table);
     assert!(text.starts_with("id"), "{text}");
     assert_eq!(text.lines().count(), 3);
     assert!(text.contains("lenet5") && text.contains("done"));
 }
 
-#[test]
-fn test_limit_zero_skips_the_test_pass_and_predict_tests_later() {
-    let ws = Workspace::new();
+fn test_limit_zero_skips_the_test_pass_and_predict_tests_later(db: Db) {
+    let ws = Workspace::on(db);
     let file = ws.experiment("tiny.toml", TINY);
     let out = ws.run(
         &file,
@@ -84,7 +82,7 @@ fn test_limit_zero_skips_the_test_pass_and_predict_tests_later() {
     assert!(trials[0]["val_acc"].is_f64());
     assert!(trials[0]["test_acc"].is_null(), "{}", trials[0]);
     let id = trials[0]["id"].as_i64().unwrap();
-    let store = Store::open_existing(&ws.db()).unwrap();
+    let store = Store::open_existing(ws.db()).unwrap();
     assert!(store.confusion(id).unwrap().is_empty());
 
     let labels = ws.path("predictions.txt");
@@ -92,7 +90,7 @@ fn test_limit_zero_skips_the_test_pass_and_predict_tests_later() {
         "predict",
         &id.to_string(),
         "--db",
-        ws.db().to_str().unwrap(),
+        &ws.db_arg(),
         "--data",
         ws.data().to_str().unwrap(),
         "-o",
@@ -103,9 +101,8 @@ fn test_limit_zero_skips_the_test_pass_and_predict_tests_later() {
     assert_eq!(written.lines().count(), 80, "the whole test set");
 }
 
-#[test]
-fn rerunning_skips_finished_trials_and_adds_new_ones() {
-    let ws = Workspace::new();
+fn rerunning_skips_finished_trials_and_adds_new_ones(db: Db) {
+    let ws = Workspace::on(db);
     let file = ws.experiment("tiny.toml", TINY);
     assert!(ws.run(&file, &[]).status.success());
     let before = ws.ls_json();
@@ -139,7 +136,7 @@ fn a_trial_gives_the_same_metrics_whatever_runs_beside_it() {
     let file = ws.experiment("tiny.toml", TINY);
     assert!(ws.run(&file, &["--jobs", "2"]).status.success());
     let parallel = ws.ls_json();
-    std::fs::remove_file(ws.db()).unwrap();
+    std::fs::remove_file(ws.path("results.db")).unwrap();
     assert!(
         ws.run(&file, &["--jobs", "1", "--threads", "1"])
             .status
@@ -153,9 +150,8 @@ fn a_trial_gives_the_same_metrics_whatever_runs_beside_it() {
     }
 }
 
-#[test]
-fn a_diverging_trial_is_recorded_and_the_sweep_goes_on() {
-    let ws = Workspace::new();
+fn a_diverging_trial_is_recorded_and_the_sweep_goes_on(db: Db) {
+    let ws = Workspace::on(db);
     let file = ws.experiment(
         "nan.toml",
         r#"
@@ -198,7 +194,7 @@ fn missing_data_names_the_install_command_and_records_nothing() {
         "run",
         file.to_str().unwrap(),
         "--db",
-        ws.db().to_str().unwrap(),
+        &ws.db_arg(),
         "--data",
         empty.to_str().unwrap(),
     ]);
@@ -209,7 +205,7 @@ fn missing_data_names_the_install_command_and_records_nothing() {
         "{message}"
     );
     assert!(message.contains("train-images-idx3-ubyte"), "{message}");
-    assert!(!ws.db().exists());
+    assert!(ws.nothing_recorded());
 }
 
 #[test]
@@ -237,7 +233,7 @@ fn corrupt_data_files_are_errors_not_panics() {
         stderr(&out)
     );
     assert!(!stderr(&out).contains("panicked"));
-    assert!(!ws.db().exists());
+    assert!(ws.nothing_recorded());
 }
 
 #[test]
@@ -264,16 +260,15 @@ fn ls_on_a_missing_database_says_how_to_make_one() {
     assert!(!ws.path("nothing-here.db").exists(), "ls creates no file");
 }
 
-#[test]
-fn ls_filters_by_sweep_and_rejects_unknown_names() {
-    let ws = Workspace::new();
+fn ls_filters_by_sweep_and_rejects_unknown_names(db: Db) {
+    let ws = Workspace::on(db);
     let file = ws.experiment("tiny.toml", TINY);
     assert!(ws.run(&file, &[]).status.success());
-    let db = ws.db();
+    let db = ws.db_arg();
     let out = ws.sweep(&[
         "ls",
         "--db",
-        db.to_str().unwrap(),
+        db.as_str(),
         "--sweep",
         "tiny",
         "--format",
@@ -281,7 +276,7 @@ fn ls_filters_by_sweep_and_rejects_unknown_names() {
     ]);
     let items: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(items.len(), 2);
-    let out = ws.sweep(&["ls", "--db", db.to_str().unwrap(), "--sweep", "other"]);
+    let out = ws.sweep(&["ls", "--db", db.as_str(), "--sweep", "other"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("no sweep named \"other\""));
 }
@@ -298,6 +293,14 @@ fn zero_jobs_or_threads_are_rejected_before_anything_runs() {
             "{}",
             stderr(&out)
         );
-        assert!(!ws.db().exists());
+        assert!(ws.nothing_recorded());
     }
 }
+
+on_both_databases!(
+    run_records_params_epochs_checkpoints_and_test_results,
+    test_limit_zero_skips_the_test_pass_and_predict_tests_later,
+    rerunning_skips_finished_trials_and_adds_new_ones,
+    a_diverging_trial_is_recorded_and_the_sweep_goes_on,
+    ls_filters_by_sweep_and_rejects_unknown_names,
+);

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Workspace, stderr};
+use common::{Db, Workspace, stderr};
 use std::process::Stdio;
 use sweep::store::Store;
 
@@ -147,7 +147,7 @@ fn bad_spaces_are_refused_before_anything_runs() {
         );
         let out = ws.run(&file, &[]);
         assert_eq!(out.status.code(), Some(2), "{message}");
-        assert!(!ws.db().exists(), "nothing ran for {message}");
+        assert!(ws.nothing_recorded(), "nothing ran for {message}");
     }
     // A valid search prints its space and budget instead of a trial table.
     let file = ws.experiment("good.toml", &search("tpe", 7, ""));
@@ -165,9 +165,8 @@ fn bad_spaces_are_refused_before_anything_runs() {
     }
 }
 
-#[test]
-fn two_processes_share_the_budget_exactly() {
-    let ws = Workspace::new();
+fn two_processes_share_the_budget_exactly(db: Db) {
+    let ws = Workspace::on(db);
     let file = ws.experiment(
         "s.toml",
         &search("random", 8, "").replace("epochs = 2", "epochs = 6"),
@@ -191,7 +190,7 @@ type Figures = (i64, Option<f64>, Option<f64>, Option<f64>);
 
 /// The epoch figures of a trial.
 fn figures(ws: &Workspace, id: i64) -> Vec<Figures> {
-    let store = Store::open_existing(&ws.db()).unwrap();
+    let store = Store::open_existing(ws.db()).unwrap();
     store
         .epochs(id)
         .unwrap()
@@ -218,9 +217,8 @@ epochs = 3
 hidden = [16]
 "#;
 
-#[test]
-fn asha_pauses_promotes_and_resumes_exactly_where_the_trial_stopped() {
-    let ws = Workspace::new();
+fn asha_pauses_promotes_and_resumes_exactly_where_the_trial_stopped(db: Db) {
+    let ws = Workspace::on(db);
     let asha = "[prune]\nmethod = \"asha\"\nmin_epochs = 1\nreduction_factor = 3\n";
     let file = ws.experiment("ladder.toml", &format!("{LADDER}{asha}"));
     let out = ws.run_with_env(&file, &[], &[("RUST_LOG", "sweep=info")]);
@@ -255,7 +253,7 @@ fn asha_pauses_promotes_and_resumes_exactly_where_the_trial_stopped() {
     }
 
     // The promoted trial ends exactly as it does trained without a pause.
-    let plain = Workspace::new();
+    let plain = Workspace::on(db);
     let out = plain.run(&plain.experiment("ladder.toml", LADDER), &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     let reference = plain.ls_json();
@@ -272,9 +270,8 @@ fn asha_pauses_promotes_and_resumes_exactly_where_the_trial_stopped() {
     }
 }
 
-#[test]
-fn a_search_killed_midway_ends_with_exactly_its_budget() {
-    let ws = Workspace::new();
+fn a_search_killed_midway_ends_with_exactly_its_budget(db: Db) {
+    let ws = Workspace::on(db);
     let file = ws.experiment(
         "s.toml",
         &search(
@@ -348,14 +345,14 @@ fn a_searched_sweeps_report_draws_its_history_and_ranks_its_parameters() {
     let out = ws.run(&file, &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     let report = ws.path("out/r.md");
-    let db = ws.db();
+    let db = ws.db_arg();
     let out = ws.sweep(&[
         "report",
         "search",
         "-o",
         report.to_str().unwrap(),
         "--db",
-        db.to_str().unwrap(),
+        db.as_str(),
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = std::fs::read_to_string(&report).unwrap();
@@ -429,3 +426,9 @@ fn a_searched_sweeps_report_draws_its_history_and_ranks_its_parameters() {
         "{table}"
     );
 }
+
+on_both_databases!(
+    two_processes_share_the_budget_exactly,
+    asha_pauses_promotes_and_resumes_exactly_where_the_trial_stopped,
+    a_search_killed_midway_ends_with_exactly_its_budget,
+);

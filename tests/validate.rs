@@ -114,7 +114,7 @@ fn rejected(toml: &str, expected: &[&str]) {
             );
         }
         assert!(
-            !ws.db().exists(),
+            ws.nothing_recorded(),
             "a rejected experiment touches no database"
         );
     }

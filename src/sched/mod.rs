@@ -136,14 +136,17 @@ pub fn run_sweep(experiment: &Experiment, options: &RunOptions) -> Result<RunSum
     let store = Store::open(&options.db)?;
     let spec_json = serde_json::to_string(spec).expect("a spec always serialises");
     let spec_hash = hex::encode(Sha256::digest(spec_json.as_bytes()));
+    // `--runs`, else where the sweep's earlier runs kept their files (so a run from another
+    // directory, or a worker on a shared file system, continues from them), else the default.
     // Absolute, so the paths recorded for checkpoints hold from any working directory.
-    let runs_root = options
-        .runs_dir
-        .clone()
-        .unwrap_or_else(|| default_runs_dir(&options.db));
-    let runs_dir = std::path::absolute(&runs_root)
-        .map_err(|e| Error::io(&runs_root, e))?
-        .join(&experiment.name);
+    let runs_dir = match &options.runs_dir {
+        Some(root) => root.join(&experiment.name),
+        None => match store.sweep_runs_dir(&experiment.name)? {
+            Some(recorded) => recorded,
+            None => default_runs_dir(&options.db).join(&experiment.name),
+        },
+    };
+    let runs_dir = std::path::absolute(&runs_dir).map_err(|e| Error::io(&runs_dir, e))?;
     let sweep_id = store.upsert_sweep(
         &experiment.name,
         &spec_json,

@@ -43,7 +43,7 @@ impl Store {
                      sweep_version = excluded.sweep_version, runs_dir = excluded.runs_dir,
                      started_at = now_utc(), finished_at = NULL
                  RETURNING id";
-            sqlx::query(self.backend.sql(&sql))
+            sqlx::query(self.backend.sql(sql))
                 .bind(name)
                 .bind(spec_json)
                 .bind(spec_hash)
@@ -61,7 +61,7 @@ impl Store {
     /// Records the end time of a sweep run.
     pub fn finish_sweep(&self, sweep_id: i64) -> Result<()> {
         self.execute(
-            &format!("UPDATE sweeps SET finished_at = now_utc() WHERE id = ?"),
+            "UPDATE sweeps SET finished_at = now_utc() WHERE id = ?",
             sweep_id,
         )
     }

@@ -9,6 +9,11 @@
 //! | `epoch_s(ts)` | `ts` in seconds (from some origin: only differences mean anything) | |
 //! | `json_num(doc, key)` | `json_extract(doc, '$.key')` | `CAST(CAST(doc AS jsonb) ->> 'key' AS DOUBLE PRECISION)` |
 //! | `json_text(doc, key)`, `json_bool(doc, key)` | likewise | as text, as boolean |
+//! | `nan_null(?)` | `?` (a bound NaN is stored as NULL) | `NULLIF(?, 'NaN')` |
+//!
+//! Missing measurements are bound as NaN and written `nan_null(?)`, never as a NULL parameter:
+//! sqlx's `Any` driver sends a NULL `f64` to PostgreSQL as a `float4`, which a statement
+//! prepared for `float8` refuses.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
@@ -58,9 +63,14 @@ impl Backend {
     }
 
     fn translate(self, portable: &str) -> String {
+        let mut placeholders = 0;
+        self.translate_counting(portable, &mut placeholders)
+    }
+
+    /// Translates `portable`, numbering its bare `?` after the `placeholders` already seen.
+    fn translate_counting(self, portable: &str, placeholders: &mut usize) -> String {
         let chars: Vec<char> = portable.chars().collect();
         let mut out = String::with_capacity(portable.len() + 32);
-        let mut placeholders = 0;
         let mut i = 0;
         while i < chars.len() {
             let c = chars[i];
@@ -77,7 +87,7 @@ impl Backend {
                     .take_while(|d| d.is_ascii_digit())
                     .collect();
                 if digits.is_empty() {
-                    placeholders += 1;
+                    *placeholders += 1;
                     out.push_str(&format!("${placeholders}"));
                 } else {
                     out.push('$');
@@ -90,13 +100,17 @@ impl Backend {
                     .take_while(|w| w.is_ascii_alphanumeric() || **w == '_')
                     .collect();
                 let after = i + word.chars().count();
-                match (chars.get(after) == Some(&'('))
+                let call = (chars.get(after) == Some(&'('))
                     .then(|| arguments(&chars, after))
                     .flatten()
-                    .and_then(|(args, end)| Some((self.function(&word, &args)?, end)))
-                {
-                    Some((expansion, end)) => {
-                        out.push_str(&expansion);
+                    .filter(|_| FUNCTIONS.contains(&word.as_str()));
+                match call {
+                    Some((args, end)) => {
+                        let args: Vec<String> = args
+                            .iter()
+                            .map(|a| self.translate_counting(a, placeholders))
+                            .collect();
+                        out.push_str(&self.function(&word, &args));
                         i = end;
                     }
                     None => {
@@ -112,11 +126,14 @@ impl Backend {
         out
     }
 
-    /// The expansion of a portable function, or `None` when `name` is not one.
-    fn function(self, name: &str, args: &[String]) -> Option<String> {
+    /// The expansion of one of the [`FUNCTIONS`].
+    fn function(self, name: &str, args: &[String]) -> String {
         let arg = |n: usize| args.get(n).map(|a| a.trim()).unwrap_or_default();
         let sqlite = self == Backend::Sqlite;
-        Some(match name {
+        match name {
+            // SQLite stores a bound NaN as NULL by itself.
+            "nan_null" if sqlite => arg(0).to_string(),
+            "nan_null" => format!("NULLIF({}, CAST('NaN' AS DOUBLE PRECISION))", arg(0)),
             "now_utc" if sqlite => "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')".into(),
             "now_utc" => "to_char(clock_timestamp() AT TIME ZONE 'UTC', \
                  'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
@@ -143,10 +160,21 @@ impl Backend {
                     _ => field,
                 }
             }
-            _ => return None,
-        })
+            _ => unreachable!("{name} is not a portable function"),
+        }
     }
 }
+
+/// The portable functions, expanded per dialect.
+const FUNCTIONS: &[&str] = &[
+    "now_utc",
+    "age_s",
+    "epoch_s",
+    "json_num",
+    "json_text",
+    "json_bool",
+    "nan_null",
+];
 
 /// The comma-separated arguments of the call whose `(` is at `open`, and the index after its
 /// `)`; `None` when the parentheses do not close.
@@ -216,6 +244,12 @@ mod tests {
             "{pg}"
         );
         assert!(pg.contains("lower(x) = $2"), "{pg}");
+        let text = "VALUES (?, nan_null(?), ?)";
+        assert_eq!(Backend::Sqlite.translate(text), "VALUES ($1, $2, $3)");
+        assert_eq!(
+            Backend::Postgres.translate(text),
+            "VALUES ($1, NULLIF($2, CAST('NaN' AS DOUBLE PRECISION)), $3)"
+        );
         assert_eq!(
             Backend::Sqlite.sql("SELECT ?"),
             Backend::Sqlite.sql("SELECT ?")

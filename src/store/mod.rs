@@ -195,10 +195,16 @@ impl Store {
     }
 }
 
-/// Both databases store NaN as NULL here: SQLite does anyway, and PostgreSQL would keep NaN,
-/// which would sort above every number.
-fn finite(value: f64) -> Option<f64> {
-    value.is_finite().then_some(value)
+/// A measurement as bound: NaN and infinities (and missing values, see [`missing`]) become NaN,
+/// which statements store as NULL through `nan_null(?)`. NULL rather than NaN, because
+/// PostgreSQL would keep a NaN and sort it above every number.
+fn measured(value: f64) -> f64 {
+    if value.is_finite() { value } else { f64::NAN }
+}
+
+/// A measurement that may be absent, as bound (see [`measured`]).
+fn missing(value: Option<f64>) -> f64 {
+    value.map_or(f64::NAN, measured)
 }
 
 #[cfg(test)]

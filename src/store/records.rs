@@ -1,6 +1,6 @@
 //! What training reports: epoch rows, checkpoints, trial ends, written as events arrive.
 
-use super::{Backend, Store, finite};
+use super::{Backend, Store, measured, missing};
 use crate::error::Result;
 use crate::train::{CheckpointInfo, EpochMetrics, TrainEvent, TrialEnd};
 
@@ -69,7 +69,7 @@ impl Store {
                             TrialEnd::Done { test, best_epoch } => (
                                 None,
                                 Some(*best_epoch as i64),
-                                test.as_ref().and_then(|t| finite(t.loss)),
+                                test.as_ref().map(|t| t.loss),
                                 test.as_ref().map(|t| t.accuracy),
                             ),
                             TrialEnd::Diverged { message } | TrialEnd::Failed { message } => {
@@ -81,15 +81,15 @@ impl Store {
                             TrialEnd::Interrupted => (None, None, None, None),
                         };
                         sqlx::query(self.backend.sql("UPDATE trials SET status = ?, finished_at = now_utc(), heartbeat_at = now_utc(),
-                             duration_s = ?, error = ?, best_epoch = ?, test_loss = ?,
-                             test_acc = ?
+                             duration_s = ?, error = ?, best_epoch = ?,
+                             test_loss = nan_null(?), test_acc = nan_null(?)
                          WHERE id = ?"))
                         .bind(end.status())
                         .bind(seconds)
                         .bind(error)
                         .bind(best_epoch)
-                        .bind(test_loss)
-                        .bind(test_acc)
+                        .bind(missing(test_loss))
+                        .bind(missing(test_acc))
                         .bind(trial)
                         .execute(&mut *tx)
                         .await?;
@@ -102,7 +102,7 @@ impl Store {
                             {
                                 sqlx::query(self.backend.sql(
                                     "INSERT INTO class_metrics (trial_id, class, correct, total, accuracy)
-                                 VALUES (?, ?, ?, ?, ?)
+                                 VALUES (?, ?, ?, ?, nan_null(?))
                                  ON CONFLICT (trial_id, class) DO UPDATE SET
                                      correct = excluded.correct, total = excluded.total,
                                      accuracy = excluded.accuracy",
@@ -111,7 +111,7 @@ impl Store {
                                 .bind(class as i64)
                                 .bind(*correct as i64)
                                 .bind(*total as i64)
-                                .bind((*total > 0).then(|| *correct as f64 / *total as f64))
+                                .bind(missing((*total > 0).then(|| *correct as f64 / *total as f64)))
                                 .execute(&mut *tx)
                                 .await?;
                             }
@@ -151,7 +151,7 @@ async fn record_epoch(
     sqlx::query(backend.sql(
         "INSERT INTO epochs (trial_id, epoch, train_loss, train_acc, val_loss,
              val_acc, seconds, train_seconds, recorded_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, now_utc())
+         VALUES (?, ?, nan_null(?), nan_null(?), nan_null(?), nan_null(?), ?, ?, now_utc())
          ON CONFLICT (trial_id, epoch) DO UPDATE SET
              train_loss = excluded.train_loss, train_acc = excluded.train_acc,
              val_loss = excluded.val_loss, val_acc = excluded.val_acc,
@@ -160,30 +160,29 @@ async fn record_epoch(
     ))
     .bind(trial)
     .bind(m.epoch as i64)
-    .bind(finite(m.train_loss))
-    .bind(finite(m.train_acc))
-    .bind(finite(m.val_loss))
-    .bind(finite(m.val_acc))
+    .bind(measured(m.train_loss))
+    .bind(measured(m.train_acc))
+    .bind(measured(m.val_loss))
+    .bind(measured(m.val_acc))
     .bind(m.seconds)
     .bind(m.train_seconds)
     .execute(&mut *tx)
     .await?;
     sqlx::query(backend.sql(
-        "UPDATE trials SET epochs_done = ?, train_loss = ?, train_acc = ?,
-             val_loss = ?, val_acc = ?, heartbeat_at = now_utc(),
-             best_val_acc = CASE WHEN best_val_acc IS NULL OR ?6 > best_val_acc
-                                 THEN ?6 ELSE best_val_acc END,
-             best_val_loss = CASE WHEN best_val_loss IS NULL OR ?7 < best_val_loss
-                                  THEN ?7 ELSE best_val_loss END
-         WHERE id = ?8",
+        "UPDATE trials SET epochs_done = ?1, train_loss = nan_null(?2),
+             train_acc = nan_null(?3), val_loss = nan_null(?4), val_acc = nan_null(?5),
+             heartbeat_at = now_utc(),
+             best_val_acc = CASE WHEN best_val_acc IS NULL OR nan_null(?5) > best_val_acc
+                                 THEN nan_null(?5) ELSE best_val_acc END,
+             best_val_loss = CASE WHEN best_val_loss IS NULL OR nan_null(?4) < best_val_loss
+                                  THEN nan_null(?4) ELSE best_val_loss END
+         WHERE id = ?6",
     ))
     .bind(m.epoch as i64)
-    .bind(finite(m.train_loss))
-    .bind(finite(m.train_acc))
-    .bind(finite(m.val_loss))
-    .bind(finite(m.val_acc))
-    .bind(finite(m.val_acc))
-    .bind(finite(m.val_loss))
+    .bind(measured(m.train_loss))
+    .bind(measured(m.train_acc))
+    .bind(measured(m.val_loss))
+    .bind(measured(m.val_acc))
     .bind(trial)
     .execute(&mut *tx)
     .await

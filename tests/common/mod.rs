@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod postgres;
+
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use std::io::Write;
@@ -9,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 use sweep::data::encode_idx;
-use sweep::store::Store;
+use sweep::store::{Location, Store};
 
 /// Writes a learnable 28x28 data set: class `c` draws a bright horizontal band at rows
 /// `2c..2c+6` over faint noise. Training files are gzipped, test files raw, so both readers run.
@@ -67,17 +69,64 @@ pub fn write_gz(path: &Path, bytes: &[u8]) {
     std::fs::write(path, encoder.finish().unwrap()).unwrap();
 }
 
+/// Which database a test's sweep writes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    /// A SQLite file in the workspace.
+    Sqlite,
+    /// A fresh database on the test process's PostgreSQL server.
+    Postgres,
+}
+
+/// Runs each named test, written as `fn name(db: Db)`, once per database: as
+/// `sqlite::name` and `postgres::name`.
+#[macro_export]
+macro_rules! on_both_databases {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[test]
+            fn $name() {
+                super::$name($crate::common::Db::Sqlite)
+            })*
+        }
+        mod postgres {
+            $(#[test]
+            fn $name() {
+                super::$name($crate::common::Db::Postgres)
+            })*
+        }
+    };
+}
+
 /// A temporary workspace with a data set and an experiment file.
 pub struct Workspace {
     pub dir: tempfile::TempDir,
+    db: Location,
+    postgres: Option<String>,
 }
 
 impl Workspace {
-    /// A workspace with a 240-image training set and an 80-image test set.
+    /// A workspace with a 240-image training set and an 80-image test set, recording into a
+    /// SQLite file.
     pub fn new() -> Self {
+        Self::on(Db::Sqlite)
+    }
+
+    /// The same, recording into `db`.
+    pub fn on(db: Db) -> Self {
         let dir = tempfile::tempdir().unwrap();
         write_dataset(&dir.path().join("data"), 240, 80);
-        Workspace { dir }
+        let (db, postgres) = match db {
+            Db::Sqlite => (Location::Sqlite(dir.path().join("results.db")), None),
+            Db::Postgres => {
+                let name = postgres::fresh_database();
+                (
+                    Location::Postgres(postgres::cluster().url(&name)),
+                    Some(name),
+                )
+            }
+        };
+        Workspace { dir, db, postgres }
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -88,8 +137,37 @@ impl Workspace {
         self.path("data")
     }
 
-    pub fn db(&self) -> PathBuf {
-        self.path("results.db")
+    /// The results database.
+    pub fn db(&self) -> Location {
+        self.db.clone()
+    }
+
+    /// The results database as `--db` takes it.
+    pub fn db_arg(&self) -> String {
+        match &self.db {
+            Location::Sqlite(path) => path.display().to_string(),
+            Location::Postgres(url) => url.clone(),
+        }
+    }
+
+    /// Whether nothing was ever recorded: no SQLite file, or no sweep table on the server.
+    pub fn nothing_recorded(&self) -> bool {
+        match (&self.db, &self.postgres) {
+            (Location::Sqlite(path), _) => !path.exists(),
+            (_, Some(name)) => {
+                postgres::cluster().psql(
+                    name,
+                    "SELECT count(*) FROM information_schema.tables WHERE table_name = 'sweeps'",
+                ) == "0"
+            }
+            _ => unreachable!("a PostgreSQL workspace has a database name"),
+        }
+    }
+
+    /// `psql` on this workspace's PostgreSQL database.
+    pub fn psql(&self, sql: &str) -> String {
+        let name = self.postgres.as_ref().expect("a PostgreSQL workspace");
+        postgres::cluster().psql(name, sql)
     }
 
     /// Writes an experiment file and returns its path.
@@ -129,7 +207,7 @@ impl Workspace {
             "run",
             experiment.to_str().unwrap(),
             "--db",
-            self.db().to_str().unwrap(),
+            &self.db_arg(),
             "--data",
             self.data().to_str().unwrap(),
         ]
@@ -144,8 +222,9 @@ impl Workspace {
     /// Starts `sweep run FILE --db DB --data DATA` in the background with stdout discarded.
     pub fn spawn_run(&self, experiment: &Path, stderr: Stdio) -> Child {
         Command::new(env!("CARGO_BIN_EXE_sweep"))
+            .current_dir(self.dir.path())
             .args(["run", experiment.to_str().unwrap(), "--db"])
-            .arg(self.db())
+            .arg(self.db_arg())
             .arg("--data")
             .arg(self.data())
             .env("RUST_LOG", "sweep=info")
@@ -157,7 +236,7 @@ impl Workspace {
 
     /// Epoch rows in the database so far (0 while it does not exist).
     pub fn recorded_epochs(&self) -> usize {
-        let Ok(store) = Store::open_existing(&self.db()) else {
+        let Ok(store) = Store::open_existing(self.db()) else {
             return 0;
         };
         let Ok(trials) = store.list_trials(None) else {
@@ -187,13 +266,7 @@ impl Workspace {
 
     /// `sweep ls --format json` parsed.
     pub fn ls_json(&self) -> Vec<serde_json::Value> {
-        let out = self.sweep(&[
-            "ls",
-            "--db",
-            self.db().to_str().unwrap(),
-            "--format",
-            "json",
-        ]);
+        let out = self.sweep(&["ls", "--db", &self.db_arg(), "--format", "json"]);
         assert!(out.status.success(), "ls failed: {}", stderr(&out));
         match serde_json::from_slice(&out.stdout).unwrap() {
             serde_json::Value::Array(items) => items,
