@@ -42,6 +42,9 @@ pub enum Command {
     /// Continue a stored sweep with the spec it was last run with: finished trials are kept,
     /// unfinished ones continue from their last completed epoch.
     Resume(ResumeArgs),
+    /// Join a stored sweep from any machine sharing its database: claim its trials until none
+    /// is left.
+    Worker(WorkerArgs),
     /// Check an experiment file and print its expanded trials without running them.
     Validate(ValidateArgs),
     /// List recorded trials with their parameters, status and final metrics.
@@ -132,7 +135,24 @@ pub struct ResumeArgs {
     pub options: RunOptionArgs,
 }
 
-/// Where and how a sweep runs, shared by `run` and `resume`.
+/// `sweep worker`.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// Name of a sweep stored in the database (registered by `sweep run`).
+    #[arg(long)]
+    pub sweep: String,
+    /// Leave after claiming this many trials.
+    #[arg(long, value_name = "N")]
+    pub max_trials: Option<usize>,
+    /// When nothing is claimable, keep looking this many seconds (for trials whose holder
+    /// dies, or paused ones that qualify) before leaving; 0 leaves at once.
+    #[arg(long, value_name = "SECONDS", default_value_t = 0.0)]
+    pub idle_exit: f64,
+    #[command(flatten)]
+    pub options: RunOptionArgs,
+}
+
+/// Where and how a sweep runs, shared by `run`, `resume` and `worker`.
 #[derive(Debug, Args)]
 pub struct RunOptionArgs {
     /// Results database: a SQLite file (created if missing) or a postgres:// URL.

@@ -77,22 +77,36 @@ fn execute(command: Command, quiet: bool) -> sweep::Result<i32> {
         Command::Run(args) => {
             check_counts(&args.options)?;
             let experiment = Experiment::load(&args.experiment.file, &args.experiment.set)?;
-            run(&experiment, args.options, quiet)
+            run(&experiment, args.options, Leave::default(), quiet)
         }
         Command::Resume(args) => {
             check_counts(&args.options)?;
-            let store = Store::open_existing(&args.options.db)?;
-            let Some((spec_json, source)) = store.sweep_spec(&args.sweep)? else {
-                return Err(sweep::Error::NotFound(format!(
-                    "no sweep named {:?} in {}; known: {}",
-                    args.sweep,
-                    args.options.db,
-                    store.sweep_names()?.join(", ")
+            let experiment = stored_experiment(&args.sweep, &args.options)?;
+            run(&experiment, args.options, Leave::default(), quiet)
+        }
+        Command::Worker(args) => {
+            check_counts(&args.options)?;
+            if !(args.idle_exit.is_finite() && args.idle_exit >= 0.0) {
+                return Err(sweep::Error::Usage(format!(
+                    "--idle-exit {}: give a number of seconds, 0 or more",
+                    args.idle_exit
                 )));
+            }
+            if args.max_trials == Some(0) {
+                return Err(sweep::Error::Usage(
+                    "--max-trials 0: give at least 1 (or leave it out to claim until none is \
+                     left)"
+                        .into(),
+                ));
+            }
+            let experiment = stored_experiment(&args.sweep, &args.options)?;
+            let leave = Leave {
+                max_trials: args.max_trials,
+                idle_exit: (args.idle_exit > 0.0)
+                    .then(|| std::time::Duration::from_secs_f64(args.idle_exit)),
+                worker: true,
             };
-            drop(store);
-            let experiment = Experiment::from_stored(&args.sweep, source.as_ref(), &spec_json)?;
-            run(&experiment, args.options, quiet)
+            run(&experiment, args.options, leave, quiet)
         }
         Command::Ls(args) => queries::ls(args),
         Command::Show(args) => queries::show(args),
@@ -127,7 +141,34 @@ fn check_counts(args: &cli::RunOptionArgs) -> sweep::Result<()> {
     Ok(())
 }
 
-fn run(experiment: &Experiment, args: cli::RunOptionArgs, quiet: bool) -> sweep::Result<i32> {
+/// The experiment a stored sweep was last run with, for `resume` and `worker`.
+fn stored_experiment(sweep: &str, options: &cli::RunOptionArgs) -> sweep::Result<Experiment> {
+    let store = Store::open_existing(&options.db)?;
+    let Some((spec_json, source)) = store.sweep_spec(sweep)? else {
+        return Err(sweep::Error::NotFound(format!(
+            "no sweep named {sweep:?} in {}; known: {} (`sweep run FILE --db ...` registers one)",
+            options.db,
+            store.sweep_names()?.join(", ")
+        )));
+    };
+    Experiment::from_stored(sweep, source.as_ref(), &spec_json)
+}
+
+/// When a process stops claiming trials before the sweep is complete.
+#[derive(Debug, Default)]
+struct Leave {
+    max_trials: Option<usize>,
+    idle_exit: Option<std::time::Duration>,
+    /// A worker leaves without the sweep being complete and says so without failing.
+    worker: bool,
+}
+
+fn run(
+    experiment: &Experiment,
+    args: cli::RunOptionArgs,
+    leave: Leave,
+    quiet: bool,
+) -> sweep::Result<i32> {
     let options = RunOptions {
         db: args.db.clone(),
         runs_dir: args.runs,
@@ -143,6 +184,8 @@ fn run(experiment: &Experiment, args: cli::RunOptionArgs, quiet: bool) -> sweep:
             ProgressMode::Lines
         },
         stop: stop_on_ctrl_c(),
+        max_trials: leave.max_trials,
+        idle_exit: leave.idle_exit,
     };
     let summary = run_sweep(experiment, &options)?;
     if !quiet {
@@ -177,7 +220,7 @@ fn run(experiment: &Experiment, args: cli::RunOptionArgs, quiet: bool) -> sweep:
             );
         }
     }
-    if summary.complete() {
+    if summary.complete() || (leave.worker && summary.failed == 0 && summary.interrupted == 0) {
         Ok(0)
     } else {
         eprintln!(

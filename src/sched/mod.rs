@@ -16,6 +16,7 @@ use crate::store::{HeldTrial, Location, Store, StoredTrial};
 use crate::train::{self, ResumeState, TrainEvent, TrialEnd, TrialRun, Unresumable};
 use progress::Progress;
 use sha2::{Digest, Sha256};
+use std::collections::HashSet;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -42,6 +43,12 @@ pub struct RunOptions {
     pub progress: ProgressMode,
     /// Set (e.g. by Ctrl-C) to stop: no new trial starts and running ones end as interrupted.
     pub stop: Arc<AtomicBool>,
+    /// Claim at most this many trials, then leave (`sweep worker --max-trials`).
+    pub max_trials: Option<usize>,
+    /// When nothing is claimable, keep looking (for trials other processes give up or leave
+    /// behind) until nothing was for this long (`sweep worker --idle-exit`); `None`: leave at
+    /// once.
+    pub idle_exit: Option<Duration>,
 }
 
 /// What a run did.
@@ -237,8 +244,16 @@ pub fn run_sweep(experiment: &Experiment, options: &RunOptions) -> Result<RunSum
         pruner: pruner.clone(),
         metric: spec.sweep.metric,
         running_here: 0,
+        claimed_here: 0,
+        max_trials: options.max_trials,
+        idle: options.idle_exit.map(|patience| Idle {
+            patience,
+            since: Instant::now(),
+            scanned: Instant::now(),
+        }),
+        attempted: HashSet::new(),
         runs_dir: &runs_dir,
-        taken_elsewhere: 0,
+        taken_elsewhere: HashSet::new(),
         resumed: 0,
         promoted: 0,
         error: None,
@@ -358,7 +373,7 @@ pub fn run_sweep(experiment: &Experiment, options: &RunOptions) -> Result<RunSum
         paused: count("paused"),
         interrupted: count("interrupted"),
         not_started: dispenser.candidates.len() - dispenser.next,
-        taken_elsewhere: dispenser.taken_elsewhere,
+        taken_elsewhere: dispenser.taken_elsewhere.len(),
         resumed: dispenser.resumed - dispenser.promoted,
         promoted: dispenser.promoted,
         seconds,
@@ -398,13 +413,34 @@ struct Dispenser<'a> {
     metric: Metric,
     /// Trials this process's slots are training now.
     running_here: usize,
+    /// Trials this process has claimed.
+    claimed_here: usize,
+    max_trials: Option<usize>,
+    /// Set when this process waits for claimable trials instead of leaving.
+    idle: Option<Idle>,
+    /// Trials this process has run: a rescan leaves them (failed ones included) to others.
+    attempted: HashSet<i64>,
     runs_dir: &'a Path,
-    taken_elsewhere: usize,
+    /// Trials found finished or held by another live process.
+    taken_elsewhere: HashSet<i64>,
     resumed: usize,
     promoted: usize,
     error: Option<Error>,
     /// Names drawn trials for the progress display.
     labels: mpsc::Sender<Message>,
+}
+
+/// How often a waiting worker reads the sweep's trials again.
+const RESCAN_EVERY: Duration = Duration::from_secs(1);
+
+/// A process's wait for claimable trials.
+struct Idle {
+    /// How long nothing may be claimable before the process leaves.
+    patience: Duration,
+    /// Since when nothing was.
+    since: Instant,
+    /// When the trials were last read.
+    scanned: Instant,
 }
 
 /// What a free slot does next.
@@ -425,12 +461,21 @@ impl Dispenser<'_> {
     /// event sent so far is in the database. A database failure ends the run's claiming (the
     /// error is kept for the end of the run).
     fn next(&mut self, settled: bool) -> Next {
-        if self.error.is_some() {
+        if self.error.is_some() || self.max_trials.is_some_and(|max| self.claimed_here >= max) {
             return Next::Done;
         }
-        match self.claim_next(settled) {
+        match self.claim_next(settled).and_then(|next| match next {
+            Next::Done if self.idle.is_some() => self.look_again(),
+            other => Ok(other),
+        }) {
             Ok(Next::Run(id, trial, resume)) => {
                 self.running_here += 1;
+                self.claimed_here += 1;
+                self.attempted.insert(id);
+                self.taken_elsewhere.remove(&id);
+                if let Some(idle) = &mut self.idle {
+                    idle.since = Instant::now();
+                }
                 Next::Run(id, trial, resume)
             }
             Ok(other) => other,
@@ -459,7 +504,7 @@ impl Dispenser<'_> {
                     .claim_trial(id, &self.owner, owner::is_alive, STALE_AFTER, false)?;
             let Some(previous) = claimed else {
                 tracing::debug!(trial = id, "finished or running in another process");
-                self.taken_elsewhere += 1;
+                self.taken_elsewhere.insert(id);
                 continue;
             };
             if previous == "pending" {
@@ -504,6 +549,42 @@ impl Dispenser<'_> {
             return Ok(Next::Wait);
         }
         Ok(Next::Done)
+    }
+
+    /// Nothing was claimable: wait, reading the sweep's unfinished trials again every
+    /// [`RESCAN_EVERY`] (a holder may die, a paused trial may qualify), until nothing was
+    /// claimable for the patience given; leave at once when every trial is final.
+    fn look_again(&mut self) -> Result<Next> {
+        let idle = self
+            .idle
+            .as_mut()
+            .expect("called when waiting is asked for");
+        if idle.since.elapsed() >= idle.patience {
+            return Ok(Next::Done);
+        }
+        if idle.scanned.elapsed() < RESCAN_EVERY {
+            return Ok(Next::Wait);
+        }
+        idle.scanned = Instant::now();
+        let stored = self.store.sweep_trials(self.sweep_id)?;
+        let budget_left = self
+            .sampler
+            .as_ref()
+            .is_some_and(|s| stored.len() < s.total_trials());
+        let unfinished: Vec<(i64, TrialSpec)> = stored
+            .into_iter()
+            .filter(|(row, _)| {
+                !matches!(row.status.as_str(), "done" | "diverged" | "pruned")
+                    && !self.attempted.contains(&row.id)
+            })
+            .map(|(row, spec)| (row.id, spec))
+            .collect();
+        if unfinished.is_empty() && !budget_left && self.running_here == 0 {
+            return Ok(Next::Done);
+        }
+        self.candidates = unfinished;
+        self.next = 0;
+        Ok(Next::Wait)
     }
 
     /// Claims the paused trial that now qualifies best, continued from its rung.
