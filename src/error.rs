@@ -37,6 +37,16 @@ pub enum Error {
     /// The user asked for something the command line does not allow.
     #[error("{0}")]
     Usage(String),
+    /// Another process took the trial over (this one's heartbeat was older than the timeout),
+    /// so this one's writes for it are refused.
+    #[error(
+        "trial {trial} was taken over by another process (this one's heartbeat was older than \
+         [sweep] heartbeat_timeout): its writes for the trial are refused"
+    )]
+    LeaseLost {
+        /// The trial's database id.
+        trial: i64,
+    },
 }
 
 impl Error {

@@ -190,7 +190,109 @@ fn an_unknown_sweep_or_zero_trials_is_refused(db: Db) {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
 
+/// Per trial (in grid order): validation loss by epoch, then test accuracy.
+fn results(ws: &Workspace) -> Vec<(Vec<Option<f64>>, serde_json::Value)> {
+    let store = Store::open_existing(ws.db()).unwrap();
+    ws.ls_json()
+        .iter()
+        .map(|t| {
+            let epochs = store.epochs(t["id"].as_i64().unwrap()).unwrap();
+            (
+                epochs.iter().map(|e| e.val_loss).collect(),
+                t["test_acc"].clone(),
+            )
+        })
+        .collect()
+}
+
+fn a_stale_worker_loses_its_trial_and_its_writes_are_refused(db: Db) {
+    let fence = SHARED
+        .replace(
+            "name = \"shared\"",
+            "name = \"shared\"\nheartbeat_timeout = 2",
+        )
+        .replace(
+            "lr = [0.001, 0.002, 0.003, 0.004, 0.005, 0.006]",
+            "lr = [0.001, 0.002, 0.003]",
+        )
+        .replace("epochs = 12", "epochs = 40");
+    let ws = Workspace::on(db);
+    let file = ws.experiment("shared.toml", &fence);
+    // Two "machines": only heartbeats tell whether the other lives.
+    let mut stale = Command::new(env!("CARGO_BIN_EXE_sweep"))
+        .current_dir(ws.dir.path())
+        .args([
+            "run",
+            file.to_str().unwrap(),
+            "--db",
+            &ws.db_arg(),
+            "--data",
+        ])
+        .arg(ws.data())
+        .env("RUST_LOG", "sweep=info")
+        .env("SWEEP_HOST", "machine-a")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    ws.wait_for_epochs(&mut stale, 2);
+    let signal = |name: &str| {
+        let ok = Command::new("kill")
+            .args([name, &stale.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    };
+    signal("-STOP");
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    let taker = Command::new(env!("CARGO_BIN_EXE_sweep"))
+        .current_dir(ws.dir.path())
+        .args([
+            "worker",
+            "--sweep",
+            "shared",
+            "--idle-exit",
+            "3",
+            "--db",
+            &ws.db_arg(),
+        ])
+        .arg("--data")
+        .arg(ws.data())
+        .env("RUST_LOG", "sweep=info")
+        .env("SWEEP_HOST", "machine-b")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Let the taker claim the stale trial and train on, then wake the stale worker.
+    let claimed = Instant::now();
+    while ws.recorded_epochs() < 4 && claimed.elapsed().as_secs() < 60 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    signal("-CONT");
+    let stale_out = stale.wait_with_output().unwrap();
+    let taker_out = taker.wait_with_output().unwrap();
+    let (stale_log, taker_log) = (stderr(&stale_out), stderr(&taker_out));
+    assert!(taker_out.status.success(), "{taker_log}");
+    assert!(taker_log.contains("resuming trial=1"), "{taker_log}");
+    assert!(
+        stale_log.contains("trial 1 was taken over by another process"),
+        "{stale_log}"
+    );
+    assert!(stale_out.status.success(), "{stale_log}");
+
+    // Exactly what one uninterrupted process records.
+    let alone = Workspace::on(db);
+    let file = alone.experiment("shared.toml", &fence);
+    assert!(alone.run(&file, &[]).status.success());
+    let expected = results(&alone);
+    assert_eq!(expected[0].0.len(), 40);
+    assert_eq!(results(&ws), expected, "{stale_log}\n{taker_log}");
+    assert!(ws.ls_json().iter().all(|t| t["status"] == "done"));
+}
+
 on_both_databases!(
+    a_stale_worker_loses_its_trial_and_its_writes_are_refused,
     workers_join_a_running_sweep_and_no_trial_runs_twice,
     max_trials_and_idle_exit_decide_when_a_worker_leaves,
     a_waiting_worker_takes_over_what_a_killed_process_held,

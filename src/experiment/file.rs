@@ -152,6 +152,9 @@ pub struct SweepSection {
     pub trials: Option<usize>,
     /// Which checkpoint files a trial keeps once it is final (done, diverged or pruned).
     pub keep: Keep,
+    /// Seconds without a heartbeat after which another process (on another machine) takes a
+    /// running trial over; the holder's later writes for it are refused.
+    pub heartbeat_timeout: u64,
 }
 
 impl Default for SweepSection {
@@ -168,6 +171,7 @@ impl Default for SweepSection {
             sampler: SamplerName::Grid,
             trials: None,
             keep: Keep::Best,
+            heartbeat_timeout: 60,
         }
     }
 }

@@ -188,6 +188,12 @@ impl Experiment {
             s.sweep.trials_per_gpu.to_string(),
             "must be at least 1",
         );
+        check(
+            s.sweep.heartbeat_timeout >= 1,
+            "sweep.heartbeat_timeout",
+            s.sweep.heartbeat_timeout.to_string(),
+            "must be at least 1 second (60 suits most clusters)",
+        );
         if let Some(limit) = s.data.limit {
             check(
                 limit >= 2,

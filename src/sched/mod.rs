@@ -16,7 +16,7 @@ use crate::store::{HeldTrial, Location, Store, StoredTrial};
 use crate::train::{self, ResumeState, TrainEvent, TrialEnd, TrialRun, Unresumable};
 use progress::Progress;
 use sha2::{Digest, Sha256};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -103,7 +103,10 @@ pub fn default_runs_dir(db: &Location) -> PathBuf {
 
 /// A trial held by another process is taken over once its heartbeat is this old, when that
 /// process's liveness cannot be checked directly (it ran on another host).
-const STALE_AFTER: Duration = Duration::from_secs(60);
+const STALE_AFTER: Duration = Duration::from_secs(DEFAULT_HEARTBEAT_TIMEOUT_S);
+
+/// `[sweep] heartbeat_timeout` when the file does not set it.
+pub const DEFAULT_HEARTBEAT_TIMEOUT_S: u64 = 60;
 /// How often the heartbeat of this process's running trials is refreshed.
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
 
@@ -213,6 +216,8 @@ pub fn run_sweep(experiment: &Experiment, options: &RunOptions) -> Result<RunSum
     );
 
     let owner = owner::this_process();
+    let holdings = Holdings::default();
+    let stale_after = Duration::from_secs(spec.sweep.heartbeat_timeout);
     let mut progress = Progress::new(
         options.progress,
         candidates.iter().map(|(id, t)| (*id, t.label())).collect(),
@@ -228,8 +233,14 @@ pub fn run_sweep(experiment: &Experiment, options: &RunOptions) -> Result<RunSum
             runs_dir: runs_dir.clone(),
             keep: spec.sweep.keep,
         };
+        let holder = Holder {
+            owner: owner.clone(),
+            holdings: holdings.clone(),
+            // Several beats per timeout, so one late beat never loses a trial.
+            beat_every: (stale_after / 6).clamp(Duration::from_millis(200), HEARTBEAT_EVERY),
+        };
         std::thread::spawn(move || {
-            write_events(store, receiver, progress, (&owner, &tidy), &in_flight)
+            write_events(store, receiver, progress, (&holder, &tidy), &in_flight)
         })
     };
     let pruner = Pruner::new(&spec.prune, spec.sweep.metric);
@@ -245,6 +256,8 @@ pub fn run_sweep(experiment: &Experiment, options: &RunOptions) -> Result<RunSum
         metric: spec.sweep.metric,
         running_here: 0,
         claimed_here: 0,
+        holdings: holdings.clone(),
+        stale_after,
         max_trials: options.max_trials,
         idle: options.idle_exit.map(|patience| Idle {
             patience,
@@ -270,7 +283,7 @@ pub fn run_sweep(experiment: &Experiment, options: &RunOptions) -> Result<RunSum
                 let sender = sender.clone();
                 let pruner = &pruner;
                 let (dispenser, dataset, runs_dir, stop) = (&dispenser, &dataset, &runs_dir, stop);
-                let in_flight = &in_flight;
+                let (in_flight, holdings) = (&in_flight, &holdings);
                 scope.spawn(move || {
                     let emit = move |event: TrainEvent| {
                         in_flight.fetch_add(1, Ordering::SeqCst);
@@ -315,8 +328,25 @@ pub fn run_sweep(experiment: &Experiment, options: &RunOptions) -> Result<RunSum
                                 curve,
                             )
                         };
-                        let end =
-                            slot.run((id, &trial, resume), dataset, experiment, &emit, &judge);
+                        let lost = holdings.lost_flag(id);
+                        let holds = || {
+                            let lease = holdings.lease(id).unwrap_or_default();
+                            let store = &dispenser.lock().expect("no panics under the lock").store;
+                            // Unreadable: keep training, the writes are fenced anyway.
+                            store.holds(id, lease).unwrap_or(true)
+                        };
+                        let end = slot.run(
+                            (id, &trial, resume, &lost),
+                            dataset,
+                            experiment,
+                            &emit,
+                            (&judge, &holds),
+                        );
+                        // Whatever ended a lost trial (a clash over its files with the new
+                        // holder, say) is the new holder's business now.
+                        let lost = lost.load(Ordering::SeqCst)
+                            || (matches!(end, TrialEnd::Failed { .. }) && !holds());
+                        let end = if lost { TrialEnd::Lost } else { end };
                         dispenser
                             .lock()
                             .expect("no panics under the lock")
@@ -415,6 +445,10 @@ struct Dispenser<'a> {
     running_here: usize,
     /// Trials this process has claimed.
     claimed_here: usize,
+    /// The leases of the trials this process holds.
+    holdings: Holdings,
+    /// How old a holder's heartbeat may be before its trial is taken over.
+    stale_after: Duration,
     max_trials: Option<usize>,
     /// Set when this process waits for claimable trials instead of leaving.
     idle: Option<Idle>,
@@ -428,6 +462,47 @@ struct Dispenser<'a> {
     error: Option<Error>,
     /// Names drawn trials for the progress display.
     labels: mpsc::Sender<Message>,
+}
+
+/// The trials this process holds: the lease each was claimed under, and a flag raised when
+/// another process took it over.
+#[derive(Debug, Clone, Default)]
+struct Holdings(Arc<Mutex<HashMap<i64, Holding>>>);
+
+/// One held trial: its lease, and whether it was lost.
+type Holding = (i64, Arc<AtomicBool>);
+
+/// Asked after each epoch whether the trial goes on (early stopping).
+type Judge<'a> = &'a (dyn Fn(&[f64]) -> Verdict + Sync);
+
+/// Asked before each epoch's files are written whether this process still holds the trial.
+type StillHeld<'a> = &'a (dyn Fn() -> bool + Sync);
+
+impl Holdings {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Holding>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Records a claim.
+    fn take(&self, trial: i64, lease: i64) {
+        self.map()
+            .insert(trial, (lease, Arc::new(AtomicBool::new(false))));
+    }
+
+    /// The lease `trial` was claimed under.
+    fn lease(&self, trial: i64) -> Option<i64> {
+        self.map().get(&trial).map(|(lease, _)| *lease)
+    }
+
+    /// The flag training watches to stop a trial that was lost.
+    fn lost_flag(&self, trial: i64) -> Arc<AtomicBool> {
+        self.map().get(&trial).map_or_else(
+            || Arc::new(AtomicBool::new(false)),
+            |(_, lost)| lost.clone(),
+        )
+    }
 }
 
 /// How often a waiting worker reads the sweep's trials again.
@@ -499,14 +574,19 @@ impl Dispenser<'_> {
         }
         while let Some((id, trial)) = self.candidates.get(self.next).cloned() {
             self.next += 1;
-            let claimed =
-                self.store
-                    .claim_trial(id, &self.owner, owner::is_alive, STALE_AFTER, false)?;
-            let Some(previous) = claimed else {
+            let claimed = self.store.claim_trial(
+                id,
+                &self.owner,
+                owner::is_alive,
+                self.stale_after,
+                false,
+            )?;
+            let Some((previous, lease)) = claimed else {
                 tracing::debug!(trial = id, "finished or running in another process");
                 self.taken_elsewhere.insert(id);
                 continue;
             };
+            self.holdings.take(id, lease);
             if previous == "pending" {
                 return Ok(Next::Run(id, trial, None));
             }
@@ -524,7 +604,8 @@ impl Dispenser<'_> {
                 self.metric,
                 |draw, past| sampler.draw(draw, past),
             )?;
-            if let Some((id, trial)) = drawn {
+            if let Some((id, trial, lease)) = drawn {
+                self.holdings.take(id, lease);
                 let _ = self.labels.send(Message::Label(id, trial.label()));
                 tracing::debug!(trial = id, "drawn: {}", trial.label());
                 // Its other repeats wait as pending trials of the sweep.
@@ -595,10 +676,11 @@ impl Dispenser<'_> {
         };
         let claimed =
             self.store
-                .claim_trial(id, &self.owner, owner::is_alive, STALE_AFTER, true)?;
-        if claimed.is_none() {
+                .claim_trial(id, &self.owner, owner::is_alive, self.stale_after, true)?;
+        let Some((_, lease)) = claimed else {
             return Ok(None);
-        }
+        };
+        self.holdings.take(id, lease);
         let trial = past
             .into_iter()
             .find(|t| t.id == id)
@@ -705,8 +787,14 @@ impl Dispenser<'_> {
                 recorded.len() + 1,
                 state.epoch
             );
+            let lease = self.holdings.lease(id).unwrap_or_default();
             self.store
-                .catch_up(id, &state.history[recorded.len()..], &state.checkpoints)
+                .catch_up(
+                    id,
+                    lease,
+                    &state.history[recorded.len()..],
+                    &state.checkpoints,
+                )
                 .map_err(StartOver::Store)?;
         }
         Ok(state)
@@ -745,11 +833,11 @@ struct Slot<'a> {
 impl Slot<'_> {
     fn run(
         &self,
-        (id, trial, resume): (i64, &TrialSpec, Option<ResumeState>),
+        (id, trial, resume, lost): (i64, &TrialSpec, Option<ResumeState>, &AtomicBool),
         dataset: &Dataset,
         experiment: &Experiment,
         emit: &(dyn Fn(TrainEvent) + Sync),
-        judge: &(dyn Fn(&[f64]) -> Verdict + Sync),
+        (judge, holds): (Judge, StillHeld),
     ) -> TrialEnd {
         let started = Instant::now();
         let fail = |message: String| {
@@ -775,6 +863,8 @@ impl Slot<'_> {
             dir: self.runs_dir.join(id.to_string()),
             metric: experiment.spec.sweep.metric,
             stop: self.stop,
+            lost,
+            holds,
             resume,
             judge,
         };
@@ -791,6 +881,16 @@ impl Slot<'_> {
                 fail(format!("panicked: {message}"))
             }
         }
+    }
+}
+
+/// The trial an event is about.
+fn event_trial(event: &TrainEvent) -> i64 {
+    match event {
+        TrainEvent::Started { trial, .. }
+        | TrainEvent::Epoch { trial, .. }
+        | TrainEvent::Progress { trial, .. }
+        | TrainEvent::Finished { trial, .. } => *trial,
     }
 }
 
@@ -830,11 +930,18 @@ impl Tidy {
     }
 }
 
+/// This process as the holder of its trials: its name, its leases, how often it beats.
+struct Holder {
+    owner: String,
+    holdings: Holdings,
+    beat_every: Duration,
+}
+
 fn write_events(
     store: Store,
     receiver: mpsc::Receiver<Message>,
     mut progress: Progress,
-    (owner, tidy): (&str, &Tidy),
+    (holder, tidy): (&Holder, &Tidy),
     in_flight: &AtomicUsize,
 ) -> (Store, Option<Error>, Duration) {
     let mut writing = Duration::ZERO;
@@ -849,12 +956,26 @@ fn write_events(
     };
     let mut last_beat = Instant::now();
     loop {
-        match receiver.recv_timeout(Duration::from_secs(1)) {
+        match receiver.recv_timeout(holder.beat_every.min(Duration::from_secs(1))) {
             Ok(Message::Event(event)) => {
                 if first_error.is_none() {
                     let started = Instant::now();
-                    let mut written = store.apply(&event);
+                    let trial = event_trial(&event);
+                    let lease = holder.holdings.lease(trial).unwrap_or_default();
+                    let lost = holder.holdings.lost_flag(trial);
+                    let mut written = if lost.load(Ordering::SeqCst) {
+                        // Nothing more of a lost trial goes to the database.
+                        Ok(())
+                    } else {
+                        store.apply(&event, lease)
+                    };
+                    if let Err(Error::LeaseLost { .. }) = &written {
+                        tracing::warn!("{}; going on with other trials", written.unwrap_err());
+                        lost.store(true, Ordering::SeqCst);
+                        written = Ok(());
+                    }
                     if let (Ok(()), TrainEvent::Finished { trial, end, .. }) = (&written, &event)
+                        && !lost.load(Ordering::SeqCst)
                         && matches!(end.status(), "done" | "diverged" | "pruned")
                     {
                         written = tidy.trial(&store, *trial);
@@ -870,10 +991,10 @@ fn write_events(
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
         progress.tick();
-        if last_beat.elapsed() >= HEARTBEAT_EVERY {
+        if last_beat.elapsed() >= holder.beat_every {
             last_beat = Instant::now();
             let started = Instant::now();
-            remember(store.heartbeat(owner), &mut first_error);
+            remember(store.heartbeat(&holder.owner), &mut first_error);
             writing += started.elapsed();
         }
     }

@@ -155,6 +155,9 @@ impl Progress {
                         format!("trial {trial} {} after {seconds:.1} s", end.status())
                     }
                     TrialEnd::Interrupted => format!("trial {trial} interrupted"),
+                    TrialEnd::Lost => {
+                        format!("trial {trial} lost to another process; its writes were refused")
+                    }
                 };
                 match end {
                     TrialEnd::Done { .. } | TrialEnd::Pruned { .. } | TrialEnd::Paused { .. } => {

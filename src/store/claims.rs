@@ -100,8 +100,9 @@ impl Store {
     /// Takes an unfinished trial for the process `owner`, in one write transaction so that two
     /// processes never both take it. A trial held by another process is only taken over when
     /// `holder_alive` says that process is gone, or, when it cannot tell (another host), when
-    /// the holder's heartbeat is older than `stale_after`. Returns the status the trial had, or
-    /// `None` when it is finished or held by a live process.
+    /// the holder's heartbeat is older than `stale_after`. Returns the status the trial had and
+    /// the new lease (one more than the last holder's), or `None` when it is finished or held by
+    /// a live process.
     pub fn claim_trial(
         &self,
         trial_id: i64,
@@ -109,7 +110,7 @@ impl Store {
         holder_alive: impl Fn(&str) -> Option<bool>,
         stale_after: Duration,
         promote: bool,
-    ) -> Result<Option<String>> {
+    ) -> Result<Option<(String, i64)>> {
         self.runtime
             .block_on(async {
                 let mut conn = self.pool.acquire().await?;
@@ -145,15 +146,16 @@ impl Store {
                     if !free {
                         return Ok(None);
                     }
-                    sqlx::query(self.backend.sql(
-                        "UPDATE trials SET status = 'running', owner = ?, heartbeat_at = now_utc()
-                         WHERE id = ?",
+                    let lease: i64 = sqlx::query_scalar(self.backend.sql(
+                        "UPDATE trials SET status = 'running', owner = ?, heartbeat_at = now_utc(),
+                             lease = lease + 1
+                         WHERE id = ? RETURNING lease",
                     ))
                     .bind(owner)
                     .bind(trial_id)
-                    .execute(&mut *conn)
+                    .fetch_one(&mut *conn)
                     .await?;
-                    Ok::<_, sqlx::Error>(Some(status))
+                    Ok::<_, sqlx::Error>(Some((status, lease)))
                 }
                 .await;
                 let end = if claim.is_ok() { "COMMIT" } else { "ROLLBACK" };
@@ -166,7 +168,7 @@ impl Store {
     /// Draws new trials inside one write transaction, so two processes never draw the same
     /// number and the budget holds exactly: when the sweep has fewer than `limit` trials,
     /// `draw(number, history)` gives the trials of draw `number` (from the sweep's trials in
-    /// draw order), which are added, the first claimed for `owner`. Returns its id and spec.
+    /// draw order), which are added, the first claimed for `owner`. Returns its id, spec and lease.
     pub fn claim_new_trial(
         &self,
         sweep_id: i64,
@@ -175,7 +177,7 @@ impl Store {
         per_draw: usize,
         metric: Metric,
         draw: impl FnOnce(u64, &[PastTrial]) -> Vec<TrialSpec>,
-    ) -> Result<Option<(i64, TrialSpec)>> {
+    ) -> Result<Option<(i64, TrialSpec, i64)>> {
         self.runtime
             .block_on(async {
                 let mut conn = self.pool.acquire().await?;
@@ -213,15 +215,16 @@ impl Store {
                         )
                         .await?;
                         if i == 0 {
-                            sqlx::query(self.backend.sql(
+                            let lease: i64 = sqlx::query_scalar(self.backend.sql(
                                 "UPDATE trials SET status = 'running', owner = ?,
-                                     heartbeat_at = now_utc() WHERE id = ?",
+                                     heartbeat_at = now_utc(), lease = lease + 1
+                                 WHERE id = ? RETURNING lease",
                             ))
                             .bind(owner)
                             .bind(id)
-                            .execute(&mut *conn)
+                            .fetch_one(&mut *conn)
                             .await?;
-                            first = Some((id, trial.clone()));
+                            first = Some((id, trial.clone(), lease));
                         }
                     }
                     Ok::<_, sqlx::Error>(first)
@@ -292,6 +295,20 @@ impl Store {
                 ))
             })
             .collect()
+    }
+
+    /// Whether `lease` is still the trial's latest lease (no other process took it over).
+    pub fn holds(&self, trial_id: i64, lease: i64) -> Result<bool> {
+        self.runtime
+            .block_on(
+                sqlx::query_scalar::<_, i64>(
+                    self.backend.sql("SELECT lease FROM trials WHERE id = ?"),
+                )
+                .bind(trial_id)
+                .fetch_optional(&self.pool),
+            )
+            .map(|current| current == Some(lease))
+            .map_err(|e| self.err(e))
     }
 
     /// Marks every trial that `owner` is running as alive now.

@@ -1,36 +1,55 @@
 //! What training reports: epoch rows, checkpoints, trial ends, written as events arrive.
 
 use super::{Backend, Store, measured, missing};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::train::{CheckpointInfo, EpochMetrics, TrainEvent, TrialEnd};
 
 impl Store {
     /// Writes the epochs and checkpoint rows that a trial's files hold and the database does not
-    /// (a kill came between the two), all or none.
+    /// (a kill came between the two), all or none, under `lease`.
     pub fn catch_up(
         &self,
         trial_id: i64,
+        lease: i64,
         epochs: &[EpochMetrics],
         checkpoints: &[CheckpointInfo],
     ) -> Result<()> {
         self.runtime
             .block_on(async {
                 let mut tx = self.pool.begin().await?;
+                if !hold(&mut tx, self.backend, trial_id, lease).await? {
+                    return Ok(false);
+                }
                 for metrics in epochs {
                     record_epoch(&mut tx, self.backend, trial_id, metrics).await?;
                 }
                 for checkpoint in checkpoints {
                     record_checkpoint(&mut tx, self.backend, trial_id, checkpoint).await?;
                 }
-                tx.commit().await
+                tx.commit().await.map(|_| true)
             })
             .map_err(|e| self.err(e))
+            .and_then(|held| fenced(held, trial_id))
     }
 
-    /// Persists one training event.
-    pub fn apply(&self, event: &TrainEvent) -> Result<()> {
+    /// Persists one training event, made under `lease`: every write checks the lease in its
+    /// transaction, so a process that lost the trial writes nothing ([`Error::LeaseLost`]).
+    pub fn apply(&self, event: &TrainEvent, lease: i64) -> Result<()> {
+        let trial = match event {
+            TrainEvent::Started { trial, .. }
+            | TrainEvent::Epoch { trial, .. }
+            | TrainEvent::Progress { trial, .. }
+            | TrainEvent::Finished { trial, .. } => *trial,
+        };
+        if matches!(event, TrainEvent::Progress { .. }) {
+            return Ok(());
+        }
         self.runtime
             .block_on(async {
+                let mut tx = self.pool.begin().await?;
+                if !hold(&mut tx, self.backend, trial, lease).await? {
+                    return Ok(false);
+                }
                 match event {
                     TrainEvent::Started {
                         trial,
@@ -43,7 +62,7 @@ impl Store {
                         .bind(device)
                         .bind(*threads as i64)
                         .bind(trial)
-                        .execute(&self.pool)
+                        .execute(&mut *tx)
                         .await?;
                     }
                     TrainEvent::Epoch {
@@ -51,12 +70,10 @@ impl Store {
                         metrics,
                         checkpoints,
                     } => {
-                        let mut tx = self.pool.begin().await?;
                         record_epoch(&mut tx, self.backend, *trial, metrics).await?;
                         for checkpoint in checkpoints {
                             record_checkpoint(&mut tx, self.backend, *trial, checkpoint).await?;
                         }
-                        tx.commit().await?;
                     }
                     TrainEvent::Progress { .. } => {}
                     TrainEvent::Finished {
@@ -64,7 +81,6 @@ impl Store {
                         end,
                         seconds,
                     } => {
-                        let mut tx = self.pool.begin().await?;
                         let (error, best_epoch, test_loss, test_acc) = match end {
                             TrialEnd::Done { test, best_epoch } => (
                                 None,
@@ -78,7 +94,7 @@ impl Store {
                             TrialEnd::Pruned { best_epoch } | TrialEnd::Paused { best_epoch } => {
                                 (None, Some(*best_epoch as i64), None, None)
                             }
-                            TrialEnd::Interrupted => (None, None, None, None),
+                            TrialEnd::Interrupted | TrialEnd::Lost => (None, None, None, None),
                         };
                         sqlx::query(self.backend.sql("UPDATE trials SET status = ?, finished_at = now_utc(), heartbeat_at = now_utc(),
                              duration_s = ?, error = ?, best_epoch = ?,
@@ -132,12 +148,38 @@ impl Store {
                                 }
                             }
                         }
-                        tx.commit().await?;
                     }
                 }
-                Ok::<(), sqlx::Error>(())
+                tx.commit().await.map(|_| true)
             })
             .map_err(|e| self.err(e))
+            .and_then(|held| fenced(held, trial))
+    }
+}
+
+/// Whether `lease` still holds `trial`, checked by a write that takes the trial's row (so a
+/// takeover waits for this transaction, or this one sees the takeover).
+async fn hold(
+    tx: &mut sqlx::AnyConnection,
+    backend: Backend,
+    trial: i64,
+    lease: i64,
+) -> std::result::Result<bool, sqlx::Error> {
+    let held = sqlx::query(
+        backend.sql("UPDATE trials SET heartbeat_at = now_utc() WHERE id = ? AND lease = ?"),
+    )
+    .bind(trial)
+    .bind(lease)
+    .execute(&mut *tx)
+    .await?;
+    Ok(held.rows_affected() == 1)
+}
+
+fn fenced(held: bool, trial: i64) -> Result<()> {
+    if held {
+        Ok(())
+    } else {
+        Err(Error::LeaseLost { trial })
     }
 }
 

@@ -2,10 +2,10 @@
 //! optimizer and resume state are committed together, and the resume state carries everything
 //! the database needs to catch up with them (every epoch's figures, the checkpoint rows).
 //!
-//! An epoch is committed in three steps: its files are written under `staging/`, then
+//! An epoch is committed in three steps: its files are written under `staging-PID/`, then
 //! `state.json` is replaced atomically, then the staged files are renamed into place. A kill
 //! before the state file is replaced leaves the previous epoch whole; a kill after it leaves the
-//! new epoch's files in `staging/`, and reading the state moves them into place. So whatever the
+//! new epoch's files in `staging-PID/`, and reading the state moves them into place. So whatever the
 //! kill point, the directory holds one complete epoch.
 
 use super::events::{CheckpointInfo, CheckpointKind};
@@ -19,7 +19,33 @@ use std::path::{Path, PathBuf};
 
 const OPTIMIZER_FILE: &str = "optimizer.bpk";
 const STATE_FILE: &str = "state.json";
-const STAGING_DIR: &str = "staging";
+/// Staging directories are `staging-PID`: a process that lost the trial (stopped past the
+/// heartbeat timeout, then continued) and the one that took it over never share scratch files.
+/// Whichever renames last wins each file; the hashes in the state file tell a mixed set, which
+/// is then not resumed from.
+const STAGING_PREFIX: &str = "staging";
+
+/// This process's staging directory in `dir`.
+fn staging_dir(dir: &Path) -> PathBuf {
+    dir.join(format!("{STAGING_PREFIX}-{}", std::process::id()))
+}
+
+/// Every staging directory in `dir`, this process's and those left by others.
+fn staging_dirs(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| {
+                    e.file_name()
+                        .to_str()
+                        .is_some_and(|n| n.starts_with(STAGING_PREFIX))
+                })
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default()
+}
 
 /// What a trial needs to continue after its last completed epoch, and what the database must
 /// hold for that epoch: written after every epoch, with the hashes of the files it goes with.
@@ -87,8 +113,7 @@ pub fn optimizer_path(dir: &Path) -> PathBuf {
 /// that may continue.
 pub fn clear(dir: &Path) -> Result<()> {
     remove_if_present(&dir.join(STATE_FILE))?;
-    let staging = dir.join(STAGING_DIR);
-    if staging.exists() {
+    for staging in staging_dirs(dir) {
         std::fs::remove_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
     }
     Ok(())
@@ -133,9 +158,13 @@ pub fn tidy_final(dir: &Path, keep: Keep) -> Result<u64> {
         }
         Ok(())
     };
-    remove(dir.join(STAGING_DIR))?;
+    for staging in staging_dirs(dir) {
+        remove(staging)?;
+    }
     remove(dir.join(STATE_FILE))?;
-    remove(dir.join(format!("{STATE_FILE}.tmp")))?;
+    for scratch in state_scratch_files(dir) {
+        remove(scratch)?;
+    }
     remove(dir.join(OPTIMIZER_FILE))?;
     for kind in dropped_kinds(keep) {
         remove(dir.join(kind.file_name()))?;
@@ -164,7 +193,7 @@ pub fn commit_epoch(dir: &Path, commit: EpochCommit) -> Result<ResumeState> {
         mut state,
         improved,
     } = commit;
-    let staging = dir.join(STAGING_DIR);
+    let staging = staging_dir(dir);
     std::fs::create_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
 
     let mut staged = vec![CheckpointKind::Last];
@@ -231,15 +260,18 @@ pub fn read_resume_state(dir: &Path) -> Result<ResumeState, Unresumable> {
         .map(|c| (c.kind.file_name(), c.sha256.as_str()))
         .collect();
     expected.push((OPTIMIZER_FILE, &state.optimizer_sha256));
-    let staging = dir.join(STAGING_DIR);
+    let stagings = staging_dirs(dir);
     for (name, sha256) in expected {
         let path = dir.join(name);
         if sha256_of(&path).as_deref() == Some(sha256) {
             continue;
         }
         // The state was replaced but this file was not yet moved into place.
-        let staged = staging.join(name);
-        if sha256_of(&staged).as_deref() == Some(sha256) {
+        let staged = stagings
+            .iter()
+            .map(|staging| staging.join(name))
+            .find(|staged| sha256_of(staged).as_deref() == Some(sha256));
+        if let Some(staged) = staged {
             std::fs::rename(&staged, &path).map_err(|e| {
                 Unresumable::Damaged(format!("cannot move {} into place: {e}", staged.display()))
             })?;
@@ -252,7 +284,9 @@ pub fn read_resume_state(dir: &Path) -> Result<ResumeState, Unresumable> {
         )));
     }
     // What is left in staging belongs to an epoch that never committed.
-    let _ = std::fs::remove_dir_all(&staging);
+    for staging in stagings {
+        let _ = std::fs::remove_dir_all(&staging);
+    }
     // Paths follow the directory, which may have moved since.
     for checkpoint in &mut state.checkpoints {
         checkpoint.path = dir.join(checkpoint.kind.file_name());
@@ -263,7 +297,7 @@ pub fn read_resume_state(dir: &Path) -> Result<ResumeState, Unresumable> {
 fn write_state(dir: &Path, state: &ResumeState) -> Result<()> {
     let json = serde_json::to_vec(state).expect("resume state serialises");
     // Write, fsync, rename: the state file is either the old one or the new one, never partial.
-    let tmp = dir.join(format!("{STATE_FILE}.tmp"));
+    let tmp = dir.join(format!("{STATE_FILE}.{}.tmp", std::process::id()));
     let path = dir.join(STATE_FILE);
     let write = || -> std::io::Result<()> {
         use std::io::Write;
@@ -276,7 +310,7 @@ fn write_state(dir: &Path, state: &ResumeState) -> Result<()> {
 }
 
 fn publish_staged(dir: &Path) -> Result<()> {
-    let staging = dir.join(STAGING_DIR);
+    let staging = staging_dir(dir);
     let entries = std::fs::read_dir(&staging).map_err(|e| Error::io(&staging, e))?;
     for entry in entries {
         let entry = entry.map_err(|e| Error::io(&staging, e))?;
@@ -284,6 +318,23 @@ fn publish_staged(dir: &Path) -> Result<()> {
         std::fs::rename(entry.path(), &to).map_err(|e| Error::io(&to, e))?;
     }
     Ok(())
+}
+
+/// Scratch copies of the state file that a kill left before their rename.
+fn state_scratch_files(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| {
+                    e.file_name().to_str().is_some_and(|n| {
+                        n.starts_with(&format!("{STATE_FILE}.")) && n.ends_with(".tmp")
+                    })
+                })
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn copy_synced(from: &Path, to: &Path) -> Result<()> {

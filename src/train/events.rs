@@ -85,6 +85,9 @@ pub enum TrialEnd {
     },
     /// Stopped on request before it finished.
     Interrupted,
+    /// Stopped because another process took the trial over (this one's heartbeat had gone
+    /// stale); nothing of it is recorded.
+    Lost,
     /// An error or panic ended it.
     Failed {
         /// What went wrong.
@@ -101,6 +104,7 @@ impl TrialEnd {
             TrialEnd::Pruned { .. } => "pruned",
             TrialEnd::Paused { .. } => "paused",
             TrialEnd::Interrupted => "interrupted",
+            TrialEnd::Lost => "lost",
             TrialEnd::Failed { .. } => "failed",
         }
     }

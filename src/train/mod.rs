@@ -54,6 +54,11 @@ pub struct TrialRun<'a> {
     pub metric: Metric,
     /// Set when the run should stop early.
     pub stop: &'a AtomicBool,
+    /// Set when another process took this trial over: training it further would be wasted.
+    pub lost: &'a AtomicBool,
+    /// Asked before each epoch's files are written: whether this process still holds the
+    /// trial (another may have taken it over and be writing the same directory).
+    pub holds: &'a (dyn Fn() -> bool + Sync),
     /// Where to continue from, when an earlier run of this trial was cut off or paused.
     pub resume: Option<ResumeState>,
     /// Asked after every committed epoch, with the metric of every epoch so far, whether the
@@ -200,6 +205,9 @@ fn train(run: &TrialRun, emit: &(dyn Fn(TrainEvent) + Sync)) -> Result<TrialEnd>
         let batches = order.len().div_ceil(spec.batch_size);
         let mut reported = Instant::now();
         for (index, chunk) in order.chunks(spec.batch_size).enumerate() {
+            if run.lost.load(Ordering::Relaxed) {
+                return Ok(TrialEnd::Lost);
+            }
             if run.stop.load(Ordering::Relaxed) {
                 return Ok(TrialEnd::Interrupted);
             }
@@ -274,6 +282,9 @@ fn train(run: &TrialRun, emit: &(dyn Fn(TrainEvent) + Sync)) -> Result<TrialEnd>
         state.history.push(metrics);
         if improved {
             state.best = Some((value, epoch));
+        }
+        if run.lost.load(Ordering::Relaxed) || !(run.holds)() {
+            return Ok(TrialEnd::Lost);
         }
         // Files first, then the epoch's rows: the files are the log the database catches up
         // from after a kill between the two.
