@@ -23,6 +23,15 @@ pub enum Error {
         /// What went wrong, with the fix where one is known.
         message: String,
     },
+    /// The database server could not be reached (stopped, restarting, network lost): the same
+    /// operation may succeed later.
+    #[error("database {path} is unreachable: {message}")]
+    Unreachable {
+        /// The database, its password hidden.
+        path: PathBuf,
+        /// What the driver said.
+        message: String,
+    },
     /// A file the run needs could not be read or written.
     #[error("{path}: {source}")]
     Io {

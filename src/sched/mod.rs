@@ -91,6 +91,32 @@ impl RunSummary {
     }
 }
 
+/// How long a process keeps retrying a database it cannot reach (a PostgreSQL restart, a
+/// network cut) before it gives up; what it owes is written once the database is back.
+const RECONNECT_PATIENCE: Duration = Duration::from_secs(600);
+
+/// While the database is out of reach, how long training goes on without asking it again
+/// whether this process still holds its trials.
+const OUTAGE_RECHECK: Duration = Duration::from_secs(10);
+
+/// Runs `op` until it succeeds, fails for another reason than an unreachable database, or the
+/// database stays unreachable for [`RECONNECT_PATIENCE`]; the waits between attempts double
+/// from 0.5 s to 10 s.
+fn retrying<T>(mut op: impl FnMut() -> Result<T>) -> Result<T> {
+    let started = Instant::now();
+    let mut wait = Duration::from_millis(500);
+    loop {
+        match op() {
+            Err(e @ Error::Unreachable { .. }) if started.elapsed() < RECONNECT_PATIENCE => {
+                tracing::warn!("{e}; retrying in {:.1} s", wait.as_secs_f64());
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(Duration::from_secs(10));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// The checkpoint root used when none is given: `runs/` beside a SQLite file, or in the
 /// working directory when the database is a server.
 pub fn default_runs_dir(db: &Location) -> PathBuf {
@@ -256,6 +282,7 @@ pub fn run_sweep(experiment: &Experiment, options: &RunOptions) -> Result<RunSum
         metric: spec.sweep.metric,
         running_here: 0,
         claimed_here: 0,
+        outage: None,
         holdings: holdings.clone(),
         stale_after,
         max_trials: options.max_trials,
@@ -331,9 +358,10 @@ pub fn run_sweep(experiment: &Experiment, options: &RunOptions) -> Result<RunSum
                         let lost = holdings.lost_flag(id);
                         let holds = || {
                             let lease = holdings.lease(id).unwrap_or_default();
-                            let store = &dispenser.lock().expect("no panics under the lock").store;
-                            // Unreadable: keep training, the writes are fenced anyway.
-                            store.holds(id, lease).unwrap_or(true)
+                            dispenser
+                                .lock()
+                                .expect("no panics under the lock")
+                                .still_holds(id, lease)
                         };
                         let end = slot.run(
                             (id, &trial, resume, &lost),
@@ -445,6 +473,8 @@ struct Dispenser<'a> {
     running_here: usize,
     /// Trials this process has claimed.
     claimed_here: usize,
+    /// Since when the database has been out of reach, while it is.
+    outage: Option<Instant>,
     /// The leases of the trials this process holds.
     holdings: Holdings,
     /// How old a holder's heartbeat may be before its trial is taken over.
@@ -553,7 +583,23 @@ impl Dispenser<'_> {
                 }
                 Next::Run(id, trial, resume)
             }
-            Ok(other) => other,
+            Ok(other) => {
+                self.outage = None;
+                other
+            }
+            Err(e @ Error::Unreachable { .. }) => {
+                // Training goes on; claiming resumes once the database is back.
+                let since = *self.outage.get_or_insert_with(|| {
+                    tracing::warn!("{e}; retrying, running trials go on");
+                    Instant::now()
+                });
+                if since.elapsed() > RECONNECT_PATIENCE {
+                    self.error = Some(e);
+                    return Next::Done;
+                }
+                std::thread::sleep(Duration::from_millis(500));
+                Next::Wait
+            }
             Err(e) => {
                 self.error = Some(e);
                 Next::Done
@@ -630,6 +676,33 @@ impl Dispenser<'_> {
             return Ok(Next::Wait);
         }
         Ok(Next::Done)
+    }
+
+    /// Whether this process still holds `trial` under `lease`. While the database is out of
+    /// reach the answer is yes without asking (for [`OUTAGE_RECHECK`] at a time), so training
+    /// goes on instead of waiting on the connection; the writes are fenced anyway.
+    fn still_holds(&mut self, trial: i64, lease: i64) -> bool {
+        if self
+            .outage
+            .is_some_and(|since| since.elapsed() < OUTAGE_RECHECK)
+        {
+            return true;
+        }
+        match self.store.holds(trial, lease) {
+            Ok(held) => {
+                self.outage = None;
+                held
+            }
+            Err(e @ Error::Unreachable { .. }) => {
+                tracing::warn!("{e}; training goes on");
+                self.outage = Some(Instant::now());
+                true
+            }
+            Err(e) => {
+                tracing::warn!("cannot check the lease of trial {trial}: {e}");
+                true
+            }
+        }
     }
 
     /// Nothing was claimable: wait, reading the sweep's unfinished trials again every
@@ -967,7 +1040,8 @@ fn write_events(
                         // Nothing more of a lost trial goes to the database.
                         Ok(())
                     } else {
-                        store.apply(&event, lease)
+                        // Events wait in the channel meanwhile, and training goes on.
+                        retrying(|| store.apply(&event, lease))
                     };
                     if let Err(Error::LeaseLost { .. }) = &written {
                         tracing::warn!("{}; going on with other trials", written.unwrap_err());
@@ -978,7 +1052,7 @@ fn write_events(
                         && !lost.load(Ordering::SeqCst)
                         && matches!(end.status(), "done" | "diverged" | "pruned")
                     {
-                        written = tidy.trial(&store, *trial);
+                        written = retrying(|| tidy.trial(&store, *trial));
                     }
                     remember(written, &mut first_error);
                     writing += started.elapsed();
@@ -994,7 +1068,11 @@ fn write_events(
         if last_beat.elapsed() >= holder.beat_every {
             last_beat = Instant::now();
             let started = Instant::now();
-            remember(store.heartbeat(&holder.owner), &mut first_error);
+            match store.heartbeat(&holder.owner) {
+                // Beats resume with the connection; a long outage may cost the trials.
+                Err(e @ Error::Unreachable { .. }) => tracing::debug!("heartbeat: {e}"),
+                other => remember(other, &mut first_error),
+            }
             writing += started.elapsed();
         }
     }

@@ -83,7 +83,9 @@ impl Store {
         let url = location.url(create);
         let options = AnyPoolOptions::new()
             .max_connections(1)
-            .acquire_timeout(Duration::from_secs(60))
+            // Short, so that a server that is down fails each attempt quickly and the caller's
+            // retries (with their own backoff) decide how long to wait.
+            .acquire_timeout(Duration::from_secs(5))
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
@@ -155,6 +157,12 @@ impl Store {
     }
 
     fn err(&self, e: sqlx::Error) -> Error {
+        if unreachable(&e) {
+            return Error::Unreachable {
+                path: PathBuf::from(self.location.to_string()),
+                message: e.to_string(),
+            };
+        }
         let hint = match &e {
             sqlx::Error::Database(db) if db.message().contains("full") => {
                 " (the disk is full: free space and run the same command again; finished \
@@ -192,6 +200,19 @@ impl Store {
             }
             tx.commit().await.map_err(|e| self.err(e))
         })
+    }
+}
+
+/// Whether an error says the server is out of reach rather than that the statement is wrong:
+/// a broken or refused connection, or PostgreSQL shutting down, starting up or dropping us.
+fn unreachable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")),
+        _ => false,
     }
 }
 

@@ -1,0 +1,72 @@
+//! PostgreSQL stopped and started again in the middle of a sweep: the run retries, keeps
+//! training, writes what it owes once the server is back, and ends with every epoch row present
+//! once. A file of its own, so that stopping this process's test server disturbs no other test.
+
+mod common;
+
+use common::{Db, Workspace, postgres, stderr};
+use std::process::Stdio;
+use sweep::store::Store;
+
+const STEADY: &str = r#"
+[sweep]
+name = "steady"
+jobs = 2
+threads = 1
+[data]
+split = 0.8
+[grid]
+arch = "mlp"
+optimizer = "adam"
+lr = [0.001, 0.002, 0.003, 0.004]
+batch_size = 16
+epochs = 150
+[arch.mlp]
+hidden = [256, 256]
+"#;
+
+/// Per trial: status, epochs recorded (in order), validation loss by epoch, test accuracy.
+type Outcome = Vec<(String, Vec<i64>, Vec<Option<f64>>, serde_json::Value)>;
+
+fn outcome(ws: &Workspace) -> Outcome {
+    let store = Store::open_existing(ws.db()).unwrap();
+    ws.ls_json()
+        .iter()
+        .map(|t| {
+            let epochs = store.epochs(t["id"].as_i64().unwrap()).unwrap();
+            (
+                t["status"].as_str().unwrap().to_string(),
+                epochs.iter().map(|e| e.epoch).collect(),
+                epochs.iter().map(|e| e.val_loss).collect(),
+                t["test_acc"].clone(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_sweep_survives_a_postgresql_restart_with_nothing_missing_or_doubled() {
+    let ws = Workspace::on(Db::Postgres);
+    let file = ws.experiment("steady.toml", STEADY);
+    let mut run = ws.spawn_run(&file, Stdio::piped());
+    ws.wait_for_epochs(&mut run, 3);
+    postgres::cluster().stop();
+    // Longer than a connection attempt waits (5 s), so writes fail and are retried.
+    std::thread::sleep(std::time::Duration::from_secs(8));
+    postgres::cluster().start();
+    let out = run.wait_with_output().unwrap();
+    let log = stderr(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("unreachable"), "the outage was met: {log}");
+
+    let alone = Workspace::on(Db::Postgres);
+    let file = alone.experiment("steady.toml", STEADY);
+    assert!(alone.run(&file, &[]).status.success());
+    let expected = outcome(&alone);
+    assert!(
+        expected
+            .iter()
+            .all(|t| t.0 == "done" && t.1 == (1..=150).collect::<Vec<_>>())
+    );
+    assert_eq!(outcome(&ws), expected, "{log}");
+}
