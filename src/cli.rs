@@ -45,6 +45,8 @@ pub enum Command {
     /// Join a stored sweep from any machine sharing its database: claim its trials until none
     /// is left.
     Worker(WorkerArgs),
+    /// Register an experiment's sweep and submit a Slurm job array of `sweep worker`s for it.
+    Slurm(SlurmArgs),
     /// Check an experiment file and print its expanded trials without running them.
     Validate(ValidateArgs),
     /// List recorded trials with their parameters, status and final metrics.
@@ -150,6 +152,44 @@ pub struct WorkerArgs {
     pub idle_exit: f64,
     #[command(flatten)]
     pub options: RunOptionArgs,
+}
+
+/// `sweep slurm`.
+#[derive(Debug, Args)]
+pub struct SlurmArgs {
+    #[command(flatten)]
+    pub experiment: ExperimentArgs,
+    /// Array tasks, each one `sweep worker`.
+    #[arg(long)]
+    pub workers: usize,
+    /// CPUs per task: the worker's compute threads.
+    #[arg(long, default_value_t = 1)]
+    pub cpus_per_task: usize,
+    /// GPUs per task: the worker trains on cuda:0.. of what Slurm gives it.
+    #[arg(long)]
+    pub gpus_per_task: Option<usize>,
+    /// Slurm partition.
+    #[arg(long)]
+    pub partition: Option<String>,
+    /// Wall-time limit per task (Slurm's syntax, e.g. 4:00:00).
+    #[arg(long)]
+    pub time: Option<String>,
+    /// Seconds a worker keeps looking for claimable trials before it leaves.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    pub idle_exit: u64,
+    /// Print the batch script; register nothing, submit nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Results database the workers share: a postgres:// URL (a SQLite file only works when
+    /// every task runs on this machine).
+    #[arg(long, env = "SWEEP_DB", default_value = "sweep.db")]
+    pub db: Location,
+    /// Directory with the IDX files, as the workers see it.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Checkpoint root for the workers; a shared file system lets a taken-over trial continue.
+    #[arg(long)]
+    pub runs: Option<PathBuf>,
 }
 
 /// Where and how a sweep runs, shared by `run`, `resume` and `worker`.

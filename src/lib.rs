@@ -15,6 +15,7 @@ pub mod report;
 pub mod rng;
 pub mod sched;
 pub mod search;
+pub mod slurm;
 pub mod store;
 pub mod train;
 

@@ -108,6 +108,7 @@ fn execute(command: Command, quiet: bool) -> sweep::Result<i32> {
             };
             run(&experiment, args.options, leave, quiet)
         }
+        Command::Slurm(args) => slurm(args),
         Command::Ls(args) => queries::ls(args),
         Command::Show(args) => queries::show(args),
         Command::Best(args) => queries::best(args),
@@ -139,6 +140,62 @@ fn check_counts(args: &cli::RunOptionArgs) -> sweep::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `sweep slurm`: registers the sweep, writes the job array's script and submits it.
+fn slurm(args: cli::SlurmArgs) -> sweep::Result<i32> {
+    if args.workers == 0 || args.cpus_per_task == 0 || args.gpus_per_task == Some(0) {
+        return Err(sweep::Error::Usage(
+            "--workers, --cpus-per-task and --gpus-per-task take at least 1".into(),
+        ));
+    }
+    let experiment = Experiment::load(&args.experiment.file, &args.experiment.set)?;
+    let absolute =
+        |path: &std::path::Path| std::path::absolute(path).map_err(|e| sweep::Error::io(path, e));
+    let folder = absolute(&std::path::Path::new("slurm").join(&experiment.name))?;
+    let job = sweep::slurm::JobArray {
+        sweep: experiment.name.clone(),
+        db: args.db.clone(),
+        workers: args.workers,
+        cpus_per_task: args.cpus_per_task,
+        gpus_per_task: args.gpus_per_task,
+        partition: args.partition,
+        time: args.time,
+        data_dir: args.data.as_deref().map(absolute).transpose()?,
+        runs_dir: args.runs.as_deref().map(absolute).transpose()?,
+        log_dir: folder.clone(),
+        binary: std::env::current_exe()
+            .map_err(|e| sweep::Error::io(std::path::Path::new("sweep"), e))?,
+        idle_exit: args.idle_exit,
+    };
+    let script = job.script();
+    if args.dry_run {
+        print!("{script}");
+        return Ok(0);
+    }
+    if let sweep::store::Location::Sqlite(path) = &args.db {
+        tracing::warn!(
+            "{}: a SQLite file works only when every task runs on this machine; give workers \
+             on other nodes a postgres:// URL",
+            path.display()
+        );
+    }
+    let registered = sweep::sched::register(&experiment, &args.db, job.runs_dir.as_deref())?;
+    drop(registered);
+    std::fs::create_dir_all(&folder).map_err(|e| sweep::Error::io(&folder, e))?;
+    let path = folder.join("workers.sbatch");
+    let id = sweep::slurm::submit(&script, &path)?;
+    eprintln!(
+        "sweep {}: submitted job array {id} of {} workers ({}); logs in {}; follow with \
+         `squeue -j {id}` and `sweep ls --sweep {} --db ...`",
+        experiment.name,
+        args.workers,
+        path.display(),
+        folder.display(),
+        experiment.name
+    );
+    println!("{id}");
+    Ok(0)
 }
 
 /// The experiment a stored sweep was last run with, for `resume` and `worker`.

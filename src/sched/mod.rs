@@ -151,35 +151,39 @@ pub fn live_trials(store: &Store, sweep_id: i64) -> Result<Vec<HeldTrial>> {
         .collect())
 }
 
-/// Trains every trial of `experiment` that the database does not hold as finished.
-pub fn run_sweep(experiment: &Experiment, options: &RunOptions) -> Result<RunSummary> {
-    let started = Instant::now();
-    let spec = &experiment.spec;
-    let devices = options
-        .devices
-        .clone()
-        .unwrap_or(spec.sweep.devices.clone());
-    device::check(&devices)?;
-    let data_dir = data::locate(options.data_dir.as_deref().or(spec.data.dir.as_deref()))?;
-    let dataset = Dataset::load(&data_dir)?;
-    tracing::info!(
-        dir = %data_dir.display(),
-        train = dataset.train.len(),
-        test = dataset.test.len(),
-        "data loaded"
-    );
+/// A sweep as stored, ready to run.
+pub struct Registered {
+    /// The open database.
+    pub store: Store,
+    /// The sweep's id.
+    pub sweep_id: i64,
+    /// Where its trials' directories are (absolute).
+    pub runs_dir: PathBuf,
+    /// Its sampler, for a search.
+    pub sampler: Option<Sampler>,
+    /// Its trials so far, with their rows.
+    pub stored: Vec<(StoredTrial, TrialSpec)>,
+}
 
-    let store = Store::open(&options.db)?;
+/// Stores the sweep (or updates its spec) and, for a grid, its trials, so that any process on
+/// the database can work on it: `run` does this first, `slurm` before it submits workers.
+pub fn register(
+    experiment: &Experiment,
+    db: &Location,
+    runs_root: Option<&Path>,
+) -> Result<Registered> {
+    let spec = &experiment.spec;
+    let store = Store::open(db)?;
     let spec_json = serde_json::to_string(spec).expect("a spec always serialises");
     let spec_hash = hex::encode(Sha256::digest(spec_json.as_bytes()));
     // `--runs`, else where the sweep's earlier runs kept their files (so a run from another
     // directory, or a worker on a shared file system, continues from them), else the default.
     // Absolute, so the paths recorded for checkpoints hold from any working directory.
-    let runs_dir = match &options.runs_dir {
+    let runs_dir = match runs_root {
         Some(root) => root.join(&experiment.name),
         None => match store.sweep_runs_dir(&experiment.name)? {
             Some(recorded) => recorded,
-            None => default_runs_dir(&options.db).join(&experiment.name),
+            None => default_runs_dir(db).join(&experiment.name),
         },
     };
     let runs_dir = std::path::absolute(&runs_dir).map_err(|e| Error::io(&runs_dir, e))?;
@@ -201,6 +205,40 @@ pub fn run_sweep(experiment: &Experiment, options: &RunOptions) -> Result<RunSum
         }
         Some(_) => store.sweep_trials(sweep_id)?,
     };
+    Ok(Registered {
+        store,
+        sweep_id,
+        runs_dir,
+        sampler,
+        stored,
+    })
+}
+
+/// Trains every trial of `experiment` that the database does not hold as finished.
+pub fn run_sweep(experiment: &Experiment, options: &RunOptions) -> Result<RunSummary> {
+    let started = Instant::now();
+    let spec = &experiment.spec;
+    let devices = options
+        .devices
+        .clone()
+        .unwrap_or(spec.sweep.devices.clone());
+    device::check(&devices)?;
+    let data_dir = data::locate(options.data_dir.as_deref().or(spec.data.dir.as_deref()))?;
+    let dataset = Dataset::load(&data_dir)?;
+    tracing::info!(
+        dir = %data_dir.display(),
+        train = dataset.train.len(),
+        test = dataset.test.len(),
+        "data loaded"
+    );
+
+    let Registered {
+        store,
+        sweep_id,
+        runs_dir,
+        sampler,
+        stored,
+    } = register(experiment, &options.db, options.runs_dir.as_deref())?;
     let total = sampler
         .as_ref()
         .map_or(stored.len(), |s| s.total_trials().max(stored.len()));
