@@ -2,7 +2,7 @@
 
 use super::{Backend, Store, measured, missing};
 use crate::error::{Error, Result};
-use crate::train::{CheckpointInfo, EpochMetrics, TrainEvent, TrialEnd};
+use crate::train::{CheckpointInfo, Confusion, EpochMetrics, TrainEvent, TrialEnd};
 
 impl Store {
     /// Writes the epochs and checkpoint rows that a trial's files hold and the database does not
@@ -113,40 +113,7 @@ impl Store {
                             test: Some(test), ..
                         } = end
                         {
-                            for (class, (correct, total)) in
-                                test.confusion.per_class().iter().enumerate()
-                            {
-                                sqlx::query(self.backend.sql(
-                                    "INSERT INTO class_metrics (trial_id, class, correct, total, accuracy)
-                                 VALUES (?, ?, ?, ?, nan_null(?))
-                                 ON CONFLICT (trial_id, class) DO UPDATE SET
-                                     correct = excluded.correct, total = excluded.total,
-                                     accuracy = excluded.accuracy",
-                                ))
-                                .bind(trial)
-                                .bind(class as i64)
-                                .bind(*correct as i64)
-                                .bind(*total as i64)
-                                .bind(missing((*total > 0).then(|| *correct as f64 / *total as f64)))
-                                .execute(&mut *tx)
-                                .await?;
-                            }
-                            for (actual, row) in test.confusion.counts.iter().enumerate() {
-                                for (predicted, count) in row.iter().enumerate() {
-                                    sqlx::query(self.backend.sql(
-                                        "INSERT INTO confusion (trial_id, actual, predicted, count)
-                                     VALUES (?, ?, ?, ?)
-                                     ON CONFLICT (trial_id, actual, predicted) DO UPDATE SET
-                                         count = excluded.count",
-                                    ))
-                                    .bind(trial)
-                                    .bind(actual as i64)
-                                    .bind(predicted as i64)
-                                    .bind(*count as i64)
-                                    .execute(&mut *tx)
-                                    .await?;
-                                }
-                            }
+                            record_test(&mut tx, self.backend, *trial, &test.confusion).await?;
                         }
                     }
                 }
@@ -155,6 +122,60 @@ impl Store {
             .map_err(|e| self.err(e))
             .and_then(|held| fenced(held, trial))
     }
+}
+
+/// Writes a test's per-class figures and confusion counts, one statement each (a statement per
+/// row made the finish of a trial the slowest write a sweep makes).
+async fn record_test(
+    tx: &mut sqlx::AnyConnection,
+    backend: Backend,
+    trial: i64,
+    confusion: &Confusion,
+) -> std::result::Result<(), sqlx::Error> {
+    let per_class = confusion.per_class();
+    let rows = vec!["(?, ?, ?, ?, nan_null(?))"; per_class.len()].join(", ");
+    let mut classes = sqlx::query(backend.sql(&format!(
+        "INSERT INTO class_metrics (trial_id, class, correct, total, accuracy)
+         VALUES {rows}
+         ON CONFLICT (trial_id, class) DO UPDATE SET
+             correct = excluded.correct, total = excluded.total, accuracy = excluded.accuracy"
+    )));
+    for (class, (correct, total)) in per_class.iter().enumerate() {
+        classes = classes
+            .bind(trial)
+            .bind(class as i64)
+            .bind(*correct as i64)
+            .bind(*total as i64)
+            .bind(missing(
+                (*total > 0).then(|| *correct as f64 / *total as f64),
+            ));
+    }
+    classes.execute(&mut *tx).await?;
+
+    let cells: Vec<(usize, usize, u64)> = confusion
+        .counts
+        .iter()
+        .enumerate()
+        .flat_map(|(actual, row)| {
+            row.iter()
+                .enumerate()
+                .map(move |(predicted, count)| (actual, predicted, *count))
+        })
+        .collect();
+    let rows = vec!["(?, ?, ?, ?)"; cells.len()].join(", ");
+    let mut counts = sqlx::query(backend.sql(&format!(
+        "INSERT INTO confusion (trial_id, actual, predicted, count)
+         VALUES {rows}
+         ON CONFLICT (trial_id, actual, predicted) DO UPDATE SET count = excluded.count"
+    )));
+    for (actual, predicted, count) in cells {
+        counts = counts
+            .bind(trial)
+            .bind(actual as i64)
+            .bind(predicted as i64)
+            .bind(count as i64);
+    }
+    counts.execute(&mut *tx).await.map(|_| ())
 }
 
 /// Whether `lease` still holds `trial`, checked by a write that takes the trial's row (so a
