@@ -50,8 +50,8 @@ impl Cluster {
         }
         let munge_running = Command::new("pgrep")
             .args(["-x", "munged"])
-            .status()
-            .is_ok_and(|s| s.success());
+            .output()
+            .is_ok_and(|out| out.status.success());
         if !munge_running {
             std::fs::create_dir_all("/run/munge").unwrap();
             run(

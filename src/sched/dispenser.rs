@@ -1,0 +1,406 @@
+//! Handing trials to this process's workers: claims in the database (promotions, unfinished
+//! trials, draws while a search's budget lasts), resumption from a trial's files, waiting for
+//! claimable work, and what to do while the database is out of reach.
+
+use super::holdings::Holdings;
+use super::owner;
+use super::writer::{Message, RECONNECT_PATIENCE};
+use crate::error::{Error, Result};
+use crate::experiment::{Metric, TrialSpec};
+use crate::search::{Curve, PastTrial, Pruner, Sampler, Verdict};
+use crate::store::Store;
+use crate::train::{self, ResumeState, Unresumable};
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Hands trials to this process's workers, claiming each in the database first so that another
+/// `sweep run` on the same database never trains the same trial.
+pub(super) struct Dispenser<'a> {
+    pub(super) store: Store,
+    pub(super) owner: String,
+    pub(super) sweep_id: i64,
+    pub(super) candidates: Vec<(i64, TrialSpec)>,
+    pub(super) next: usize,
+    pub(super) sampler: Option<Sampler>,
+    pub(super) pruner: Pruner,
+    pub(super) metric: Metric,
+    /// Trials this process's slots are training now.
+    pub(super) running_here: usize,
+    /// Trials this process has claimed.
+    pub(super) claimed_here: usize,
+    /// Since when the database has been out of reach, while it is.
+    pub(super) outage: Option<Instant>,
+    /// The leases of the trials this process holds.
+    pub(super) holdings: Holdings,
+    /// How old a holder's heartbeat may be before its trial is taken over.
+    pub(super) stale_after: Duration,
+    pub(super) max_trials: Option<usize>,
+    /// Set when this process waits for claimable trials instead of leaving.
+    pub(super) idle: Option<Idle>,
+    /// Trials this process has run: a rescan leaves them (failed ones included) to others.
+    pub(super) attempted: HashSet<i64>,
+    pub(super) runs_dir: &'a Path,
+    /// Trials found finished or held by another live process.
+    pub(super) taken_elsewhere: HashSet<i64>,
+    pub(super) resumed: usize,
+    pub(super) promoted: usize,
+    pub(super) error: Option<Error>,
+    /// Names drawn trials for the progress display.
+    pub(super) labels: mpsc::Sender<Message>,
+}
+
+/// While the database is out of reach, how long training goes on without asking it again
+/// whether this process still holds its trials.
+const OUTAGE_RECHECK: Duration = Duration::from_secs(10);
+
+/// How often a waiting worker reads the sweep's trials again.
+const RESCAN_EVERY: Duration = Duration::from_secs(1);
+
+/// A process's wait for claimable trials.
+pub(super) struct Idle {
+    /// How long nothing may be claimable before the process leaves.
+    pub(super) patience: Duration,
+    /// Since when nothing was.
+    pub(super) since: Instant,
+    /// When the trials were last read.
+    pub(super) scanned: Instant,
+}
+
+/// What a free slot does next.
+// Returned once per trial and unpacked at once: boxing the large variant buys nothing.
+#[allow(clippy::large_enum_variant)]
+pub(super) enum Next {
+    /// Train this trial, continuing from the state when there is one.
+    Run(i64, TrialSpec, Option<ResumeState>),
+    /// Nothing now, but a running trial may yet make a paused one promotable.
+    Wait,
+    /// Nothing is left for this process.
+    Done,
+}
+
+impl Dispenser<'_> {
+    /// The next thing for a free slot: promote a paused trial that now qualifies, else take the
+    /// next unfinished trial, else draw a new one while the budget lasts. `settled` says every
+    /// event sent so far is in the database. A database failure ends the run's claiming (the
+    /// error is kept for the end of the run).
+    pub(super) fn next(&mut self, settled: bool) -> Next {
+        if self.error.is_some() || self.max_trials.is_some_and(|max| self.claimed_here >= max) {
+            return Next::Done;
+        }
+        match self.claim_next(settled).and_then(|next| match next {
+            Next::Done if self.idle.is_some() => self.look_again(),
+            other => Ok(other),
+        }) {
+            Ok(Next::Run(id, trial, resume)) => {
+                self.running_here += 1;
+                self.claimed_here += 1;
+                self.attempted.insert(id);
+                self.taken_elsewhere.remove(&id);
+                if let Some(idle) = &mut self.idle {
+                    idle.since = Instant::now();
+                }
+                Next::Run(id, trial, resume)
+            }
+            Ok(other) => {
+                self.outage = None;
+                other
+            }
+            Err(e @ Error::Unreachable { .. }) => {
+                // Training goes on; claiming resumes once the database is back.
+                let since = *self.outage.get_or_insert_with(|| {
+                    tracing::warn!("{e}; retrying, running trials go on");
+                    Instant::now()
+                });
+                if since.elapsed() > RECONNECT_PATIENCE {
+                    self.error = Some(e);
+                    return Next::Done;
+                }
+                std::thread::sleep(Duration::from_millis(500));
+                Next::Wait
+            }
+            Err(e) => {
+                self.error = Some(e);
+                Next::Done
+            }
+        }
+    }
+
+    fn claim_next(&mut self, settled: bool) -> Result<Next> {
+        // Samplers and promotions decide from the history: let it include every event this
+        // process has sent (with one slot, that makes a search reproducible).
+        if (self.sampler.is_some() || self.pruner.pauses()) && !settled {
+            return Ok(Next::Wait);
+        }
+        if self.pruner.pauses()
+            && let Some(found) = self.promote()?
+        {
+            return Ok(found);
+        }
+        while let Some((id, trial)) = self.candidates.get(self.next).cloned() {
+            self.next += 1;
+            let claimed = self.store.claim_trial(
+                id,
+                &self.owner,
+                owner::is_alive,
+                self.stale_after,
+                false,
+            )?;
+            let Some((previous, lease)) = claimed else {
+                tracing::debug!(trial = id, "finished or running in another process");
+                self.taken_elsewhere.insert(id);
+                continue;
+            };
+            self.holdings.take(id, lease);
+            if previous == "pending" {
+                return Ok(Next::Run(id, trial, None));
+            }
+            // Left by a killed process, interrupted, or failed: continue after the last epoch
+            // whose files are complete, else start over.
+            let resume = self.resume_or_reset(id, &trial)?;
+            return Ok(Next::Run(id, trial, resume));
+        }
+        if let Some(sampler) = &self.sampler {
+            let drawn = self.store.claim_new_trial(
+                self.sweep_id,
+                &self.owner,
+                sampler.total_trials(),
+                sampler.repeats(),
+                self.metric,
+                |draw, past| sampler.draw(draw, past),
+            )?;
+            if let Some((id, trial, lease)) = drawn {
+                self.holdings.take(id, lease);
+                let _ = self.labels.send(Message::Label(id, trial.label()));
+                tracing::debug!(trial = id, "drawn: {}", trial.label());
+                // Its other repeats wait as pending trials of the sweep.
+                let repeats = if sampler.repeats() > 1 {
+                    self.store.sweep_trials(self.sweep_id)?
+                } else {
+                    Vec::new()
+                };
+                for (other, spec) in repeats {
+                    if other.status == "pending"
+                        && other.id != id
+                        && !self.candidates.iter().any(|(c, _)| *c == other.id)
+                    {
+                        let _ = self.labels.send(Message::Label(other.id, spec.label()));
+                        self.candidates.push((other.id, spec));
+                    }
+                }
+                return Ok(Next::Run(id, trial, None));
+            }
+        }
+        if self.pruner.pauses() && (self.running_here > 0 || !settled) {
+            return Ok(Next::Wait);
+        }
+        Ok(Next::Done)
+    }
+
+    /// Whether this process still holds `trial` under `lease`. While the database is out of
+    /// reach the answer is yes without asking (for [`OUTAGE_RECHECK`] at a time), so training
+    /// goes on instead of waiting on the connection; the writes are fenced anyway.
+    pub(super) fn still_holds(&mut self, trial: i64, lease: i64) -> bool {
+        if self
+            .outage
+            .is_some_and(|since| since.elapsed() < OUTAGE_RECHECK)
+        {
+            return true;
+        }
+        match self.store.holds(trial, lease) {
+            Ok(held) => {
+                self.outage = None;
+                held
+            }
+            Err(e @ Error::Unreachable { .. }) => {
+                tracing::warn!("{e}; training goes on");
+                self.outage = Some(Instant::now());
+                true
+            }
+            Err(e) => {
+                tracing::warn!("cannot check the lease of trial {trial}: {e}");
+                true
+            }
+        }
+    }
+
+    /// Nothing was claimable: wait, reading the sweep's unfinished trials again every
+    /// [`RESCAN_EVERY`] (a holder may die, a paused trial may qualify), until nothing was
+    /// claimable for the patience given; leave at once when every trial is final.
+    fn look_again(&mut self) -> Result<Next> {
+        let idle = self
+            .idle
+            .as_mut()
+            .expect("called when waiting is asked for");
+        if idle.since.elapsed() >= idle.patience {
+            return Ok(Next::Done);
+        }
+        if idle.scanned.elapsed() < RESCAN_EVERY {
+            return Ok(Next::Wait);
+        }
+        idle.scanned = Instant::now();
+        let stored = self.store.sweep_trials(self.sweep_id)?;
+        let budget_left = self
+            .sampler
+            .as_ref()
+            .is_some_and(|s| stored.len() < s.total_trials());
+        let unfinished: Vec<(i64, TrialSpec)> = stored
+            .into_iter()
+            .filter(|(row, _)| {
+                !matches!(row.status.as_str(), "done" | "diverged" | "pruned")
+                    && !self.attempted.contains(&row.id)
+            })
+            .map(|(row, spec)| (row.id, spec))
+            .collect();
+        if unfinished.is_empty() && !budget_left && self.running_here == 0 {
+            return Ok(Next::Done);
+        }
+        self.candidates = unfinished;
+        self.next = 0;
+        Ok(Next::Wait)
+    }
+
+    /// Claims the paused trial that now qualifies best, continued from its rung.
+    fn promote(&mut self) -> Result<Option<Next>> {
+        let past = self.store.past_trials(self.sweep_id, self.metric)?;
+        let Some(id) = self.pruner.promotion(&curves(&past)) else {
+            return Ok(None);
+        };
+        let claimed =
+            self.store
+                .claim_trial(id, &self.owner, owner::is_alive, self.stale_after, true)?;
+        let Some((_, lease)) = claimed else {
+            return Ok(None);
+        };
+        self.holdings.take(id, lease);
+        let trial = past
+            .into_iter()
+            .find(|t| t.id == id)
+            .expect("the promoted trial is in the history")
+            .spec;
+        tracing::info!(trial = id, "promoted");
+        self.promoted += 1;
+        let resume = self.resume_or_reset(id, &trial)?;
+        Ok(Some(Next::Run(id, trial, resume)))
+    }
+
+    fn resume_or_reset(&mut self, id: i64, trial: &TrialSpec) -> Result<Option<ResumeState>> {
+        Ok(match self.resume_point(id, trial) {
+            Ok(state) => {
+                tracing::info!(trial = id, epoch = state.epoch, "resuming");
+                self.store.rewind_trial(id)?;
+                self.resumed += 1;
+                Some(state)
+            }
+            Err(StartOver::Store(e)) => return Err(e),
+            Err(why) => {
+                let recorded = self.store.epochs(id)?.len();
+                if recorded > 0 || !matches!(why, StartOver::Files(Unresumable::NoState)) {
+                    tracing::warn!(
+                        trial = id,
+                        "starting over ({recorded} recorded epochs dropped): {why}"
+                    );
+                }
+                self.store.reset_trial(id)?;
+                None
+            }
+        })
+    }
+
+    /// The early-stopping verdict for trial `id` of `epochs` epochs after the epochs in `curve`.
+    pub(super) fn judge(&mut self, id: i64, epochs: usize, curve: &[f64]) -> Verdict {
+        match self.store.past_trials(self.sweep_id, self.metric) {
+            Ok(past) => self.pruner.judge(id, epochs, curve, &curves(&past)),
+            Err(e) => {
+                tracing::warn!(
+                    trial = id,
+                    "cannot read the sweep's history to judge it: {e}"
+                );
+                Verdict::Continue
+            }
+        }
+    }
+}
+
+pub(super) fn curves(past: &[PastTrial]) -> Vec<Curve> {
+    past.iter()
+        .map(|t| Curve {
+            trial: t.id,
+            status: t.status.clone(),
+            values: t.values.clone(),
+        })
+        .collect()
+}
+
+impl Dispenser<'_> {
+    /// The state to continue a claimed trial from, after writing to the database whatever its
+    /// files hold and the database lacks; or why it must start over.
+    fn resume_point(&self, id: i64, trial: &TrialSpec) -> Result<ResumeState, StartOver> {
+        let state = train::read_resume_state(&self.runs_dir.join(id.to_string()))
+            .map_err(StartOver::Files)?;
+        if state.epoch > trial.epochs {
+            return Err(StartOver::Mismatch(format!(
+                "its files are at epoch {} of a trial of {} epochs",
+                state.epoch, trial.epochs
+            )));
+        }
+        let recorded = self.store.epochs(id).map_err(StartOver::Store)?;
+        if recorded.len() > state.epoch {
+            return Err(StartOver::Mismatch(format!(
+                "its files (epoch {}) are behind the database (epoch {})",
+                state.epoch,
+                recorded.len()
+            )));
+        }
+        let agrees = recorded.iter().zip(&state.history).all(|(row, figures)| {
+            row.epoch == figures.epoch as i64
+                && row.train_loss == Some(figures.train_loss)
+                && row.val_loss == Some(figures.val_loss)
+        });
+        if !agrees {
+            return Err(StartOver::Mismatch(
+                "its files are from another attempt than the recorded epochs".into(),
+            ));
+        }
+        if recorded.len() < state.epoch {
+            tracing::info!(
+                trial = id,
+                "recording epochs {}..={} from the trial's files (the run was killed before \
+                 the database had them)",
+                recorded.len() + 1,
+                state.epoch
+            );
+            let lease = self.holdings.lease(id).unwrap_or_default();
+            self.store
+                .catch_up(
+                    id,
+                    lease,
+                    &state.history[recorded.len()..],
+                    &state.checkpoints,
+                )
+                .map_err(StartOver::Store)?;
+        }
+        Ok(state)
+    }
+}
+
+/// Why a claimed trial trains from its first epoch again.
+enum StartOver {
+    /// Its checkpoint directory cannot be continued from.
+    Files(Unresumable),
+    /// Its files and its database rows disagree.
+    Mismatch(String),
+    /// The database could not be read or written.
+    Store(Error),
+}
+
+impl std::fmt::Display for StartOver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartOver::Files(why) => why.fmt(f),
+            StartOver::Mismatch(why) => f.write_str(why),
+            StartOver::Store(e) => write!(f, "the database failed: {e}"),
+        }
+    }
+}
