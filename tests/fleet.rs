@@ -1,0 +1,135 @@
+//! Eight workers standing in for eight machines (`SWEEP_HOST` differs, so only heartbeats tell
+//! whether a holder lives) on one PostgreSQL sweep: two are killed with SIGKILL, one is stopped
+//! with SIGSTOP until another took its trial over, then continued. Every trial ends done once,
+//! with contiguous epochs and exactly the figures of a single-process run, and the stopped
+//! worker's writes for the trial it lost are refused. A file of its own: eight processes and
+//! their server are all this test process runs.
+
+mod common;
+
+use common::{Db, Workspace, stderr};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use sweep::store::Store;
+
+const FLEET: &str = r#"
+[sweep]
+name = "fleet"
+jobs = 1
+threads = 1
+heartbeat_timeout = 3
+[data]
+split = 0.8
+[grid]
+arch = "mlp"
+optimizer = "adam"
+lr = [0.001, 0.0015, 0.002, 0.0025, 0.003, 0.0035, 0.004, 0.0045,
+      0.005, 0.0055, 0.006, 0.0065, 0.007, 0.0075, 0.008, 0.0085]
+batch_size = 16
+epochs = 20
+[arch.mlp]
+hidden = [128]
+"#;
+
+/// Per trial in grid order: status, epochs recorded, validation loss by epoch, test accuracy.
+type Outcome = Vec<(String, Vec<i64>, Vec<Option<f64>>, serde_json::Value)>;
+
+fn outcome(ws: &Workspace) -> Outcome {
+    let store = Store::open_existing(ws.db()).unwrap();
+    ws.ls_json()
+        .iter()
+        .map(|t| {
+            let epochs = store.epochs(t["id"].as_i64().unwrap()).unwrap();
+            (
+                t["status"].as_str().unwrap().to_string(),
+                epochs.iter().map(|e| e.epoch).collect(),
+                epochs.iter().map(|e| e.val_loss).collect(),
+                t["test_acc"].clone(),
+            )
+        })
+        .collect()
+}
+
+fn signal(child: &Child, name: &str) {
+    let ok = Command::new("kill")
+        .args([name, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success(), "kill {name}");
+}
+
+#[test]
+fn eight_workers_with_kills_and_a_stale_one_finish_the_sweep_exactly_once() {
+    let ws = Workspace::on(Db::Postgres);
+    let file = ws.experiment("fleet.toml", FLEET);
+    let start = |machine: usize| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sweep"));
+        command.current_dir(ws.dir.path());
+        if machine == 0 {
+            command.args(["run", file.to_str().unwrap()]);
+        } else {
+            command.args(["worker", "--sweep", "fleet", "--idle-exit", "15"]);
+        }
+        command
+            .args(["--db", &ws.db_arg(), "--data"])
+            .arg(ws.data())
+            .env("RUST_LOG", "sweep=info")
+            .env("SWEEP_HOST", format!("machine-{machine}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // Machine 0 registers the sweep; the others join once it is there.
+    let mut first = start(0);
+    ws.wait_for_epochs(&mut first, 1);
+    let mut workers: Vec<Child> = vec![first];
+    workers.extend((1..8).map(start));
+    let held_by = |machine: usize| {
+        ws.psql(&format!(
+            "SELECT count(*) FROM trials WHERE status = 'running' AND owner LIKE 'machine-{machine}/%'"
+        ))
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while held_by(3) == "0" {
+        assert!(Instant::now() < deadline, "machine 3 never held a trial");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    signal(&workers[3], "-STOP");
+    signal(&workers[1], "-KILL");
+    signal(&workers[2], "-KILL");
+    // Keep machine 3 stopped until another worker took its trial over.
+    while held_by(3) != "0" {
+        assert!(
+            Instant::now() < deadline,
+            "nobody took machine 3's trial over"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    signal(&workers[3], "-CONT");
+    let mut logs = Vec::new();
+    for (machine, worker) in workers.into_iter().enumerate() {
+        let out = worker.wait_with_output().unwrap();
+        let log = stderr(&out);
+        if machine != 1 && machine != 2 {
+            assert!(out.status.success(), "machine {machine}: {log}");
+        }
+        logs.push(log);
+    }
+    assert!(
+        logs[3].contains("was taken over by another process"),
+        "the stale worker's writes were refused: {}",
+        logs[3]
+    );
+
+    let alone = Workspace::on(Db::Postgres);
+    let single = alone.experiment("fleet.toml", FLEET);
+    assert!(alone.run(&single, &[]).status.success());
+    let expected = outcome(&alone);
+    assert!(
+        expected
+            .iter()
+            .all(|t| t.0 == "done" && t.1 == (1..=20).collect::<Vec<_>>())
+    );
+    assert_eq!(outcome(&ws), expected, "{logs:#?}");
+}
