@@ -140,26 +140,19 @@ impl Dispenser<'_> {
         }
         while let Some((id, trial)) = self.candidates.get(self.next).cloned() {
             self.next += 1;
-            let claimed = self.store.claim_trial(
-                id,
-                &self.owner,
-                owner::is_alive,
-                self.stale_after,
-                false,
-            )?;
-            let Some((previous, lease)) = claimed else {
-                tracing::debug!(trial = id, "finished or running in another process");
-                self.taken_elsewhere.insert(id);
-                continue;
-            };
-            self.holdings.take(id, lease);
-            if previous == "pending" {
-                return Ok(Next::Run(id, trial, None));
+            match self.claim_candidate(id, &trial) {
+                Ok(Some(resume)) => return Ok(Next::Run(id, trial, resume)),
+                Ok(None) => {
+                    tracing::debug!(trial = id, "finished or running in another process");
+                    self.taken_elsewhere.insert(id);
+                }
+                Err(e) => {
+                    // Not skipped: the next attempt (once the database is back) asks again,
+                    // and a claim of ours that was cut short is ours to take again.
+                    self.next -= 1;
+                    return Err(e);
+                }
             }
-            // Left by a killed process, interrupted, or failed: continue after the last epoch
-            // whose files are complete, else start over.
-            let resume = self.resume_or_reset(id, &trial)?;
-            return Ok(Next::Run(id, trial, resume));
         }
         if let Some(sampler) = &self.sampler {
             let drawn = self.store.claim_new_trial(
@@ -259,6 +252,28 @@ impl Dispenser<'_> {
         self.candidates = unfinished;
         self.next = 0;
         Ok(Next::Wait)
+    }
+
+    /// Claims an unfinished trial: `Some` with where it continues from, `None` when another
+    /// process finished it or holds it.
+    fn claim_candidate(
+        &mut self,
+        id: i64,
+        trial: &TrialSpec,
+    ) -> Result<Option<Option<ResumeState>>> {
+        let claimed =
+            self.store
+                .claim_trial(id, &self.owner, owner::is_alive, self.stale_after, false)?;
+        let Some((previous, lease)) = claimed else {
+            return Ok(None);
+        };
+        self.holdings.take(id, lease);
+        if previous == "pending" {
+            return Ok(Some(None));
+        }
+        // Left by a killed process, interrupted, or failed: continue after the last epoch
+        // whose files are complete, else start over.
+        self.resume_or_reset(id, trial).map(Some)
     }
 
     /// Claims the paused trial that now qualifies best, continued from its rung.

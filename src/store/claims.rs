@@ -137,6 +137,9 @@ impl Store {
                         "done" | "diverged" | "pruned" => false,
                         // Paused trials are continued only by a promotion.
                         "paused" => promote,
+                        // Its own trial, whose first claim was cut short (the database
+                        // went away before the claim's follow-up): claimed again.
+                        "running" if holder.as_deref() == Some(owner) => true,
                         "running" => match holder.as_deref().map(&holder_alive) {
                             Some(Some(alive)) => !alive,
                             _ => heartbeat_age.is_none_or(|age| age > stale_after.as_secs_f64()),
