@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Db, Workspace, stderr};
+use common::{Db, Workspace, started, stderr};
 use std::collections::BTreeSet;
 use std::process::Stdio;
 use sweep::store::Store;
@@ -23,17 +23,6 @@ epochs = 20
 [arch.mlp]
 hidden = [256, 256]
 "#;
-
-/// Trial ids a process's log says it started.
-fn started(log: &str) -> Vec<i64> {
-    log.lines()
-        .filter_map(|line| {
-            let rest = &line[line.find("trial ")? + 6..];
-            let (id, tail) = rest.split_once(' ')?;
-            tail.starts_with("started on").then(|| id.parse().ok())?
-        })
-        .collect()
-}
 
 fn two_processes_share_a_sweep_without_running_a_trial_twice(db: Db) {
     let ws = Workspace::on(db);

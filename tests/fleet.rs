@@ -7,10 +7,9 @@
 
 mod common;
 
-use common::{Db, Workspace, stderr};
+use common::{Db, Workspace, outcome, stderr};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use sweep::store::Store;
 
 const FLEET: &str = r#"
 [sweep]
@@ -30,25 +29,6 @@ epochs = 20
 [arch.mlp]
 hidden = [128]
 "#;
-
-/// Per trial in grid order: status, epochs recorded, validation loss by epoch, test accuracy.
-type Outcome = Vec<(String, Vec<i64>, Vec<Option<f64>>, serde_json::Value)>;
-
-fn outcome(ws: &Workspace) -> Outcome {
-    let store = Store::open_existing(ws.db()).unwrap();
-    ws.ls_json()
-        .iter()
-        .map(|t| {
-            let epochs = store.epochs(t["id"].as_i64().unwrap()).unwrap();
-            (
-                t["status"].as_str().unwrap().to_string(),
-                epochs.iter().map(|e| e.epoch).collect(),
-                epochs.iter().map(|e| e.val_loss).collect(),
-                t["test_acc"].clone(),
-            )
-        })
-        .collect()
-}
 
 fn signal(child: &Child, name: &str) {
     let ok = Command::new("kill")

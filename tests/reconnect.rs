@@ -4,9 +4,8 @@
 
 mod common;
 
-use common::{Db, Workspace, postgres, stderr};
+use common::{Db, Workspace, outcome, postgres, stderr};
 use std::process::Stdio;
-use sweep::store::Store;
 
 const STEADY: &str = r#"
 [sweep]
@@ -24,25 +23,6 @@ epochs = 150
 [arch.mlp]
 hidden = [256, 256]
 "#;
-
-/// Per trial: status, epochs recorded (in order), validation loss by epoch, test accuracy.
-type Outcome = Vec<(String, Vec<i64>, Vec<Option<f64>>, serde_json::Value)>;
-
-fn outcome(ws: &Workspace) -> Outcome {
-    let store = Store::open_existing(ws.db()).unwrap();
-    ws.ls_json()
-        .iter()
-        .map(|t| {
-            let epochs = store.epochs(t["id"].as_i64().unwrap()).unwrap();
-            (
-                t["status"].as_str().unwrap().to_string(),
-                epochs.iter().map(|e| e.epoch).collect(),
-                epochs.iter().map(|e| e.val_loss).collect(),
-                t["test_acc"].clone(),
-            )
-        })
-        .collect()
-}
 
 #[test]
 fn a_sweep_survives_a_postgresql_restart_with_nothing_missing_or_doubled() {

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Db, Workspace, stderr};
+use common::{Db, Workspace, started, stderr};
 use std::collections::BTreeSet;
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
@@ -45,17 +45,6 @@ fn worker(ws: &Workspace, extra: &[&str]) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap()
-}
-
-/// Trial ids a process's log says it started.
-fn started(log: &str) -> Vec<i64> {
-    log.lines()
-        .filter_map(|line| {
-            let rest = &line[line.find("trial ")? + 6..];
-            let (id, tail) = rest.split_once(' ')?;
-            tail.starts_with("started on").then(|| id.parse().ok())?
-        })
-        .collect()
 }
 
 /// Every trial done, with its epochs recorded once each, in order.

@@ -275,6 +275,37 @@ impl Workspace {
     }
 }
 
+/// Trial ids a process's log says it started.
+pub fn started(log: &str) -> Vec<i64> {
+    log.lines()
+        .filter_map(|line| {
+            let rest = &line[line.find("trial ")? + 6..];
+            let (id, tail) = rest.split_once(' ')?;
+            tail.starts_with("started on").then(|| id.parse().ok())?
+        })
+        .collect()
+}
+
+/// Per trial in grid order: status, epochs recorded, validation loss by epoch, test accuracy.
+pub type Outcome = Vec<(String, Vec<i64>, Vec<Option<f64>>, serde_json::Value)>;
+
+/// What a sweep recorded, to compare with another run of it.
+pub fn outcome(ws: &Workspace) -> Outcome {
+    let store = Store::open_existing(ws.db()).unwrap();
+    ws.ls_json()
+        .iter()
+        .map(|t| {
+            let epochs = store.epochs(t["id"].as_i64().unwrap()).unwrap();
+            (
+                t["status"].as_str().unwrap().to_string(),
+                epochs.iter().map(|e| e.epoch).collect(),
+                epochs.iter().map(|e| e.val_loss).collect(),
+                t["test_acc"].clone(),
+            )
+        })
+        .collect()
+}
+
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
