@@ -4,11 +4,10 @@
 
 mod common;
 
-use common::{Db, Workspace, started, stderr};
+use common::{Db, Workspace, outcome, started, stderr};
 use std::collections::BTreeSet;
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
-use sweep::store::Store;
 
 const SHARED: &str = r#"
 [sweep]
@@ -47,20 +46,13 @@ fn worker(ws: &Workspace, extra: &[&str]) -> Child {
         .unwrap()
 }
 
-/// Every trial done, with its epochs recorded once each, in order.
-fn assert_complete(ws: &Workspace) {
-    let trials = ws.ls_json();
-    assert_eq!(trials.len(), 6);
-    let store = Store::open_existing(ws.db()).unwrap();
-    for trial in &trials {
-        assert_eq!(trial["status"], "done", "{trial}");
-        let epochs: Vec<i64> = store
-            .epochs(trial["id"].as_i64().unwrap())
-            .unwrap()
-            .iter()
-            .map(|e| e.epoch)
-            .collect();
-        assert_eq!(epochs, (1..=12).collect::<Vec<_>>(), "{trial}");
+/// All six trials done, each with epochs 1..=`epochs` recorded once, in order.
+fn assert_complete(ws: &Workspace, epochs: i64) {
+    let recorded = outcome(ws);
+    assert_eq!(recorded.len(), 6);
+    for (status, trial_epochs, _, _) in &recorded {
+        assert_eq!(status, "done");
+        assert_eq!(trial_epochs, &(1..=epochs).collect::<Vec<_>>());
     }
 }
 
@@ -85,7 +77,7 @@ fn workers_join_a_running_sweep_and_no_trial_runs_twice(db: Db) {
         ran.iter().filter(|r| !r.is_empty()).count() >= 2,
         "the work was shared: {logs:#?}"
     );
-    assert_complete(&ws);
+    assert_complete(&ws, 12);
 }
 
 fn max_trials_and_idle_exit_decide_when_a_worker_leaves(db: Db) {
@@ -117,7 +109,7 @@ fn max_trials_and_idle_exit_decide_when_a_worker_leaves(db: Db) {
     let log = stderr(&out);
     assert!(out.status.success(), "{log}");
     assert_eq!(started(&log).len(), 4, "{log}");
-    assert_complete(&ws);
+    assert_complete(&ws, 12);
 
     // Nothing unfinished: a patient worker leaves at once.
     let begun = Instant::now();
@@ -141,18 +133,7 @@ fn a_waiting_worker_takes_over_what_a_killed_process_held(db: Db) {
     let log = stderr(&out);
     assert!(out.status.success(), "{log}");
     assert!(log.contains("resuming trial="), "{log}");
-    let trials = ws.ls_json();
-    let store = Store::open_existing(ws.db()).unwrap();
-    for trial in &trials {
-        assert_eq!(trial["status"], "done", "{trial}: {log}");
-        let epochs: Vec<i64> = store
-            .epochs(trial["id"].as_i64().unwrap())
-            .unwrap()
-            .iter()
-            .map(|e| e.epoch)
-            .collect();
-        assert_eq!(epochs, (1..=30).collect::<Vec<_>>(), "{trial}");
-    }
+    assert_complete(&ws, 30);
 }
 
 fn an_unknown_sweep_or_zero_trials_is_refused(db: Db) {
@@ -177,21 +158,6 @@ fn an_unknown_sweep_or_zero_trials_is_refused(db: Db) {
         "0",
     ]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-}
-
-/// Per trial (in grid order): validation loss by epoch, then test accuracy.
-fn results(ws: &Workspace) -> Vec<(Vec<Option<f64>>, serde_json::Value)> {
-    let store = Store::open_existing(ws.db()).unwrap();
-    ws.ls_json()
-        .iter()
-        .map(|t| {
-            let epochs = store.epochs(t["id"].as_i64().unwrap()).unwrap();
-            (
-                epochs.iter().map(|e| e.val_loss).collect(),
-                t["test_acc"].clone(),
-            )
-        })
-        .collect()
 }
 
 fn a_stale_worker_loses_its_trial_and_its_writes_are_refused(db: Db) {
@@ -274,9 +240,9 @@ fn a_stale_worker_loses_its_trial_and_its_writes_are_refused(db: Db) {
     let alone = Workspace::on(db);
     let file = alone.experiment("shared.toml", &fence);
     assert!(alone.run(&file, &[]).status.success());
-    let expected = results(&alone);
-    assert_eq!(expected[0].0.len(), 40);
-    assert_eq!(results(&ws), expected, "{stale_log}\n{taker_log}");
+    let expected = outcome(&alone);
+    assert_eq!(expected[0].1.len(), 40);
+    assert_eq!(outcome(&ws), expected, "{stale_log}\n{taker_log}");
     assert!(ws.ls_json().iter().all(|t| t["status"] == "done"));
 }
 
