@@ -1,37 +1,55 @@
-//! Deliberate kills at named points of an epoch commit, so the crash tests can hit the narrow
+//! Deliberate kills and stops at named points, so the crash and takeover tests can hit the narrow
 //! windows between a trial's files and its database rows every time instead of by luck.
 //!
 //! `SWEEP_KILL_AT=POINT:EPOCH` makes the process SIGKILL itself when any trial reaches `POINT`
 //! of epoch `EPOCH`. The points: `before-state` (epoch files staged, resume state not yet
 //! replaced), `after-state` (resume state replaced, files not yet moved into place),
 //! `before-event` (files in place, the epoch not yet sent to the database writer).
+//!
+//! `SWEEP_STOP_AT=after-claim:TRIAL` makes the process SIGSTOP itself right after it claimed
+//! trial `TRIAL` (database id), before it touches the trial's files: the window in which
+//! another process may take the trial over while this one stands still. Whoever started the
+//! process continues it with SIGCONT.
 
 use std::sync::OnceLock;
 
 /// The environment variable that arms a kill point.
 pub const KILL_AT_ENV: &str = "SWEEP_KILL_AT";
+/// The environment variable that arms a stop point.
+pub const STOP_AT_ENV: &str = "SWEEP_STOP_AT";
 
-fn armed() -> Option<&'static (String, usize)> {
-    static ARMED: OnceLock<Option<(String, usize)>> = OnceLock::new();
-    ARMED
-        .get_or_init(|| {
-            let value = std::env::var(KILL_AT_ENV).ok()?;
-            let (point, epoch) = value.rsplit_once(':')?;
-            Some((point.to_owned(), epoch.parse().ok()?))
-        })
-        .as_ref()
+/// The point and number that the environment variable `var` arms.
+fn armed(var: &'static str) -> Option<(String, usize)> {
+    let value = std::env::var(var).ok()?;
+    let (point, number) = value.rsplit_once(':')?;
+    Some((point.to_owned(), number.parse().ok()?))
+}
+
+fn signal_self_at(armed: &Option<(String, usize)>, point: &str, number: usize, signal: i32) {
+    if let Some((armed_point, armed_number)) = armed
+        && armed_point == point
+        && *armed_number == number
+    {
+        // SAFETY: kill(2) on our own pid has no memory-safety preconditions.
+        unsafe {
+            libc::kill(libc::getpid(), signal);
+        }
+    }
 }
 
 /// Kills this process with SIGKILL (no unwinding, no flushing: as `kill -9` would) when the
 /// armed point is `point` at `epoch`.
 pub fn kill_point(point: &str, epoch: usize) {
-    if let Some((armed_point, armed_epoch)) = armed()
-        && armed_point == point
-        && *armed_epoch == epoch
-    {
-        // SAFETY: kill(2) on our own pid has no memory-safety preconditions.
-        unsafe {
-            libc::kill(libc::getpid(), libc::SIGKILL);
-        }
+    static ARMED: OnceLock<Option<(String, usize)>> = OnceLock::new();
+    let armed = ARMED.get_or_init(|| armed(KILL_AT_ENV));
+    signal_self_at(armed, point, epoch, libc::SIGKILL);
+}
+
+/// Stops this process with SIGSTOP when the armed stop point is `point` for `trial`.
+pub fn stop_point(point: &str, trial: i64) {
+    static ARMED: OnceLock<Option<(String, usize)>> = OnceLock::new();
+    let armed = ARMED.get_or_init(|| armed(STOP_AT_ENV));
+    if let Ok(trial) = usize::try_from(trial) {
+        signal_self_at(armed, point, trial, libc::SIGSTOP);
     }
 }

@@ -8,6 +8,7 @@ use common::{Db, Workspace, outcome, started, stderr};
 use std::collections::BTreeSet;
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
+use sweep::store::Store;
 
 const SHARED: &str = r#"
 [sweep]
@@ -160,8 +161,10 @@ fn an_unknown_sweep_or_zero_trials_is_refused(db: Db) {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
 
-fn a_stale_worker_loses_its_trial_and_its_writes_are_refused(db: Db) {
-    let fence = SHARED
+/// The shared sweep cut to three trials of `epochs` epochs whose holders are given up after 2 s
+/// without a heartbeat.
+fn fenced_sweep(epochs: usize) -> String {
+    SHARED
         .replace(
             "name = \"shared\"",
             "name = \"shared\"\nheartbeat_timeout = 2",
@@ -170,61 +173,84 @@ fn a_stale_worker_loses_its_trial_and_its_writes_are_refused(db: Db) {
             "lr = [0.001, 0.002, 0.003, 0.004, 0.005, 0.006]",
             "lr = [0.001, 0.002, 0.003]",
         )
-        .replace("epochs = 12", "epochs = 40");
+        .replace("epochs = 12", &format!("epochs = {epochs}"))
+}
+
+/// `sweep ARGS` as if on machine `name` (so only heartbeats tell whether it lives), with `env`.
+fn on_machine(ws: &Workspace, name: &str, args: &[&str], env: &[(&str, &str)]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_sweep"))
+        .current_dir(ws.dir.path())
+        .args(args)
+        .args(["--db", &ws.db_arg(), "--data"])
+        .arg(ws.data())
+        .env("RUST_LOG", "sweep=info")
+        .env("SWEEP_HOST", name)
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn signal(child: &Child, name: &str) {
+    let ok = Command::new("kill")
+        .args([name, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success(), "kill {name}");
+}
+
+/// Whether `child` is stopped (by SIGSTOP).
+fn stopped(child: &Child) -> bool {
+    std::fs::read_to_string(format!("/proc/{}/stat", child.id()))
+        .is_ok_and(|stat| stat.contains(") T "))
+}
+
+/// `child`'s stderr as it comes, gathered by a thread until the child closes it.
+fn tail(child: &mut Child) -> std::sync::Arc<std::sync::Mutex<String>> {
+    use std::io::BufRead;
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let gathered = log.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let mut log = gathered.lock().unwrap();
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+    log
+}
+
+/// What one uninterrupted process records for `experiment`.
+fn single_process_outcome(db: Db, experiment: &str) -> common::Outcome {
+    let alone = Workspace::on(db);
+    let file = alone.experiment("shared.toml", experiment);
+    assert!(alone.run(&file, &[]).status.success());
+    outcome(&alone)
+}
+
+fn a_stale_worker_loses_its_trial_and_its_writes_are_refused(db: Db) {
+    let fence = fenced_sweep(40);
     let ws = Workspace::on(db);
     let file = ws.experiment("shared.toml", &fence);
-    // Two "machines": only heartbeats tell whether the other lives.
-    let mut stale = Command::new(env!("CARGO_BIN_EXE_sweep"))
-        .current_dir(ws.dir.path())
-        .args([
-            "run",
-            file.to_str().unwrap(),
-            "--db",
-            &ws.db_arg(),
-            "--data",
-        ])
-        .arg(ws.data())
-        .env("RUST_LOG", "sweep=info")
-        .env("SWEEP_HOST", "machine-a")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut stale = on_machine(&ws, "machine-a", &["run", file.to_str().unwrap()], &[]);
     ws.wait_for_epochs(&mut stale, 2);
-    let signal = |name: &str| {
-        let ok = Command::new("kill")
-            .args([name, &stale.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    };
-    signal("-STOP");
+    signal(&stale, "-STOP");
     std::thread::sleep(std::time::Duration::from_secs(4));
-    let taker = Command::new(env!("CARGO_BIN_EXE_sweep"))
-        .current_dir(ws.dir.path())
-        .args([
-            "worker",
-            "--sweep",
-            "shared",
-            "--idle-exit",
-            "3",
-            "--db",
-            &ws.db_arg(),
-        ])
-        .arg("--data")
-        .arg(ws.data())
-        .env("RUST_LOG", "sweep=info")
-        .env("SWEEP_HOST", "machine-b")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let taker = on_machine(
+        &ws,
+        "machine-b",
+        &["worker", "--sweep", "shared", "--idle-exit", "3"],
+        &[],
+    );
     // Let the taker claim the stale trial and train on, then wake the stale worker.
     let claimed = Instant::now();
     while ws.recorded_epochs() < 4 && claimed.elapsed().as_secs() < 60 {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    signal("-CONT");
+    signal(&stale, "-CONT");
     let stale_out = stale.wait_with_output().unwrap();
     let taker_out = taker.wait_with_output().unwrap();
     let (stale_log, taker_log) = (stderr(&stale_out), stderr(&taker_out));
@@ -236,18 +262,102 @@ fn a_stale_worker_loses_its_trial_and_its_writes_are_refused(db: Db) {
     );
     assert!(stale_out.status.success(), "{stale_log}");
 
-    // Exactly what one uninterrupted process records.
-    let alone = Workspace::on(db);
-    let file = alone.experiment("shared.toml", &fence);
-    assert!(alone.run(&file, &[]).status.success());
-    let expected = outcome(&alone);
+    let expected = single_process_outcome(db, &fence);
     assert_eq!(expected[0].1.len(), 40);
     assert_eq!(outcome(&ws), expected, "{stale_log}\n{taker_log}");
     assert!(ws.ls_json().iter().all(|t| t["status"] == "done"));
 }
 
+/// A process stopped between its claim and the trial's first file (the window a SIGSTOP, a
+/// swapped-out machine or a long GC pause opens) must not touch the files of the process that
+/// took the trial over meanwhile once it continues: it checks its lease first and leaves.
+fn a_worker_stopped_right_after_its_claim_leaves_the_trial_to_its_taker(db: Db) {
+    let fence = fenced_sweep(30);
+    let ws = Workspace::on(db);
+    let file = ws.experiment("shared.toml", &fence);
+    let mut stale = on_machine(
+        &ws,
+        "machine-a",
+        &["run", file.to_str().unwrap()],
+        &[("SWEEP_STOP_AT", "after-claim:1")],
+    );
+    let stale_log = tail(&mut stale);
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    while !stopped(&stale) {
+        assert!(
+            Instant::now() < deadline,
+            "the stop point was never reached"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let taker = on_machine(
+        &ws,
+        "machine-b",
+        &["worker", "--sweep", "shared", "--idle-exit", "3"],
+        &[],
+    );
+    let epochs_of_trial_1 = || {
+        Store::open_existing(ws.db())
+            .and_then(|store| store.epochs(1))
+            .map_or(0, |epochs| epochs.len())
+    };
+    while epochs_of_trial_1() < 3 {
+        assert!(Instant::now() < deadline, "nobody took trial 1 over");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // Hold the taker still with trial 1's files committed, wake the stale process, and look at
+    // the files once it has given the trial up.
+    signal(&taker, "-STOP");
+    while !stopped(&taker) {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let dir = ws.dir.path().join("runs/shared/1");
+    let files = || {
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let committed = files();
+    assert!(
+        committed.contains(&"state.json".to_string()),
+        "{committed:?}"
+    );
+    signal(&stale, "-CONT");
+    while !stale_log
+        .lock()
+        .unwrap()
+        .contains("trial 1 lost to another process")
+    {
+        assert!(Instant::now() < deadline, "{}", stale_log.lock().unwrap());
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(
+        files(),
+        committed,
+        "the stale process touched the taker's files"
+    );
+    signal(&taker, "-CONT");
+
+    assert!(stale.wait().unwrap().success());
+    let taker_out = taker.wait_with_output().unwrap();
+    let stale_log = stale_log.lock().unwrap().clone();
+    let taker_log = stderr(&taker_out);
+    assert!(taker_out.status.success(), "{taker_log}");
+    assert!(!stale_log.contains("trial 1 epoch"), "{stale_log}");
+    assert_eq!(
+        outcome(&ws),
+        single_process_outcome(db, &fence),
+        "{stale_log}\n{taker_log}"
+    );
+    assert!(ws.ls_json().iter().all(|t| t["status"] == "done"));
+}
+
 on_both_databases!(
     a_stale_worker_loses_its_trial_and_its_writes_are_refused,
+    a_worker_stopped_right_after_its_claim_leaves_the_trial_to_its_taker,
     workers_join_a_running_sweep_and_no_trial_runs_twice,
     max_trials_and_idle_exit_decide_when_a_worker_leaves,
     a_waiting_worker_takes_over_what_a_killed_process_held,

@@ -268,12 +268,37 @@ impl Dispenser<'_> {
             return Ok(None);
         };
         self.holdings.take(id, lease);
+        crate::fault::stop_point("after-claim", id);
         if previous == "pending" {
             return Ok(Some(None));
         }
         // Left by a killed process, interrupted, or failed: continue after the last epoch
         // whose files are complete, else start over.
-        self.resume_or_reset(id, trial).map(Some)
+        self.resume_claimed(id, lease, trial)
+    }
+
+    /// Where a trial claimed under `lease` continues from, or `None` when this process lost it
+    /// since the claim (it was stopped past the heartbeat timeout, say): then its files and
+    /// rows are the new holder's to read and write.
+    fn resume_claimed(
+        &mut self,
+        id: i64,
+        lease: i64,
+        trial: &TrialSpec,
+    ) -> Result<Option<Option<ResumeState>>> {
+        let resume = if self.still_holds(id, lease) {
+            self.resume_or_reset(id, lease, trial)
+        } else {
+            Err(Error::LeaseLost { trial: id })
+        };
+        match resume {
+            Ok(resume) => Ok(Some(resume)),
+            Err(e @ Error::LeaseLost { .. }) => {
+                tracing::warn!("{e}; going on with other trials");
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Claims the paused trial that now qualifies best, continued from its rung.
@@ -294,17 +319,24 @@ impl Dispenser<'_> {
             .find(|t| t.id == id)
             .expect("the promoted trial is in the history")
             .spec;
+        let Some(resume) = self.resume_claimed(id, lease, &trial)? else {
+            return Ok(None);
+        };
         tracing::info!(trial = id, "promoted");
         self.promoted += 1;
-        let resume = self.resume_or_reset(id, &trial)?;
         Ok(Some(Next::Run(id, trial, resume)))
     }
 
-    fn resume_or_reset(&mut self, id: i64, trial: &TrialSpec) -> Result<Option<ResumeState>> {
-        Ok(match self.resume_point(id, trial) {
+    fn resume_or_reset(
+        &mut self,
+        id: i64,
+        lease: i64,
+        trial: &TrialSpec,
+    ) -> Result<Option<ResumeState>> {
+        Ok(match self.resume_point(id, lease, trial) {
             Ok(state) => {
                 tracing::info!(trial = id, epoch = state.epoch, "resuming");
-                self.store.rewind_trial(id)?;
+                self.store.rewind_trial(id, lease)?;
                 self.resumed += 1;
                 Some(state)
             }
@@ -317,7 +349,7 @@ impl Dispenser<'_> {
                         "starting over ({recorded} recorded epochs dropped): {why}"
                     );
                 }
-                self.store.reset_trial(id)?;
+                self.store.reset_trial(id, lease)?;
                 None
             }
         })
@@ -351,7 +383,12 @@ pub(super) fn curves(past: &[PastTrial]) -> Vec<Curve> {
 impl Dispenser<'_> {
     /// The state to continue a claimed trial from, after writing to the database whatever its
     /// files hold and the database lacks; or why it must start over.
-    fn resume_point(&self, id: i64, trial: &TrialSpec) -> Result<ResumeState, StartOver> {
+    fn resume_point(
+        &self,
+        id: i64,
+        lease: i64,
+        trial: &TrialSpec,
+    ) -> Result<ResumeState, StartOver> {
         let state = train::read_resume_state(&self.runs_dir.join(id.to_string()))
             .map_err(StartOver::Files)?;
         if state.epoch > trial.epochs {
@@ -386,7 +423,6 @@ impl Dispenser<'_> {
                 recorded.len() + 1,
                 state.epoch
             );
-            let lease = self.holdings.lease(id).unwrap_or_default();
             self.store
                 .catch_up(
                     id,

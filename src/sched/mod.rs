@@ -10,6 +10,7 @@ mod progress;
 mod writer;
 
 pub use device::HAS_TCH;
+pub use owner::hostname as host_name;
 pub use progress::ProgressMode;
 
 use crate::error::{Error, Result};

@@ -32,7 +32,7 @@ pub fn is_alive(owner: &str) -> Option<bool> {
 
 /// This machine's name as holders record it; `SWEEP_HOST` overrides it (tests stand in for
 /// separate machines with it, so that only heartbeats tell whether a holder lives).
-fn hostname() -> String {
+pub fn hostname() -> String {
     if let Ok(host) = std::env::var("SWEEP_HOST")
         && !host.is_empty()
         && !host.contains('/')

@@ -327,10 +327,11 @@ impl Store {
     }
 
     /// Clears what an unfinished attempt of a claimed trial left (epochs, checkpoints, results)
-    /// so it can start again cleanly.
-    pub fn reset_trial(&self, trial_id: i64) -> Result<()> {
-        self.in_one_transaction(
+    /// so it can start again cleanly, if `lease` still holds it.
+    pub fn reset_trial(&self, trial_id: i64, lease: i64) -> Result<()> {
+        self.fenced_transaction(
             trial_id,
+            lease,
             &[
                 "DELETE FROM epochs WHERE trial_id = ?",
                 "DELETE FROM checkpoints WHERE trial_id = ?",
@@ -347,10 +348,11 @@ impl Store {
     }
 
     /// Prepares an unfinished, claimed trial to continue after its recorded epochs: keeps its epoch and
-    /// checkpoint rows, clears its end state.
-    pub fn rewind_trial(&self, trial_id: i64) -> Result<()> {
-        self.in_one_transaction(
+    /// checkpoint rows, clears its end state, if `lease` still holds it.
+    pub fn rewind_trial(&self, trial_id: i64, lease: i64) -> Result<()> {
+        self.fenced_transaction(
             trial_id,
+            lease,
             &[
                 "DELETE FROM class_metrics WHERE trial_id = ?",
                 "DELETE FROM confusion WHERE trial_id = ?",

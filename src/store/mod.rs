@@ -187,19 +187,25 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
-    /// Runs statements that each take the trial id as their one parameter, all or none.
-    fn in_one_transaction(&self, trial_id: i64, statements: &[&str]) -> Result<()> {
-        self.runtime.block_on(async {
-            let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
-            for sql in statements {
-                sqlx::query(self.backend.sql(sql))
-                    .bind(trial_id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| self.err(e))?;
-            }
-            tx.commit().await.map_err(|e| self.err(e))
-        })
+    /// Runs statements that each take the trial id as their one parameter, all or none, while
+    /// `lease` holds the trial ([`Error::LeaseLost`] and nothing written otherwise).
+    fn fenced_transaction(&self, trial_id: i64, lease: i64, statements: &[&str]) -> Result<()> {
+        self.runtime
+            .block_on(async {
+                let mut tx = self.pool.begin().await?;
+                if !records::hold(&mut tx, self.backend, trial_id, lease).await? {
+                    return Ok(false);
+                }
+                for sql in statements {
+                    sqlx::query(self.backend.sql(sql))
+                        .bind(trial_id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await.map(|_| true)
+            })
+            .map_err(|e| self.err(e))
+            .and_then(|held| records::fenced(held, trial_id))
     }
 }
 

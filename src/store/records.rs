@@ -180,7 +180,7 @@ async fn record_test(
 
 /// Whether `lease` still holds `trial`, checked by a write that takes the trial's row (so a
 /// takeover waits for this transaction, or this one sees the takeover).
-async fn hold(
+pub(super) async fn hold(
     tx: &mut sqlx::AnyConnection,
     backend: Backend,
     trial: i64,
@@ -196,7 +196,7 @@ async fn hold(
     Ok(held.rows_affected() == 1)
 }
 
-fn fenced(held: bool, trial: i64) -> Result<()> {
+pub(super) fn fenced(held: bool, trial: i64) -> Result<()> {
     if held {
         Ok(())
     } else {

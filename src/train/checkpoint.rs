@@ -2,11 +2,11 @@
 //! optimizer and resume state are committed together, and the resume state carries everything
 //! the database needs to catch up with them (every epoch's figures, the checkpoint rows).
 //!
-//! An epoch is committed in three steps: its files are written under `staging-PID/`, then
+//! An epoch is committed in three steps: its files are written under `staging-HOST-PID/`, then
 //! `state.json` is replaced atomically, then the staged files are renamed into place. A kill
 //! before the state file is replaced leaves the previous epoch whole; a kill after it leaves the
-//! new epoch's files in `staging-PID/`, and reading the state moves them into place. So whatever the
-//! kill point, the directory holds one complete epoch.
+//! new epoch's files in `staging-HOST-PID/`, and reading the state moves them into place. So
+//! whatever the kill point, the directory holds one complete epoch.
 
 use super::events::{CheckpointInfo, CheckpointKind};
 use super::metrics::EpochMetrics;
@@ -19,15 +19,26 @@ use std::path::{Path, PathBuf};
 
 const OPTIMIZER_FILE: &str = "optimizer.bpk";
 const STATE_FILE: &str = "state.json";
-/// Staging directories are `staging-PID`: a process that lost the trial (stopped past the
-/// heartbeat timeout, then continued) and the one that took it over never share scratch files.
-/// Whichever renames last wins each file; the hashes in the state file tell a mixed set, which
-/// is then not resumed from.
+/// Staging directories are `staging-HOST-PID`: a process that lost the trial (stopped past the
+/// heartbeat timeout, then continued) and the one that took it over never share scratch files,
+/// and only a final trial's tidying removes another process's: a stale process that continues
+/// where it stopped must not pull the files from under the new holder's commit. Whichever
+/// renames last wins each file; the hashes in the state file tell a mixed set, which is then not
+/// resumed from.
 const STAGING_PREFIX: &str = "staging";
 
-/// This process's staging directory in `dir`.
+/// This process's staging directory in `dir`. The host is in the name because a runs directory
+/// on a shared file system sees processes of several machines, whose pids may coincide.
 fn staging_dir(dir: &Path) -> PathBuf {
-    dir.join(format!("{STAGING_PREFIX}-{}", std::process::id()))
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let name = NAME.get_or_init(|| {
+        format!(
+            "{STAGING_PREFIX}-{}-{}",
+            crate::sched::host_name(),
+            std::process::id()
+        )
+    });
+    dir.join(name)
 }
 
 /// Every staging directory in `dir`, this process's and those left by others.
@@ -110,13 +121,21 @@ pub fn optimizer_path(dir: &Path) -> PathBuf {
 }
 
 /// Forgets any earlier attempt, so that a trial starting over can never be mistaken for one
-/// that may continue.
+/// that may continue. Other processes' staging directories stay (see [`STAGING_PREFIX`]):
+/// their files can never match this attempt's hashes.
 pub fn clear(dir: &Path) -> Result<()> {
     remove_if_present(&dir.join(STATE_FILE))?;
-    for staging in staging_dirs(dir) {
-        std::fs::remove_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
+    empty_own_staging(dir)
+}
+
+/// Removes what an earlier commit of this process left in its staging directory, so that
+/// publishing moves only this epoch's files.
+fn empty_own_staging(dir: &Path) -> Result<()> {
+    let staging = staging_dir(dir);
+    match std::fs::remove_dir_all(&staging) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(&staging, e)),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// The checkpoint kinds a final trial gives up under `keep`: their rows must go before their
@@ -193,6 +212,7 @@ pub fn commit_epoch(dir: &Path, commit: EpochCommit) -> Result<ResumeState> {
         mut state,
         improved,
     } = commit;
+    empty_own_staging(dir)?;
     let staging = staging_dir(dir);
     std::fs::create_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
 
@@ -283,10 +303,9 @@ pub fn read_resume_state(dir: &Path) -> Result<ResumeState, Unresumable> {
             state.epoch
         )));
     }
-    // What is left in staging belongs to an epoch that never committed.
-    for staging in stagings {
-        let _ = std::fs::remove_dir_all(&staging);
-    }
+    // What is left in this process's staging belongs to an epoch that never committed; other
+    // processes' staging waits for the trial's final tidying, as one may still be committing.
+    let _ = empty_own_staging(dir);
     // Paths follow the directory, which may have moved since.
     for checkpoint in &mut state.checkpoints {
         checkpoint.path = dir.join(checkpoint.kind.file_name());
@@ -315,7 +334,12 @@ fn publish_staged(dir: &Path) -> Result<()> {
     for entry in entries {
         let entry = entry.map_err(|e| Error::io(&staging, e))?;
         let to = dir.join(entry.file_name());
-        std::fs::rename(entry.path(), &to).map_err(|e| Error::io(&to, e))?;
+        match std::fs::rename(entry.path(), &to) {
+            // Reading the state moves staged files whose hash it names into place: a process
+            // that read the directory between our state write and this rename already did.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            result => result.map_err(|e| Error::io(&to, e))?,
+        }
     }
     Ok(())
 }

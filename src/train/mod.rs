@@ -56,8 +56,9 @@ pub struct TrialRun<'a> {
     pub stop: &'a AtomicBool,
     /// Set when another process took this trial over: training it further would be wasted.
     pub lost: &'a AtomicBool,
-    /// Asked before each epoch's files are written: whether this process still holds the
-    /// trial (another may have taken it over and be writing the same directory).
+    /// Asked before the trial's files are first touched and before each epoch's files are
+    /// written: whether this process still holds the trial (another may have taken it over and
+    /// be writing the same directory).
     pub holds: &'a (dyn Fn() -> bool + Sync),
     /// Where to continue from, when an earlier run of this trial was cut off or paused.
     pub resume: Option<ResumeState>,
@@ -146,6 +147,10 @@ fn train(run: &TrialRun, emit: &(dyn Fn(TrainEvent) + Sync)) -> Result<TrialEnd>
     let mut order = data.split.train.clone();
     let schedule = LrSchedule::new(spec, order.len().div_ceil(spec.batch_size));
     std::fs::create_dir_all(&run.dir).map_err(|e| Error::io(&run.dir, e))?;
+    // A process stopped since its claim may have lost the trial: its files are the new holder's.
+    if run.lost.load(Ordering::Relaxed) || !(run.holds)() {
+        return Ok(TrialEnd::Lost);
+    }
 
     let (mut model, mut optimizer, mut dropout, mut augment_rng, mut state) = match &run.resume {
         Some(state) => {
