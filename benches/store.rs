@@ -102,6 +102,7 @@ fn race(db: &Location, ids: &[i64], workers: usize) -> (Vec<Timing>, usize, usiz
                             trial: id,
                             device: "cpu".into(),
                             threads: 1,
+                            fused_with: Vec::new(),
                         },
                         TrainEvent::Epoch {
                             trial: id,

@@ -155,6 +155,9 @@ pub struct SweepSection {
     /// Seconds without a heartbeat after which another process (on another machine) takes a
     /// running trial over; the holder's later writes for it are refused.
     pub heartbeat_timeout: u64,
+    /// Trials trained as one model: up to this many unfinished trials of one architecture,
+    /// batch size and data split are advanced together by each slot (1: each alone).
+    pub fuse: usize,
 }
 
 impl Default for SweepSection {
@@ -172,6 +175,7 @@ impl Default for SweepSection {
             trials: None,
             keep: Keep::Best,
             heartbeat_timeout: 60,
+            fuse: 1,
         }
     }
 }

@@ -189,6 +189,12 @@ impl Experiment {
             "must be at least 1",
         );
         check(
+            s.sweep.fuse >= 1,
+            "sweep.fuse",
+            s.sweep.fuse.to_string(),
+            "must be at least 1 (1 trains each trial alone; 4 to 16 suit small models)",
+        );
+        check(
             s.sweep.heartbeat_timeout >= 1,
             "sweep.heartbeat_timeout",
             s.sweep.heartbeat_timeout.to_string(),

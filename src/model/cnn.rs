@@ -13,16 +13,16 @@ use burn::tensor::activation::relu;
 /// Two conv + two pool + three linear layers.
 #[derive(Module, Debug)]
 pub struct Cnn {
-    conv1: Conv2d,
-    conv2: Conv2d,
-    norm1: Option<BatchNorm2d>,
-    norm2: Option<BatchNorm2d>,
-    pool: MaxPool2d,
-    fc1: Linear,
-    fc2: Linear,
-    fc3: Linear,
+    pub(super) conv1: Conv2d,
+    pub(super) conv2: Conv2d,
+    pub(super) norm1: Option<BatchNorm2d>,
+    pub(super) norm2: Option<BatchNorm2d>,
+    pub(super) pool: MaxPool2d,
+    pub(super) fc1: Linear,
+    pub(super) fc2: Linear,
+    pub(super) fc3: Linear,
     #[module(skip)]
-    dropout: f64,
+    pub(super) dropout: f64,
 }
 
 impl Cnn {

@@ -9,10 +9,10 @@ use burn::tensor::activation::relu;
 /// Multi-layer perceptron.
 #[derive(Module, Debug)]
 pub struct Mlp {
-    hidden: Vec<Linear>,
-    output: Linear,
+    pub(super) hidden: Vec<Linear>,
+    pub(super) output: Linear,
     #[module(skip)]
-    dropout: f64,
+    pub(super) dropout: f64,
 }
 
 impl Mlp {

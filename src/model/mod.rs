@@ -3,6 +3,7 @@
 mod cnn;
 mod conv_pool;
 mod convnet;
+pub mod fused;
 pub mod layers;
 mod lenet5;
 mod mlp;

@@ -193,6 +193,12 @@ pub fn show(detail: &TrialDetail, format: Format) -> String {
                 t.epochs_done,
                 opt(t.duration_s, 1)
             ));
+            if let Some(fused_with) = &t.fused_with {
+                out.push_str(&format!(
+                    "trained fused with trials {} as one model ([sweep] fuse)\n",
+                    fused_with.replace(',', ", ")
+                ));
+            }
             if let Some(error) = &t.error {
                 out.push_str(&format!("error: {error}\n"));
             }

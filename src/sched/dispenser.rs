@@ -7,6 +7,7 @@ use super::owner;
 use super::writer::{Message, RECONNECT_PATIENCE};
 use crate::error::{Error, Result};
 use crate::experiment::{Metric, TrialSpec};
+use crate::model::fused;
 use crate::search::{Curve, PastTrial, Pruner, Sampler, Verdict};
 use crate::store::Store;
 use crate::train::{self, ResumeState, Unresumable};
@@ -125,6 +126,44 @@ impl Dispenser<'_> {
                 Next::Done
             }
         }
+    }
+
+    /// Another unfinished trial to train fused with a group whose trials have fuse key `key`:
+    /// the next candidate with that key that this process can claim. A database failure ends
+    /// the search (the group trains as it is; the candidate stays for a later turn).
+    pub(super) fn next_matching(
+        &mut self,
+        key: &str,
+    ) -> Option<(i64, TrialSpec, Option<ResumeState>)> {
+        if self.error.is_some() || self.max_trials.is_some_and(|max| self.claimed_here >= max) {
+            return None;
+        }
+        let mut at = self.next;
+        while at < self.candidates.len() {
+            if fused::fuse_key(&self.candidates[at].1).as_deref() != Some(key) {
+                at += 1;
+                continue;
+            }
+            let (id, trial) = self.candidates.remove(at);
+            match self.claim_candidate(id, &trial) {
+                Ok(Some(resume)) => {
+                    self.running_here += 1;
+                    self.claimed_here += 1;
+                    self.attempted.insert(id);
+                    self.taken_elsewhere.remove(&id);
+                    return Some((id, trial, resume));
+                }
+                Ok(None) => {
+                    self.taken_elsewhere.insert(id);
+                }
+                Err(e) => {
+                    tracing::warn!("cannot claim trial {id} to fuse it: {e}");
+                    self.candidates.insert(at, (id, trial));
+                    return None;
+                }
+            }
+        }
+        None
     }
 
     fn claim_next(&mut self, settled: bool) -> Result<Next> {

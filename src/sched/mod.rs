@@ -15,6 +15,7 @@ pub use progress::ProgressMode;
 
 use crate::error::{Error, Result};
 use crate::experiment::{DeviceName, Experiment, ExperimentSpec, TrialSpec};
+use crate::model::fused;
 use crate::search::{Pruner, Sampler, Verdict};
 use crate::store::{HeldTrial, Location, Store, StoredTrial};
 use crate::train::{self, ResumeState, TrainEvent, TrialEnd, TrialRun};
@@ -289,6 +290,7 @@ pub fn run_sweep(experiment: &Experiment, options: &RunOptions) -> Result<RunSum
         })
     };
     let pruner = Pruner::new(&spec.prune, spec.sweep.metric);
+    let fuse = spec.sweep.fuse;
     let work = candidates.len() + to_draw + paused;
     let dispenser = Mutex::new(Dispenser {
         store: Store::open(&options.db)?,
@@ -356,7 +358,7 @@ pub fn run_sweep(experiment: &Experiment, options: &RunOptions) -> Result<RunSum
                             .lock()
                             .expect("no panics under the lock")
                             .next(settled);
-                        let (id, trial, resume) = match next {
+                        let first = match next {
                             Next::Run(id, trial, resume) => (id, trial, resume),
                             Next::Wait => {
                                 std::thread::sleep(Duration::from_millis(20));
@@ -364,41 +366,67 @@ pub fn run_sweep(experiment: &Experiment, options: &RunOptions) -> Result<RunSum
                             }
                             Next::Done => break,
                         };
-                        let judge = |curve: &[f64]| {
-                            if !pruner.is_active() {
-                                return Verdict::Continue;
-                            }
-                            dispenser.lock().expect("no panics under the lock").judge(
+                        let group = fused_group(first, fuse, dispenser);
+                        let judges: Vec<BoxedJudge> = group
+                            .iter()
+                            .map(|(id, trial, _)| {
+                                let (id, epochs) = (*id, trial.epochs);
+                                Box::new(move |curve: &[f64]| {
+                                    if !pruner.is_active() {
+                                        return Verdict::Continue;
+                                    }
+                                    dispenser
+                                        .lock()
+                                        .expect("no panics under the lock")
+                                        .judge(id, epochs, curve)
+                                })
+                                    as Box<dyn Fn(&[f64]) -> Verdict + Sync>
+                            })
+                            .collect();
+                        let holds: Vec<Box<dyn Fn() -> bool + Sync>> = group
+                            .iter()
+                            .map(|&(id, _, _)| {
+                                Box::new(move || {
+                                    let lease = holdings.lease(id).unwrap_or_default();
+                                    dispenser
+                                        .lock()
+                                        .expect("no panics under the lock")
+                                        .still_holds(id, lease)
+                                }) as Box<dyn Fn() -> bool + Sync>
+                            })
+                            .collect();
+                        let losts: Vec<_> = group
+                            .iter()
+                            .map(|(id, ..)| holdings.lost_flag(*id))
+                            .collect();
+                        let members: Vec<Member> = group
+                            .into_iter()
+                            .zip(&losts)
+                            .zip(judges.iter().zip(&holds))
+                            .map(|(((id, trial, resume), lost), (judge, holds))| Member {
                                 id,
-                                trial.epochs,
-                                curve,
-                            )
-                        };
-                        let lost = holdings.lost_flag(id);
-                        let holds = || {
-                            let lease = holdings.lease(id).unwrap_or_default();
+                                trial,
+                                resume,
+                                lost,
+                                judge: judge.as_ref(),
+                                holds: holds.as_ref(),
+                            })
+                            .collect();
+                        let ids: Vec<i64> = members.iter().map(|m| m.id).collect();
+                        let group_ends = slot.run(members, dataset, experiment, &emit);
+                        for (k, end) in group_ends.into_iter().enumerate() {
+                            // Whatever ended a lost trial (a clash over its files with the new
+                            // holder, say) is the new holder's business now.
+                            let lost = losts[k].load(Ordering::SeqCst)
+                                || (matches!(end, TrialEnd::Failed { .. }) && !holds[k]());
+                            let end = if lost { TrialEnd::Lost } else { end };
+                            tracing::debug!(trial = ids[k], "{}", end.status());
                             dispenser
                                 .lock()
                                 .expect("no panics under the lock")
-                                .still_holds(id, lease)
-                        };
-                        let end = slot.run(
-                            (id, &trial, resume, &lost),
-                            dataset,
-                            experiment,
-                            &emit,
-                            (&judge, &holds),
-                        );
-                        // Whatever ended a lost trial (a clash over its files with the new
-                        // holder, say) is the new holder's business now.
-                        let lost = lost.load(Ordering::SeqCst)
-                            || (matches!(end, TrialEnd::Failed { .. }) && !holds());
-                        let end = if lost { TrialEnd::Lost } else { end };
-                        dispenser
-                            .lock()
-                            .expect("no panics under the lock")
-                            .running_here -= 1;
-                        ends.push(end);
+                                .running_here -= 1;
+                            ends.push(end);
+                        }
                     }
                     ends
                 })
@@ -489,6 +517,9 @@ fn most_epochs(spec: &ExperimentSpec) -> usize {
 /// Asked after each epoch whether the trial goes on (early stopping).
 type Judge<'a> = &'a (dyn Fn(&[f64]) -> Verdict + Sync);
 
+/// A [`Judge`] made for one member of a slot's group.
+type BoxedJudge<'a> = Box<dyn Fn(&[f64]) -> Verdict + Sync + 'a>;
+
 /// Asked before each epoch's files are written whether this process still holds the trial.
 type StillHeld<'a> = &'a (dyn Fn() -> bool + Sync);
 
@@ -501,46 +532,93 @@ struct Slot<'a> {
     stop: &'a AtomicBool,
 }
 
+/// One trial of a slot's group: what it trains and how it asks about itself.
+struct Member<'a> {
+    id: i64,
+    trial: TrialSpec,
+    resume: Option<ResumeState>,
+    lost: &'a AtomicBool,
+    judge: Judge<'a>,
+    holds: StillHeld<'a>,
+}
+
+/// Up to `fuse` trials to train as one model: `first`, then unfinished trials the dispenser
+/// holds that fuse with it ([`crate::model::fused::fuse_key`]).
+fn fused_group(
+    first: (i64, TrialSpec, Option<ResumeState>),
+    fuse: usize,
+    dispenser: &Mutex<Dispenser>,
+) -> Vec<(i64, TrialSpec, Option<ResumeState>)> {
+    let mut group = vec![first];
+    if fuse <= 1 {
+        return group;
+    }
+    let Some(key) = fused::fuse_key(&group[0].1) else {
+        let why = fused::unfusable(&group[0].1).unwrap_or_default();
+        tracing::info!("trial {} trains alone: {why}", group[0].0);
+        return group;
+    };
+    while group.len() < fuse {
+        let more = dispenser
+            .lock()
+            .expect("no panics under the lock")
+            .next_matching(&key);
+        match more {
+            Some(member) => group.push(member),
+            None => break,
+        }
+    }
+    group
+}
+
 impl Slot<'_> {
+    /// Trains `members` (one trial, or several fused) on this slot; their ends in order.
     fn run(
         &self,
-        (id, trial, resume, lost): (i64, &TrialSpec, Option<ResumeState>, &AtomicBool),
+        members: Vec<Member>,
         dataset: &Dataset,
         experiment: &Experiment,
         emit: &(dyn Fn(TrainEvent) + Sync),
-        (judge, holds): (Judge, StillHeld),
-    ) -> TrialEnd {
+    ) -> Vec<TrialEnd> {
         let started = Instant::now();
         let fail = |message: String| {
             let end = TrialEnd::Failed { message };
-            emit(TrainEvent::Finished {
-                trial: id,
-                end: end.clone(),
-                seconds: started.elapsed().as_secs_f64(),
-            });
-            end
+            members
+                .iter()
+                .map(|member| {
+                    emit(TrainEvent::Finished {
+                        trial: member.id,
+                        end: end.clone(),
+                        seconds: started.elapsed().as_secs_f64(),
+                    });
+                    end.clone()
+                })
+                .collect()
         };
         let compute = match self.compute {
             Ok(pool) => pool,
             Err(message) => return fail(message.clone()),
         };
-        let run = TrialRun {
-            id,
-            spec: trial,
-            data: dataset,
-            device: device::open(self.device),
-            device_name: self.device.to_string(),
-            threads: self.threads,
-            dir: self.runs_dir.join(id.to_string()),
-            metric: experiment.spec.sweep.metric,
-            stop: self.stop,
-            lost,
-            holds,
-            resume,
-            judge,
-        };
+        let runs: Vec<TrialRun> = members
+            .iter()
+            .map(|member| TrialRun {
+                id: member.id,
+                spec: &member.trial,
+                data: dataset,
+                device: device::open(self.device),
+                device_name: self.device.to_string(),
+                threads: self.threads,
+                dir: self.runs_dir.join(member.id.to_string()),
+                metric: experiment.spec.sweep.metric,
+                stop: self.stop,
+                lost: member.lost,
+                holds: member.holds,
+                resume: member.resume.clone(),
+                judge: member.judge,
+            })
+            .collect();
         match std::panic::catch_unwind(AssertUnwindSafe(|| {
-            compute.install(|| train::run_trial(&run, emit))
+            compute.install(|| train::run_group(&runs, emit))
         })) {
             Ok(end) => end,
             Err(panic) => {

@@ -88,10 +88,16 @@ impl Progress {
                 trial,
                 device,
                 threads,
+                fused_with,
             } => {
                 self.running.insert(*trial, Position::default());
+                let fused = if fused_with.is_empty() {
+                    String::new()
+                } else {
+                    format!(", fused with {}", list_ids(fused_with))
+                };
                 self.say(format!(
-                    "trial {trial} started on {device} ({threads} threads): {}",
+                    "trial {trial} started on {device} ({threads} threads{fused}): {}",
                     self.label(*trial)
                 ));
                 if self.mode == ProgressMode::Bars {
@@ -218,4 +224,13 @@ fn describe(p: &Position) -> String {
         "epoch {}/{} batch {}/{} loss {:.4} {:.0} img/s",
         p.epoch, p.epochs, p.batch, p.batches, p.loss, p.images_per_s
     )
+}
+
+/// `2, 3 and 4`.
+fn list_ids(ids: &[i64]) -> String {
+    let names: Vec<String> = ids.iter().map(i64::to_string).collect();
+    match names.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
+        _ => names.join(""),
+    }
 }

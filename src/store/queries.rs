@@ -44,6 +44,10 @@ pub struct TrialListing {
     pub test_acc: Option<f64>,
     /// Why it failed or diverged.
     pub error: Option<String>,
+    /// The trials it trained fused with, comma-separated (`[sweep] fuse`); absent when it
+    /// trained alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fused_with: Option<String>,
 }
 
 /// Which trials to list, and in what order.
@@ -108,7 +112,7 @@ impl Store {
             "SELECT t.id, s.name, t.status, t.params_json, t.device, t.threads,
                     t.epochs_done, t.duration_s, t.train_loss, t.train_acc, t.val_loss,
                     t.val_acc, t.best_epoch, t.best_val_acc, t.test_loss, t.test_acc,
-                    t.error
+                    t.error, t.fused_with
              FROM trials t JOIN sweeps s ON s.id = t.sweep_id
              WHERE (? IS NULL OR s.name = ?)",
         );
@@ -193,6 +197,7 @@ impl Store {
             test_loss: row.get(14),
             test_acc: row.get(15),
             error: row.get(16),
+            fused_with: row.get(17),
         })
     }
 

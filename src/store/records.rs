@@ -55,12 +55,17 @@ impl Store {
                         trial,
                         device,
                         threads,
+                        fused_with,
                     } => {
+                        let fused_with: Vec<String> =
+                            fused_with.iter().map(i64::to_string).collect();
                         sqlx::query(self.backend.sql("UPDATE trials SET status = 'running', device = ?, threads = ?,
+                             fused_with = NULLIF(?, ''),
                              started_at = now_utc(), heartbeat_at = now_utc(), error = NULL
                          WHERE id = ?"))
                         .bind(device)
                         .bind(*threads as i64)
+                        .bind(fused_with.join(","))
                         .bind(trial)
                         .execute(&mut *tx)
                         .await?;

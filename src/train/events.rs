@@ -121,6 +121,8 @@ pub enum TrainEvent {
         device: String,
         /// Compute threads given to the trial.
         threads: usize,
+        /// The trials it trains fused with (empty when it trains alone).
+        fused_with: Vec<i64>,
     },
     /// An epoch finished and its files are committed.
     Epoch {

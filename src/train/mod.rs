@@ -3,6 +3,7 @@
 
 mod checkpoint;
 mod events;
+mod learner;
 mod metrics;
 mod optim;
 mod schedule;
@@ -14,21 +15,18 @@ pub use events::{BatchPosition, CheckpointInfo, CheckpointKind, TrainEvent, Tria
 pub use metrics::{Confusion, EpochMetrics, Evaluation};
 pub use schedule::LrSchedule;
 
-use crate::data::{Augmentation, Dataset, ImageSet, PixelScale, Split, gather};
+use crate::data::{Dataset, ImageSet, PixelScale, Split, gather};
 use crate::error::{Error, Result};
 use crate::experiment::{Metric, TrialSpec};
-use crate::model::Net;
-use crate::rng::{Rng, Stream};
+use crate::model::{Net, fused};
+use crate::rng::Rng;
 use crate::search::Verdict;
 use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
-use burn::optim::GradientsParams;
 use burn::prelude::*;
+use learner::Learner;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
-
-/// How often training reports progress within an epoch.
-const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Images per forward pass when evaluating: on flex, 256 evaluated the CNNs 15-25% faster than
 /// 1,000 (smaller intermediates stay in cache) and halved the peak memory of the CNN's test pass.
@@ -69,21 +67,200 @@ pub struct TrialRun<'a> {
 
 /// Trains the trial to its end, sending events to `emit`; the last event is always `Finished`.
 pub fn run_trial(run: &TrialRun, emit: &(dyn Fn(TrainEvent) + Sync)) -> TrialEnd {
+    run_group(std::slice::from_ref(run), emit)
+        .pop()
+        .expect("one end per trial")
+}
+
+/// Trains `runs` to their ends together, each with its events exactly as if it trained alone
+/// (and a `Finished` as soon as it ends). Several runs must share a
+/// [`crate::model::fused::fuse_key`] and a device: each batch is one forward and backward pass
+/// of their models fused ([`crate::model::fused`]), after which each trial's own optimizer
+/// steps its own model. A trial that ends (diverges, is pruned, lost, fails) leaves the group;
+/// the others go on. Returns the ends in the order of `runs`.
+pub fn run_group(runs: &[TrialRun], emit: &(dyn Fn(TrainEvent) + Sync)) -> Vec<TrialEnd> {
     let started = Instant::now();
-    emit(TrainEvent::Started {
-        trial: run.id,
-        device: run.device_name.clone(),
-        threads: run.threads,
-    });
-    let end = train(run, emit).unwrap_or_else(|e| TrialEnd::Failed {
-        message: e.to_string(),
-    });
-    emit(TrainEvent::Finished {
-        trial: run.id,
-        end: end.clone(),
-        seconds: started.elapsed().as_secs_f64(),
-    });
-    end
+    let ids: Vec<i64> = runs.iter().map(|r| r.id).collect();
+    for run in runs {
+        emit(TrainEvent::Started {
+            trial: run.id,
+            device: run.device_name.clone(),
+            threads: run.threads,
+            fused_with: ids.iter().copied().filter(|&id| id != run.id).collect(),
+        });
+    }
+    let mut ends = Ends {
+        ends: vec![None; runs.len()],
+        ids,
+        started,
+        emit,
+    };
+    let Some(first) = runs.first() else {
+        return Vec::new();
+    };
+    let device = first.device.clone().autodiff();
+    let mut learners = Vec::new();
+    for (index, run) in runs.iter().enumerate() {
+        match Learner::start(run, &device) {
+            // Resumed after its last epoch's files: only its test is missing.
+            Ok(Some(learner)) if learner.state.epoch >= run.spec.epochs => {
+                ends.finish(index, learner.done())
+            }
+            Ok(Some(learner)) => learners.push((index, learner)),
+            Ok(None) => ends.finish(index, TrialEnd::Lost),
+            Err(e) => ends.finish(
+                index,
+                TrialEnd::Failed {
+                    message: e.to_string(),
+                },
+            ),
+        }
+    }
+    let first_epoch = learners.iter().map(|(_, l)| l.state.epoch + 1).min();
+    let last_epoch = learners.iter().map(|(_, l)| l.run.spec.epochs).max();
+    for epoch in first_epoch.unwrap_or(1)..=last_epoch.unwrap_or(0) {
+        // Members resumed from different epochs join once the group reaches theirs.
+        let mut active: Vec<&mut (usize, Learner)> = learners
+            .iter_mut()
+            .filter(|(index, l)| !ends.over(*index) && l.trains(epoch))
+            .collect();
+        let batches = active
+            .iter_mut()
+            .map(|(_, l)| l.begin_epoch())
+            .max()
+            .unwrap_or(0);
+        for index in 0..batches {
+            active.retain(|(i, l)| match l.interrupted() {
+                Some(end) => {
+                    ends.finish(*i, end);
+                    false
+                }
+                None => true,
+            });
+            if active.is_empty() {
+                break;
+            }
+            for (i, end) in train_batch(&mut active, (epoch, index), &device, emit) {
+                ends.finish(i, end);
+            }
+            active.retain(|(i, _)| !ends.over(*i));
+        }
+        for (i, learner) in active {
+            match learner.end_epoch(epoch, emit) {
+                Ok(None) => {}
+                Ok(Some(end)) => ends.finish(*i, end),
+                Err(e) => ends.finish(
+                    *i,
+                    TrialEnd::Failed {
+                        message: e.to_string(),
+                    },
+                ),
+            }
+        }
+    }
+    ends.ends
+        .into_iter()
+        .map(|end| end.unwrap_or(TrialEnd::Interrupted))
+        .collect()
+}
+
+/// The ends of a group's trials, each reported the moment it is known.
+struct Ends<'e> {
+    ends: Vec<Option<TrialEnd>>,
+    ids: Vec<i64>,
+    started: Instant,
+    emit: &'e (dyn Fn(TrainEvent) + Sync),
+}
+
+impl Ends<'_> {
+    fn finish(&mut self, index: usize, end: TrialEnd) {
+        (self.emit)(TrainEvent::Finished {
+            trial: self.ids[index],
+            end: end.clone(),
+            seconds: self.started.elapsed().as_secs_f64(),
+        });
+        self.ends[index] = Some(end);
+    }
+
+    fn over(&self, index: usize) -> bool {
+        self.ends[index].is_some()
+    }
+}
+
+/// One training batch of every active learner: the forward pass (fused when there are several),
+/// each trial's loss and figures, one backward pass, each trial's optimizer step. Returns the
+/// trials that diverged on it, which take no step.
+fn train_batch(
+    active: &mut [&mut (usize, Learner)],
+    (epoch, index): (usize, usize),
+    device: &Device,
+    emit: &(dyn Fn(TrainEvent) + Sync),
+) -> Vec<(usize, TrialEnd)> {
+    let batches: Vec<(Tensor<4>, Tensor<1, Int>)> = active
+        .iter_mut()
+        .map(|(_, l)| l.batch(index, device))
+        .collect();
+    let (logits, correct): (Vec<Tensor<2>>, Vec<i64>) = if let [(_, learner)] = active {
+        let (images, labels) = batches[0].clone();
+        let (model, dropout) = learner.forward_parts();
+        let logits = model.forward(images, Some(dropout));
+        let correct = count_correct(logits.clone(), labels);
+        (vec![logits], vec![correct])
+    } else {
+        let (nets, mut dropouts): (Vec<&Net>, Vec<&mut Rng>) =
+            active.iter_mut().map(|(_, l)| l.forward_parts()).unzip();
+        let images = batches.iter().map(|(images, _)| images.clone()).collect();
+        let fused = fused::forward(&nets, images, &mut dropouts);
+        let labels = Tensor::stack::<2>(batches.iter().map(|(_, l)| l.clone()).collect(), 0);
+        let correct = fused
+            .clone()
+            .argmax(2)
+            .squeeze_dim::<2>(2)
+            .equal(labels)
+            .int()
+            .sum_dim(1)
+            .into_data()
+            .iter::<i64>()
+            .collect();
+        let logits = (0..nets.len())
+            .map(|k| fused.clone().narrow(0, k, 1).squeeze_dim::<2>(0))
+            .collect();
+        (logits, correct)
+    };
+    let losses: Vec<Tensor<1>> = active
+        .iter()
+        .zip(logits)
+        .zip(&batches)
+        .map(|(((_, l), logits), (_, labels))| l.train_loss_fn.forward(logits, labels.clone()))
+        .collect();
+    let values: Vec<f64> = if losses.len() == 1 {
+        vec![losses[0].clone().into_scalar::<f32>() as f64]
+    } else {
+        Tensor::cat(losses.clone(), 0)
+            .into_data()
+            .iter::<f32>()
+            .map(f64::from)
+            .collect()
+    };
+    let mut diverged = Vec::new();
+    let mut total: Option<Tensor<1>> = None;
+    for (k, loss) in losses.into_iter().enumerate() {
+        let (i, learner) = &mut *active[k];
+        let images = batches[k].1.dims()[0];
+        match learner.record_batch((epoch, index), (values[k], correct[k], images), emit) {
+            Some(end) => diverged.push((*i, end)),
+            None => total = Some(total.map_or(loss.clone(), |t| t + loss)),
+        }
+    }
+    if let Some(total) = total {
+        let mut grads = total.backward();
+        for (i, learner) in active.iter_mut() {
+            if !diverged.iter().any(|(d, _)| d == i) {
+                learner.step(&mut grads, (epoch, index));
+            }
+        }
+    }
+    diverged
 }
 
 /// The training and test sets a trial sees, after `limit`, `test_limit` and its split.
@@ -124,239 +301,6 @@ impl TrialData {
     }
 }
 
-fn train(run: &TrialRun, emit: &(dyn Fn(TrainEvent) + Sync)) -> Result<TrialEnd> {
-    let spec = run.spec;
-    let data = TrialData::new(spec, run.data)?;
-    let device = run.device.clone().autodiff();
-    let fresh = Net::new(
-        spec,
-        &device,
-        Rng::for_stream(spec.seed, Stream::Init).next_u64(),
-    );
-    // Validation and test losses stay plain cross-entropy, comparable across trials.
-    let loss_fn = CrossEntropyLossConfig::new().init(&device);
-    let train_loss_fn = CrossEntropyLossConfig::new()
-        .with_smoothing((spec.label_smoothing > 0.0).then_some(spec.label_smoothing as f32))
-        .init(&device);
-    let augmentation = Augmentation {
-        kind: spec.augment,
-        padding: spec.crop_padding.unwrap_or(0),
-        fill: data.table[0],
-    };
-    let mut shuffle = Rng::for_stream(spec.seed, Stream::Shuffle);
-    let mut order = data.split.train.clone();
-    let schedule = LrSchedule::new(spec, order.len().div_ceil(spec.batch_size));
-    std::fs::create_dir_all(&run.dir).map_err(|e| Error::io(&run.dir, e))?;
-    // A process stopped since its claim may have lost the trial: its files are the new holder's.
-    if run.lost.load(Ordering::Relaxed) || !(run.holds)() {
-        return Ok(TrialEnd::Lost);
-    }
-
-    let (mut model, mut optimizer, mut dropout, mut augment_rng, mut state) = match &run.resume {
-        Some(state) => {
-            let cannot_resume = |e| {
-                Error::Train(format!(
-                    "cannot resume from {dir}: {e} (delete {dir}/state.json to train the trial \
-                     from its first epoch)",
-                    dir = run.dir.display()
-                ))
-            };
-            let model = fresh
-                .try_load_file(checkpoint::model_path(&run.dir))
-                .map_err(cannot_resume)?;
-            let optimizer = optim::build(spec)
-                .load(checkpoint::optimizer_path(&run.dir))
-                .map_err(cannot_resume)?;
-            // Each epoch shuffles the previous epoch's order: replay them to stand where the
-            // interrupted run stood.
-            for _ in 0..state.epoch {
-                shuffle.shuffle(&mut order);
-            }
-            (
-                model,
-                optimizer,
-                Rng::new(state.dropout),
-                state
-                    .augment
-                    .map_or_else(|| Rng::for_stream(spec.seed, Stream::Augment), Rng::new),
-                state.clone(),
-            )
-        }
-        None => {
-            checkpoint::clear(&run.dir)?;
-            let dropout = Rng::for_stream(spec.seed, Stream::Dropout);
-            let state = ResumeState {
-                epoch: 0,
-                dropout: 0,
-                augment: None,
-                best: None,
-                history: Vec::new(),
-                checkpoints: Vec::new(),
-                optimizer_sha256: String::new(),
-            };
-            (
-                fresh,
-                optim::build(spec),
-                dropout,
-                Rng::for_stream(spec.seed, Stream::Augment),
-                state,
-            )
-        }
-    };
-    for epoch in state.epoch + 1..=spec.epochs {
-        let epoch_start = Instant::now();
-        shuffle.shuffle(&mut order);
-        let (mut loss_sum, mut correct, mut seen) = (0f64, 0i64, 0usize);
-        let batches = order.len().div_ceil(spec.batch_size);
-        let mut reported = Instant::now();
-        for (index, chunk) in order.chunks(spec.batch_size).enumerate() {
-            if run.lost.load(Ordering::Relaxed) {
-                return Ok(TrialEnd::Lost);
-            }
-            if run.stop.load(Ordering::Relaxed) {
-                return Ok(TrialEnd::Interrupted);
-            }
-            let (images, labels) = training_batch(
-                &data.pool,
-                chunk,
-                &data.table,
-                (&augmentation, &mut augment_rng),
-                &device,
-            );
-            let logits = model.forward(images, Some(&mut dropout));
-            let loss = train_loss_fn.forward(logits.clone(), labels.clone());
-            let loss_value = loss.clone().into_scalar::<f32>() as f64;
-            if !loss_value.is_finite() {
-                return Ok(TrialEnd::Diverged {
-                    message: format!(
-                        "training loss became {loss_value} at epoch {epoch}, batch {}",
-                        index + 1
-                    ),
-                });
-            }
-            correct += count_correct(logits, labels);
-            loss_sum += loss_value * chunk.len() as f64;
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optimizer.step(schedule.at(schedule.step_of(epoch, index)), model, grads);
-            seen += chunk.len();
-            if reported.elapsed() >= PROGRESS_EVERY {
-                reported = Instant::now();
-                emit(TrainEvent::Progress {
-                    trial: run.id,
-                    position: BatchPosition {
-                        epoch,
-                        epochs: spec.epochs,
-                        batch: index + 1,
-                        batches,
-                        loss: loss_sum / seen as f64,
-                        images_per_s: seen as f64 / epoch_start.elapsed().as_secs_f64(),
-                    },
-                });
-            }
-        }
-        let train_seconds = epoch_start.elapsed().as_secs_f64();
-        let val = evaluate(&model, &data.pool, &data.split.val, &data.table, &loss_fn);
-        let seen = seen as f64;
-        let metrics = EpochMetrics {
-            epoch,
-            train_loss: loss_sum / seen,
-            train_acc: correct as f64 / seen,
-            val_loss: val.loss,
-            val_acc: val.accuracy,
-            seconds: epoch_start.elapsed().as_secs_f64(),
-            train_seconds,
-        };
-        if !val.loss.is_finite() {
-            emit(TrainEvent::Epoch {
-                trial: run.id,
-                metrics,
-                checkpoints: Vec::new(),
-            });
-            return Ok(TrialEnd::Diverged {
-                message: format!("validation loss became {} at epoch {epoch}", val.loss),
-            });
-        }
-        let value = match run.metric {
-            Metric::ValAcc => metrics.val_acc,
-            Metric::ValLoss => metrics.val_loss,
-        };
-        let improved = run.metric.improves(value, state.best.map(|b| b.0));
-        state.epoch = epoch;
-        state.dropout = dropout.state();
-        state.augment = Some(augment_rng.state());
-        state.history.push(metrics);
-        if improved {
-            state.best = Some((value, epoch));
-        }
-        if run.lost.load(Ordering::Relaxed) || !(run.holds)() {
-            return Ok(TrialEnd::Lost);
-        }
-        // Files first, then the epoch's rows: the files are the log the database catches up
-        // from after a kill between the two.
-        state = checkpoint::commit_epoch(
-            &run.dir,
-            checkpoint::EpochCommit {
-                model: &model,
-                optimizer: &optimizer,
-                state,
-                improved,
-            },
-        )?;
-        crate::fault::kill_point("before-event", epoch);
-        emit(TrainEvent::Epoch {
-            trial: run.id,
-            metrics,
-            checkpoints: state
-                .checkpoints
-                .iter()
-                .filter(|c| c.epoch == epoch)
-                .cloned()
-                .collect(),
-        });
-        let curve: Vec<f64> = state
-            .history
-            .iter()
-            .map(|m| match run.metric {
-                Metric::ValAcc => m.val_acc,
-                Metric::ValLoss => m.val_loss,
-            })
-            .collect();
-        let best_epoch = state.best.map_or(epoch, |b| b.1);
-        match (run.judge)(&curve) {
-            Verdict::Continue => {}
-            Verdict::Prune => return Ok(TrialEnd::Pruned { best_epoch }),
-            Verdict::Pause => return Ok(TrialEnd::Paused { best_epoch }),
-        }
-    }
-    let all_test: Vec<u32> = (0..data.test.len() as u32).collect();
-    let test = (!all_test.is_empty()).then(|| {
-        Box::new(evaluate(
-            &model,
-            &data.test,
-            &all_test,
-            &data.table,
-            &loss_fn,
-        ))
-    });
-    Ok(TrialEnd::Done {
-        test,
-        best_epoch: state.best.map(|b| b.1).unwrap_or(spec.epochs),
-    })
-}
-
-/// A training batch: the images at `indices`, augmented.
-fn training_batch(
-    set: &ImageSet,
-    indices: &[u32],
-    table: &[f32; 256],
-    (augmentation, rng): (&Augmentation, &mut Rng),
-    device: &Device,
-) -> (Tensor<4>, Tensor<1, Int>) {
-    let (mut pixels, labels) = gather(set, indices, table);
-    augmentation.apply(&mut pixels, set.rows, set.cols, rng);
-    tensors(set, pixels, labels, device)
-}
-
 fn batch_tensors(
     set: &ImageSet,
     indices: &[u32],
@@ -367,6 +311,7 @@ fn batch_tensors(
     tensors(set, pixels, labels, device)
 }
 
+/// Tensors of gathered pixels and labels.
 fn tensors(
     set: &ImageSet,
     pixels: Vec<f32>,
