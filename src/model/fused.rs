@@ -5,7 +5,7 @@
 //! parameters their own gradients: each trial keeps its own model, optimizer, learning rate and
 //! checkpoints, and only the arithmetic is shared.
 
-use super::{Cnn, Mlp, Net};
+use super::{Cnn, Mlp, Net, layers};
 use crate::experiment::{ArchName, TrialSpec};
 use crate::rng::Rng;
 use burn::nn::conv::Conv2d;
@@ -87,6 +87,34 @@ fn mlp(mlps: &[&Mlp], images: Vec<Tensor<4>>, dropouts: &mut [&mut Rng]) -> Tens
 }
 
 fn cnn(cnns: &[&Cnn], images: Vec<Tensor<4>>, dropouts: &mut [&mut Rng]) -> Tensor<3> {
+    let x = if layers::is_flex(&images[0].device()) {
+        // Flex's grouped convolution is several times slower than the unfolded, pool-fused
+        // convolutions each trial's model runs alone (`cargo bench --bench layers`), so on flex
+        // only the linear layers are fused.
+        let features = cnns.iter().zip(images).map(|(cnn, images)| {
+            layers::two_conv_blocks(
+                [&cnn.conv1, &cnn.conv2],
+                [None, None],
+                &cnn.pool,
+                images,
+                true,
+            )
+            .flatten::<2>(1, 3)
+        });
+        Tensor::stack::<3>(features.collect(), 0)
+    } else {
+        grouped_conv_blocks(cnns, images)
+    };
+    let rates: Vec<f64> = cnns.iter().map(|c| c.dropout).collect();
+    let fc = |pick: fn(&Cnn) -> &Linear| cnns.iter().map(|c| pick(c)).collect::<Vec<_>>();
+    let x = dropout(relu(linear(&fc(|c| &c.fc1), x)), &rates, dropouts);
+    let x = dropout(relu(linear(&fc(|c| &c.fc2), x)), &rates, dropouts);
+    linear(&fc(|c| &c.fc3), x)
+}
+
+/// Both conv blocks of every trial as grouped convolutions over the trials' images side by
+/// side: `[trials, batch, features]`, each trial's features flattened as its own model does.
+fn grouped_conv_blocks(cnns: &[&Cnn], images: Vec<Tensor<4>>) -> Tensor<3> {
     let trials = cnns.len();
     // Trial k's channels are k*C..(k+1)*C of one image batch: a grouped convolution keeps them
     // apart, and ReLU and max pooling act on each channel alone.
@@ -96,16 +124,8 @@ fn cnn(cnns: &[&Cnn], images: Vec<Tensor<4>>, dropouts: &mut [&mut Rng]) -> Tens
     let x = block(x, cnns.iter().map(|c| &c.conv1).collect());
     let x = block(x, cnns.iter().map(|c| &c.conv2).collect());
     let [batch, channels, height, width] = x.dims();
-    // [batch, trials * C, h, w] -> [trials, batch, C * h * w]: each trial's rows flattened as
-    // its own model flattens them.
-    let x: Tensor<3> = x
-        .reshape([batch, trials, channels / trials * height * width])
-        .swap_dims(0, 1);
-    let rates: Vec<f64> = cnns.iter().map(|c| c.dropout).collect();
-    let fc = |pick: fn(&Cnn) -> &Linear| cnns.iter().map(|c| pick(c)).collect::<Vec<_>>();
-    let x = dropout(relu(linear(&fc(|c| &c.fc1), x)), &rates, dropouts);
-    let x = dropout(relu(linear(&fc(|c| &c.fc2), x)), &rates, dropouts);
-    linear(&fc(|c| &c.fc3), x)
+    x.reshape([batch, trials, channels / trials * height * width])
+        .swap_dims(0, 1)
 }
 
 /// `layers[k].forward(x[k])` for every trial k, as one batched matrix product.
@@ -171,4 +191,68 @@ fn dropout(x: Tensor<3>, rates: &[f64], rngs: &mut [&mut Rng]) -> Tensor<3> {
     }
     let mask = Tensor::<3>::from_data(TensorData::new(mask, dims), &x.device());
     x * mask
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::lenet5;
+
+    /// Off flex the CNNs' conv blocks run as grouped convolutions: they must give every trial
+    /// the values and gradients its own blocks give (run here on flex, where training takes the
+    /// other path).
+    #[test]
+    fn grouped_conv_blocks_match_each_trials_own() {
+        let device = Device::flex().autodiff();
+        for build in [
+            |d: &Device| Cnn::new([4, 8], [16, 16], 0.0, false, d),
+            |d: &Device| lenet5(0.0, false, d),
+        ] {
+            let cnns: Vec<Cnn> = (0..3)
+                .map(|seed| {
+                    device.seed(seed);
+                    build(&device)
+                })
+                .collect();
+            let refs: Vec<&Cnn> = cnns.iter().collect();
+            let images: Vec<Tensor<4>> = (0..3)
+                .map(|_| {
+                    Tensor::random([5, 1, 28, 28], burn::tensor::Distribution::Default, &device)
+                })
+                .collect();
+            let grouped = grouped_conv_blocks(&refs, images.clone());
+            let alone: Vec<Tensor<2>> = cnns
+                .iter()
+                .zip(images)
+                .map(|(cnn, images)| {
+                    let pooled = cnn.pool.forward(relu(cnn.conv1.forward(images)));
+                    cnn.pool
+                        .forward(relu(cnn.conv2.forward(pooled)))
+                        .flatten::<2>(1, 3)
+                })
+                .collect();
+            let alone = Tensor::stack::<3>(alone, 0);
+            let weights =
+                Tensor::<3>::random(grouped.dims(), burn::tensor::Distribution::Default, &device);
+            let grads_grouped = (grouped.clone() * weights.clone()).sum().backward();
+            let grads_alone = (alone.clone() * weights).sum().backward();
+            grouped
+                .inner()
+                .into_data()
+                .assert_approx_eq::<f32>(&alone.inner().into_data(), Default::default());
+            for cnn in &cnns {
+                for conv in [&cnn.conv1, &cnn.conv2] {
+                    let weight = conv.weight.val();
+                    weight
+                        .grad(&grads_grouped)
+                        .unwrap()
+                        .into_data()
+                        .assert_approx_eq::<f32>(
+                            &weight.grad(&grads_alone).unwrap().into_data(),
+                            Default::default(),
+                        );
+                }
+            }
+        }
+    }
 }
