@@ -65,15 +65,9 @@ pub struct TrialRun<'a> {
     pub judge: &'a (dyn Fn(&[f64]) -> Verdict + Sync),
 }
 
-/// Trains the trial to its end, sending events to `emit`; the last event is always `Finished`.
-pub fn run_trial(run: &TrialRun, emit: &(dyn Fn(TrainEvent) + Sync)) -> TrialEnd {
-    run_group(std::slice::from_ref(run), emit)
-        .pop()
-        .expect("one end per trial")
-}
-
-/// Trains `runs` to their ends together, each with its events exactly as if it trained alone
-/// (and a `Finished` as soon as it ends). Several runs must share a
+/// Trains `runs` (one trial, or several fused) to their ends, each with its events exactly as
+/// if it trained alone; each trial's last event is its `Finished`, sent as soon as it ends.
+/// Several runs must share a
 /// [`crate::model::fused::fuse_key`] and a device: each batch is one forward and backward pass
 /// of their models fused ([`crate::model::fused`]), after which each trial's own optimizer
 /// steps its own model. A trial that ends (diverges, is pruned, lost, fails) leaves the group;
@@ -158,10 +152,13 @@ pub fn run_group(runs: &[TrialRun], emit: &(dyn Fn(TrainEvent) + Sync)) -> Vec<T
             }
         }
     }
-    ends.ends
-        .into_iter()
-        .map(|end| end.unwrap_or(TrialEnd::Interrupted))
-        .collect()
+    for index in 0..runs.len() {
+        if !ends.over(index) {
+            // Not reached by the loop above; reported rather than left running.
+            ends.finish(index, TrialEnd::Interrupted);
+        }
+    }
+    ends.ends.into_iter().flatten().collect()
 }
 
 /// The ends of a group's trials, each reported the moment it is known.
