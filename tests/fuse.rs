@@ -36,9 +36,18 @@ hidden = [32, 16]
 
 /// Runs `experiment` with `fuse`, checking it succeeded; its log.
 fn run(ws: &Workspace, experiment: &str, fuse: usize) -> String {
+    run_on(ws, experiment, fuse, "cpu")
+}
+
+/// Runs `experiment` with `fuse` on `devices`, checking it succeeded; its log.
+fn run_on(ws: &Workspace, experiment: &str, fuse: usize, devices: &str) -> String {
     let file = ws.experiment("fused.toml", experiment);
     let set = format!("sweep.fuse={fuse}");
-    let out = ws.run_with_env(&file, &["--set", &set], &[("RUST_LOG", "sweep=info")]);
+    let out = ws.run_with_env(
+        &file,
+        &["--set", &set, "--devices", devices],
+        &[("RUST_LOG", "sweep=info")],
+    );
     let log = stderr(&out);
     assert!(out.status.success(), "{log}");
     log
@@ -191,6 +200,29 @@ fn architectures_without_a_fused_form_train_alone_and_zero_is_refused() {
         "{}",
         stderr(&out)
     );
+}
+
+/// On libtorch the CNNs' convolutions fuse too, as grouped convolutions; without the `tch`
+/// build the device is refused as ever.
+#[test]
+fn fused_cnns_on_libtorch_record_what_they_record_alone() {
+    let experiment = group("cnn", "adam", "[0.0005, 0.001, 0.002]");
+    if !sweep::sched::HAS_TCH {
+        let ws = Workspace::new();
+        let file = ws.experiment("fused.toml", &experiment);
+        let out = ws.run(&file, &["--set", "sweep.fuse=4", "--devices", "tch-cpu"]);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(stderr(&out).contains("--features tch"), "{}", stderr(&out));
+        assert!(ws.nothing_recorded());
+        return;
+    }
+    let alone = Workspace::new();
+    run_on(&alone, &experiment, 1, "tch-cpu");
+    let fused = Workspace::new();
+    let log = run_on(&fused, &experiment, 4, "tch-cpu");
+    assert!(log.contains("fused with"), "{log}");
+    assert_close(&outcome(&fused), &outcome(&alone));
+    assert!(fused.ls_json().iter().all(|t| t["device"] == "tch-cpu"));
 }
 
 on_both_databases!(groups_are_recorded);
