@@ -3,15 +3,17 @@
 # one epoch on the full training set (54,000 training, 6,000 validation images, the 10,000 test
 # images), 2 threads in one slot, for each K; runs one after the other, RUNS times each.
 # Prints a markdown table of median whole-process seconds and trials per minute.
-# Usage: benches/fuse.sh [ARCH...]   (default: mlp lenet5); RUNS=3 FUSE="1 4 8 16" override.
+# Usage: benches/fuse.sh [ARCH...]   (default: mlp lenet5); RUNS=3 FUSE="1 4 8 16" override,
+# DEVICES=tch-cpu runs on libtorch (a binary built with --features tch; SWEEP names it).
 set -euo pipefail
 sweep=${SWEEP:-target/release/sweep}
 runs=${RUNS:-3}
 fuse_values=${FUSE:-"1 4 8 16"}
+devices=${DEVICES:-cpu}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-echo "| architecture | fuse | runs (s) | median (s) | trials / min | vs fuse 1 |"
-echo "| --- | --- | --- | --- | --- | --- |"
+echo "| architecture | device | fuse | runs (s) | median (s) | trials / min | vs fuse 1 |"
+echo "| --- | --- | --- | --- | --- | --- | --- |"
 for arch in "${@:-mlp lenet5}"; do
   for a in $arch; do
     cat > "$work/fuse.toml" <<TOML
@@ -37,14 +39,14 @@ TOML
         rm -rf "$work/db.sqlite" "$work/runs"
         start=$(date +%s.%N)
         "$sweep" run "$work/fuse.toml" --db "$work/db.sqlite" --runs "$work/runs" -q \
-          --set "sweep.fuse=$k" >/dev/null
+          --devices "$devices" --set "sweep.fuse=$k" >/dev/null
         end=$(date +%s.%N)
         times+=("$(echo "$end - $start" | bc -l)")
       done
       median=$(printf '%s\n' "${times[@]}" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
       [ -z "$base" ] && base=$median
       shown=$(printf '%.1f / ' "${times[@]}")
-      printf '| %s | %s | %s | %.1f | %.1f | %.2fx |\n' "$a" "$k" "${shown% / }" "$median" \
+      printf '| %s | %s | %s | %s | %.1f | %.1f | %.2fx |\n' "$a" "$devices" "$k" "${shown% / }" "$median" \
         "$(echo "16 * 60 / $median" | bc -l)" "$(echo "$base / $median" | bc -l)"
     done
   done
