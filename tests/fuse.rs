@@ -202,6 +202,50 @@ fn architectures_without_a_fused_form_train_alone_and_zero_is_refused() {
     );
 }
 
+/// A search draws each group's members together; a draw that does not fit the group (another
+/// batch size) trains in the next one.
+#[test]
+fn a_search_draws_fused_groups_within_its_budget() {
+    let experiment = r#"
+[sweep]
+name = "fused"
+seed = 3
+sampler = "random"
+trials = 10
+jobs = 1
+threads = 1
+[data]
+split = 0.8
+[grid]
+arch = "mlp"
+optimizer = "adam"
+lr = { log_uniform = [1e-4, 1e-2] }
+dropout = { uniform = [0.0, 0.5] }
+batch_size = [16, 32]
+epochs = 2
+[arch.mlp]
+hidden = [16]
+"#;
+    let ws = Workspace::new();
+    let log = run(&ws, experiment, 4);
+    let trials = ws.ls_json();
+    assert_eq!(trials.len(), 10, "{log}");
+    assert!(trials.iter().all(|t| t["status"] == "done"), "{log}");
+    let fused: Vec<_> = trials
+        .iter()
+        .filter(|t| t["fused_with"].is_string())
+        .collect();
+    // The budget's last two draws may be left without mates; the rest fill groups of four.
+    assert!(fused.len() >= 8, "{log}");
+    for trial in &fused {
+        for mate in trial["fused_with"].as_str().unwrap().split(',') {
+            let mate: i64 = mate.parse().unwrap();
+            let mate = trials.iter().find(|t| t["id"] == mate).unwrap();
+            assert_eq!(mate["batch_size"], trial["batch_size"], "{log}");
+        }
+    }
+}
+
 /// On libtorch the CNNs' convolutions fuse too, as grouped convolutions; without the `tch`
 /// build the device is refused as ever.
 #[test]

@@ -50,6 +50,9 @@ pub(super) struct Dispenser<'a> {
     pub(super) error: Option<Error>,
     /// Names drawn trials for the progress display.
     pub(super) labels: mpsc::Sender<Message>,
+    /// Drawn (and claimed) trials that did not fit the fused group they were drawn for: the
+    /// next groups take them first.
+    pub(super) deferred: std::collections::VecDeque<(i64, TrialSpec)>,
 }
 
 /// While the database is out of reach, how long training goes on without asking it again
@@ -128,29 +131,47 @@ impl Dispenser<'_> {
         }
     }
 
-    /// Another unfinished trial to train fused with a group whose trials have fuse key `key`:
-    /// the next candidate with that key that this process can claim. A database failure ends
-    /// the search (the group trains as it is; the candidate stays for a later turn).
+    /// Another trial to train fused with a group whose trials have fuse key `key`: a drawn one
+    /// waiting for a group that fits, else the next candidate with that key that this process
+    /// can claim, else (in a search) a new draw; draws that do not fit wait for a later group,
+    /// up to `patience` of them per call. A database failure ends the search for members (the
+    /// group trains as it is).
     pub(super) fn next_matching(
         &mut self,
         key: &str,
+        patience: usize,
     ) -> Option<(i64, TrialSpec, Option<ResumeState>)> {
-        if self.error.is_some() || self.max_trials.is_some_and(|max| self.claimed_here >= max) {
+        let fits = |trial: &TrialSpec| fused::fuse_key(trial).as_deref() == Some(key);
+        let claimed = |this: &mut Self, id: i64| {
+            this.running_here += 1;
+            this.claimed_here += 1;
+            this.attempted.insert(id);
+            this.taken_elsewhere.remove(&id);
+        };
+        if let Some(at) = self.deferred.iter().position(|(_, trial)| fits(trial)) {
+            let (id, trial) = self.deferred.remove(at).expect("found");
+            claimed(self, id);
+            return Some((id, trial, None));
+        }
+        let full = |this: &Self| {
+            this.error.is_some()
+                || this
+                    .max_trials
+                    .is_some_and(|max| this.claimed_here + this.deferred.len() >= max)
+        };
+        if full(self) {
             return None;
         }
         let mut at = self.next;
         while at < self.candidates.len() {
-            if fused::fuse_key(&self.candidates[at].1).as_deref() != Some(key) {
+            if !fits(&self.candidates[at].1) {
                 at += 1;
                 continue;
             }
             let (id, trial) = self.candidates.remove(at);
             match self.claim_candidate(id, &trial) {
                 Ok(Some(resume)) => {
-                    self.running_here += 1;
-                    self.claimed_here += 1;
-                    self.attempted.insert(id);
-                    self.taken_elsewhere.remove(&id);
+                    claimed(self, id);
                     return Some((id, trial, resume));
                 }
                 Ok(None) => {
@@ -163,10 +184,70 @@ impl Dispenser<'_> {
                 }
             }
         }
+        // A search draws the group's other members now, as Optuna's parallel workers each ask
+        // before any has told: from the same history.
+        for _ in 0..=patience {
+            if full(self) {
+                return None;
+            }
+            match self.draw() {
+                Ok(Some((id, trial))) if fits(&trial) => {
+                    claimed(self, id);
+                    return Some((id, trial, None));
+                }
+                Ok(Some(misfit)) => self.deferred.push_back(misfit),
+                Ok(None) => return None,
+                Err(e) => {
+                    tracing::warn!("cannot draw a trial to fuse: {e}");
+                    return None;
+                }
+            }
+        }
         None
     }
 
+    /// Draws and claims a new trial while the search's budget lasts (`None` without a sampler
+    /// or budget); its other repeats join the candidates as pending trials.
+    fn draw(&mut self) -> Result<Option<(i64, TrialSpec)>> {
+        let Some(sampler) = &self.sampler else {
+            return Ok(None);
+        };
+        let drawn = self.store.claim_new_trial(
+            self.sweep_id,
+            &self.owner,
+            sampler.total_trials(),
+            sampler.repeats(),
+            self.metric,
+            |draw, past| sampler.draw(draw, past),
+        )?;
+        let Some((id, trial, lease)) = drawn else {
+            return Ok(None);
+        };
+        self.holdings.take(id, lease);
+        let _ = self.labels.send(Message::Label(id, trial.label()));
+        tracing::debug!(trial = id, "drawn: {}", trial.label());
+        let repeats = if sampler.repeats() > 1 {
+            self.store.sweep_trials(self.sweep_id)?
+        } else {
+            Vec::new()
+        };
+        for (other, spec) in repeats {
+            if other.status == "pending"
+                && other.id != id
+                && !self.candidates.iter().any(|(c, _)| *c == other.id)
+            {
+                let _ = self.labels.send(Message::Label(other.id, spec.label()));
+                self.candidates.push((other.id, spec));
+            }
+        }
+        Ok(Some((id, trial)))
+    }
+
     fn claim_next(&mut self, settled: bool) -> Result<Next> {
+        // A trial drawn for a fused group it did not fit is claimed already: it goes first.
+        if let Some((id, trial)) = self.deferred.pop_front() {
+            return Ok(Next::Run(id, trial, None));
+        }
         // Samplers and promotions decide from the history: let it include every event this
         // process has sent (with one slot, that makes a search reproducible).
         if (self.sampler.is_some() || self.pruner.pauses()) && !settled {
@@ -193,36 +274,8 @@ impl Dispenser<'_> {
                 }
             }
         }
-        if let Some(sampler) = &self.sampler {
-            let drawn = self.store.claim_new_trial(
-                self.sweep_id,
-                &self.owner,
-                sampler.total_trials(),
-                sampler.repeats(),
-                self.metric,
-                |draw, past| sampler.draw(draw, past),
-            )?;
-            if let Some((id, trial, lease)) = drawn {
-                self.holdings.take(id, lease);
-                let _ = self.labels.send(Message::Label(id, trial.label()));
-                tracing::debug!(trial = id, "drawn: {}", trial.label());
-                // Its other repeats wait as pending trials of the sweep.
-                let repeats = if sampler.repeats() > 1 {
-                    self.store.sweep_trials(self.sweep_id)?
-                } else {
-                    Vec::new()
-                };
-                for (other, spec) in repeats {
-                    if other.status == "pending"
-                        && other.id != id
-                        && !self.candidates.iter().any(|(c, _)| *c == other.id)
-                    {
-                        let _ = self.labels.send(Message::Label(other.id, spec.label()));
-                        self.candidates.push((other.id, spec));
-                    }
-                }
-                return Ok(Next::Run(id, trial, None));
-            }
+        if let Some((id, trial)) = self.draw()? {
+            return Ok(Next::Run(id, trial, None));
         }
         if self.pruner.pauses() && (self.running_here > 0 || !settled) {
             return Ok(Next::Wait);

@@ -319,6 +319,7 @@ pub fn run_sweep(experiment: &Experiment, options: &RunOptions) -> Result<RunSum
         promoted: 0,
         error: None,
         labels: sender.clone(),
+        deferred: Default::default(),
     });
 
     // Workers are plain threads, each with its own rayon pool for the trial's tensor ops: a
@@ -562,7 +563,7 @@ fn fused_group(
         let more = dispenser
             .lock()
             .expect("no panics under the lock")
-            .next_matching(&key);
+            .next_matching(&key, fuse);
         match more {
             Some(member) => group.push(member),
             None => break,
