@@ -4,6 +4,7 @@
 use crate::data::{self, Dataset};
 mod device;
 mod dispenser;
+mod group;
 mod holdings;
 mod owner;
 mod progress;
@@ -15,10 +16,9 @@ pub use progress::ProgressMode;
 
 use crate::error::{Error, Result};
 use crate::experiment::{DeviceName, Experiment, ExperimentSpec, TrialSpec};
-use crate::model::fused;
 use crate::search::{Pruner, Sampler, Verdict};
 use crate::store::{HeldTrial, Location, Store, StoredTrial};
-use crate::train::{self, ResumeState, TrainEvent, TrialEnd, TrialRun};
+use crate::train::{self, TrainEvent, TrialEnd, TrialRun};
 use dispenser::{Dispenser, Idle, Next};
 use holdings::Holdings;
 use progress::Progress;
@@ -367,67 +367,14 @@ pub fn run_sweep(experiment: &Experiment, options: &RunOptions) -> Result<RunSum
                             }
                             Next::Done => break,
                         };
-                        let group = fused_group(first, fuse, dispenser);
-                        let judges: Vec<BoxedJudge> = group
-                            .iter()
-                            .map(|(id, trial, _)| {
-                                let (id, epochs) = (*id, trial.epochs);
-                                Box::new(move |curve: &[f64]| {
-                                    if !pruner.is_active() {
-                                        return Verdict::Continue;
-                                    }
-                                    dispenser
-                                        .lock()
-                                        .expect("no panics under the lock")
-                                        .judge(id, epochs, curve)
-                                })
-                                    as Box<dyn Fn(&[f64]) -> Verdict + Sync>
-                            })
-                            .collect();
-                        let holds: Vec<Box<dyn Fn() -> bool + Sync>> = group
-                            .iter()
-                            .map(|&(id, _, _)| {
-                                Box::new(move || {
-                                    let lease = holdings.lease(id).unwrap_or_default();
-                                    dispenser
-                                        .lock()
-                                        .expect("no panics under the lock")
-                                        .still_holds(id, lease)
-                                }) as Box<dyn Fn() -> bool + Sync>
-                            })
-                            .collect();
-                        let losts: Vec<_> = group
-                            .iter()
-                            .map(|(id, ..)| holdings.lost_flag(*id))
-                            .collect();
-                        let members: Vec<Member> = group
-                            .into_iter()
-                            .zip(&losts)
-                            .zip(judges.iter().zip(&holds))
-                            .map(|(((id, trial, resume), lost), (judge, holds))| Member {
-                                id,
-                                trial,
-                                resume,
-                                lost,
-                                judge: judge.as_ref(),
-                                holds: holds.as_ref(),
-                            })
-                            .collect();
-                        let ids: Vec<i64> = members.iter().map(|m| m.id).collect();
-                        let group_ends = slot.run(members, dataset, experiment, &emit);
-                        for (k, end) in group_ends.into_iter().enumerate() {
-                            // Whatever ended a lost trial (a clash over its files with the new
-                            // holder, say) is the new holder's business now.
-                            let lost = losts[k].load(Ordering::SeqCst)
-                                || (matches!(end, TrialEnd::Failed { .. }) && !holds[k]());
-                            let end = if lost { TrialEnd::Lost } else { end };
-                            tracing::debug!(trial = ids[k], "{}", end.status());
-                            dispenser
-                                .lock()
-                                .expect("no panics under the lock")
-                                .running_here -= 1;
-                            ends.push(end);
-                        }
+                        let group = group::fused_group(first, fuse, dispenser);
+                        ends.extend(group::train(
+                            &slot,
+                            group,
+                            (dispenser, holdings, pruner),
+                            (dataset, experiment),
+                            &emit,
+                        ));
                     }
                     ends
                 })
@@ -518,9 +465,6 @@ fn most_epochs(spec: &ExperimentSpec) -> usize {
 /// Asked after each epoch whether the trial goes on (early stopping).
 type Judge<'a> = &'a (dyn Fn(&[f64]) -> Verdict + Sync);
 
-/// A [`Judge`] made for one member of a slot's group.
-type BoxedJudge<'a> = Box<dyn Fn(&[f64]) -> Verdict + Sync + 'a>;
-
 /// Asked before each epoch's files are written whether this process still holds the trial.
 type StillHeld<'a> = &'a (dyn Fn() -> bool + Sync);
 
@@ -533,50 +477,11 @@ struct Slot<'a> {
     stop: &'a AtomicBool,
 }
 
-/// One trial of a slot's group: what it trains and how it asks about itself.
-struct Member<'a> {
-    id: i64,
-    trial: TrialSpec,
-    resume: Option<ResumeState>,
-    lost: &'a AtomicBool,
-    judge: Judge<'a>,
-    holds: StillHeld<'a>,
-}
-
-/// Up to `fuse` trials to train as one model: `first`, then unfinished trials the dispenser
-/// holds that fuse with it ([`crate::model::fused::fuse_key`]).
-fn fused_group(
-    first: (i64, TrialSpec, Option<ResumeState>),
-    fuse: usize,
-    dispenser: &Mutex<Dispenser>,
-) -> Vec<(i64, TrialSpec, Option<ResumeState>)> {
-    let mut group = vec![first];
-    if fuse <= 1 {
-        return group;
-    }
-    let Some(key) = fused::fuse_key(&group[0].1) else {
-        let why = fused::unfusable(&group[0].1).unwrap_or_default();
-        tracing::info!("trial {} trains alone: {why}", group[0].0);
-        return group;
-    };
-    while group.len() < fuse {
-        let more = dispenser
-            .lock()
-            .expect("no panics under the lock")
-            .next_matching(&key, fuse);
-        match more {
-            Some(member) => group.push(member),
-            None => break,
-        }
-    }
-    group
-}
-
 impl Slot<'_> {
     /// Trains `members` (one trial, or several fused) on this slot; their ends in order.
     fn run(
         &self,
-        members: Vec<Member>,
+        members: Vec<group::Member>,
         dataset: &Dataset,
         experiment: &Experiment,
         emit: &(dyn Fn(TrainEvent) + Sync),
