@@ -1,26 +1,30 @@
 #!/usr/bin/env bash
 # Sweep throughput with `[sweep] fuse` K: 16 trials of one architecture (16 learning rates),
 # one epoch on the full training set (54,000 training, 6,000 validation images, the 10,000 test
-# images), 2 threads in one slot, for each K; runs one after the other, RUNS times each.
+# images), for each K; runs one after the other, RUNS times each. "vs first row" compares with
+# the first fuse value of the same invocation.
 # Prints a markdown table of median whole-process seconds and trials per minute.
 # Usage: benches/fuse.sh [ARCH...]   (default: mlp lenet5); RUNS=3 FUSE="1 4 8 16" override,
-# DEVICES=tch-cpu runs on libtorch (a binary built with --features tch; SWEEP names it).
+# DEVICES=tch-cpu runs on libtorch (a binary built with --features tch; SWEEP names it);
+# JOBS=2 THREADS=1 splits the cores into slots (default: one slot of 2 threads).
 set -euo pipefail
 sweep=${SWEEP:-target/release/sweep}
 runs=${RUNS:-3}
 fuse_values=${FUSE:-"1 4 8 16"}
 devices=${DEVICES:-cpu}
+jobs=${JOBS:-1}
+threads=${THREADS:-2}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-echo "| architecture | device | fuse | runs (s) | median (s) | trials / min | vs fuse 1 |"
-echo "| --- | --- | --- | --- | --- | --- | --- |"
+echo "| architecture | device | jobs x threads | fuse | runs (s) | median (s) | trials / min | vs first row |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
 for arch in "${@:-mlp lenet5}"; do
   for a in $arch; do
     cat > "$work/fuse.toml" <<TOML
 [sweep]
 name = "fuse"
-jobs = 1
-threads = 2
+jobs = $jobs
+threads = $threads
 [data]
 split = 0.9
 [grid]
@@ -46,7 +50,7 @@ TOML
       median=$(printf '%s\n' "${times[@]}" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
       [ -z "$base" ] && base=$median
       shown=$(printf '%.1f / ' "${times[@]}")
-      printf '| %s | %s | %s | %s | %.1f | %.1f | %.2fx |\n' "$a" "$devices" "$k" "${shown% / }" "$median" \
+      printf '| %s | %s | %s x %s | %s | %s | %.1f | %.1f | %.2fx |\n' "$a" "$devices" "$jobs" "$threads" "$k" "${shown% / }" "$median" \
         "$(echo "16 * 60 / $median" | bc -l)" "$(echo "$base / $median" | bc -l)"
     done
   done
