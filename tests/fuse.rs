@@ -190,6 +190,10 @@ fn architectures_without_a_fused_form_train_alone_and_zero_is_refused() {
         log.contains("trains alone: convnet has no fused form"),
         "{log}"
     );
+    assert!(
+        log.contains("fuse = 4 on cpu (flex): fused groups measured no faster"),
+        "{log}"
+    );
     assert!(ws.ls_json().iter().all(|t| t["status"] == "done"));
 
     let file = ws.experiment("fused.toml", &experiment);

@@ -291,6 +291,13 @@ pub fn run_sweep(experiment: &Experiment, options: &RunOptions) -> Result<RunSum
     };
     let pruner = Pruner::new(&spec.prune, spec.sweep.metric);
     let fuse = spec.sweep.fuse;
+    if fuse > 1 && spec.sweep.devices.contains(&DeviceName::Cpu) {
+        tracing::info!(
+            "fuse = {fuse} on cpu (flex): fused groups measured no faster than trials alone on \
+             this backend (BENCHMARKS.md, \"Fused trials\"); for CPU throughput, jobs = cores \
+             with threads = 1 is the setting that helps"
+        );
+    }
     let work = candidates.len() + to_draw + paused;
     let dispenser = Mutex::new(Dispenser {
         store: Store::open(&options.db)?,
