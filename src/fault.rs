@@ -6,10 +6,11 @@
 //! replaced), `after-state` (resume state replaced, files not yet moved into place),
 //! `before-event` (files in place, the epoch not yet sent to the database writer).
 //!
-//! `SWEEP_STOP_AT=after-claim:TRIAL` makes the process SIGSTOP itself right after it claimed
-//! trial `TRIAL` (database id), before it touches the trial's files: the window in which
-//! another process may take the trial over while this one stands still. Whoever started the
-//! process continues it with SIGCONT.
+//! `SWEEP_STOP_AT=POINT:TRIAL` makes the process SIGSTOP itself (once) at `POINT` for trial
+//! `TRIAL` (database id): `after-claim`, right after it claimed the trial and before it touches
+//! its files; `in-epoch-write`, inside the transaction that writes the trial's first epoch row,
+//! holding its row lock. Those are the windows in which another process may take the trial
+//! over while this one stands still. Whoever started the process continues it with SIGCONT.
 
 use std::sync::OnceLock;
 
@@ -45,11 +46,16 @@ pub fn kill_point(point: &str, epoch: usize) {
     signal_self_at(armed, point, epoch, libc::SIGKILL);
 }
 
-/// Stops this process with SIGSTOP when the armed stop point is `point` for `trial`.
+/// Stops this process with SIGSTOP when the armed stop point is `point` for `trial`, the first
+/// time only (continued, the process retries what it was doing and would stop again).
 pub fn stop_point(point: &str, trial: i64) {
     static ARMED: OnceLock<Option<(String, usize)>> = OnceLock::new();
+    static FIRED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     let armed = ARMED.get_or_init(|| armed(STOP_AT_ENV));
-    if let Ok(trial) = usize::try_from(trial) {
-        signal_self_at(armed, point, trial, libc::SIGSTOP);
+    let matches = armed
+        .as_ref()
+        .is_some_and(|(p, n)| p == point && usize::try_from(trial).is_ok_and(|t| t == *n));
+    if matches && !FIRED.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        signal_self_at(armed, point, trial as usize, libc::SIGSTOP);
     }
 }

@@ -355,6 +355,64 @@ fn a_worker_stopped_right_after_its_claim_leaves_the_trial_to_its_taker(db: Db) 
     assert!(ws.ls_json().iter().all(|t| t["status"] == "done"));
 }
 
+/// A process stopped inside a write transaction holds its trial's row lock, which hides the
+/// trial from every claim (they skip locked rows): PostgreSQL ends such a stalled transaction
+/// after a few seconds, so the trial is taken over all the same, and the stalled process, once
+/// continued, has its write refused and goes on.
+#[test]
+fn a_worker_stalled_inside_a_write_transaction_is_taken_over() {
+    let fence = fenced_sweep(30);
+    let ws = Workspace::on(Db::Postgres);
+    let file = ws.experiment("shared.toml", &fence);
+    let stale = on_machine(
+        &ws,
+        "machine-a",
+        &["run", file.to_str().unwrap()],
+        &[("SWEEP_STOP_AT", "in-epoch-write:1")],
+    );
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    while !stopped(&stale) {
+        assert!(
+            Instant::now() < deadline,
+            "the stop point was never reached"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let taker = on_machine(
+        &ws,
+        "machine-b",
+        &["worker", "--sweep", "shared", "--idle-exit", "3"],
+        &[],
+    );
+    let epochs_of_trial_1 = || {
+        Store::open_existing(ws.db())
+            .and_then(|store| store.epochs(1))
+            .map_or(0, |epochs| epochs.len())
+    };
+    while epochs_of_trial_1() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "nobody took trial 1 over from the stalled transaction"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    signal(&stale, "-CONT");
+    let stale_out = stale.wait_with_output().unwrap();
+    let taker_out = taker.wait_with_output().unwrap();
+    let (stale_log, taker_log) = (stderr(&stale_out), stderr(&taker_out));
+    assert!(stale_out.status.success(), "{stale_log}");
+    assert!(taker_out.status.success(), "{taker_log}");
+    assert!(
+        stale_log.contains("trial 1 was taken over by another process"),
+        "{stale_log}"
+    );
+    assert_eq!(
+        outcome(&ws),
+        single_process_outcome(Db::Postgres, &fence),
+        "{stale_log}\n{taker_log}"
+    );
+}
+
 on_both_databases!(
     a_stale_worker_loses_its_trial_and_its_writes_are_refused,
     a_worker_stopped_right_after_its_claim_leaves_the_trial_to_its_taker,

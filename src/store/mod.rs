@@ -29,6 +29,12 @@ use std::time::Duration;
 /// How long a SQLite connection waits for another process's write lock.
 const SQLITE_BUSY_TIMEOUT_MS: u32 = 30_000;
 
+/// How long a PostgreSQL session of ours may sit in an open transaction before the server ends
+/// it. Our transactions never wait on anything but the server, so only a stalled process (a
+/// SIGSTOP, a frozen machine) reaches it; without it, the row locks it holds would hide its trial
+/// from every takeover (claims skip locked rows) for as long as it stays stalled.
+const POSTGRES_STALLED_TRANSACTION_MS: u32 = 5_000;
+
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -98,6 +104,16 @@ impl Store {
                                  PRAGMA journal_mode = WAL;
                                  PRAGMA synchronous = NORMAL;
                                  PRAGMA foreign_keys = ON;"
+                            )
+                            .as_str(),
+                        )
+                        .await?;
+                    } else {
+                        use sqlx::Executor;
+                        conn.execute(
+                            format!(
+                                "SET idle_in_transaction_session_timeout = \
+                                 {POSTGRES_STALLED_TRANSACTION_MS}"
                             )
                             .as_str(),
                         )
@@ -210,14 +226,16 @@ impl Store {
 }
 
 /// Whether an error says the server is out of reach rather than that the statement is wrong:
-/// a broken or refused connection, or PostgreSQL shutting down, starting up or dropping us.
+/// a broken or refused connection, PostgreSQL shutting down, starting up or dropping us (25P03:
+/// it ended our transaction after [`POSTGRES_STALLED_TRANSACTION_MS`] stalled; the write is
+/// tried again on a new connection, and refused there if the trial was taken over meanwhile).
 fn unreachable(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_) => true,
         sqlx::Error::Protocol(_) => true,
-        sqlx::Error::Database(db) => db
-            .code()
-            .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")),
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            code.starts_with("08") || code.starts_with("57P") || code == "25P03"
+        }),
         _ => false,
     }
 }

@@ -50,6 +50,9 @@ impl Store {
                 if !hold(&mut tx, self.backend, trial, lease).await? {
                     return Ok(false);
                 }
+                if matches!(event, TrainEvent::Epoch { .. }) {
+                    crate::fault::stop_point("in-epoch-write", trial);
+                }
                 match event {
                     TrainEvent::Started {
                         trial,
