@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{Db, Workspace, outcome, stderr};
+use common::{Db, Workspace, outcome, signal, stderr};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -29,14 +29,6 @@ epochs = 20
 [arch.mlp]
 hidden = [128]
 "#;
-
-fn signal(child: &Child, name: &str) {
-    let ok = Command::new("kill")
-        .args([name, &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success(), "kill {name}");
-}
 
 #[test]
 fn eight_workers_with_kills_and_a_stale_one_finish_the_sweep_exactly_once() {

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Db, Workspace, outcome, started, stderr};
+use common::{Db, Workspace, outcome, signal, started, stderr};
 use std::collections::BTreeSet;
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
@@ -192,18 +192,39 @@ fn on_machine(ws: &Workspace, name: &str, args: &[&str], env: &[(&str, &str)]) -
         .unwrap()
 }
 
-fn signal(child: &Child, name: &str) {
-    let ok = Command::new("kill")
-        .args([name, &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success(), "kill {name}");
-}
-
 /// Whether `child` is stopped (by SIGSTOP).
 fn stopped(child: &Child) -> bool {
     std::fs::read_to_string(format!("/proc/{}/stat", child.id()))
         .is_ok_and(|stat| stat.contains(") T "))
+}
+
+/// Waits (until `deadline`) for `stale`, started with a `SWEEP_STOP_AT` point, to stop there;
+/// then starts a worker as another machine and waits until it has recorded three epochs of
+/// trial 1, which `stale` held. Returns that worker.
+fn take_over_trial_1(ws: &Workspace, stale: &Child, deadline: Instant, why: &str) -> Child {
+    while !stopped(stale) {
+        assert!(
+            Instant::now() < deadline,
+            "the stop point was never reached"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let taker = on_machine(
+        ws,
+        "machine-b",
+        &["worker", "--sweep", "shared", "--idle-exit", "3"],
+        &[],
+    );
+    let epochs_of_trial_1 = || {
+        Store::open_existing(ws.db())
+            .and_then(|store| store.epochs(1))
+            .map_or(0, |epochs| epochs.len())
+    };
+    while epochs_of_trial_1() < 3 {
+        assert!(Instant::now() < deadline, "{why}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    taker
 }
 
 /// `child`'s stderr as it comes, gathered by a thread until the child closes it.
@@ -283,28 +304,7 @@ fn a_worker_stopped_right_after_its_claim_leaves_the_trial_to_its_taker(db: Db) 
     );
     let stale_log = tail(&mut stale);
     let deadline = Instant::now() + std::time::Duration::from_secs(60);
-    while !stopped(&stale) {
-        assert!(
-            Instant::now() < deadline,
-            "the stop point was never reached"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let taker = on_machine(
-        &ws,
-        "machine-b",
-        &["worker", "--sweep", "shared", "--idle-exit", "3"],
-        &[],
-    );
-    let epochs_of_trial_1 = || {
-        Store::open_existing(ws.db())
-            .and_then(|store| store.epochs(1))
-            .map_or(0, |epochs| epochs.len())
-    };
-    while epochs_of_trial_1() < 3 {
-        assert!(Instant::now() < deadline, "nobody took trial 1 over");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let taker = take_over_trial_1(&ws, &stale, deadline, "nobody took trial 1 over");
     // Hold the taker still with trial 1's files committed, wake the stale process, and look at
     // the files once it has given the trial up.
     signal(&taker, "-STOP");
@@ -371,31 +371,12 @@ fn a_worker_stalled_inside_a_write_transaction_is_taken_over() {
         &[("SWEEP_STOP_AT", "in-epoch-write:1")],
     );
     let deadline = Instant::now() + std::time::Duration::from_secs(60);
-    while !stopped(&stale) {
-        assert!(
-            Instant::now() < deadline,
-            "the stop point was never reached"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let taker = on_machine(
+    let taker = take_over_trial_1(
         &ws,
-        "machine-b",
-        &["worker", "--sweep", "shared", "--idle-exit", "3"],
-        &[],
+        &stale,
+        deadline,
+        "nobody took trial 1 over from the stalled transaction",
     );
-    let epochs_of_trial_1 = || {
-        Store::open_existing(ws.db())
-            .and_then(|store| store.epochs(1))
-            .map_or(0, |epochs| epochs.len())
-    };
-    while epochs_of_trial_1() < 3 {
-        assert!(
-            Instant::now() < deadline,
-            "nobody took trial 1 over from the stalled transaction"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
     signal(&stale, "-CONT");
     let stale_out = stale.wait_with_output().unwrap();
     let taker_out = taker.wait_with_output().unwrap();

@@ -306,6 +306,15 @@ pub fn outcome(ws: &Workspace) -> Outcome {
         .collect()
 }
 
+/// Sends `name` (`-STOP`, `-CONT`, `-KILL`) to `child` with kill(1).
+pub fn signal(child: &Child, name: &str) {
+    let ok = Command::new("kill")
+        .args([name, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success(), "kill {name}");
+}
+
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
