@@ -14,6 +14,7 @@ use burn::prelude::*;
 use burn::tensor::activation::relu;
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
+use rayon::prelude::*;
 
 /// Why trials of `spec` cannot be fused, if they cannot.
 pub fn unfusable(spec: &TrialSpec) -> Option<String> {
@@ -90,8 +91,9 @@ fn cnn(cnns: &[&Cnn], images: Vec<Tensor<4>>, dropouts: &mut [&mut Rng]) -> Tens
     let x = if layers::is_flex(&images[0].device()) {
         // Flex's grouped convolution is several times slower than the unfolded, pool-fused
         // convolutions each trial's model runs alone (`cargo bench --bench layers`), so on flex
-        // only the linear layers are fused.
-        let features = cnns.iter().zip(images).map(|(cnn, images)| {
+        // only the linear layers are fused; the trials' own blocks run on the slot's threads side
+        // by side.
+        let features = cnns.par_iter().zip(images).map(|(cnn, images)| {
             layers::two_conv_blocks(
                 [&cnn.conv1, &cnn.conv2],
                 [None, None],
@@ -179,16 +181,18 @@ fn dropout(x: Tensor<3>, rates: &[f64], rngs: &mut [&mut Rng]) -> Tensor<3> {
     }
     let dims = x.dims();
     let per_trial = dims[1] * dims[2];
-    let mut mask = Vec::with_capacity(dims[0] * per_trial);
-    for (&p, rng) in rates.iter().zip(rngs.iter_mut()) {
-        if p <= 0.0 {
-            mask.extend(std::iter::repeat_n(1.0f32, per_trial));
-            continue;
-        }
-        let keep = 1.0 - p as f32;
-        let scale = 1.0 / keep;
-        mask.extend((0..per_trial).map(|_| if rng.next_f32() < keep { scale } else { 0.0 }));
-    }
+    let mut mask = vec![1.0f32; dims[0] * per_trial];
+    // Each trial's mask comes from its own generator, so the slot's threads draw them side by side.
+    mask.par_chunks_mut(per_trial)
+        .zip(rates.par_iter().zip(rngs.par_iter_mut()))
+        .filter(|(_, (p, _))| **p > 0.0)
+        .for_each(|(mask, (&p, rng))| {
+            let keep = 1.0 - p as f32;
+            let scale = 1.0 / keep;
+            for m in mask {
+                *m = if rng.next_f32() < keep { scale } else { 0.0 };
+            }
+        });
     let mask = Tensor::<3>::from_data(TensorData::new(mask, dims), &x.device());
     x * mask
 }

@@ -320,7 +320,7 @@ fn weight_rows(conv: &Conv2d) -> Tensor<2> {
 }
 
 /// Whether `device` is burn's flex CPU backend, with or without autodiff.
-pub(super) fn is_flex(device: &Device) -> bool {
+pub(crate) fn is_flex(device: &Device) -> bool {
     device.clone().without_autodiff() == Device::flex()
 }
 

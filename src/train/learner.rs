@@ -249,10 +249,14 @@ impl<'r, 'a> Learner<'r, 'a> {
         None
     }
 
-    /// Moves the model by its share of `grads`, at its learning rate for this batch.
-    pub(super) fn step(&mut self, grads: &mut Gradients, (epoch, index): (usize, usize)) {
+    /// The model's share of `grads` (taken out of them), for [`Learner::step`].
+    pub(super) fn own_grads(&self, grads: &mut Gradients) -> GradientsParams {
+        GradientsParams::from_module(grads, self.model())
+    }
+
+    /// Moves the model by `grads`, at its learning rate for this batch.
+    pub(super) fn step(&mut self, grads: GradientsParams, (epoch, index): (usize, usize)) {
         let model = self.model.take().expect("one step at a time");
-        let grads = GradientsParams::from_module(grads, &model);
         let lr = self.schedule.at(self.schedule.step_of(epoch, index));
         self.model = Some(self.optimizer.step(lr, model, grads));
     }

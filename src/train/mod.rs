@@ -22,8 +22,10 @@ use crate::model::{Net, fused};
 use crate::rng::Rng;
 use crate::search::Verdict;
 use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
+use burn::optim::GradientsParams;
 use burn::prelude::*;
 use learner::Learner;
+use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
@@ -139,12 +141,17 @@ pub fn run_group(runs: &[TrialRun], emit: &(dyn Fn(TrainEvent) + Sync)) -> Vec<T
             }
             active.retain(|(i, _)| !ends.over(*i));
         }
-        for (i, learner) in active {
-            match learner.end_epoch(epoch, emit) {
+        let ended: Vec<(usize, Result<Option<TrialEnd>>)> = active
+            .into_par_iter()
+            .with_min_len(members_per_thread(&device))
+            .map(|(i, learner)| (*i, learner.end_epoch(epoch, emit)))
+            .collect();
+        for (i, end) in ended {
+            match end {
                 Ok(None) => {}
-                Ok(Some(end)) => ends.finish(*i, end),
+                Ok(Some(end)) => ends.finish(i, end),
                 Err(e) => ends.finish(
-                    *i,
+                    i,
                     TrialEnd::Failed {
                         message: e.to_string(),
                     },
@@ -184,6 +191,19 @@ impl Ends<'_> {
     }
 }
 
+/// How many of a group's members one of the slot's threads takes on at once for their own work
+/// (batches, optimizer steps, validation and tests). On flex, one each: flex runs every
+/// elementwise operation on one thread, so members stepped one after another leave the slot's
+/// other threads idle. On libtorch, all of them: each of its operations already runs on all of
+/// the threads, and members side by side would oversubscribe the cores.
+fn members_per_thread(device: &Device) -> usize {
+    if crate::model::layers::is_flex(device) {
+        1
+    } else {
+        usize::MAX
+    }
+}
+
 /// One training batch of every active learner: the forward pass (fused when there are several),
 /// each trial's loss and figures, one backward pass, each trial's optimizer step. Returns the
 /// trials that diverged on it, which take no step.
@@ -194,7 +214,8 @@ fn train_batch(
     emit: &(dyn Fn(TrainEvent) + Sync),
 ) -> Vec<(usize, TrialEnd)> {
     let batches: Vec<(Tensor<4>, Tensor<1, Int>)> = active
-        .iter_mut()
+        .par_iter_mut()
+        .with_min_len(members_per_thread(device))
         .map(|(_, l)| l.batch(index, device))
         .collect();
     let (logits, correct): (Vec<Tensor<2>>, Vec<i64>) = if let [(_, learner)] = active {
@@ -251,11 +272,18 @@ fn train_batch(
     }
     if let Some(total) = total {
         let mut grads = total.backward();
-        for (i, learner) in active.iter_mut() {
-            if !diverged.iter().any(|(d, _)| d == i) {
-                learner.step(&mut grads, (epoch, index));
-            }
-        }
+        let stepping: Vec<(&mut Learner, GradientsParams)> = active
+            .iter_mut()
+            .filter(|(i, _)| !diverged.iter().any(|(d, _)| d == i))
+            .map(|(_, learner)| {
+                let own = learner.own_grads(&mut grads);
+                (learner, own)
+            })
+            .collect();
+        stepping
+            .into_par_iter()
+            .with_min_len(members_per_thread(device))
+            .for_each(|(learner, own)| learner.step(own, (epoch, index)));
     }
     diverged
 }
