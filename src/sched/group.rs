@@ -100,6 +100,7 @@ pub(super) fn train(
         .iter()
         .map(|(id, ..)| holdings.lost_flag(*id))
         .collect();
+    let ids: Vec<i64> = group.iter().map(|(id, ..)| *id).collect();
     let members: Vec<Member> = group
         .into_iter()
         .zip(&losts)
@@ -121,11 +122,13 @@ pub(super) fn train(
             // the new holder's business now.
             let lost = losts[k].load(Ordering::SeqCst)
                 || (matches!(end, TrialEnd::Failed { .. }) && !holds[k]());
+            let end = if lost { TrialEnd::Lost } else { end };
+            tracing::debug!(trial = ids[k], "{}", end.status());
             dispenser
                 .lock()
                 .expect("no panics under the lock")
                 .running_here -= 1;
-            if lost { TrialEnd::Lost } else { end }
+            end
         })
         .collect()
 }
