@@ -60,15 +60,15 @@ pub(super) fn fused_group(
     group
 }
 
-/// Trains `group` on `slot`, each member judged and lease-checked through the dispenser; the
-/// ends in order, a failure of a trial this process no longer holds counted as lost.
+/// Trains `group` on `slot`, each member judged and lease-checked through the dispenser; each
+/// member's id and end, a failure of a trial this process no longer holds counted as lost.
 pub(super) fn train(
     slot: &Slot,
     group: Vec<Claimed>,
     (dispenser, holdings, pruner): (&Mutex<Dispenser>, &Holdings, &Pruner),
     (dataset, experiment): (&Dataset, &Experiment),
     emit: &(dyn Fn(TrainEvent) + Sync),
-) -> Vec<TrialEnd> {
+) -> Vec<(i64, TrialEnd)> {
     let judges: Vec<OwnedJudge> = group
         .iter()
         .map(|(id, trial, _)| {
@@ -128,7 +128,7 @@ pub(super) fn train(
                 .lock()
                 .expect("no panics under the lock")
                 .running_here -= 1;
-            end
+            (ids[k], end)
         })
         .collect()
 }

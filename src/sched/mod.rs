@@ -331,7 +331,7 @@ pub fn run_sweep(experiment: &Experiment, options: &RunOptions) -> Result<RunSum
 
     // Workers are plain threads, each with its own rayon pool for the trial's tensor ops: a
     // worker that was itself a rayon thread would steal further trials while it waits.
-    let ends: Vec<TrialEnd> = std::thread::scope(|scope| {
+    let ends: Vec<(i64, TrialEnd)> = std::thread::scope(|scope| {
         let workers: Vec<_> = slots
             .iter()
             .take(work)
@@ -399,6 +399,19 @@ pub fn run_sweep(experiment: &Experiment, options: &RunOptions) -> Result<RunSum
     if let Some(error) = write_error.or(dispenser.error) {
         return Err(error);
     }
+    // Only the writer, refused by a trial's lease, knows for sure that a trial was lost: a
+    // trial can fail on its files (removed by its new holder) before that refusal arrives, and
+    // while the database is out of reach the lease checks during training answer yes.
+    let ends: Vec<TrialEnd> = ends
+        .into_iter()
+        .map(|(id, end)| {
+            if holdings.lost_flag(id).load(Ordering::SeqCst) {
+                TrialEnd::Lost
+            } else {
+                end
+            }
+        })
+        .collect();
     // With nothing left to draw and nothing to promote, paused trials will never continue.
     let finalized = if pruner.pauses() && !stop.load(Ordering::SeqCst) {
         let pruned = store.prune_paused(sweep_id)?;

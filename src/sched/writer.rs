@@ -7,7 +7,7 @@ use super::progress::Progress;
 use crate::error::{Error, Result};
 use crate::experiment::Keep;
 use crate::store::Store;
-use crate::train::{self, TrainEvent};
+use crate::train::{self, TrainEvent, TrialEnd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -135,6 +135,20 @@ pub(super) fn write_events(
                     remember(written, &mut first_error);
                     writing += started.elapsed();
                 }
+                // A lost trial's end is the lost one, whatever its training ran into after the
+                // takeover (files removed by the new holder, say).
+                let event = match event {
+                    TrainEvent::Finished { trial, seconds, .. }
+                        if holder.holdings.lost_flag(trial).load(Ordering::SeqCst) =>
+                    {
+                        TrainEvent::Finished {
+                            trial,
+                            end: TrialEnd::Lost,
+                            seconds,
+                        }
+                    }
+                    event => event,
+                };
                 progress.on_event(&event);
                 in_flight.fetch_sub(1, Ordering::SeqCst);
             }
