@@ -309,14 +309,12 @@ def main():
         md += before_and_after(args, ratios, whole)
     md += ["", "Raw results (JSON):", "", "```json",
            json.dumps({"epoch": results, "sweep12": whole}, indent=None)[:20000], "```", ""]
-    # The sections other scripts write (benches/search_bench.py; the ingredients' parity and
-    # speed figures) are kept as they were.
+    # The sections other scripts and runs write (between `<!-- name -->` and `<!-- /name -->`:
+    # the search benchmark, the ingredients, the store, fused trials) are kept as they were.
     if os.path.exists(args.out):
         old = open(args.out).read()
-        for name in ["search-bench", "ingredients"]:
-            begin, end = f"<!-- {name} -->", f"<!-- /{name} -->"
-            if begin in old and end in old:
-                md += ["", old[old.index(begin): old.index(end) + len(end)], ""]
+        for section in re.finditer(r"<!-- ([\w-]+) -->.*?<!-- /\1 -->", old, re.S):
+            md += ["", section.group(0), ""]
     with open(args.out, "w") as f:
         f.write("\n".join(md))
     print(f"wrote {args.out}")

@@ -1,6 +1,7 @@
 //! Training one trial: the epoch loop, evaluation and checkpoints. It reports through
 //! [`TrainEvent`]s and never touches storage.
 
+mod adam;
 mod checkpoint;
 mod events;
 mod learner;

@@ -1,14 +1,15 @@
 //! Optimizers with PyTorch's semantics and defaults (burn's differ: Adam epsilon 1e-5, SGD
-//! dampening 0.1).
+//! dampening 0.1). Adam and AdamW step in one pass on flex ([`super::adam`]).
 
+use super::adam;
 use crate::experiment::{OptimizerName, TrialSpec};
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
-use burn::optim::{AdamConfig, AdamWConfig, ModuleOptimizer, SgdConfig};
+use burn::optim::{ModuleOptimizer, SgdConfig};
 
 /// Builds the trial's optimizer.
 pub fn build(trial: &TrialSpec) -> ModuleOptimizer {
-    let l2 = (trial.weight_decay > 0.0).then(|| WeightDecayConfig::new(trial.weight_decay as f32));
+    let l2 = (trial.weight_decay > 0.0).then_some(trial.weight_decay as f32);
     let [beta_1, beta_2] = trial.betas.unwrap_or([0.9, 0.999]);
     let eps = trial.eps.unwrap_or(1e-8) as f32;
     match trial.optimizer {
@@ -21,20 +22,12 @@ pub fn build(trial: &TrialSpec) -> ModuleOptimizer {
             });
             SgdConfig::new()
                 .with_momentum(momentum)
-                .with_weight_decay(l2)
+                .with_weight_decay(l2.map(WeightDecayConfig::new))
                 .init()
         }
-        OptimizerName::Adam => AdamConfig::new()
-            .with_beta_1(beta_1 as f32)
-            .with_beta_2(beta_2 as f32)
-            .with_epsilon(eps)
-            .with_weight_decay(l2)
-            .init(),
-        OptimizerName::Adamw => AdamWConfig::new()
-            .with_beta_1(beta_1 as f32)
-            .with_beta_2(beta_2 as f32)
-            .with_epsilon(eps)
-            .with_weight_decay(trial.weight_decay as f32)
-            .init(),
+        OptimizerName::Adam => adam::adam(beta_1 as f32, beta_2 as f32, eps, l2),
+        OptimizerName::Adamw => {
+            adam::adamw(beta_1 as f32, beta_2 as f32, eps, trial.weight_decay as f32)
+        }
     }
 }
