@@ -194,7 +194,7 @@ fn architectures_without_a_fused_form_train_alone_and_zero_is_refused() {
         "{log}"
     );
     assert!(
-        log.contains("fuse = 4 on cpu (flex): fused groups gain over trials alone only in slots"),
+        log.contains("fuse = 4 on cpu (flex): fused groups measured no faster than the same"),
         "{log}"
     );
     assert!(ws.ls_json().iter().all(|t| t["status"] == "done"));

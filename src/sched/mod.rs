@@ -293,9 +293,9 @@ pub fn run_sweep(experiment: &Experiment, options: &RunOptions) -> Result<RunSum
     let fuse = spec.sweep.fuse;
     if fuse > 1 && spec.sweep.devices.contains(&DeviceName::Cpu) {
         tracing::info!(
-            "fuse = {fuse} on cpu (flex): fused groups gain over trials alone only in slots of \
-             several threads (BENCHMARKS.md, \"Fused trials\"); for CPU throughput, jobs = cores \
-             with threads = 1 and no fusing measured faster still"
+            "fuse = {fuse} on cpu (flex): fused groups measured no faster than the same trials \
+             alone on flex, in slots of one thread or several (BENCHMARKS.md, \"Fused trials\"); \
+             fusing is meant for GPUs. For CPU throughput: jobs = cores, threads = 1, fuse = 1"
         );
     }
     let work = candidates.len() + to_draw + paused;
