@@ -76,5 +76,16 @@ impl Error {
     }
 }
 
+/// What to do about a full disk, added to the error that met it.
+pub const DISK_FULL_FIX: &str = "the disk is full: free space (`sweep gc` removes files no trial \
+     needs) and run the same command again; finished trials are kept and unfinished ones continue \
+     from their last complete epoch";
+
+/// Whether an error's text says the disk (or the user's quota) is full. burn's recorders pass
+/// I/O errors on as text, so the operating system's words are what is left to go by.
+pub fn is_disk_full(message: &str) -> bool {
+    message.contains("(os error 28)") || message.contains("(os error 122)")
+}
+
 /// Result with the crate's error type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

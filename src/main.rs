@@ -279,6 +279,9 @@ fn run(
     }
     if summary.complete() || (leave.worker && summary.failed == 0 && summary.interrupted == 0) {
         Ok(0)
+    } else if summary.disk_full {
+        eprintln!("the run stopped: {}", sweep::error::DISK_FULL_FIX);
+        Ok(1)
     } else {
         eprintln!(
             "not every trial finished; run the same command again to retry the rest \

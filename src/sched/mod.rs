@@ -88,6 +88,8 @@ pub struct RunSummary {
     pub resumed: usize,
     /// Paused trials continued from their rung.
     pub promoted: usize,
+    /// Whether a trial failed on a full disk, which stopped the run.
+    pub disk_full: bool,
     /// Wall seconds of the run.
     pub seconds: f64,
 }
@@ -449,6 +451,9 @@ pub fn run_sweep(experiment: &Experiment, options: &RunOptions) -> Result<RunSum
         taken_elsewhere: dispenser.taken_elsewhere.len(),
         resumed: dispenser.resumed - dispenser.promoted,
         promoted: dispenser.promoted,
+        disk_full: ends.iter().any(|end| {
+            matches!(end, TrialEnd::Failed { message } if crate::error::is_disk_full(message))
+        }),
         seconds,
     })
 }

@@ -19,7 +19,7 @@ pub use housekeeping::{HeldTrial, SweepFiles};
 pub use location::Location;
 pub use queries::{CheckpointRow, EpochRow, TrialListing, TrialQuery};
 
-use crate::error::{Error, Result};
+use crate::error::{DISK_FULL_FIX, Error, Result};
 use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::Migrator;
@@ -179,16 +179,15 @@ impl Store {
                 message: e.to_string(),
             };
         }
-        let hint = match &e {
+        let message = match &e {
             sqlx::Error::Database(db) if db.message().contains("full") => {
-                " (the disk is full: free space and run the same command again; finished \
-                 trials are kept)"
+                format!("{e} ({DISK_FULL_FIX})")
             }
-            _ => "",
+            _ => e.to_string(),
         };
         Error::Store {
             path: PathBuf::from(self.location.to_string()),
-            message: format!("{e}{hint}"),
+            message,
         }
     }
 

@@ -28,7 +28,7 @@ use burn::prelude::*;
 use learner::Learner;
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 /// Images per forward pass when evaluating: on flex, 256 evaluated the CNNs 15-25% faster than
@@ -105,12 +105,7 @@ pub fn run_group(runs: &[TrialRun], emit: &(dyn Fn(TrainEvent) + Sync)) -> Vec<T
             }
             Ok(Some(learner)) => learners.push((index, learner)),
             Ok(None) => ends.finish(index, TrialEnd::Lost),
-            Err(e) => ends.finish(
-                index,
-                TrialEnd::Failed {
-                    message: e.to_string(),
-                },
-            ),
+            Err(e) => ends.finish(index, failed(run, e)),
         }
     }
     let first_epoch = learners.iter().map(|(_, l)| l.state.epoch + 1).min();
@@ -151,12 +146,7 @@ pub fn run_group(runs: &[TrialRun], emit: &(dyn Fn(TrainEvent) + Sync)) -> Vec<T
             match end {
                 Ok(None) => {}
                 Ok(Some(end)) => ends.finish(i, end),
-                Err(e) => ends.finish(
-                    i,
-                    TrialEnd::Failed {
-                        message: e.to_string(),
-                    },
-                ),
+                Err(e) => ends.finish(i, failed(&runs[i], e)),
             }
         }
     }
@@ -167,6 +157,20 @@ pub fn run_group(runs: &[TrialRun], emit: &(dyn Fn(TrainEvent) + Sync)) -> Vec<T
         }
     }
     ends.ends.into_iter().flatten().collect()
+}
+
+/// The end of a trial that met `error`. On a full disk the run also stops taking trials (each
+/// would fail the same way, and a failed trial is retried only by the next run), and the message
+/// says how to go on.
+fn failed(run: &TrialRun, error: Error) -> TrialEnd {
+    let message = error.to_string();
+    if !crate::error::is_disk_full(&message) {
+        return TrialEnd::Failed { message };
+    }
+    run.stop.store(true, Ordering::SeqCst);
+    TrialEnd::Failed {
+        message: format!("{message} ({})", crate::error::DISK_FULL_FIX),
+    }
 }
 
 /// The ends of a group's trials, each reported the moment it is known.
