@@ -1,6 +1,7 @@
 //! A full disk under the runs directory: the run stops at the first trial that cannot write its
 //! files, says what to do, and the next run, with space freed, finishes every trial as an
-//! uninterrupted run would have. The disk is a real one: a small tmpfs (the tests run as root).
+//! uninterrupted run would have. A runs directory that cannot be written at all is refused
+//! before anything is recorded. The disks are real ones: tmpfs mounts (the tests run as root).
 
 mod common;
 
@@ -34,10 +35,11 @@ hidden = [64]
 struct Tmpfs(PathBuf);
 
 impl Tmpfs {
-    fn mount(dir: &Path, size: &str) -> Self {
+    /// Mounts a tmpfs with `options` (`size=1200k`, `ro`) on `dir`.
+    fn mount(dir: &Path, options: &str) -> Self {
         std::fs::create_dir_all(dir).unwrap();
         let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
             .arg(dir)
             .output()
             .unwrap();
@@ -76,7 +78,7 @@ fn a_full_disk_stops_the_run_and_the_next_run_finishes_every_trial() {
     let file = ws.experiment("six.toml", SIX);
     let runs = ws.path("runs");
     // Declared after the workspace, so unmounted before its directory is removed.
-    let disk = Tmpfs::mount(&runs, "1200k");
+    let disk = Tmpfs::mount(&runs, "size=1200k");
     let runs_arg = runs.to_str().unwrap();
     let out = ws.run(&file, &["--runs", runs_arg]);
     let log = stderr(&out);
@@ -101,4 +103,24 @@ fn a_full_disk_stops_the_run_and_the_next_run_finishes_every_trial() {
     let out = ws.run(&file, &["--runs", runs_arg]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(outcome(&ws), outcome(&reference));
+}
+
+#[test]
+fn a_runs_directory_that_cannot_be_written_is_refused_before_anything_runs() {
+    let ws = Workspace::new();
+    let file = ws.experiment("six.toml", SIX);
+    let runs = ws.path("read-only");
+    let _disk = Tmpfs::mount(&runs, "ro");
+    let out = ws.run(&file, &["--runs", runs.to_str().unwrap()]);
+    let log = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{log}");
+    assert!(
+        log.contains(&format!(
+            "cannot write to the runs directory {}/six: Read-only file system",
+            runs.display()
+        )),
+        "{log}"
+    );
+    assert!(log.contains("pass --runs DIR with a directory"), "{log}");
+    assert!(ws.ls_json().is_empty());
 }

@@ -149,6 +149,22 @@ pub struct Registered {
     pub stored: Vec<(StoredTrial, TrialSpec)>,
 }
 
+/// Refuses a runs directory that cannot take files before anything is recorded: otherwise every
+/// trial would train until its first checkpoint and fail there, one after another.
+fn check_writable(runs_dir: &Path) -> Result<()> {
+    let probe = runs_dir.join(format!(".write-check-{}", std::process::id()));
+    std::fs::create_dir_all(runs_dir)
+        .and_then(|()| std::fs::write(&probe, b""))
+        .and_then(|()| std::fs::remove_file(&probe))
+        .map_err(|e| {
+            Error::Usage(format!(
+                "cannot write to the runs directory {}: {e}; the trials' checkpoints go there: \
+                 pass --runs DIR with a directory this process can write",
+                runs_dir.display()
+            ))
+        })
+}
+
 /// Stores the sweep (or updates its spec) and, for a grid, its trials, so that any process on
 /// the database can work on it: `run` does this first, `slurm` before it submits workers.
 pub fn register(
@@ -171,6 +187,7 @@ pub fn register(
         },
     };
     let runs_dir = std::path::absolute(&runs_dir).map_err(|e| Error::io(&runs_dir, e))?;
+    check_writable(&runs_dir)?;
     let sweep_id = store.upsert_sweep(
         &experiment.name,
         &spec_json,
