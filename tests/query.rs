@@ -403,6 +403,25 @@ fn empty_or_missing_databases_get_clear_messages() {
         assert_eq!(out.status.code(), Some(1), "{args:?}");
         assert!(stderr(&out).contains("no results database"), "{args:?}");
     }
+    // A file that is not SQLite's is named as such at once, and left as it was.
+    let garbage: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let sweep::store::Location::Sqlite(path) = ws.db() else {
+        unreachable!("a SQLite workspace")
+    };
+    std::fs::write(&path, &garbage).unwrap();
+    let toml = ws.experiment("tiny.toml", common::TINY);
+    for out in [query(&ws, &["ls"]), ws.run(&toml, &[])] {
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            stderr(&out).contains("not a SQLite database (the file does not start with"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    assert_eq!(std::fs::read(&path).unwrap(), garbage);
+    std::fs::remove_file(&path).unwrap();
     sweep::store::Store::open(ws.db()).unwrap();
     let out = query(&ws, &["ls"]);
     assert!(out.status.success());

@@ -23,7 +23,7 @@ use crate::error::{DISK_FULL_FIX, Error, Result};
 use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::Migrator;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// How long a SQLite connection waits for another process's write lock.
@@ -44,6 +44,32 @@ pub struct Store {
     backend: Backend,
     runtime: tokio::runtime::Runtime,
     location: Location,
+}
+
+/// Refuses a file that is not a SQLite database before sqlx meets it: sqlx retries such a file
+/// until its pool times out and then reports only the timeout. An empty file is a new database
+/// to SQLite, so it passes.
+fn check_sqlite_header(path: &Path) -> Result<()> {
+    use std::io::Read;
+    const HEADER: &[u8; 16] = b"SQLite format 3\0";
+    let mut head = Vec::with_capacity(HEADER.len());
+    match std::fs::File::open(path) {
+        Ok(file) => file
+            .take(HEADER.len() as u64)
+            .read_to_end(&mut head)
+            .map_err(|e| Error::io(path, e))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    if head.is_empty() || head == HEADER {
+        return Ok(());
+    }
+    Err(Error::Store {
+        path: path.to_path_buf(),
+        message: "not a SQLite database (the file does not start with SQLite's header), so not \
+                  a sweep results file; it was left as it is: pass --db with another file"
+            .into(),
+    })
 }
 
 impl Store {
@@ -76,6 +102,9 @@ impl Store {
             && create
         {
             std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        }
+        if let Location::Sqlite(path) = &location {
+            check_sqlite_header(path)?;
         }
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
