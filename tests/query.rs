@@ -415,7 +415,8 @@ fn empty_or_missing_databases_get_clear_messages() {
     for out in [query(&ws, &["ls"]), ws.run(&toml, &[])] {
         assert_eq!(out.status.code(), Some(1));
         assert!(
-            stderr(&out).contains("not a SQLite database (the file does not start with"),
+            stderr(&out)
+                .contains("not a SQLite database, so not a sweep results file; it was left"),
             "{}",
             stderr(&out)
         );
@@ -445,3 +446,44 @@ on_both_databases!(
     predict_writes_one_label_per_test_image,
     report_writes_markdown_with_svg_figures_and_a_baseline,
 );
+
+#[test]
+fn output_that_cannot_be_written_is_an_error_and_a_closed_pipe_is_not() {
+    let ws = swept(Db::Sqlite);
+    let db = ws.db_arg();
+    for args in [
+        vec!["export", "--format", "csv"],
+        vec!["ls", "--format", "json"],
+        vec!["show", "1"],
+    ] {
+        let mut all = args.clone();
+        all.extend(["--db", db.as_str()]);
+        // /dev/full takes no bytes: every write fails as on a full disk.
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sweep"))
+            .args(&all)
+            .stdout(full)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("standard output: No space left on device"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    // `sweep ls | head -1`, head gone before sweep writes: sweep says nothing and exits 0.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sweep"))
+        .args(["export", "--format", "json", "--db", db.as_str()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "");
+}

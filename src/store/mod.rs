@@ -23,7 +23,7 @@ use crate::error::{DISK_FULL_FIX, Error, Result};
 use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::Migrator;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// How long a SQLite connection waits for another process's write lock.
@@ -46,30 +46,9 @@ pub struct Store {
     location: Location,
 }
 
-/// Refuses a file that is not a SQLite database before sqlx meets it: sqlx retries such a file
-/// until its pool times out and then reports only the timeout. An empty file is a new database
-/// to SQLite, so it passes.
-fn check_sqlite_header(path: &Path) -> Result<()> {
-    use std::io::Read;
-    const HEADER: &[u8; 16] = b"SQLite format 3\0";
-    let mut head = Vec::with_capacity(HEADER.len());
-    match std::fs::File::open(path) {
-        Ok(file) => file
-            .take(HEADER.len() as u64)
-            .read_to_end(&mut head)
-            .map_err(|e| Error::io(path, e))?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(Error::io(path, e)),
-    };
-    if head.is_empty() || head == HEADER {
-        return Ok(());
-    }
-    Err(Error::Store {
-        path: path.to_path_buf(),
-        message: "not a SQLite database (the file does not start with SQLite's header), so not \
-                  a sweep results file; it was left as it is: pass --db with another file"
-            .into(),
-    })
+/// Whether SQLite said the file is not a database (its code 26, SQLITE_NOTADB).
+fn is_not_a_database(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("26"))
 }
 
 impl Store {
@@ -102,9 +81,6 @@ impl Store {
             && create
         {
             std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-        }
-        if let Location::Sqlite(path) = &location {
-            check_sqlite_header(path)?;
         }
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -154,6 +130,28 @@ impl Store {
         // Two processes opening a new SQLite file at once race to create it and switch it to
         // WAL; the loser can see "database is locked" before its busy timeout applies. The file
         // is usable a moment later.
+        // A pool retries a file that is not SQLite's until its timeout and then reports only
+        // that, so one plain connection asks first. (Through SQLite, never by reading the file
+        // ourselves: closing any descriptor of the file drops this process's SQLite locks on it.)
+        if let Location::Sqlite(path) = &location
+            && path.metadata().is_ok_and(|m| m.len() > 0)
+        {
+            let probe = runtime.block_on(async {
+                use sqlx::{Connection, Executor};
+                let mut conn = sqlx::AnyConnection::connect(&url).await?;
+                conn.execute("PRAGMA schema_version").await?;
+                conn.close().await
+            });
+            if let Err(e) = probe
+                && is_not_a_database(&e)
+            {
+                return Err(store_error(
+                    "not a SQLite database, so not a sweep results file; it was left as it is: \
+                     pass --db with another file"
+                        .into(),
+                ));
+            }
+        }
         let connect = || runtime.block_on(options.clone().connect(&url));
         let mut pool = connect();
         for _ in 0..5 {
