@@ -50,10 +50,7 @@ fn execute(command: Command, quiet: bool) -> sweep::Result<i32> {
                 })?;
             }
             if let Some(sampler) = sweep::search::Sampler::new(&experiment.spec) {
-                print!(
-                    "{}",
-                    report::search_space(&experiment.spec, sampler.space())
-                );
+                queries::print(&report::search_space(&experiment.spec, sampler.space()))?;
                 eprintln!(
                     "{}: {} sampler, {} trials in all, valid",
                     experiment.path.display(),
@@ -63,10 +60,11 @@ fn execute(command: Command, quiet: bool) -> sweep::Result<i32> {
                 return Ok(0);
             }
             let trials = experiment.trials();
-            print!(
-                "{}",
-                report::expanded_trials(&experiment.name, &trials, args.format)
-            );
+            queries::print(&report::expanded_trials(
+                &experiment.name,
+                &trials,
+                args.format,
+            ))?;
             eprintln!(
                 "{}: {} trials, valid",
                 experiment.path.display(),
@@ -120,13 +118,9 @@ fn execute(command: Command, quiet: bool) -> sweep::Result<i32> {
         Command::Gc(args) => housekeeping::gc(args),
         Command::Completions(args) => {
             use clap::CommandFactory;
-            clap_complete::generate(
-                args.shell,
-                &mut Cli::command(),
-                "sweep",
-                &mut std::io::stdout(),
-            );
-            Ok(0)
+            let mut script = Vec::new();
+            clap_complete::generate(args.shell, &mut Cli::command(), "sweep", &mut script);
+            queries::print(&String::from_utf8_lossy(&script))
         }
     }
 }
@@ -170,8 +164,7 @@ fn slurm(args: cli::SlurmArgs) -> sweep::Result<i32> {
     };
     let script = job.script();
     if args.dry_run {
-        print!("{script}");
-        return Ok(0);
+        return queries::print(&script);
     }
     if let sweep::store::Location::Sqlite(path) = &args.db {
         tracing::warn!(

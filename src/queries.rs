@@ -22,11 +22,17 @@ const METRICS: &[&str] = &[
     "duration_s",
 ];
 
-fn print(text: &str) -> Result<i32> {
+/// Writes a command's output. A closed pipe (`sweep ls | head`) is not an error worth a
+/// message; any other failure (a full disk under `sweep export > results.csv`) is, since the
+/// output is then incomplete.
+pub(crate) fn print(text: &str) -> Result<i32> {
     let mut out = std::io::stdout().lock();
-    // A closed pipe (`sweep ls | head`) is not an error worth a message.
-    let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
-    Ok(0)
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(Error::io("standard output", e))
+        }
+        _ => Ok(0),
+    }
 }
 
 fn check_sweep(store: &Store, sweep: Option<&str>) -> Result<()> {
