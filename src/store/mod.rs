@@ -127,9 +127,6 @@ impl Store {
                     Ok(())
                 })
             });
-        // Two processes opening a new SQLite file at once race to create it and switch it to
-        // WAL; the loser can see "database is locked" before its busy timeout applies. The file
-        // is usable a moment later.
         // A pool retries a file that is not SQLite's until its timeout and then reports only
         // that, so one plain connection asks first. (Through SQLite, never by reading the file
         // ourselves: closing any descriptor of the file drops this process's SQLite locks on it.)
@@ -152,6 +149,9 @@ impl Store {
                 ));
             }
         }
+        // Two processes opening a new SQLite file at once race to create it and switch it to
+        // WAL; the loser can see "database is locked" before its busy timeout applies. The file
+        // is usable a moment later.
         let connect = || runtime.block_on(options.clone().connect(&url));
         let mut pool = connect();
         for _ in 0..5 {
