@@ -422,6 +422,22 @@ fn empty_or_missing_databases_get_clear_messages() {
         );
     }
     assert_eq!(std::fs::read(&path).unwrap(), garbage);
+    // A directory is named as one, for the commands that write and those that read.
+    let dir = ws.path("data");
+    let dir = dir.to_str().unwrap();
+    for out in [
+        ws.sweep(&["ls", "--db", dir]),
+        ws.sweep(&["run", toml.to_str().unwrap(), "--db", dir]),
+    ] {
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            stderr(&out).contains(&format!(
+                "database {dir}: is a directory: --db takes a file (such as {dir}/sweep.db)"
+            )),
+            "{}",
+            stderr(&out)
+        );
+    }
     std::fs::remove_file(&path).unwrap();
     sweep::store::Store::open(ws.db()).unwrap();
     let out = query(&ws, &["ls"]);

@@ -46,6 +46,20 @@ pub struct Store {
     location: Location,
 }
 
+/// A directory given as the SQLite file: SQLite would say only "unable to open database file".
+fn refuse_directory(location: &Location) -> Result<()> {
+    match location {
+        Location::Sqlite(path) if path.is_dir() => Err(Error::Store {
+            path: path.clone(),
+            message: format!(
+                "is a directory: --db takes a file (such as {}) or a postgres:// URL",
+                path.join("sweep.db").display()
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Whether SQLite said the file is not a database (its code 26, SQLITE_NOTADB).
 fn is_not_a_database(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("26"))
@@ -61,6 +75,7 @@ impl Store {
     /// one.
     pub fn open_existing(location: impl Into<Location>) -> Result<Store> {
         let location = location.into();
+        refuse_directory(&location)?;
         if let Location::Sqlite(path) = &location
             && !path.is_file()
         {
@@ -76,6 +91,7 @@ impl Store {
 
     fn connect(location: Location, create: bool) -> Result<Store> {
         sqlx::any::install_default_drivers();
+        refuse_directory(&location)?;
         if let Location::Sqlite(path) = &location
             && let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
             && create
