@@ -146,8 +146,9 @@ pub struct WorkerArgs {
     /// Leave after claiming this many trials.
     #[arg(long, value_name = "N")]
     pub max_trials: Option<usize>,
-    /// When nothing is claimable, keep looking this many seconds (for trials whose holder
-    /// dies, or paused ones that qualify) before leaving; 0 leaves at once.
+    /// When nothing is claimable, keep looking this many seconds after the last trial here
+    /// ended (for trials whose holder dies, or paused ones that qualify) before leaving; 0
+    /// leaves at once.
     #[arg(long, value_name = "SECONDS", default_value_t = 0.0)]
     pub idle_exit: f64,
     #[command(flatten)]

@@ -9,8 +9,11 @@
 //! `SWEEP_STOP_AT=POINT:TRIAL` makes the process SIGSTOP itself (once) at `POINT` for trial
 //! `TRIAL` (database id): `after-claim`, right after it claimed the trial and before it touches
 //! its files; `in-epoch-write`, inside the transaction that writes the trial's first epoch row,
-//! holding its row lock. Those are the windows in which another process may take the trial
-//! over while this one stands still. Whoever started the process continues it with SIGCONT.
+//! holding its row lock; `epoch-written-EPOCH`, mid-trial, once the database writer has
+//! committed the trial's epoch `EPOCH` (so the stop holds no database lock, while training may
+//! be anywhere in the next epoch). Those are the windows in which another process may take the
+//! trial over while this one stands still. Whoever started the process continues it with
+//! SIGCONT.
 
 use std::sync::OnceLock;
 
@@ -46,12 +49,24 @@ pub fn kill_point(point: &str, epoch: usize) {
     signal_self_at(armed, point, epoch, libc::SIGKILL);
 }
 
+fn armed_stop() -> &'static Option<(String, usize)> {
+    static ARMED: OnceLock<Option<(String, usize)>> = OnceLock::new();
+    ARMED.get_or_init(|| armed(STOP_AT_ENV))
+}
+
+/// [`stop_point`] `epoch-written-EPOCH` for `trial`; names the point only when a stop is
+/// armed, as it runs after every epoch.
+pub fn stop_at_epoch_written(trial: i64, epoch: usize) {
+    if armed_stop().is_some() {
+        stop_point(&format!("epoch-written-{epoch}"), trial);
+    }
+}
+
 /// Stops this process with SIGSTOP when the armed stop point is `point` for `trial`, the first
 /// time only (continued, the process retries what it was doing and would stop again).
 pub fn stop_point(point: &str, trial: i64) {
-    static ARMED: OnceLock<Option<(String, usize)>> = OnceLock::new();
     static FIRED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    let armed = ARMED.get_or_init(|| armed(STOP_AT_ENV));
+    let armed = armed_stop();
     let matches = armed
         .as_ref()
         .is_some_and(|(p, n)| p == point && usize::try_from(trial).is_ok_and(|t| t == *n));

@@ -137,6 +137,45 @@ fn a_waiting_worker_takes_over_what_a_killed_process_held(db: Db) {
     assert_complete(&ws, 30);
 }
 
+/// `--idle-exit` counts from the end of the worker's last trial, not from its claim: a worker
+/// whose own trial outlasted its patience still waits that long for a holder to go stale.
+fn an_idle_worker_waits_from_the_end_of_its_last_trial(db: Db) {
+    let two_trials = SHARED.replace(
+        "lr = [0.001, 0.002, 0.003, 0.004, 0.005, 0.006]",
+        "lr = [0.001, 0.002]",
+    );
+    let ws = Workspace::on(db);
+    let file = ws.experiment("shared.toml", &two_trials);
+    // Both on one machine, so trial 1's holder is known alive (its pid) until it is killed.
+    let mut holder = on_machine(
+        &ws,
+        "machine-a",
+        &["run", file.to_str().unwrap()],
+        &[("SWEEP_STOP_AT", "epoch-written-2:1")],
+    );
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    wait_until_stopped(&holder, deadline);
+    // The worker takes trial 2 and stops in it for longer than its patience; meanwhile trial
+    // 1's holder dies.
+    let patient = on_machine(
+        &ws,
+        "machine-a",
+        &["worker", "--sweep", "shared", "--idle-exit", "1"],
+        &[("SWEEP_STOP_AT", "epoch-written-2:2")],
+    );
+    wait_until_stopped(&patient, deadline);
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    signal(&patient, "-CONT");
+    let out = patient.wait_with_output().unwrap();
+    let log = stderr(&out);
+    assert!(out.status.success(), "{log}");
+    assert_eq!(started(&log), [2, 1], "{log}");
+    assert!(log.contains("resuming trial=1"), "{log}");
+    assert!(ws.ls_json().iter().all(|t| t["status"] == "done"));
+}
+
 fn an_unknown_sweep_or_zero_trials_is_refused(db: Db) {
     let ws = Workspace::on(db);
     let file = ws.experiment("shared.toml", &SHARED.replace("epochs = 12", "epochs = 1"));
@@ -198,22 +237,33 @@ fn stopped(child: &Child) -> bool {
         .is_ok_and(|stat| stat.contains(") T "))
 }
 
-/// Waits (until `deadline`) for `stale`, started with a `SWEEP_STOP_AT` point, to stop there;
-/// then starts a worker as another machine and waits until it has recorded three epochs of
-/// trial 1, which `stale` held. Returns that worker.
-fn take_over_trial_1(ws: &Workspace, stale: &Child, deadline: Instant, why: &str) -> Child {
-    while !stopped(stale) {
+/// Waits (until `deadline`) for `child`, started with a `SWEEP_STOP_AT` point, to stop there.
+fn wait_until_stopped(child: &Child, deadline: Instant) {
+    while !stopped(child) {
         assert!(
             Instant::now() < deadline,
             "the stop point was never reached"
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    let taker = on_machine(
+}
+
+/// Waits (until `deadline`) for `stale`, started with a `SWEEP_STOP_AT` point, to stop there;
+/// then starts a worker as another machine, with `env`, and waits until it has recorded three
+/// epochs of trial 1, which `stale` held. Returns that worker.
+fn take_over_trial_1(
+    ws: &Workspace,
+    stale: &Child,
+    env: &[(&str, &str)],
+    deadline: Instant,
+    why: &str,
+) -> Child {
+    wait_until_stopped(stale, deadline);
+    let mut taker = on_machine(
         ws,
         "machine-b",
         &["worker", "--sweep", "shared", "--idle-exit", "3"],
-        &[],
+        env,
     );
     let epochs_of_trial_1 = || {
         Store::open_existing(ws.db())
@@ -221,7 +271,21 @@ fn take_over_trial_1(ws: &Workspace, stale: &Child, deadline: Instant, why: &str
             .map_or(0, |epochs| epochs.len())
     };
     while epochs_of_trial_1() < 3 {
-        assert!(Instant::now() < deadline, "{why}");
+        if Instant::now() >= deadline {
+            let _ = taker.kill();
+            let out = taker.wait_with_output().unwrap();
+            let sessions = ws.db_arg().starts_with("postgres").then(|| {
+                ws.psql(
+                    "SELECT pid, state, wait_event_type, wait_event, backend_xid, left(query, 90) \
+                 FROM pg_stat_activity WHERE datname = current_database()",
+                )
+            });
+            let statuses: Vec<_> = ws.ls_json().iter().map(|t| t["status"].clone()).collect();
+            panic!(
+                "{why}\ntrials: {statuses:?}\nsessions: {sessions:?}\ntaker: {}",
+                stderr(&out)
+            );
+        }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     taker
@@ -256,21 +320,16 @@ fn a_stale_worker_loses_its_trial_and_its_writes_are_refused(db: Db) {
     let fence = fenced_sweep(40);
     let ws = Workspace::on(db);
     let file = ws.experiment("shared.toml", &fence);
-    let mut stale = on_machine(&ws, "machine-a", &["run", file.to_str().unwrap()], &[]);
-    ws.wait_for_epochs(&mut stale, 2);
-    signal(&stale, "-STOP");
-    std::thread::sleep(std::time::Duration::from_secs(4));
-    let taker = on_machine(
+    // Stopped by itself mid-trial: a SIGSTOP sent once the test saw epochs recorded may land
+    // after the whole trial on a loaded machine (its 40 epochs take about a second).
+    let stale = on_machine(
         &ws,
-        "machine-b",
-        &["worker", "--sweep", "shared", "--idle-exit", "3"],
-        &[],
+        "machine-a",
+        &["run", file.to_str().unwrap()],
+        &[("SWEEP_STOP_AT", "epoch-written-2:1")],
     );
-    // Let the taker claim the stale trial and train on, then wake the stale worker.
-    let claimed = Instant::now();
-    while ws.recorded_epochs() < 4 && claimed.elapsed().as_secs() < 60 {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let deadline = Instant::now() + std::time::Duration::from_secs(120);
+    let taker = take_over_trial_1(&ws, &stale, &[], deadline, "nobody took trial 1 over");
     signal(&stale, "-CONT");
     let stale_out = stale.wait_with_output().unwrap();
     let taker_out = taker.wait_with_output().unwrap();
@@ -304,13 +363,17 @@ fn a_worker_stopped_right_after_its_claim_leaves_the_trial_to_its_taker(db: Db) 
     );
     let stale_log = tail(&mut stale);
     let deadline = Instant::now() + std::time::Duration::from_secs(60);
-    let taker = take_over_trial_1(&ws, &stale, deadline, "nobody took trial 1 over");
-    // Hold the taker still with trial 1's files committed, wake the stale process, and look at
-    // the files once it has given the trial up.
-    signal(&taker, "-STOP");
-    while !stopped(&taker) {
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    // The taker holds still with trial 1's files committed (and no database lock: a SIGSTOP
+    // from here could land inside a SQLite write and lock the stale process out); the stale
+    // process is woken, and the files are compared once it has given the trial up.
+    let taker = take_over_trial_1(
+        &ws,
+        &stale,
+        &[("SWEEP_STOP_AT", "epoch-written-3:1")],
+        deadline,
+        "nobody took trial 1 over",
+    );
+    wait_until_stopped(&taker, deadline);
     let dir = ws.dir.path().join("runs/shared/1");
     let files = || {
         let mut names: Vec<String> = std::fs::read_dir(&dir)
@@ -374,6 +437,7 @@ fn a_worker_stalled_inside_a_write_transaction_is_taken_over() {
     let taker = take_over_trial_1(
         &ws,
         &stale,
+        &[],
         deadline,
         "nobody took trial 1 over from the stalled transaction",
     );
@@ -400,5 +464,6 @@ on_both_databases!(
     workers_join_a_running_sweep_and_no_trial_runs_twice,
     max_trials_and_idle_exit_decide_when_a_worker_leaves,
     a_waiting_worker_takes_over_what_a_killed_process_held,
+    an_idle_worker_waits_from_the_end_of_its_last_trial,
     an_unknown_sweep_or_zero_trials_is_refused,
 );

@@ -66,7 +66,7 @@ const RESCAN_EVERY: Duration = Duration::from_secs(1);
 pub(super) struct Idle {
     /// How long nothing may be claimable before the process leaves.
     pub(super) patience: Duration,
-    /// Since when nothing was.
+    /// Since when nothing was, while nothing ran here.
     pub(super) since: Instant,
     /// When the trials were last read.
     pub(super) scanned: Instant,
@@ -310,6 +310,14 @@ impl Dispenser<'_> {
         }
     }
 
+    /// A trial trained here ended: idle time counts from now.
+    pub(super) fn trial_ended(&mut self) {
+        self.running_here -= 1;
+        if let Some(idle) = &mut self.idle {
+            idle.since = Instant::now();
+        }
+    }
+
     /// Nothing was claimable: wait, reading the sweep's unfinished trials again every
     /// [`RESCAN_EVERY`] (a holder may die, a paused trial may qualify), until nothing was
     /// claimable for the patience given; leave at once when every trial is final.
@@ -318,6 +326,11 @@ impl Dispenser<'_> {
             .idle
             .as_mut()
             .expect("called when waiting is asked for");
+        // The patience is for a process with nothing to do: a free slot beside a training one
+        // keeps looking (its trial may end in a holder's death or a promotion).
+        if self.running_here > 0 {
+            idle.since = Instant::now();
+        }
         if idle.since.elapsed() >= idle.patience {
             return Ok(Next::Done);
         }

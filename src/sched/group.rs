@@ -127,7 +127,7 @@ pub(super) fn train(
             dispenser
                 .lock()
                 .expect("no panics under the lock")
-                .running_here -= 1;
+                .trial_ended();
             (ids[k], end)
         })
         .collect()

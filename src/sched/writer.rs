@@ -151,6 +151,9 @@ pub(super) fn write_events(
                 };
                 progress.on_event(&event);
                 in_flight.fetch_sub(1, Ordering::SeqCst);
+                if let TrainEvent::Epoch { trial, metrics, .. } = &event {
+                    crate::fault::stop_at_epoch_written(*trial, metrics.epoch);
+                }
             }
             Ok(Message::Label(trial, label)) => progress.name(trial, label),
             Err(mpsc::RecvTimeoutError::Timeout) => {}
