@@ -1,6 +1,7 @@
 //! The commands that free disk: `sweep rm` and `sweep gc`.
 
 use crate::cli::{GcArgs, RmArgs};
+use crate::queries::print;
 use std::collections::HashSet;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
@@ -102,13 +103,15 @@ pub fn gc(args: GcArgs) -> Result<i32> {
         known.insert(dir.canonicalize().unwrap_or_else(|_| dir.clone()));
         let garbage = disk::garbage(sweep, &dir);
         for path in &garbage.paths {
-            println!("{verb} {}", path.display());
+            print(&format!("{verb} {}\n", path.display()))?;
             if !args.dry_run {
                 remove(path)?;
             }
         }
         for (trial, kind) in &garbage.dead_rows {
-            println!("{verb} the row of trial {trial}'s {kind} checkpoint: its file is gone");
+            print(&format!(
+                "{verb} the row of trial {trial}'s {kind} checkpoint: its file is gone\n"
+            ))?;
         }
         if !args.dry_run {
             for (trial, kind) in &garbage.dead_rows {
@@ -127,7 +130,10 @@ pub fn gc(args: GcArgs) -> Result<i32> {
     roots.dedup();
     for root in roots {
         for orphan in disk::orphan_sweep_dirs(&root, &known) {
-            println!("{verb} {} (no sweep of that name)", orphan.display());
+            print(&format!(
+                "{verb} {} (no sweep of that name)\n",
+                orphan.display()
+            ))?;
             total += disk::usage(&orphan);
             if !args.dry_run {
                 remove(&orphan)?;

@@ -187,8 +187,7 @@ fn slurm(args: cli::SlurmArgs) -> sweep::Result<i32> {
         folder.display(),
         experiment.name
     );
-    println!("{id}");
-    Ok(0)
+    queries::print(&format!("{id}\n"))
 }
 
 /// The experiment a stored sweep was last run with, for `resume` and `worker`.

@@ -243,6 +243,33 @@ fn gc_removes_unreferenced_files_and_rows_without_files(db: Db) {
         trial.join("state.json").exists(),
         "a dry run deletes nothing"
     );
+    // A listing that cannot be written is an error (a full disk); a closed pipe is not.
+    let listing_to = |stdout: std::process::Stdio| {
+        let mut all = vec!["gc".to_string(), "--dry-run".to_string()];
+        all.extend(db_args(&ws));
+        std::process::Command::new(env!("CARGO_BIN_EXE_sweep"))
+            .current_dir(ws.dir.path())
+            .args(&all)
+            .stdout(stdout)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap()
+    };
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = listing_to(full.into());
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("standard output: No space left on device"),
+        "{}",
+        stderr(&out)
+    );
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = listing_to(writer.into());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let store = Store::open_existing(ws.db()).unwrap();
     assert_eq!(store.checkpoints(2).unwrap().len(), 2);
 
