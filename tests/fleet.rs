@@ -1,13 +1,13 @@
 //! Eight workers standing in for eight machines (`SWEEP_HOST` differs, so only heartbeats tell
-//! whether a holder lives) on one PostgreSQL sweep: two are killed with SIGKILL, one is stopped
-//! with SIGSTOP until another took its trial over, then continued. Every trial ends done once,
-//! with contiguous epochs and exactly the figures of a single-process run, and the stopped
-//! worker's writes for the trial it lost are refused. A file of its own: eight processes and
-//! their server are all this test process runs.
+//! whether a holder lives) on one PostgreSQL sweep: two are killed with SIGKILL, one stops
+//! (SIGSTOP) mid-trial until another took its trial over, then continued. Every trial ends done
+//! once, with contiguous epochs and exactly the figures of a single-process run, and the stopped
+//! worker's writes for the trial it lost are refused. A file of its own: eight processes and their
+//! server are all this test process runs.
 
 mod common;
 
-use common::{Db, Workspace, outcome, signal, stderr};
+use common::{Db, Workspace, outcome, signal, stderr, wait_until_stopped};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -47,6 +47,9 @@ fn eight_workers_with_kills_and_a_stale_one_finish_the_sweep_exactly_once() {
             .arg(ws.data())
             .env("RUST_LOG", "sweep=info")
             .env("SWEEP_HOST", format!("machine-{machine}"))
+            // Machine 3 stops itself mid-trial, holding no database lock: a SIGSTOP from here
+            // could land after its trial ended, or between two of them.
+            .envs((machine == 3).then_some(("SWEEP_STOP_AT", "epoch-written-2:*")))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -63,11 +66,8 @@ fn eight_workers_with_kills_and_a_stale_one_finish_the_sweep_exactly_once() {
         ))
     };
     let deadline = Instant::now() + Duration::from_secs(120);
-    while held_by(3) == "0" {
-        assert!(Instant::now() < deadline, "machine 3 never held a trial");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    signal(&workers[3], "-STOP");
+    wait_until_stopped(&workers[3], deadline);
+    assert_ne!(held_by(3), "0", "machine 3 stopped mid-trial");
     signal(&workers[1], "-KILL");
     signal(&workers[2], "-KILL");
     // Keep machine 3 stopped until another worker took its trial over.

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Db, Workspace, outcome, signal, started, stderr};
+use common::{Db, Workspace, outcome, signal, started, stderr, wait_until_stopped};
 use std::collections::BTreeSet;
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
@@ -229,23 +229,6 @@ fn on_machine(ws: &Workspace, name: &str, args: &[&str], env: &[(&str, &str)]) -
         .stderr(Stdio::piped())
         .spawn()
         .unwrap()
-}
-
-/// Whether `child` is stopped (by SIGSTOP).
-fn stopped(child: &Child) -> bool {
-    std::fs::read_to_string(format!("/proc/{}/stat", child.id()))
-        .is_ok_and(|stat| stat.contains(") T "))
-}
-
-/// Waits (until `deadline`) for `child`, started with a `SWEEP_STOP_AT` point, to stop there.
-fn wait_until_stopped(child: &Child, deadline: Instant) {
-    while !stopped(child) {
-        assert!(
-            Instant::now() < deadline,
-            "the stop point was never reached"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
 }
 
 /// Waits (until `deadline`) for `stale`, started with a `SWEEP_STOP_AT` point, to stop there;

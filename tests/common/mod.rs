@@ -306,6 +306,23 @@ pub fn outcome(ws: &Workspace) -> Outcome {
         .collect()
 }
 
+/// Whether `child` is stopped (by SIGSTOP).
+pub fn stopped(child: &Child) -> bool {
+    std::fs::read_to_string(format!("/proc/{}/stat", child.id()))
+        .is_ok_and(|stat| stat.contains(") T "))
+}
+
+/// Waits (until `deadline`) for `child`, started with a `SWEEP_STOP_AT` point, to stop there.
+pub fn wait_until_stopped(child: &Child, deadline: Instant) {
+    while !stopped(child) {
+        assert!(
+            Instant::now() < deadline,
+            "the stop point was never reached"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Sends `name` (`-STOP`, `-CONT`, `-KILL`) to `child` with kill(1).
 pub fn signal(child: &Child, name: &str) {
     let ok = Command::new("kill")
