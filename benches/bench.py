@@ -290,7 +290,7 @@ def main():
                "sum(y * y), in burn flex and in PyTorch (`benches/layers_torch.py`), same threads. Rows "
                "marked (sweep) are `sweep::model::layers`, the formulations the models use on flex for "
                "each convolution + pool pair (the first layer's, and the inner one's through "
-               "`src/model/conv_pool.rs`); the unmarked rows are burn's own kernels.", ""] + layers
+               "`src/kernels/conv_pool.rs`); the unmarked rows are burn's own kernels.", ""] + layers
     if not args.skip_sweep12:
         s, n, l, o = (med(whole["sweep"]), med(whole["sweep_notest"]), med(whole["loop"]),
                       med(whole["optuna"]))

@@ -3,20 +3,27 @@
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use sweep::experiment::DeviceName;
-use sweep::report::Format;
+use sweep::report::{Format, Measure};
 use sweep::store::Location;
 use sweep::train::PredictSplit;
 
-/// What `sweep --version` prints: the version, burn's, and the backends compiled in.
+/// What `sweep --version` prints: the version, burn's, and the backends compiled in (burn's and
+/// tch's versions come from `Cargo.lock` through `build.rs`).
 #[cfg(not(feature = "tch"))]
 const VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
-    " (burn 0.22.1; backends: flex (cpu); not built with --features tch: no tch-cpu or cuda)"
+    " (burn ",
+    env!("SWEEP_BURN_VERSION"),
+    "; backends: flex (cpu); not built with --features tch: no tch-cpu or cuda)"
 );
 #[cfg(feature = "tch")]
 const VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
-    " (burn 0.22.1; backends: flex (cpu), tch 0.22.0 with libtorch 2.9.0 (tch-cpu, cuda:N))"
+    " (burn ",
+    env!("SWEEP_BURN_VERSION"),
+    "; backends: flex (cpu), tch ",
+    env!("SWEEP_TCH_VERSION"),
+    " with libtorch 2.9.0 (tch-cpu, cuda:N))"
 );
 
 /// Declarative hyperparameter sweeps for image classifiers, tracked in SQLite.
@@ -144,12 +151,12 @@ pub struct WorkerArgs {
     #[arg(long)]
     pub sweep: String,
     /// Leave after claiming this many trials.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
     pub max_trials: Option<usize>,
     /// When nothing is claimable, keep looking this many seconds after the last trial here
     /// ended (for trials whose holder dies, or paused ones that qualify) before leaving; 0
     /// leaves at once.
-    #[arg(long, value_name = "SECONDS", default_value_t = 0.0)]
+    #[arg(long, value_name = "SECONDS", default_value_t = 0.0, value_parser = seconds)]
     pub idle_exit: f64,
     #[command(flatten)]
     pub options: RunOptionArgs,
@@ -161,13 +168,13 @@ pub struct SlurmArgs {
     #[command(flatten)]
     pub experiment: ExperimentArgs,
     /// Array tasks, each one `sweep worker`.
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one)]
     pub workers: usize,
     /// CPUs per task: the worker's compute threads.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = at_least_one)]
     pub cpus_per_task: usize,
     /// GPUs per task: the worker trains on cuda:0.. of what Slurm gives it.
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one)]
     pub gpus_per_task: Option<usize>,
     /// Slurm partition.
     #[arg(long)]
@@ -200,10 +207,10 @@ pub struct RunOptionArgs {
     #[arg(long, env = "SWEEP_DB", default_value = "sweep.db")]
     pub db: Location,
     /// Trials trained at once (overrides [sweep] jobs).
-    #[arg(long, short = 'j')]
+    #[arg(long, short = 'j', value_parser = at_least_one)]
     pub jobs: Option<usize>,
     /// Compute threads per trial (overrides [sweep] threads).
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one)]
     pub threads: Option<usize>,
     /// Devices, comma-separated: cpu, tch-cpu, cuda:N (overrides [sweep] devices).
     #[arg(long, value_delimiter = ',', value_name = "DEVICE,...")]
@@ -276,10 +283,9 @@ pub struct BestArgs {
     /// Only this sweep.
     #[arg(long)]
     pub sweep: Option<String>,
-    /// What "best" means: val_acc, best_val_acc, test_acc, train_acc (higher is better) or
-    /// val_loss, test_loss, train_loss, duration_s (lower is better).
-    #[arg(long, default_value = "val_acc")]
-    pub metric: String,
+    /// What "best" means: accuracies are better higher, losses and duration_s lower.
+    #[arg(long, value_enum, default_value = "val_acc")]
+    pub metric: Measure,
     /// The best trial per value of this parameter (e.g. arch, optimizer, lr).
     #[arg(long)]
     pub by: Option<String>,
@@ -375,9 +381,26 @@ pub struct ReportArgs {
     #[arg(long)]
     pub baseline: Option<String>,
     /// Metric that ranks trials (as for `sweep best`).
-    #[arg(long, default_value = "val_acc")]
-    pub metric: String,
+    #[arg(long, value_enum, default_value = "val_acc")]
+    pub metric: Measure,
     /// Trials in the leaderboard.
     #[arg(long, default_value_t = 10)]
     pub top: usize,
+}
+
+/// A count of 1 or more; the flag is left out for the default.
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("give at least 1 (or leave the flag out for its default)".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{e}: give a whole number, 1 or more")),
+    }
+}
+
+/// A number of seconds, 0 or more.
+fn seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s.is_finite() && s >= 0.0 => Ok(s),
+        _ => Err("give a number of seconds, 0 or more".into()),
+    }
 }

@@ -1,9 +1,24 @@
 //! How much disk checkpoint directories take, measured on the files themselves (the database
 //! records model files, not the resume state beside them).
 
-use crate::store::SweepFiles;
+use crate::trial::TrialStatus;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+
+/// A sweep as `rm` and `gc` see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SweepFiles {
+    /// Database id.
+    pub id: i64,
+    /// Name.
+    pub name: String,
+    /// Its checkpoint root as recorded by the last run (`None` for sweeps run before it was).
+    pub runs_dir: Option<PathBuf>,
+    /// Every trial: id and status.
+    pub trials: Vec<(i64, TrialStatus)>,
+    /// Every checkpoint row: trial id, kind, recorded path.
+    pub checkpoints: Vec<(i64, String, PathBuf)>,
+}
 
 /// Files and bytes under a directory.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -86,11 +101,6 @@ pub fn bytes(n: u64) -> String {
     format!("{value:.1} {}", UNITS[unit])
 }
 
-/// Whether a trial of this status will never run again, so only its kept checkpoints matter.
-pub fn is_final(status: &str) -> bool {
-    matches!(status, "done" | "diverged" | "pruned")
-}
-
 /// Where a sweep's trial directories are: as recorded, or (for sweeps run before the directory
 /// was recorded) `default_root/NAME`.
 pub fn sweep_dir(sweep: &SweepFiles, default_root: &Path) -> PathBuf {
@@ -124,11 +134,7 @@ impl Garbage {
 /// resumption needs it. Entries whose names are not trial ids are not ours and stay.
 pub fn garbage(sweep: &SweepFiles, dir: &Path) -> Garbage {
     let mut found = Garbage::default();
-    let status: HashMap<i64, &str> = sweep
-        .trials
-        .iter()
-        .map(|(id, s)| (*id, s.as_str()))
-        .collect();
+    let status: HashMap<i64, TrialStatus> = sweep.trials.iter().copied().collect();
     let mut referenced = HashSet::new();
     for (trial, kind, recorded) in &sweep.checkpoints {
         let expected = dir.join(trial.to_string()).join(format!("{kind}.bpk"));
@@ -147,7 +153,7 @@ pub fn garbage(sweep: &SweepFiles, dir: &Path) -> Garbage {
         };
         match status.get(&id) {
             None => found.add(trial_dir),
-            Some(s) if is_final(s) => {
+            Some(s) if s.is_final() => {
                 for entry in entries(&trial_dir) {
                     let kept = entry.canonicalize().is_ok_and(|p| referenced.contains(&p));
                     if !kept {
@@ -249,7 +255,7 @@ mod tests {
             name: "s".into(),
             runs_dir: Some(dir.clone()),
             // 1 done, 2 interrupted (resumable), 3 unknown to the database.
-            trials: vec![(1, "done".into()), (2, "interrupted".into())],
+            trials: vec![(1, TrialStatus::Done), (2, TrialStatus::Interrupted)],
             checkpoints: vec![
                 (1, "best".into(), done_best.clone()),
                 (2, "best".into(), dir.join("2/best.bpk")),

@@ -10,7 +10,9 @@ pub mod disk;
 pub mod error;
 pub mod experiment;
 pub mod fault;
+pub mod kernels;
 pub mod model;
+pub mod process;
 pub mod report;
 pub mod rng;
 pub mod sched;
@@ -18,8 +20,12 @@ pub mod search;
 pub mod slurm;
 pub mod store;
 pub mod train;
+pub mod trial;
 
 pub use error::{Error, Result};
 
-/// The burn version the models are built with, recorded with every sweep.
-pub const BURN_VERSION: &str = "0.22.1";
+/// The burn version the models are built with (from `Cargo.lock`), recorded with every sweep.
+pub const BURN_VERSION: &str = env!("SWEEP_BURN_VERSION");
+
+/// The tch crate version in `Cargo.lock`, which the `tch` feature compiles in.
+pub const TCH_VERSION: &str = env!("SWEEP_TCH_VERSION");

@@ -3,6 +3,7 @@
 //! machines but the database.
 
 use crate::error::{Error, Result};
+use crate::experiment::Experiment;
 use crate::store::Location;
 use std::path::{Path, PathBuf};
 
@@ -103,9 +104,31 @@ impl JobArray {
     }
 }
 
+/// Registers `experiment`'s sweep in the job's database (so the workers find it), writes the
+/// job's script to `workers.sbatch` in its log directory and submits it. Returns the job id and
+/// the script's path.
+pub fn launch(experiment: &Experiment, job: &JobArray) -> Result<(String, PathBuf)> {
+    if let Location::Sqlite(path) = &job.db {
+        tracing::warn!(
+            "{}: a SQLite file works only when every task runs on this machine; give workers \
+             on other nodes a postgres:// URL",
+            path.display()
+        );
+    }
+    drop(crate::sched::register(
+        experiment,
+        &job.db,
+        job.runs_dir.as_deref(),
+    )?);
+    std::fs::create_dir_all(&job.log_dir).map_err(|e| Error::io(&job.log_dir, e))?;
+    let path = job.log_dir.join("workers.sbatch");
+    let id = submit_script(&job.script(), &path)?;
+    Ok((id, path))
+}
+
 /// Writes the script (mode 0600: it holds the database URL) and submits it with `sbatch`;
 /// returns the job id.
-pub fn submit(script: &str, path: &Path) -> Result<String> {
+fn submit_script(script: &str, path: &Path) -> Result<String> {
     write_private(path, script)?;
     let out = std::process::Command::new("sbatch")
         .arg("--parsable")

@@ -15,12 +15,27 @@ fn version_names_the_backends_compiled_in() {
         text.starts_with(&format!("sweep {}", env!("CARGO_PKG_VERSION"))),
         "{text}"
     );
-    assert!(
-        text.contains(&format!("burn {}", sweep::BURN_VERSION)),
-        "{text}"
-    );
+    // Read from Cargo.lock here, independently of build.rs, so a drift between what is
+    // compiled and what is printed (and stored with every sweep) fails.
+    let burn = locked_version("burn");
+    assert!(text.contains(&format!("burn {burn};")), "{text}");
+    assert_eq!(sweep::BURN_VERSION, burn);
+    if cfg!(feature = "tch") {
+        assert!(
+            text.contains(&format!("tch {} ", locked_version("tch"))),
+            "{text}"
+        );
+    }
     assert!(text.contains("flex"), "{text}");
     assert_eq!(text.contains("libtorch"), cfg!(feature = "tch"), "{text}");
+}
+
+/// `package`'s version in Cargo.lock.
+fn locked_version(package: &str) -> String {
+    let lock = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.lock")).unwrap();
+    let entry = format!("[[package]]\nname = \"{package}\"\nversion = \"");
+    let start = lock.find(&entry).expect("package in Cargo.lock") + entry.len();
+    lock[start..].split('"').next().unwrap().to_string()
 }
 
 #[test]

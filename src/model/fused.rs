@@ -88,7 +88,7 @@ fn mlp(mlps: &[&Mlp], images: Vec<Tensor<4>>, dropouts: &mut [&mut Rng]) -> Tens
 }
 
 fn cnn(cnns: &[&Cnn], images: Vec<Tensor<4>>, dropouts: &mut [&mut Rng]) -> Tensor<3> {
-    let x = if layers::is_flex(&images[0].device()) {
+    let x = if crate::kernels::is_flex(&images[0].device()) {
         // Flex's grouped convolution is several times slower than the unfolded, pool-fused
         // convolutions each trial's model runs alone (`cargo bench --bench layers`), so on flex
         // only the linear layers are fused; the trials' own blocks run on the slot's threads side

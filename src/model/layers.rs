@@ -1,10 +1,10 @@
 //! The CNNs' convolution + 2x2 max pool pairs, formulated as matrix products over unfolded
 //! inputs where that beats burn's own kernels on flex (`cargo bench --bench layers` measures
 //! both): the first layer here, from burn tensor operations, the inner one through the flex
-//! operation of [`super::conv_pool`]. On other backends they are burn's layers.
+//! operation of [`crate::kernels::ConvPool`]. On other backends they are burn's layers.
 
-use super::conv_pool::ConvPool;
 use super::norm::BatchNorm2d;
+use crate::kernels::{ConvPool, is_flex};
 use burn::backend::Dispatch;
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
@@ -63,7 +63,7 @@ pub fn first_conv2d_max_pool(conv: &Conv2d, pool: &MaxPool2d, images: Tensor<4>)
 
 /// `pool.forward(conv.forward(x))` for an inner layer, whose input needs a gradient: on flex,
 /// for a stride-1 square convolution with symmetric padding followed by a 2x2 max pool, it is
-/// one operation with its own backward pass ([`super::conv_pool`]); elsewhere burn's layers.
+/// one operation with its own backward pass ([`crate::kernels::ConvPool`]); elsewhere burn's layers.
 pub fn conv2d_max_pool(conv: &Conv2d, pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
     match fused(conv, Some(pool), &x) {
         Some(bias) => fused_conv2d(conv, bias, x, true),
@@ -317,11 +317,6 @@ fn weight_rows(conv: &Conv2d) -> Tensor<2> {
     conv.weight
         .val()
         .reshape([out_channels, in_channels * kernel_h * kernel_w])
-}
-
-/// Whether `device` is burn's flex CPU backend, with or without autodiff.
-pub(crate) fn is_flex(device: &Device) -> bool {
-    device.clone().without_autodiff() == Device::flex()
 }
 
 #[cfg(test)]

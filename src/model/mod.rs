@@ -1,14 +1,14 @@
 //! The architectures, one file each, and [`Net`], the enum that builds and runs any of them.
 
 mod cnn;
-mod conv_pool;
+
 mod convnet;
 pub mod fused;
 pub mod layers;
 mod lenet5;
 mod mlp;
 pub mod norm;
-mod norm_op;
+
 mod resnet;
 
 pub use cnn::Cnn;

@@ -7,8 +7,8 @@
 //! is probed once on the training device when it is built) and PyTorch's running variance, for
 //! parity with the seed scripts.
 
-use super::layers::{is_2x2_pool, is_flex};
-use super::norm_op::{BatchNormOp, NormLayout};
+use super::layers::is_2x2_pool;
+use crate::kernels::{BatchNormOp, NormLayout, is_flex};
 use burn::backend::Dispatch;
 use burn::module::{Param, RunningState};
 use burn::nn::conv::Conv2d;
@@ -135,7 +135,7 @@ impl BatchNorm2d {
     }
 
     /// The output normalised by the batch's statistics, the batch mean and biased variance:
-    /// on flex one operation of our own ([`super::norm_op`]), elsewhere burn's.
+    /// on flex one operation of our own ([`crate::kernels::BatchNormOp`]), elsewhere burn's.
     fn normalize_by_batch(
         &self,
         x: Tensor<4>,
@@ -218,7 +218,7 @@ mod tests {
         assert!((y[0] - 0.8 / (1.1f32 + 1e-5).sqrt()).abs() < 1e-5, "{y:?}");
     }
 
-    use crate::model::conv_pool::tests::relative_difference;
+    use crate::kernels::testing::relative_difference;
 
     /// Our flex operation, in every layout, against burn's `batch_norm_train` (and max pool):
     /// the output and the gradients of the input, gamma and beta, with a negative gamma (so

@@ -2,20 +2,22 @@
 //! markdown), the views of single trials, and the markdown sweep report with its plots.
 
 mod csv;
+mod detail;
 mod json;
 mod markdown;
+mod measure;
 mod plot;
 mod search_plot;
 mod search_report;
 mod sweep_report;
 mod table;
-mod trial;
 
+pub use detail::{TrialDetail, TrialDisk, compare, show};
 pub use json::{listings_json, trials_json};
+pub use measure::Measure;
 pub use search_report::SearchInput;
-pub use sweep_report::{ReportInput, best_per_group, higher_is_better, ranked, write_report};
+pub use sweep_report::{ReportInput, best_per_group, ranked, write_report};
 pub use table::{listings_table, trials_table};
-pub use trial::{TrialDetail, TrialDisk, compare, show};
 
 use crate::store::TrialListing;
 

@@ -7,6 +7,7 @@ use super::{Format, Rows};
 use crate::error::Result;
 use crate::experiment::Metric;
 use crate::search::{Domain, PastTrial, Space};
+use crate::trial::TrialStatus;
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
@@ -46,7 +47,7 @@ impl SearchInput {
             .iter()
             .enumerate()
             .filter_map(|(i, t)| {
-                let outcome = outcome_of(&t.status)?;
+                let outcome = outcome_of(t.status)?;
                 let value = match outcome {
                     Outcome::Done => t.best?,
                     _ => t.values.iter().rev().find_map(|v| *v)?,
@@ -134,7 +135,7 @@ pub fn search_section(
     let curves: Vec<(Outcome, Vec<Option<f64>>)> = input
         .trials
         .iter()
-        .filter_map(|t| Some((outcome_of(&t.status)?, t.values.clone())))
+        .filter_map(|t| Some((outcome_of(t.status)?, t.values.clone())))
         .collect();
     search_plot::intermediate(&dir.join(&file), metric, &curves)?;
     let _ = writeln!(
@@ -212,11 +213,11 @@ pub fn search_section(
 }
 
 /// How a trial with this status ended, for trials that have a result to draw.
-fn outcome_of(status: &str) -> Option<Outcome> {
+fn outcome_of(status: TrialStatus) -> Option<Outcome> {
     match status {
-        "done" => Some(Outcome::Done),
-        "pruned" => Some(Outcome::Pruned),
-        "paused" => Some(Outcome::Paused),
+        TrialStatus::Done => Some(Outcome::Done),
+        TrialStatus::Pruned => Some(Outcome::Pruned),
+        TrialStatus::Paused => Some(Outcome::Paused),
         _ => None,
     }
 }
@@ -287,13 +288,13 @@ fn importance_basis(input: &SearchInput) -> (String, Vec<(Vec<f64>, f64)>) {
             .filter_map(|t| Some((t, input.space.point_of(&t.spec)?)))
     };
     let done: Vec<(Vec<f64>, f64)> = located()
-        .filter(|(t, _)| t.status == "done")
+        .filter(|(t, _)| t.status == TrialStatus::Done)
         .filter_map(|(t, p)| Some((p, t.best?)))
         .collect();
     let stopped = input
         .trials
         .iter()
-        .any(|t| t.status == "pruned" || t.status == "paused");
+        .any(|t| matches!(t.status, TrialStatus::Pruned | TrialStatus::Paused));
     if done.len() >= ENOUGH || !stopped {
         return (
             format!("the {} done trials, by their best `{metric}`", done.len()),

@@ -98,7 +98,7 @@ pub fn listing_rows(listings: &[TrialListing]) -> Rows {
                 param(l, "dropout"),
                 param(l, "split"),
                 param(l, "seed"),
-                l.status.clone(),
+                l.status.to_string(),
                 opt(l.val_acc, 4),
                 opt(l.test_acc, 4),
                 opt(l.duration_s, 1),

@@ -3,14 +3,15 @@
 //! claimable work, and what to do while the database is out of reach.
 
 use super::holdings::Holdings;
-use super::owner;
 use super::writer::{Message, RECONNECT_PATIENCE};
 use crate::error::{Error, Result};
 use crate::experiment::{Metric, TrialSpec};
 use crate::model::fused;
+use crate::process;
 use crate::search::{Curve, PastTrial, Pruner, Sampler, Verdict};
 use crate::store::Store;
 use crate::train::{self, ResumeState, Unresumable};
+use crate::trial::{Lease, TrialId, TrialStatus};
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::mpsc;
@@ -220,7 +221,7 @@ impl Dispenser<'_> {
             self.metric,
             |draw, past| sampler.draw(draw, past),
         )?;
-        let Some((id, trial, lease)) = drawn else {
+        let Some((TrialId(id), trial, lease)) = drawn else {
             return Ok(None);
         };
         self.holdings.take(id, lease);
@@ -232,7 +233,7 @@ impl Dispenser<'_> {
             Vec::new()
         };
         for (other, spec) in repeats {
-            if other.status == "pending"
+            if other.status == TrialStatus::Pending
                 && other.id != id
                 && !self.candidates.iter().any(|(c, _)| *c == other.id)
             {
@@ -286,7 +287,7 @@ impl Dispenser<'_> {
     /// Whether this process still holds `trial` under `lease`. While the database is out of
     /// reach the answer is yes without asking (for [`OUTAGE_RECHECK`] at a time), so training
     /// goes on instead of waiting on the connection; the writes are fenced anyway.
-    pub(super) fn still_holds(&mut self, trial: i64, lease: i64) -> bool {
+    pub(super) fn still_holds(&mut self, trial: i64, lease: Lease) -> bool {
         if self
             .outage
             .is_some_and(|since| since.elapsed() < OUTAGE_RECHECK)
@@ -345,10 +346,7 @@ impl Dispenser<'_> {
             .is_some_and(|s| stored.len() < s.total_trials());
         let unfinished: Vec<(i64, TrialSpec)> = stored
             .into_iter()
-            .filter(|(row, _)| {
-                !matches!(row.status.as_str(), "done" | "diverged" | "pruned")
-                    && !self.attempted.contains(&row.id)
-            })
+            .filter(|(row, _)| !row.status.is_final() && !self.attempted.contains(&row.id))
             .map(|(row, spec)| (row.id, spec))
             .collect();
         if unfinished.is_empty() && !budget_left && self.running_here == 0 {
@@ -368,13 +366,13 @@ impl Dispenser<'_> {
     ) -> Result<Option<Option<ResumeState>>> {
         let claimed =
             self.store
-                .claim_trial(id, &self.owner, owner::is_alive, self.stale_after, false)?;
+                .claim_trial(id, &self.owner, process::is_alive, self.stale_after, false)?;
         let Some((previous, lease)) = claimed else {
             return Ok(None);
         };
         self.holdings.take(id, lease);
         crate::fault::stop_point("after-claim", id);
-        if previous == "pending" {
+        if previous == TrialStatus::Pending {
             return Ok(Some(None));
         }
         // Left by a killed process, interrupted, or failed: continue after the last epoch
@@ -388,7 +386,7 @@ impl Dispenser<'_> {
     fn resume_claimed(
         &mut self,
         id: i64,
-        lease: i64,
+        lease: Lease,
         trial: &TrialSpec,
     ) -> Result<Option<Option<ResumeState>>> {
         let resume = if self.still_holds(id, lease) {
@@ -414,7 +412,7 @@ impl Dispenser<'_> {
         };
         let claimed =
             self.store
-                .claim_trial(id, &self.owner, owner::is_alive, self.stale_after, true)?;
+                .claim_trial(id, &self.owner, process::is_alive, self.stale_after, true)?;
         let Some((_, lease)) = claimed else {
             return Ok(None);
         };
@@ -435,7 +433,7 @@ impl Dispenser<'_> {
     fn resume_or_reset(
         &mut self,
         id: i64,
-        lease: i64,
+        lease: Lease,
         trial: &TrialSpec,
     ) -> Result<Option<ResumeState>> {
         Ok(match self.resume_point(id, lease, trial) {
@@ -479,7 +477,7 @@ pub(super) fn curves(past: &[PastTrial]) -> Vec<Curve> {
     past.iter()
         .map(|t| Curve {
             trial: t.id,
-            status: t.status.clone(),
+            status: t.status,
             values: t.values.clone(),
         })
         .collect()
@@ -491,7 +489,7 @@ impl Dispenser<'_> {
     fn resume_point(
         &self,
         id: i64,
-        lease: i64,
+        lease: Lease,
         trial: &TrialSpec,
     ) -> Result<ResumeState, StartOver> {
         let state = train::read_resume_state(&self.runs_dir.join(id.to_string()))

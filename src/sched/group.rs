@@ -123,7 +123,7 @@ pub(super) fn train(
             let lost = losts[k].load(Ordering::SeqCst)
                 || (matches!(end, TrialEnd::Failed { .. }) && !holds[k]());
             let end = if lost { TrialEnd::Lost } else { end };
-            tracing::debug!(trial = ids[k], "{}", end.status());
+            tracing::debug!(trial = ids[k], "{}", end.describe());
             dispenser
                 .lock()
                 .expect("no panics under the lock")

@@ -1,6 +1,7 @@
 //! The trials this process holds: the lease each claim got, which every write for the trial
 //! names, and the flag that stops a trial another process took over.
 
+use crate::trial::Lease;
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
@@ -11,7 +12,7 @@ use std::sync::{Arc, Mutex};
 pub(super) struct Holdings(Arc<Mutex<HashMap<i64, Holding>>>);
 
 /// One held trial: its lease, and whether it was lost.
-pub(super) type Holding = (i64, Arc<AtomicBool>);
+pub(super) type Holding = (Lease, Arc<AtomicBool>);
 
 impl Holdings {
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Holding>> {
@@ -21,13 +22,13 @@ impl Holdings {
     }
 
     /// Records a claim.
-    pub(super) fn take(&self, trial: i64, lease: i64) {
+    pub(super) fn take(&self, trial: i64, lease: Lease) {
         self.map()
             .insert(trial, (lease, Arc::new(AtomicBool::new(false))));
     }
 
     /// The lease `trial` was claimed under.
-    pub(super) fn lease(&self, trial: i64) -> Option<i64> {
+    pub(super) fn lease(&self, trial: i64) -> Option<Lease> {
         self.map().get(&trial).map(|(lease, _)| *lease)
     }
 

@@ -6,19 +6,19 @@ mod device;
 mod dispenser;
 mod group;
 mod holdings;
-mod owner;
 mod progress;
 mod writer;
 
 pub use device::HAS_TCH;
-pub use owner::hostname as host_name;
 pub use progress::ProgressMode;
 
 use crate::error::{Error, Result};
 use crate::experiment::{DeviceName, Experiment, ExperimentSpec, TrialSpec};
+use crate::process;
 use crate::search::{Pruner, Sampler, Verdict};
 use crate::store::{HeldTrial, Location, Store, StoredTrial};
 use crate::train::{self, TrainEvent, TrialEnd, TrialRun};
+use crate::trial::TrialStatus;
 use dispenser::{Dispenser, Idle, Next};
 use holdings::Holdings;
 use progress::Progress;
@@ -126,7 +126,7 @@ pub fn live_trials(store: &Store, sweep_id: i64) -> Result<Vec<HeldTrial>> {
     Ok(store
         .held_trials(sweep_id)?
         .into_iter()
-        .filter(|held| match held.owner.as_deref().map(owner::is_alive) {
+        .filter(|held| match held.owner.as_deref().map(process::is_alive) {
             Some(Some(alive)) => alive,
             _ => held
                 .heartbeat_age
@@ -249,11 +249,12 @@ pub fn run_sweep(experiment: &Experiment, options: &RunOptions) -> Result<RunSum
     let mut skipped = 0;
     let mut paused = 0;
     for (row, trial) in stored {
-        paused += usize::from(row.status == "paused");
-        match row.status.as_str() {
-            // Paused trials are continued by promotions only.
-            "done" | "diverged" | "pruned" | "paused" => skipped += 1,
-            _ => candidates.push((row.id, trial)),
+        paused += usize::from(row.status == TrialStatus::Paused);
+        // Paused trials are continued by promotions only.
+        if row.status.is_settled() {
+            skipped += 1;
+        } else {
+            candidates.push((row.id, trial));
         }
     }
     // Longest first, so the sweep does not end with one long trial running alone.
@@ -280,7 +281,7 @@ pub fn run_sweep(experiment: &Experiment, options: &RunOptions) -> Result<RunSum
         "starting"
     );
 
-    let owner = owner::this_process();
+    let owner = process::this_process();
     let holdings = Holdings::default();
     let stale_after = Duration::from_secs(spec.sweep.heartbeat_timeout);
     let mut progress = Progress::new(
@@ -453,17 +454,17 @@ pub fn run_sweep(experiment: &Experiment, options: &RunOptions) -> Result<RunSum
         writing.as_secs_f64(),
         100.0 * writing.as_secs_f64() / seconds.max(1e-9)
     );
-    let count = |status: &str| ends.iter().filter(|e| e.status() == status).count();
+    let count = |status| ends.iter().filter(|e| e.status() == Some(status)).count();
     Ok(RunSummary {
         sweep: experiment.name.clone(),
         total,
         skipped,
-        done: count("done"),
-        diverged: count("diverged"),
-        failed: count("failed"),
-        pruned: count("pruned") + finalized,
-        paused: count("paused"),
-        interrupted: count("interrupted"),
+        done: count(TrialStatus::Done),
+        diverged: count(TrialStatus::Diverged),
+        failed: count(TrialStatus::Failed),
+        pruned: count(TrialStatus::Pruned) + finalized,
+        paused: count(TrialStatus::Paused),
+        interrupted: count(TrialStatus::Interrupted),
         not_started: dispenser.candidates.len() - dispenser.next,
         taken_elsewhere: dispenser.taken_elsewhere.len(),
         resumed: dispenser.resumed - dispenser.promoted,

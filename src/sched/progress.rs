@@ -155,10 +155,13 @@ impl Progress {
                          ({done}/{total})"
                     ),
                     TrialEnd::Diverged { message } | TrialEnd::Failed { message } => {
-                        format!("trial {trial} {}: {message} ({done}/{total})", end.status())
+                        format!(
+                            "trial {trial} {}: {message} ({done}/{total})",
+                            end.describe()
+                        )
                     }
                     TrialEnd::Pruned { .. } | TrialEnd::Paused { .. } => {
-                        format!("trial {trial} {} after {seconds:.1} s", end.status())
+                        format!("trial {trial} {} after {seconds:.1} s", end.describe())
                     }
                     TrialEnd::Interrupted => format!("trial {trial} interrupted"),
                     TrialEnd::Lost => {

@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use crate::experiment::Keep;
 use crate::store::Store;
 use crate::train::{self, TrainEvent, TrialEnd};
+use crate::trial::TrialStatus;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -128,7 +129,7 @@ pub(super) fn write_events(
                     }
                     if let (Ok(()), TrainEvent::Finished { trial, end, .. }) = (&written, &event)
                         && !lost.load(Ordering::SeqCst)
-                        && matches!(end.status(), "done" | "diverged" | "pruned")
+                        && end.status().is_some_and(TrialStatus::is_final)
                     {
                         written = retrying(|| tidy.trial(&store, *trial));
                     }

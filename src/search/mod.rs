@@ -12,6 +12,7 @@ pub use space::{Domain, Param, Point, Space};
 
 use crate::experiment::{ExperimentSpec, Metric, SamplerName, TrialSpec};
 use crate::rng::Rng;
+use crate::trial::TrialStatus;
 
 /// How a past trial ended, as a sampler sees it, in loss form (lower is better).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -47,7 +48,7 @@ pub struct PastTrial {
     /// Its parameters.
     pub spec: TrialSpec,
     /// Its status.
-    pub status: String,
+    pub status: TrialStatus,
     /// Its best metric value (finished trials).
     pub best: Option<f64>,
     /// Its metric by epoch.
@@ -115,11 +116,11 @@ impl Sampler {
         past.iter()
             .filter_map(|t| {
                 let point = self.space.point_of(&t.spec)?;
-                let outcome = match t.status.as_str() {
-                    "done" => Outcome::Finished {
+                let outcome = match t.status {
+                    TrialStatus::Done => Outcome::Finished {
                         loss: loss(t.best?),
                     },
-                    "pruned" | "paused" => Outcome::Stopped {
+                    TrialStatus::Pruned | TrialStatus::Paused => Outcome::Stopped {
                         epoch: t.values.len(),
                         loss: loss(t.values.last().copied().flatten().unwrap_or(f64::NAN)),
                     },

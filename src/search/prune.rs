@@ -2,14 +2,15 @@
 //! trial goes on, and which paused trial a free slot should continue first.
 
 use crate::experiment::{Metric, PruneMethod, PruneSection};
+use crate::trial::TrialStatus;
 
 /// One trial's validation metric by epoch, as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Curve {
     /// Database id.
     pub trial: i64,
-    /// Its status (`done`, `pruned`, `paused`, `running`, ...).
-    pub status: String,
+    /// Its status.
+    pub status: TrialStatus,
     /// The metric after epoch 1, 2, ... (`None` where it was not finite).
     pub values: Vec<Option<f64>>,
 }
@@ -95,7 +96,7 @@ impl Pruner {
         if epoch < self.settings.min_epochs {
             return Verdict::Continue;
         }
-        let finished: Vec<&Curve> = others.filter(|c| c.status == "done").collect();
+        let finished: Vec<&Curve> = others.filter(|c| c.status == TrialStatus::Done).collect();
         if finished.is_empty() || finished.len() < self.settings.startup_trials {
             return Verdict::Continue;
         }
@@ -165,7 +166,7 @@ impl Pruner {
         }
         curves
             .iter()
-            .filter(|c| c.status == "paused" && !c.values.is_empty())
+            .filter(|c| c.status == TrialStatus::Paused && !c.values.is_empty())
             .filter_map(|c| {
                 let epoch = c.values.len();
                 let value = c.values[epoch - 1]?;
@@ -201,10 +202,10 @@ fn percentile_50(values: &mut [f64]) -> f64 {
 mod tests {
     use super::*;
 
-    fn curve(trial: i64, status: &str, values: &[f64]) -> Curve {
+    fn curve(trial: i64, status: TrialStatus, values: &[f64]) -> Curve {
         Curve {
             trial,
-            status: status.into(),
+            status,
             values: values.iter().map(|&v| Some(v)).collect(),
         }
     }
@@ -223,13 +224,13 @@ mod tests {
         let pruner = Pruner::new(&settings(PruneMethod::Median, 2, 3), Metric::ValAcc);
         // Finished trials at epoch 2: 0.60, 0.70, 0.80, 0.90 -> median 0.75.
         let mut history = vec![
-            curve(1, "done", &[0.5, 0.60, 0.7]),
-            curve(2, "done", &[0.5, 0.70, 0.7]),
-            curve(3, "done", &[0.5, 0.80, 0.9]),
-            curve(4, "done", &[0.5, 0.90, 0.9]),
+            curve(1, TrialStatus::Done, &[0.5, 0.60, 0.7]),
+            curve(2, TrialStatus::Done, &[0.5, 0.70, 0.7]),
+            curve(3, TrialStatus::Done, &[0.5, 0.80, 0.9]),
+            curve(4, TrialStatus::Done, &[0.5, 0.90, 0.9]),
             // Running and pruned trials do not count.
-            curve(5, "running", &[0.1, 0.1]),
-            curve(6, "pruned", &[0.1, 0.1]),
+            curve(5, TrialStatus::Running, &[0.1, 0.1]),
+            curve(6, TrialStatus::Pruned, &[0.1, 0.1]),
         ];
         // Best so far 0.74 < 0.75: pruned. Best so far 0.76 (from epoch 1): kept.
         assert_eq!(pruner.judge(9, 5, &[0.3, 0.74], &history), Verdict::Prune);
@@ -244,7 +245,10 @@ mod tests {
         assert_eq!(pruner.judge(9, 5, &[0.3, 0.1], &history), Verdict::Continue);
         // Minimising a loss: worse is higher.
         let loss = Pruner::new(&settings(PruneMethod::Median, 1, 1), Metric::ValLoss);
-        let history = vec![curve(1, "done", &[1.0]), curve(2, "done", &[2.0])];
+        let history = vec![
+            curve(1, TrialStatus::Done, &[1.0]),
+            curve(2, TrialStatus::Done, &[2.0]),
+        ];
         assert_eq!(loss.judge(9, 3, &[1.6], &history), Verdict::Prune);
         assert_eq!(loss.judge(9, 3, &[1.4], &history), Verdict::Continue);
     }
@@ -257,7 +261,10 @@ mod tests {
         assert!(!pruner.is_rung(2) && !pruner.is_rung(4));
         // Alone at a rung: the best of one goes on.
         assert_eq!(pruner.judge(1, 9, &[0.5], &[]), Verdict::Continue);
-        let history = vec![curve(1, "running", &[0.5]), curve(2, "paused", &[0.4])];
+        let history = vec![
+            curve(1, TrialStatus::Running, &[0.5]),
+            curve(2, TrialStatus::Paused, &[0.4]),
+        ];
         // Third at rung 1 with 0.45: top 1 of 3 is 0.5 -> paused.
         assert_eq!(pruner.judge(3, 9, &[0.45], &history), Verdict::Pause);
         // Not at a rung: go on.
@@ -272,14 +279,14 @@ mod tests {
         // Six values at rung 1 -> top 2: the paused 0.4 is second now and is promoted.
         let mut more = history.clone();
         more.extend([
-            curve(3, "paused", &[0.3]),
-            curve(4, "paused", &[0.2]),
-            curve(5, "paused", &[0.1]),
-            curve(6, "paused", &[0.05]),
+            curve(3, TrialStatus::Paused, &[0.3]),
+            curve(4, TrialStatus::Paused, &[0.2]),
+            curve(5, TrialStatus::Paused, &[0.1]),
+            curve(6, TrialStatus::Paused, &[0.05]),
         ]);
         assert_eq!(pruner.promotion(&more), Some(2));
         // A qualifying trial at a higher rung goes first.
-        more.push(curve(7, "paused", &[0.9, 0.9, 0.9]));
+        more.push(curve(7, TrialStatus::Paused, &[0.9, 0.9, 0.9]));
         assert_eq!(pruner.promotion(&more), Some(7));
     }
 }

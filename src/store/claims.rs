@@ -5,6 +5,7 @@ use super::{Backend, Store};
 use crate::error::{Error, Result};
 use crate::experiment::{Metric, TrialSpec};
 use crate::search::PastTrial;
+use crate::trial::{Lease, TrialId, TrialStatus};
 use sqlx::Row;
 use std::collections::HashMap;
 use std::path::Path;
@@ -19,8 +20,8 @@ pub struct StoredTrial {
     pub ordinal: i64,
     /// Parameter fingerprint.
     pub key: String,
-    /// pending, running, done, failed, diverged or interrupted.
-    pub status: String,
+    /// Where it stands.
+    pub status: TrialStatus,
 }
 
 impl Store {
@@ -110,7 +111,7 @@ impl Store {
         holder_alive: impl Fn(&str) -> Option<bool>,
         stale_after: Duration,
         promote: bool,
-    ) -> Result<Option<(String, i64)>> {
+    ) -> Result<Option<(TrialStatus, Lease)>> {
         self.runtime
             .block_on(async {
                 let mut conn = self.pool.acquire().await?;
@@ -121,7 +122,7 @@ impl Store {
                     .execute(&mut *conn)
                     .await?;
                 let claim = async {
-                    let row: Option<(String, Option<String>, Option<f64>)> =
+                    let row: Option<(TrialStatus, Option<String>, Option<f64>)> =
                         sqlx::query_as(self.backend.sql(&format!(
                             "SELECT status, owner, age_s(heartbeat_at)
                          FROM trials WHERE id = ?{}",
@@ -133,14 +134,14 @@ impl Store {
                     let Some((status, holder, heartbeat_age)) = row else {
                         return Ok(None);
                     };
-                    let free = match status.as_str() {
-                        "done" | "diverged" | "pruned" => false,
+                    let free = match status {
+                        _ if status.is_final() => false,
                         // Paused trials are continued only by a promotion.
-                        "paused" => promote,
+                        TrialStatus::Paused => promote,
                         // Its own trial, whose first claim was cut short (the database
                         // went away before the claim's follow-up): claimed again.
-                        "running" if holder.as_deref() == Some(owner) => true,
-                        "running" => match holder.as_deref().map(&holder_alive) {
+                        TrialStatus::Running if holder.as_deref() == Some(owner) => true,
+                        TrialStatus::Running => match holder.as_deref().map(&holder_alive) {
                             Some(Some(alive)) => !alive,
                             _ => heartbeat_age.is_none_or(|age| age > stale_after.as_secs_f64()),
                         },
@@ -149,7 +150,7 @@ impl Store {
                     if !free {
                         return Ok(None);
                     }
-                    let lease: i64 = sqlx::query_scalar(self.backend.sql(
+                    let lease: Lease = sqlx::query_scalar(self.backend.sql(
                         "UPDATE trials SET status = 'running', owner = ?, heartbeat_at = now_utc(),
                              lease = lease + 1
                          WHERE id = ? RETURNING lease",
@@ -180,7 +181,7 @@ impl Store {
         per_draw: usize,
         metric: Metric,
         draw: impl FnOnce(u64, &[PastTrial]) -> Vec<TrialSpec>,
-    ) -> Result<Option<(i64, TrialSpec, i64)>> {
+    ) -> Result<Option<(TrialId, TrialSpec, Lease)>> {
         self.runtime
             .block_on(async {
                 let mut conn = self.pool.acquire().await?;
@@ -218,7 +219,7 @@ impl Store {
                         )
                         .await?;
                         if i == 0 {
-                            let lease: i64 = sqlx::query_scalar(self.backend.sql(
+                            let lease: Lease = sqlx::query_scalar(self.backend.sql(
                                 "UPDATE trials SET status = 'running', owner = ?,
                                      heartbeat_at = now_utc(), lease = lease + 1
                                  WHERE id = ? RETURNING lease",
@@ -227,7 +228,7 @@ impl Store {
                             .bind(id)
                             .fetch_one(&mut *conn)
                             .await?;
-                            first = Some((id, trial.clone(), lease));
+                            first = Some((TrialId(id), trial.clone(), lease));
                         }
                     }
                     Ok::<_, sqlx::Error>(first)
@@ -270,7 +271,7 @@ impl Store {
 
     /// A sweep's trials as stored: id, status and parameters, in draw order.
     pub fn sweep_trials(&self, sweep_id: i64) -> Result<Vec<(StoredTrial, TrialSpec)>> {
-        let rows: Vec<(i64, i64, String, String, String)> = self
+        let rows: Vec<(i64, i64, String, TrialStatus, String)> = self
             .runtime
             .block_on(
                 sqlx::query_as(self.backend.sql(
@@ -301,10 +302,10 @@ impl Store {
     }
 
     /// Whether `lease` is still the trial's latest lease (no other process took it over).
-    pub fn holds(&self, trial_id: i64, lease: i64) -> Result<bool> {
+    pub fn holds(&self, trial_id: i64, lease: Lease) -> Result<bool> {
         self.runtime
             .block_on(
-                sqlx::query_scalar::<_, i64>(
+                sqlx::query_scalar::<_, Lease>(
                     self.backend.sql("SELECT lease FROM trials WHERE id = ?"),
                 )
                 .bind(trial_id)
@@ -328,7 +329,7 @@ impl Store {
 
     /// Clears what an unfinished attempt of a claimed trial left (epochs, checkpoints, results)
     /// so it can start again cleanly, if `lease` still holds it.
-    pub fn reset_trial(&self, trial_id: i64, lease: i64) -> Result<()> {
+    pub fn reset_trial(&self, trial_id: i64, lease: Lease) -> Result<()> {
         self.fenced_transaction(
             trial_id,
             lease,
@@ -349,7 +350,7 @@ impl Store {
 
     /// Prepares an unfinished, claimed trial to continue after its recorded epochs: keeps its epoch and
     /// checkpoint rows, clears its end state, if `lease` still holds it.
-    pub fn rewind_trial(&self, trial_id: i64, lease: i64) -> Result<()> {
+    pub fn rewind_trial(&self, trial_id: i64, lease: Lease) -> Result<()> {
         self.fenced_transaction(
             trial_id,
             lease,
@@ -410,12 +411,13 @@ async fn read_past_trials(
         Metric::ValAcc => ("best_val_acc", "val_acc"),
         Metric::ValLoss => ("best_val_loss", "val_loss"),
     };
-    let trials: Vec<(i64, String, String, Option<f64>)> = sqlx::query_as(backend.sql(&format!(
-        "SELECT id, status, params_json, {best} FROM trials WHERE sweep_id = ? ORDER BY ordinal"
-    )))
-    .bind(sweep_id)
-    .fetch_all(&mut *conn)
-    .await?;
+    let trials: Vec<(i64, TrialStatus, String, Option<f64>)> =
+        sqlx::query_as(backend.sql(&format!(
+            "SELECT id, status, params_json, {best} FROM trials WHERE sweep_id = ? ORDER BY ordinal"
+        )))
+        .bind(sweep_id)
+        .fetch_all(&mut *conn)
+        .await?;
     let epochs: Vec<(i64, i64, Option<f64>)> = sqlx::query_as(backend.sql(&format!(
         "SELECT e.trial_id, e.epoch, e.{value} FROM epochs e JOIN trials t ON t.id = e.trial_id
          WHERE t.sweep_id = ? ORDER BY e.trial_id, e.epoch"

@@ -2,23 +2,9 @@
 //! point at them, who still runs its trials, and deleting a sweep.
 
 use super::Store;
+use crate::disk::SweepFiles;
 use crate::error::Result;
 use std::path::PathBuf;
-
-/// A sweep as `rm` and `gc` see it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SweepFiles {
-    /// Database id.
-    pub id: i64,
-    /// Name.
-    pub name: String,
-    /// Its checkpoint root as recorded by the last run (`None` for sweeps run before it was).
-    pub runs_dir: Option<PathBuf>,
-    /// Every trial: id and status.
-    pub trials: Vec<(i64, String)>,
-    /// Every checkpoint row: trial id, kind, recorded path.
-    pub checkpoints: Vec<(i64, String, PathBuf)>,
-}
 
 /// A trial some process holds as running, and how fresh its holder's heartbeat is.
 #[derive(Debug, Clone, PartialEq)]

@@ -6,6 +6,7 @@
 
 mod claims;
 mod dialect;
+mod encoding;
 mod filter;
 mod housekeeping;
 mod location;
@@ -15,11 +16,12 @@ mod records;
 pub use claims::StoredTrial;
 pub use dialect::Backend;
 pub use filter::{Bind, Filter, SortKey, field_names, parse as parse_filter, parse_sort};
-pub use housekeeping::{HeldTrial, SweepFiles};
+pub use housekeeping::HeldTrial;
 pub use location::Location;
 pub use queries::{CheckpointRow, EpochRow, TrialListing, TrialQuery};
 
 use crate::error::{DISK_FULL_FIX, Error, Result};
+use crate::trial::Lease;
 use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::Migrator;
@@ -247,7 +249,7 @@ impl Store {
 
     /// Runs statements that each take the trial id as their one parameter, all or none, while
     /// `lease` holds the trial ([`Error::LeaseLost`] and nothing written otherwise).
-    fn fenced_transaction(&self, trial_id: i64, lease: i64, statements: &[&str]) -> Result<()> {
+    fn fenced_transaction(&self, trial_id: i64, lease: Lease, statements: &[&str]) -> Result<()> {
         self.runtime
             .block_on(async {
                 let mut tx = self.pool.begin().await?;
@@ -350,7 +352,10 @@ mod tests {
         store
             .execute("UPDATE trials SET status = 'paused' WHERE id = ?", 7)
             .unwrap();
-        assert_eq!(store.trial(7).unwrap().unwrap().status, "paused");
+        assert_eq!(
+            store.trial(7).unwrap().unwrap().status,
+            crate::trial::TrialStatus::Paused
+        );
         // Children still belong to the trial: deleting it cascades.
         store.execute("DELETE FROM trials WHERE id = ?", 7).unwrap();
         assert!(store.epochs(7).unwrap().is_empty());

@@ -2,19 +2,21 @@
 
 use super::{Backend, Bind, Filter, SortKey, Store};
 use crate::error::{Error, Result};
+use crate::experiment::Experiment;
+use crate::trial::TrialStatus;
 use serde::Serialize;
 use sqlx::Row;
 use std::collections::HashMap;
 
 /// One trial with its parameters and final figures, for listings.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct TrialListing {
     /// Database id.
     pub id: i64,
     /// Sweep name.
     pub sweep: String,
     /// Status.
-    pub status: String,
+    pub status: TrialStatus,
     /// Every parameter by its experiment-file name.
     #[serde(flatten)]
     pub params: serde_json::Map<String, serde_json::Value>,
@@ -214,6 +216,30 @@ impl Store {
                 .fetch_optional(&self.pool),
             )
             .map_err(|e| self.err(e))
+    }
+
+    /// The experiment a stored sweep was last run with, read through the experiment types;
+    /// `None` when no sweep has that name.
+    pub fn stored_experiment(&self, name: &str) -> Result<Option<Experiment>> {
+        let Some((spec_json, source)) = self.sweep_spec(name)? else {
+            return Ok(None);
+        };
+        Experiment::from_stored(name, source.as_ref(), &spec_json).map(Some)
+    }
+
+    /// The experiment a stored sweep was last run with, or an error naming the sweeps this
+    /// database knows.
+    pub fn require_experiment(&self, name: &str) -> Result<Experiment> {
+        self.stored_experiment(name)?.ok_or_else(|| {
+            Error::NotFound(format!(
+                "no sweep named {name:?} in {}; known: {} (`sweep run FILE --db ...` registers \
+                 one)",
+                self.location(),
+                self.sweep_names()
+                    .map(|names| names.join(", "))
+                    .unwrap_or_default()
+            ))
+        })
     }
 
     /// A sweep's id by name.

@@ -3,6 +3,7 @@
 use super::{Backend, Store, measured, missing};
 use crate::error::{Error, Result};
 use crate::train::{CheckpointInfo, Confusion, EpochMetrics, TrainEvent, TrialEnd};
+use crate::trial::Lease;
 
 impl Store {
     /// Writes the epochs and checkpoint rows that a trial's files hold and the database does not
@@ -10,7 +11,7 @@ impl Store {
     pub fn catch_up(
         &self,
         trial_id: i64,
-        lease: i64,
+        lease: Lease,
         epochs: &[EpochMetrics],
         checkpoints: &[CheckpointInfo],
     ) -> Result<()> {
@@ -34,7 +35,7 @@ impl Store {
 
     /// Persists one training event, made under `lease`: every write checks the lease in its
     /// transaction, so a process that lost the trial writes nothing ([`Error::LeaseLost`]).
-    pub fn apply(&self, event: &TrainEvent, lease: i64) -> Result<()> {
+    pub fn apply(&self, event: &TrainEvent, lease: Lease) -> Result<()> {
         let trial = match event {
             TrainEvent::Started { trial, .. }
             | TrainEvent::Epoch { trial, .. }
@@ -89,6 +90,10 @@ impl Store {
                         end,
                         seconds,
                     } => {
+                        let Some(status) = end.status() else {
+                            // A lost trial's row is its new holder's to write.
+                            return Ok(true);
+                        };
                         let (error, best_epoch, test_loss, test_acc) = match end {
                             TrialEnd::Done { test, best_epoch } => (
                                 None,
@@ -108,7 +113,7 @@ impl Store {
                              duration_s = ?, error = ?, best_epoch = ?,
                              test_loss = nan_null(?), test_acc = nan_null(?)
                          WHERE id = ?"))
-                        .bind(end.status())
+                        .bind(status)
                         .bind(seconds)
                         .bind(error)
                         .bind(best_epoch)
@@ -192,7 +197,7 @@ pub(super) async fn hold(
     tx: &mut sqlx::AnyConnection,
     backend: Backend,
     trial: i64,
-    lease: i64,
+    lease: Lease,
 ) -> std::result::Result<bool, sqlx::Error> {
     let held = sqlx::query(
         backend.sql("UPDATE trials SET heartbeat_at = now_utc() WHERE id = ? AND lease = ?"),

@@ -34,7 +34,7 @@ fn staging_dir(dir: &Path) -> PathBuf {
     let name = NAME.get_or_init(|| {
         format!(
             "{STAGING_PREFIX}-{}-{}",
-            crate::sched::host_name(),
+            crate::process::hostname(),
             std::process::id()
         )
     });
@@ -387,4 +387,23 @@ fn sha256_of(path: &Path) -> Option<String> {
 /// Hex sha256 of a file, to check a checkpoint against its record.
 pub fn file_sha256(path: &Path) -> Result<String> {
     size_and_sha256(path).map(|(_, sha)| sha)
+}
+
+/// Checks that trial `trial`'s checkpoint file at `path` is there and is the file recorded with
+/// hash `sha256`, so that nothing is loaded from a file changed after training.
+pub fn verify_checkpoint(trial: i64, path: &Path, sha256: &str) -> Result<()> {
+    let actual = file_sha256(path).map_err(|_| {
+        Error::NotFound(format!(
+            "checkpoint {} of trial {trial} is missing (moved with --runs?)",
+            path.display()
+        ))
+    })?;
+    if actual != sha256 {
+        return Err(Error::Data(format!(
+            "checkpoint {} does not match the sha256 recorded for it ({sha256} recorded, {actual} \
+             on disk): it was changed after training; re-run the trial",
+            path.display()
+        )));
+    }
+    Ok(())
 }

@@ -2,6 +2,7 @@
 //! itself never touches the database.
 
 use super::metrics::{EpochMetrics, Evaluation};
+use crate::trial::TrialStatus;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -96,17 +97,24 @@ pub enum TrialEnd {
 }
 
 impl TrialEnd {
-    /// The status recorded for this ending.
-    pub fn status(&self) -> &'static str {
-        match self {
-            TrialEnd::Done { .. } => "done",
-            TrialEnd::Diverged { .. } => "diverged",
-            TrialEnd::Pruned { .. } => "pruned",
-            TrialEnd::Paused { .. } => "paused",
-            TrialEnd::Interrupted => "interrupted",
-            TrialEnd::Lost => "lost",
-            TrialEnd::Failed { .. } => "failed",
-        }
+    /// The status recorded for this ending; `None` for a lost trial, whose row is its new
+    /// holder's to write.
+    pub fn status(&self) -> Option<TrialStatus> {
+        Some(match self {
+            TrialEnd::Done { .. } => TrialStatus::Done,
+            TrialEnd::Diverged { .. } => TrialStatus::Diverged,
+            TrialEnd::Pruned { .. } => TrialStatus::Pruned,
+            TrialEnd::Paused { .. } => TrialStatus::Paused,
+            TrialEnd::Interrupted => TrialStatus::Interrupted,
+            TrialEnd::Lost => return None,
+            TrialEnd::Failed { .. } => TrialStatus::Failed,
+        })
+    }
+
+    /// How the ending reads in logs and progress lines.
+    pub fn describe(&self) -> &'static str {
+        self.status()
+            .map_or("lost to another process", TrialStatus::as_str)
     }
 }
 

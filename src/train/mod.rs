@@ -1,16 +1,17 @@
 //! Training one trial: the epoch loop, evaluation and checkpoints. It reports through
 //! [`TrainEvent`]s and never touches storage.
 
-mod adam;
 mod checkpoint;
 mod events;
 mod learner;
 mod metrics;
+mod one_pass;
 mod optim;
 mod schedule;
 
 pub use checkpoint::{
     ResumeState, Unresumable, dropped_kinds, file_sha256, read_resume_state, tidy_final,
+    verify_checkpoint,
 };
 pub use events::{BatchPosition, CheckpointInfo, CheckpointKind, TrainEvent, TrialEnd};
 pub use metrics::{Confusion, EpochMetrics, Evaluation};
@@ -202,7 +203,7 @@ impl Ends<'_> {
 /// other threads idle. On libtorch, all of them: each of its operations already runs on all of
 /// the threads, and members side by side would oversubscribe the cores.
 fn members_per_thread(device: &Device) -> usize {
-    if crate::model::layers::is_flex(device) {
+    if crate::kernels::is_flex(device) {
         1
     } else {
         usize::MAX

@@ -1,7 +1,7 @@
 //! Optimizers with PyTorch's semantics and defaults (burn's differ: Adam epsilon 1e-5, SGD
-//! dampening 0.1). Adam and AdamW step in one pass on flex ([`super::adam`]).
+//! dampening 0.1). Adam and AdamW step in one pass on flex ([`super::one_pass`]).
 
-use super::adam;
+use super::one_pass;
 use crate::experiment::{OptimizerName, TrialSpec};
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
@@ -25,9 +25,9 @@ pub fn build(trial: &TrialSpec) -> ModuleOptimizer {
                 .with_weight_decay(l2.map(WeightDecayConfig::new))
                 .init()
         }
-        OptimizerName::Adam => adam::adam(beta_1 as f32, beta_2 as f32, eps, l2),
+        OptimizerName::Adam => one_pass::adam(beta_1 as f32, beta_2 as f32, eps, l2),
         OptimizerName::Adamw => {
-            adam::adamw(beta_1 as f32, beta_2 as f32, eps, trial.weight_decay as f32)
+            one_pass::adamw(beta_1 as f32, beta_2 as f32, eps, trial.weight_decay as f32)
         }
     }
 }

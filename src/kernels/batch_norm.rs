@@ -7,11 +7,11 @@
 //! CNN with batch norm train at half the speed of one without. Here each channel's statistics
 //! are two passes over its planes, the (pooled) output one, and the backward pass three more.
 
-use super::conv_pool::{flex_tensor, lane_sum, pool_row_pair, values};
-use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use super::autodiff::{LayerBackward, LayerGradients, LayerKernel};
+use super::flex::{flex_tensor, lane_sum, values};
+use super::pool::pool_row_pair;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
-use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{Backward, OpsKind};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, AutodiffBackend, Backend, Flex, backend_extension};
 use burn_flex::FlexTensor;
@@ -60,11 +60,8 @@ pub trait BatchNormKernels: Backend {
         grad: FloatTensor<Self>,
         saved: NormSaved,
         input_grad: bool,
-    ) -> NormGradients<Self>;
+    ) -> LayerGradients<Self>;
 }
-
-/// Gradients of the input (when asked for), gamma and beta.
-pub type NormGradients<B> = (Option<FloatTensor<B>>, FloatTensor<B>, FloatTensor<B>);
 
 /// What the backward pass needs: the input, its statistics, gamma, and where each pooled
 /// output's maximum was in its plane.
@@ -298,7 +295,7 @@ impl BatchNormKernels for Flex {
         grad: FloatTensor<Self>,
         saved: NormSaved,
         input_grad: bool,
-    ) -> NormGradients<Self> {
+    ) -> LayerGradients<Self> {
         let NormSaved {
             x,
             mean,
@@ -384,36 +381,8 @@ impl<B: Backend + BatchNormOp + BatchNormKernels, C: CheckpointStrategy> BatchNo
         epsilon: f64,
         layout: NormLayout,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        #[derive(Debug)]
-        struct BatchNormBackward;
-
-        impl<B: Backend + BatchNormKernels> Backward<B, 3> for BatchNormBackward {
-            type State = NormSaved;
-
-            fn backward(
-                self,
-                ops: Ops<Self::State, 3>,
-                grads: &mut Gradients,
-                _checkpointer: &mut Checkpointer,
-            ) {
-                let [x_node, gamma_node, beta_node] = ops.parents;
-                let grad = grads.consume::<B>(&ops.node);
-                let (x_grad, gamma_grad, beta_grad) =
-                    B::batch_norm_2d_backward(grad, ops.state, x_node.is_some());
-                if let (Some(node), Some(x_grad)) = (x_node, x_grad) {
-                    grads.register::<B>(node.id, x_grad);
-                }
-                if let Some(node) = gamma_node {
-                    grads.register::<B>(node.id, gamma_grad);
-                }
-                if let Some(node) = beta_node {
-                    grads.register::<B>(node.id, beta_grad);
-                }
-            }
-        }
-
         let nodes = [x.node(), gamma.node(), beta.node()];
-        match BatchNormBackward
+        match LayerBackward::<BatchNormBackward>::new()
             .prepare::<C>(nodes)
             .compute_bound()
             .stateful()
@@ -439,5 +408,16 @@ impl<B: Backend + BatchNormOp + BatchNormKernels, C: CheckpointStrategy> BatchNo
                 (prep.finish(output), Self::from_inner(stats))
             }
         }
+    }
+}
+
+/// The backward kernel of [`BatchNormOp`].
+struct BatchNormBackward;
+
+impl<B: Backend + BatchNormKernels> LayerKernel<B> for BatchNormBackward {
+    type Saved = NormSaved;
+
+    fn gradients(grad: FloatTensor<B>, saved: NormSaved, input_grad: bool) -> LayerGradients<B> {
+        B::batch_norm_2d_backward(grad, saved, input_grad)
     }
 }

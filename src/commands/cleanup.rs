@@ -1,7 +1,7 @@
 //! The commands that free disk: `sweep rm` and `sweep gc`.
 
+use super::output::print;
 use crate::cli::{GcArgs, RmArgs};
-use crate::queries::print;
 use std::collections::HashSet;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;

@@ -1,39 +1,13 @@
-//! The commands that read the results database: ls, show, best, compare, export, predict, report.
+//! The commands that read the results database: ls, show, best, compare, export, report.
 
-use crate::cli::{BestArgs, CompareArgs, ExportArgs, LsArgs, PredictArgs, ReportArgs, ShowArgs};
+use super::output::print;
+use crate::cli::{BestArgs, CompareArgs, ExportArgs, LsArgs, ReportArgs, ShowArgs};
 use std::collections::HashMap;
-use std::io::Write;
 use sweep::disk::DirUsage;
-use sweep::experiment::{Experiment, TrialSpec};
 use sweep::report::{self, Format, ReportInput, Rows, TrialDetail, TrialDisk};
 use sweep::search::Sampler;
 use sweep::store::{Store, TrialListing, TrialQuery, parse_filter, parse_sort};
 use sweep::{Error, Result};
-
-/// Metrics that `best` and `report` rank by.
-const METRICS: &[&str] = &[
-    "val_acc",
-    "best_val_acc",
-    "test_acc",
-    "train_acc",
-    "val_loss",
-    "test_loss",
-    "train_loss",
-    "duration_s",
-];
-
-/// Writes a command's output. A closed pipe (`sweep ls | head`) is not an error worth a
-/// message; any other failure (a full disk under `sweep export > results.csv`) is, since the
-/// output is then incomplete.
-pub(crate) fn print(text: &str) -> Result<i32> {
-    let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            Err(Error::io("standard output", e))
-        }
-        _ => Ok(0),
-    }
-}
 
 fn check_sweep(store: &Store, sweep: Option<&str>) -> Result<()> {
     if let Some(name) = sweep
@@ -53,18 +27,7 @@ fn check_sweep(store: &Store, sweep: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-fn check_metric(metric: &str) -> Result<()> {
-    if METRICS.contains(&metric) {
-        Ok(())
-    } else {
-        Err(Error::Usage(format!(
-            "--metric {metric}: unknown metric; use one of {}",
-            METRICS.join(", ")
-        )))
-    }
-}
-
-fn trial(store: &Store, id: i64) -> Result<TrialListing> {
+pub(super) fn trial(store: &Store, id: i64) -> Result<TrialListing> {
     store.trial(id)?.ok_or_else(|| {
         Error::NotFound(format!(
             "no trial {id} in {}: `sweep ls --db {}` lists the trial ids",
@@ -132,12 +95,11 @@ pub fn show(args: ShowArgs) -> Result<i32> {
 
 /// `sweep best`.
 pub fn best(args: BestArgs) -> Result<i32> {
-    check_metric(&args.metric)?;
     let store = Store::open_existing(&args.db.db)?;
     check_sweep(&store, args.sweep.as_deref())?;
     let listings = store.list_trials(args.sweep.as_deref())?;
     let chosen: Vec<TrialListing> = match &args.by {
-        None => report::ranked(&listings, &args.metric)
+        None => report::ranked(&listings, args.metric)
             .into_iter()
             .take(1)
             .cloned()
@@ -154,7 +116,7 @@ pub fn best(args: BestArgs) -> Result<i32> {
                     known.join(", ")
                 )));
             }
-            report::best_per_group(&listings, &args.metric, by)
+            report::best_per_group(&listings, args.metric, by)
                 .into_iter()
                 .map(|(_, t)| t.clone())
                 .collect()
@@ -213,116 +175,13 @@ pub fn export(args: ExportArgs) -> Result<i32> {
     }
 }
 
-/// `sweep predict`.
-pub fn predict(args: PredictArgs) -> Result<i32> {
-    let store = Store::open_existing(&args.db.db)?;
-    let listing = trial(&store, args.trial)?;
-    let checkpoints = store.checkpoints(args.trial)?;
-    let wanted = args.checkpoint.as_str();
-    let Some(best) = checkpoints.iter().find(|c| c.kind == wanted) else {
-        return Err(Error::NotFound(no_checkpoint(
-            &store,
-            &listing,
-            wanted,
-            &checkpoints,
-        )?));
-    };
-    let path = std::path::Path::new(&best.path);
-    let actual = sweep::train::file_sha256(path).map_err(|_| {
-        Error::NotFound(format!(
-            "checkpoint {} of trial {} is missing (moved with --runs?)",
-            best.path, args.trial
-        ))
-    })?;
-    if actual != best.sha256 {
-        return Err(Error::Data(format!(
-            "checkpoint {} does not match the sha256 recorded for it ({} recorded, {} on disk): \
-             it was changed after training; re-run the trial",
-            best.path, best.sha256, actual
-        )));
-    }
-    let spec: TrialSpec = serde_json::from_value(serde_json::Value::Object(listing.params.clone()))
-        .map_err(|e| Error::Store {
-            path: args.db.db.to_string().into(),
-            message: format!("trial {} has unreadable parameters: {e}", args.trial),
-        })?;
-    let stored_dir = store
-        .sweep_spec(&listing.sweep)?
-        .and_then(|(json, _)| serde_json::from_str::<serde_json::Value>(&json).ok())
-        .and_then(|v| v["data"]["dir"].as_str().map(std::path::PathBuf::from));
-    let dir = sweep::data::locate(args.data.as_deref().or(stored_dir.as_deref()))?;
-    let dataset = sweep::data::Dataset::load(&dir)?;
-    let evaluation = sweep::train::predict(&spec, path, &dataset, args.split, args.limit)?;
-    let mut text = String::with_capacity(evaluation.predictions.len() * 2);
-    for p in &evaluation.predictions {
-        text.push_str(&p.to_string());
-        text.push('\n');
-    }
-    std::fs::write(&args.output, text).map_err(|e| Error::io(&args.output, e))?;
-    let images = evaluation.predictions.len();
-    eprintln!(
-        "trial {} ({wanted} epoch {}): {images} predictions written to {}; accuracy {:.4} on \
-         {images} {} images{}, loss {:.4}",
-        args.trial,
-        best.epoch,
-        args.output.display(),
-        evaluation.accuracy,
-        args.split.as_str(),
-        if args.limit.is_some_and(|n| n <= images) {
-            format!(" (the first {images}: --limit)")
-        } else {
-            String::new()
-        },
-        evaluation.loss
-    );
-    Ok(0)
-}
-
-/// Why a trial has no checkpoint of the kind asked for, and what to do about it.
-fn no_checkpoint(
-    store: &Store,
-    listing: &TrialListing,
-    wanted: &str,
-    present: &[sweep::store::CheckpointRow],
-) -> Result<String> {
-    let id = listing.id;
-    if !sweep::disk::is_final(&listing.status) {
-        return Ok(format!(
-            "trial {id} has no {wanted} checkpoint yet (status {}): run its sweep to the end \
-             first",
-            listing.status
-        ));
-    }
-    let keep = store
-        .sweep_spec(&listing.sweep)?
-        .and_then(|(json, _)| serde_json::from_str::<serde_json::Value>(&json).ok())
-        .and_then(|v| v["sweep"]["keep"].as_str().map(str::to_string))
-        .unwrap_or_else(|| "best".into());
-    let other = present
-        .iter()
-        .map(|c| {
-            format!(
-                "; its {} checkpoint is kept: --checkpoint {}",
-                c.kind, c.kind
-            )
-        })
-        .collect::<String>();
-    Ok(format!(
-        "trial {id} kept no {wanted} checkpoint: its sweep {:?} has [sweep] keep = \"{keep}\"{other}. \
-         To keep it next time, set keep = \"{wanted}\" or \"both\" under [sweep] before running a \
-         sweep",
-        listing.sweep
-    ))
-}
-
 /// A searched sweep's history for its report; `None` for a grid.
 fn search_history(store: &Store, sweep: &str) -> Result<Option<report::SearchInput>> {
-    let (Some((spec_json, source)), Some(sweep_id)) =
-        (store.sweep_spec(sweep)?, store.sweep_id(sweep)?)
+    let (Some(experiment), Some(sweep_id)) =
+        (store.stored_experiment(sweep)?, store.sweep_id(sweep)?)
     else {
         return Ok(None);
     };
-    let experiment = Experiment::from_stored(sweep, source.as_ref(), &spec_json)?;
     let Some(sampler) = Sampler::new(&experiment.spec) else {
         return Ok(None);
     };
@@ -345,17 +204,16 @@ fn search_history(store: &Store, sweep: &str) -> Result<Option<report::SearchInp
 
 /// `sweep report`.
 pub fn report(args: ReportArgs) -> Result<i32> {
-    check_metric(&args.metric)?;
     let store = Store::open_existing(&args.db.db)?;
     check_sweep(&store, Some(&args.sweep))?;
     if let Some(baseline) = &args.baseline {
         check_sweep(&store, Some(baseline))?;
     }
     let trials = store.list_trials(Some(&args.sweep))?;
-    let ranked = report::ranked(&trials, &args.metric);
+    let ranked = report::ranked(&trials, args.metric);
     let mut plotted: Vec<i64> = ranked.iter().take(5).map(|t| t.id).collect();
     plotted.extend(
-        report::best_per_group(&trials, &args.metric, "arch")
+        report::best_per_group(&trials, args.metric, "arch")
             .iter()
             .map(|(_, t)| t.id),
     );
@@ -377,7 +235,7 @@ pub fn report(args: ReportArgs) -> Result<i32> {
         trials,
         epochs,
         best,
-        metric: args.metric.clone(),
+        metric: args.metric,
         top: args.top.max(1),
         baseline,
         search,

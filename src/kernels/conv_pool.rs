@@ -1,0 +1,436 @@
+//! A convolution (stride 1), its bias and optionally a 2x2 max pool as one flex operation with
+//! a hand-written backward pass, reached through a burn backend extension.
+//!
+//! Why: on flex, burn's kernels for a CNN's inner convolution and pool were most of a training
+//! step -- the weight gradient is a convolution over swapped axes, the input gradient a
+//! transposed convolution, and the pool spends integer divisions on every output (`cargo bench
+//! --bench layers` has the per-layer figures). Here the layer is three matrix products over the
+//! unfolded input (im2col): the forward product, the weight gradient and the columns' gradient,
+//! which col2im sums back into the input's gradient. The pool keeps the position of each
+//! window's maximum, so its backward is a scatter. The work goes in blocks of a few images whose
+//! columns fit in a core's cache; the backward pass unfolds each block again rather than keep
+//! every block's columns (measured: as fast, and less memory). Same numbers as burn's layers up
+//! to the order of summation (tests below compare values and all three gradients).
+
+use super::autodiff::{LayerBackward, LayerGradients, LayerKernel};
+use super::flex::{flex_tensor, lane_sum, values};
+use super::gemm::{Operand, matmul};
+use super::im2col::{Geometry, fold, unfold};
+use super::pool::{arrange, disarrange, max_pool, unpool};
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::ops::{Backward, OpsKind};
+use burn::backend::tensor::{FloatTensor, IntTensor};
+use burn::backend::{Autodiff, Backend, Flex, backend_extension};
+use burn_flex::FlexTensor;
+use rayon::prelude::*;
+
+/// `max_pool2d(conv2d(x, weight, bias), 2x2, stride 2)` (or the convolution alone) as one
+/// operation.
+#[backend_extension(Flex, Autodiff)]
+pub trait ConvPool: Backend {
+    /// `x` `[batch, channels, height, width]`, `weight` `[filters, channels, k, k]`, `bias`
+    /// `[filters]`, `padding` zeros on every side; stride 1, and an even convolution output when
+    /// `pool`. Returns `[batch, filters, out_height / 2, out_width / 2]` when `pool`, the
+    /// convolution's `[batch, filters, out_height, out_width]` otherwise.
+    fn fused_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        padding: usize,
+        pool: bool,
+    ) -> FloatTensor<Self>;
+}
+
+/// The two halves of [`ConvPool`] when training: a forward pass that keeps what the backward
+/// pass needs (the input and where each window's maximum was), and that backward pass.
+pub trait ConvPoolKernels: Backend {
+    /// The pooled output, and for the backward pass the input, the weight, the position of
+    /// each output's maximum in its filter's row of the convolution, and the sizes.
+    fn fused_conv2d_saving(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        padding: usize,
+        pool: bool,
+    ) -> (FloatTensor<Self>, Saved<Self>);
+
+    /// Gradients of the input (when `input_grad`), the weight and the bias from the output's.
+    fn fused_conv2d_backward(
+        grad: FloatTensor<Self>,
+        saved: Saved<Self>,
+        input_grad: bool,
+    ) -> LayerGradients<Self>;
+}
+
+/// What [`ConvPoolKernels::fused_conv2d_saving`] keeps for the backward pass.
+#[derive(Clone, Debug)]
+pub struct Saved<B: Backend> {
+    x: FloatTensor<B>,
+    argmax: IntTensor<B>,
+    weight: FloatTensor<B>,
+    geometry: Geometry,
+}
+
+/// The flex forward pass, in plain values.
+struct Forward {
+    output: Vec<f32>,
+    argmax: Vec<u32>,
+    x: FlexTensor,
+    weight: FlexTensor,
+    geometry: Geometry,
+}
+
+impl Forward {
+    /// Block by block of images (see [`Geometry::blocks`]): unfold, multiply, pool (or add
+    /// the bias and lay out).
+    fn run(
+        x: FlexTensor,
+        weight: FlexTensor,
+        bias: FlexTensor,
+        padding: usize,
+        pool: bool,
+    ) -> Forward {
+        let (x, weight, bias) = (
+            x.to_contiguous(),
+            weight.to_contiguous(),
+            bias.to_contiguous(),
+        );
+        let dims = x.layout().shape().to_vec();
+        let weight_dims = weight.layout().shape().to_vec();
+        let geometry = Geometry {
+            batch: dims[0],
+            channels: dims[1],
+            height: dims[2],
+            width: dims[3],
+            filters: weight_dims[0],
+            kernel: weight_dims[2],
+            padding,
+            pool,
+        };
+        let g = &geometry;
+        let (weight_rows, bias_values) = (values(&weight), values(&bias));
+        let blocks: Vec<(Vec<f32>, Vec<u32>)> = g
+            .blocks(values(&x), g.input_size())
+            .map(|(_, block, x)| {
+                let columns = unfold(x, &block);
+                let conv = matmul(
+                    block.filters,
+                    block.rows(),
+                    block.pixels(),
+                    Operand::rows(weight_rows, block.rows()),
+                    Operand::rows(&columns, block.pixels()),
+                );
+                if block.pool {
+                    max_pool(&conv, bias_values, &block)
+                } else {
+                    (arrange(&conv, bias_values, &block), Vec::new())
+                }
+            })
+            .collect();
+        let (output, argmax) = blocks.into_iter().fold(
+            (Vec::new(), Vec::new()),
+            |(mut output, mut argmax), (block_output, block_argmax)| {
+                output.extend_from_slice(&block_output);
+                argmax.extend_from_slice(&block_argmax);
+                (output, argmax)
+            },
+        );
+        Forward {
+            output,
+            argmax,
+            x,
+            weight,
+            geometry,
+        }
+    }
+
+    fn output(output: Vec<f32>, g: &Geometry) -> FlexTensor {
+        let (height, width) = g.output_size();
+        flex_tensor(output, vec![g.batch, g.filters, height, width])
+    }
+}
+
+impl ConvPool for Flex {
+    fn fused_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        padding: usize,
+        pool: bool,
+    ) -> FloatTensor<Self> {
+        let forward = Forward::run(x, weight, bias, padding, pool);
+        Forward::output(forward.output, &forward.geometry)
+    }
+}
+
+impl ConvPoolKernels for Flex {
+    fn fused_conv2d_saving(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        padding: usize,
+        pool: bool,
+    ) -> (FloatTensor<Self>, Saved<Self>) {
+        let forward = Forward::run(x, weight, bias, padding, pool);
+        let g = forward.geometry;
+        let count = forward.argmax.len();
+        let saved = Saved {
+            x: forward.x,
+            argmax: flex_tensor(forward.argmax, vec![count]),
+            weight: forward.weight,
+            geometry: g,
+        };
+        (Forward::output(forward.output, &g), saved)
+    }
+
+    fn fused_conv2d_backward(
+        grad: FloatTensor<Self>,
+        saved: Saved<Self>,
+        input_grad: bool,
+    ) -> LayerGradients<Self> {
+        let g = &saved.geometry;
+        let grad = grad.to_contiguous();
+        let grad = values(&grad);
+        let argmax = saved.argmax.storage::<u32>();
+        let weight_rows = values(&saved.weight);
+        let plane = grad.len() / (g.batch * g.filters);
+        let mut bias_grad = vec![0.0f32; g.filters];
+        for (index, chunk) in grad.chunks_exact(plane).enumerate() {
+            bias_grad[index % g.filters] += lane_sum(chunk, chunk, |v, _| v);
+        }
+        // Per block: the columns again (cheaper than keeping them: they are in cache now), the
+        // convolution's gradient, this block's share of the weight's gradient, and its images'
+        // gradient.
+        let output_size = g.filters * plane;
+        let blocks: Vec<(Vec<f32>, Option<Vec<f32>>)> = g
+            .blocks(values(&saved.x), g.input_size())
+            .map(|(first_image, block, x)| {
+                let outputs = first_image * output_size..(first_image + block.batch) * output_size;
+                let columns = unfold(x, &block);
+                let conv_grad = if block.pool {
+                    unpool(&grad[outputs.clone()], &argmax[outputs], &block)
+                } else {
+                    disarrange(&grad[outputs], &block)
+                };
+                let weight_grad = matmul(
+                    block.filters,
+                    block.pixels(),
+                    block.rows(),
+                    Operand::rows(&conv_grad, block.pixels()),
+                    Operand::transposed(&columns, block.pixels()),
+                );
+                let x_grad = input_grad.then(|| {
+                    let columns_grad = matmul(
+                        block.rows(),
+                        block.filters,
+                        block.pixels(),
+                        Operand::transposed(weight_rows, block.rows()),
+                        Operand::rows(&conv_grad, block.pixels()),
+                    );
+                    fold(&columns_grad, &block)
+                });
+                (weight_grad, x_grad)
+            })
+            .collect();
+        let mut weight_grad = vec![0.0f32; g.filters * g.rows()];
+        let mut x_grad = input_grad.then(|| Vec::with_capacity(g.batch * g.input_size()));
+        for (block_weight_grad, block_x_grad) in blocks {
+            for (sum, value) in weight_grad.iter_mut().zip(block_weight_grad) {
+                *sum += value;
+            }
+            if let (Some(x_grad), Some(block_x_grad)) = (&mut x_grad, block_x_grad) {
+                x_grad.extend_from_slice(&block_x_grad);
+            }
+        }
+        (
+            x_grad.map(|x_grad| flex_tensor(x_grad, vec![g.batch, g.channels, g.height, g.width])),
+            flex_tensor(weight_grad, vec![g.filters, g.channels, g.kernel, g.kernel]),
+            flex_tensor(bias_grad, vec![g.filters]),
+        )
+    }
+}
+
+impl<B: Backend + ConvPool + ConvPoolKernels, C: CheckpointStrategy> ConvPool for Autodiff<B, C> {
+    fn fused_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        padding: usize,
+        pool: bool,
+    ) -> FloatTensor<Self> {
+        let nodes = [x.node(), weight.node(), bias.node()];
+        match LayerBackward::<ConvPoolBackward>::new()
+            .prepare::<C>(nodes)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (output, saved) = B::fused_conv2d_saving(
+                    x.into_primitive(),
+                    weight.into_primitive(),
+                    bias.into_primitive(),
+                    padding,
+                    pool,
+                );
+                prep.finish(saved, output)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::fused_conv2d(
+                x.into_primitive(),
+                weight.into_primitive(),
+                bias.into_primitive(),
+                padding,
+                pool,
+            )),
+        }
+    }
+}
+
+/// The backward kernel of [`ConvPool`].
+struct ConvPoolBackward;
+
+impl<B: Backend + ConvPoolKernels> LayerKernel<B> for ConvPoolBackward {
+    type Saved = Saved<B>;
+
+    fn gradients(grad: FloatTensor<B>, saved: Saved<B>, input_grad: bool) -> LayerGradients<B> {
+        B::fused_conv2d_backward(grad, saved, input_grad)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::kernels::testing::relative_difference;
+    use crate::model::layers::{conv2d, conv2d_max_pool};
+    use burn::module::Param;
+    use burn::nn::PaddingConfig2d;
+    use burn::nn::conv::Conv2dConfig;
+    use burn::nn::pool::MaxPool2dConfig;
+    use burn::prelude::*;
+    use burn::tensor::Distribution;
+
+    /// Output and input, weight and bias gradients equal burn's conv + pool for the CNN's and
+    /// LeNet-5's inner layers and a small padded one; on integer-valued inputs too, where
+    /// windows hold equal maxima and the gradient must go to the same (first) one. 20 images
+    /// make several blocks, the last one partial, for both inner layers.
+    #[test]
+    fn fused_layer_matches_burn_in_values_and_all_gradients() {
+        let device = Device::flex().autodiff();
+        device.seed(3);
+        let pool = MaxPool2dConfig::new([2, 2]).init();
+        let shapes = [(32, 64, 3, 1, 14), (6, 16, 5, 0, 14), (3, 4, 3, 2, 6)];
+        for (inputs, filters, kernel, pad, size) in shapes {
+            for integers in [false, true] {
+                let mut conv = Conv2dConfig::new([inputs, filters], [kernel, kernel])
+                    .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
+                    .init(&device);
+                let mut x = Tensor::<4>::random(
+                    [20, inputs, size, size + 2],
+                    Distribution::Normal(0.0, 1.0),
+                    &device,
+                );
+                if integers {
+                    x = x.round().clamp(-1.0, 1.0).detach();
+                    conv.weight = Param::from_tensor(conv.weight.val().sign().detach());
+                }
+                let run = |fused: bool| {
+                    let x = x.clone().require_grad();
+                    let y = if fused {
+                        conv2d_max_pool(&conv, &pool, x.clone())
+                    } else {
+                        pool.forward(conv.forward(x.clone()))
+                    };
+                    let grads = (y.clone() * y.clone()).sum().backward();
+                    let weight = conv.weight.val().grad(&grads).unwrap();
+                    let bias = conv.bias.as_ref().unwrap().val().grad(&grads).unwrap();
+                    (y.inner(), x.grad(&grads).unwrap(), weight, bias)
+                };
+                let (y0, x0, w0, b0) = run(false);
+                let (y1, x1, w1, b1) = run(true);
+                let case = format!("{inputs}->{filters} k{kernel} p{pad}, integers {integers}");
+                assert!(relative_difference(y0, y1) < 1e-5, "output, {case}");
+                assert!(relative_difference(x0, x1) < 1e-5, "input grad, {case}");
+                assert!(relative_difference(w0, w1) < 1e-5, "weight grad, {case}");
+                assert!(relative_difference(b0, b1) < 1e-5, "bias grad, {case}");
+            }
+        }
+    }
+
+    /// Without autodiff (evaluation), and with an input that needs no gradient (a first layer),
+    /// the fused layer still agrees with burn's.
+    #[test]
+    fn fused_layer_matches_burn_when_evaluating_and_for_constant_inputs() {
+        let pool = MaxPool2dConfig::new([2, 2]).init();
+        let device = Device::flex();
+        device.seed(11);
+        let conv = Conv2dConfig::new([2, 8], [3, 3])
+            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+            .init(&device);
+        let x = Tensor::<4>::random([3, 2, 10, 12], Distribution::Normal(0.0, 1.0), &device);
+        let expected = pool.forward(conv.forward(x.clone()));
+        let got = conv2d_max_pool(&conv, &pool, x.clone());
+        assert!(relative_difference(expected, got) < 1e-5);
+        // A NaN input (a diverging trial) reaches the output instead of losing to the maximum.
+        let poisoned = x.slice_assign(
+            [0..1, 0..1, 4..5, 4..5],
+            Tensor::full([1, 1, 1, 1], f32::NAN, &device),
+        );
+        let nans = conv2d_max_pool(&conv, &pool, poisoned).is_nan().int().sum();
+        assert_eq!(
+            nans.into_scalar::<i64>(),
+            8 * 4,
+            "3x3 NaN neighbourhood, 2x2 outputs, 8 filters"
+        );
+
+        let device = Device::flex().autodiff();
+        let conv = Conv2dConfig::new([1, 8], [5, 5])
+            .with_padding(PaddingConfig2d::Explicit(2, 2, 2, 2))
+            .init(&device);
+        let x = Tensor::<4>::random([3, 1, 12, 12], Distribution::Uniform(0.0, 1.0), &device);
+        let weight_grad = |fused: bool| {
+            let y = if fused {
+                conv2d_max_pool(&conv, &pool, x.clone())
+            } else {
+                pool.forward(conv.forward(x.clone()))
+            };
+            let grads = (y.clone() * y).sum().backward();
+            conv.weight.val().grad(&grads).unwrap()
+        };
+        assert!(relative_difference(weight_grad(false), weight_grad(true)) < 1e-5);
+    }
+
+    /// Without the pool the operation is burn's convolution, with a bias and without one (as
+    /// before batch norm), in the output and all gradients.
+    #[test]
+    fn unpooled_layer_matches_burn_with_and_without_bias() {
+        let device = Device::flex().autodiff();
+        device.seed(8);
+        for (bias, pad) in [(true, 1), (false, 1), (false, 0)] {
+            let conv = Conv2dConfig::new([4, 6], [3, 3])
+                .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
+                .with_bias(bias)
+                .init(&device);
+            let x = Tensor::<4>::random([9, 4, 7, 9], Distribution::Normal(0.0, 1.0), &device);
+            let run = |fused: bool| {
+                let x = x.clone().require_grad();
+                let y = if fused {
+                    conv2d(&conv, x.clone())
+                } else {
+                    conv.forward(x.clone())
+                };
+                let grads = (y.clone() * y.clone()).sum().backward();
+                let weight = conv.weight.val().grad(&grads).unwrap();
+                (y.inner(), x.grad(&grads).unwrap(), weight)
+            };
+            let (y0, x0, w0) = run(false);
+            let (y1, x1, w1) = run(true);
+            assert!(relative_difference(y0, y1) < 1e-5, "output, bias {bias}");
+            assert!(
+                relative_difference(x0, x1) < 1e-5,
+                "input grad, bias {bias}"
+            );
+            assert!(
+                relative_difference(w0, w1) < 1e-5,
+                "weight grad, bias {bias}"
+            );
+        }
+    }
+}

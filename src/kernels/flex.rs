@@ -1,0 +1,43 @@
+//! Reading and making flex tensors as plain `f32` values, and the vectorisable sums the kernels
+//! share.
+
+use burn::tensor::Element;
+use burn_flex::{FlexTensor, Layout};
+use burn_std::{Bytes, Shape};
+
+/// The values of a contiguous flex tensor in row-major order.
+pub(super) fn values(tensor: &FlexTensor) -> &[f32] {
+    let (start, end) = tensor
+        .layout()
+        .contiguous_offsets()
+        .expect("a contiguous tensor");
+    &tensor.storage::<f32>()[start..end]
+}
+
+/// `sum(f(a[i], b[i]))` over 8 lanes, so that the compiler vectorises it (a plain float sum
+/// must keep its order and cannot).
+pub(super) fn lane_sum(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let (a_chunks, b_chunks) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = a_chunks
+        .remainder()
+        .iter()
+        .zip(b_chunks.remainder())
+        .map(|(&x, &y)| f(x, y))
+        .sum();
+    for (x, y) in a_chunks.zip(b_chunks) {
+        for k in 0..8 {
+            lanes[k] += f(x[k], y[k]);
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
+/// A contiguous flex tensor of `values` with shape `dims`.
+pub(super) fn flex_tensor<E: Element>(values: Vec<E>, dims: Vec<usize>) -> FlexTensor {
+    FlexTensor::new(
+        Bytes::from_elems(values),
+        Layout::contiguous(Shape::from(dims)),
+        E::dtype(),
+    )
+}

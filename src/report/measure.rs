@@ -1,0 +1,94 @@
+//! The figures a trial is ranked by in `sweep best` and in reports, each knowing which way is
+//! better, so no name is judged by its spelling.
+
+use super::numeric_field;
+use crate::experiment::Metric;
+use crate::store::TrialListing;
+use std::fmt;
+
+/// A recorded figure of a trial that trials can be ranked by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum Measure {
+    /// Validation accuracy after the trial's best epoch.
+    ValAcc,
+    /// The best validation accuracy of any epoch.
+    BestValAcc,
+    /// Test accuracy of the best checkpoint.
+    TestAcc,
+    /// Training accuracy of the last epoch.
+    TrainAcc,
+    /// Validation loss after the trial's best epoch.
+    ValLoss,
+    /// Test loss of the best checkpoint.
+    TestLoss,
+    /// Training loss of the last epoch.
+    TrainLoss,
+    /// Wall-clock seconds the trial took.
+    DurationS,
+}
+
+impl Measure {
+    /// Its name as a column of listings and exports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Measure::ValAcc => "val_acc",
+            Measure::BestValAcc => "best_val_acc",
+            Measure::TestAcc => "test_acc",
+            Measure::TrainAcc => "train_acc",
+            Measure::ValLoss => "val_loss",
+            Measure::TestLoss => "test_loss",
+            Measure::TrainLoss => "train_loss",
+            Measure::DurationS => "duration_s",
+        }
+    }
+
+    /// Whether larger values are better (accuracies), or smaller ones (losses, time).
+    pub fn higher_is_better(self) -> bool {
+        matches!(
+            self,
+            Measure::ValAcc | Measure::BestValAcc | Measure::TestAcc | Measure::TrainAcc
+        )
+    }
+
+    /// The trial's value, where it has one.
+    pub fn of(self, listing: &TrialListing) -> Option<f64> {
+        numeric_field(listing, self.name())
+    }
+}
+
+impl From<Metric> for Measure {
+    fn from(metric: Metric) -> Measure {
+        match metric {
+            Metric::ValAcc => Measure::ValAcc,
+            Metric::ValLoss => Measure::ValLoss,
+        }
+    }
+}
+
+impl fmt::Display for Measure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::ValueEnum;
+
+    #[test]
+    fn names_are_the_listing_columns_and_the_command_line_values() {
+        let listing_columns = serde_json::to_value(TrialListing::default()).unwrap();
+        for measure in Measure::value_variants() {
+            let value = measure.to_possible_value().unwrap();
+            assert_eq!(value.get_name(), measure.name());
+            assert!(
+                listing_columns.get(measure.name()).is_some(),
+                "{measure} is not a listing column"
+            );
+        }
+        assert!(Measure::TestAcc.higher_is_better());
+        assert!(!Measure::TrainLoss.higher_is_better() && !Measure::DurationS.higher_is_better());
+    }
+}
