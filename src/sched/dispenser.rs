@@ -1,16 +1,18 @@
-//! Handing trials to this process's workers: claims in the database (promotions, unfinished
-//! trials, draws while a search's budget lasts), resumption from a trial's files, waiting for
-//! claimable work, and what to do while the database is out of reach.
+//! Handing trials to this process's workers: carries out the claim policy's decisions
+//! (`policy.rs`) against the database: claims promotions, unfinished trials and draws while a
+//! search's budget lasts, checks leases, and reads the sweep's trials again while waiting.
+//! Continuing a claimed trial is `resume.rs`.
 
 use super::holdings::Holdings;
-use super::writer::{Message, RECONNECT_PATIENCE};
+use super::policy::{ClaimPolicy, Otherwise, Outage, Source, Waiting};
+use super::writer::Message;
 use crate::error::{Error, Result};
 use crate::experiment::{Metric, TrialSpec};
 use crate::model::fused;
 use crate::process;
 use crate::search::{Curve, PastTrial, Pruner, Sampler, Verdict};
 use crate::store::Store;
-use crate::train::{self, ResumeState, Unresumable};
+use crate::train::ResumeState;
 use crate::trial::{Lease, TrialId, TrialStatus};
 use std::collections::HashSet;
 use std::path::Path;
@@ -28,19 +30,12 @@ pub(super) struct Dispenser<'a> {
     pub(super) sampler: Option<Sampler>,
     pub(super) pruner: Pruner,
     pub(super) metric: Metric,
-    /// Trials this process's slots are training now.
-    pub(super) running_here: usize,
-    /// Trials this process has claimed.
-    pub(super) claimed_here: usize,
-    /// Since when the database has been out of reach, while it is.
-    pub(super) outage: Option<Instant>,
+    /// What to claim next, and when to wait or leave.
+    pub(super) policy: ClaimPolicy,
     /// The leases of the trials this process holds.
     pub(super) holdings: Holdings,
     /// How old a holder's heartbeat may be before its trial is taken over.
     pub(super) stale_after: Duration,
-    pub(super) max_trials: Option<usize>,
-    /// Set when this process waits for claimable trials instead of leaving.
-    pub(super) idle: Option<Idle>,
     /// Trials this process has run: a rescan leaves them (failed ones included) to others.
     pub(super) attempted: HashSet<i64>,
     pub(super) runs_dir: &'a Path,
@@ -51,26 +46,6 @@ pub(super) struct Dispenser<'a> {
     pub(super) error: Option<Error>,
     /// Names drawn trials for the progress display.
     pub(super) labels: mpsc::Sender<Message>,
-    /// Drawn (and claimed) trials that did not fit the fused group they were drawn for: the
-    /// next groups take them first.
-    pub(super) deferred: std::collections::VecDeque<(i64, TrialSpec)>,
-}
-
-/// While the database is out of reach, how long training goes on without asking it again
-/// whether this process still holds its trials.
-const OUTAGE_RECHECK: Duration = Duration::from_secs(10);
-
-/// How often a waiting worker reads the sweep's trials again.
-const RESCAN_EVERY: Duration = Duration::from_secs(1);
-
-/// A process's wait for claimable trials.
-pub(super) struct Idle {
-    /// How long nothing may be claimable before the process leaves.
-    pub(super) patience: Duration,
-    /// Since when nothing was, while nothing ran here.
-    pub(super) since: Instant,
-    /// When the trials were last read.
-    pub(super) scanned: Instant,
 }
 
 /// What a free slot does next.
@@ -91,40 +66,35 @@ impl Dispenser<'_> {
     /// event sent so far is in the database. A database failure ends the run's claiming (the
     /// error is kept for the end of the run).
     pub(super) fn next(&mut self, settled: bool) -> Next {
-        if self.error.is_some() || self.max_trials.is_some_and(|max| self.claimed_here >= max) {
+        if self.error.is_some() || self.policy.at_limit() {
             return Next::Done;
         }
         match self.claim_next(settled).and_then(|next| match next {
-            Next::Done if self.idle.is_some() => self.look_again(),
+            Next::Done if self.policy.waits_for_work() => self.look_again(),
             other => Ok(other),
         }) {
             Ok(Next::Run(id, trial, resume)) => {
-                self.running_here += 1;
-                self.claimed_here += 1;
-                self.attempted.insert(id);
-                self.taken_elsewhere.remove(&id);
-                if let Some(idle) = &mut self.idle {
-                    idle.since = Instant::now();
-                }
+                self.started(id);
                 Next::Run(id, trial, resume)
             }
             Ok(other) => {
-                self.outage = None;
+                self.policy.reachable();
                 other
             }
-            Err(e @ Error::Unreachable { .. }) => {
-                // Training goes on; claiming resumes once the database is back.
-                let since = *self.outage.get_or_insert_with(|| {
-                    tracing::warn!("{e}; retrying, running trials go on");
-                    Instant::now()
-                });
-                if since.elapsed() > RECONNECT_PATIENCE {
+            // Training goes on; claiming resumes once the database is back.
+            Err(e @ Error::Unreachable { .. }) => match self.policy.unreachable(Instant::now()) {
+                Outage::GiveUp => {
                     self.error = Some(e);
-                    return Next::Done;
+                    Next::Done
                 }
-                std::thread::sleep(Duration::from_millis(500));
-                Next::Wait
-            }
+                Outage::Retry { first } => {
+                    if first {
+                        tracing::warn!("{e}; retrying, running trials go on");
+                    }
+                    std::thread::sleep(Duration::from_millis(500));
+                    Next::Wait
+                }
+            },
             Err(e) => {
                 self.error = Some(e);
                 Next::Done
@@ -143,23 +113,11 @@ impl Dispenser<'_> {
         patience: usize,
     ) -> Option<(i64, TrialSpec, Option<ResumeState>)> {
         let fits = |trial: &TrialSpec| fused::fuse_key(trial).as_deref() == Some(key);
-        let claimed = |this: &mut Self, id: i64| {
-            this.running_here += 1;
-            this.claimed_here += 1;
-            this.attempted.insert(id);
-            this.taken_elsewhere.remove(&id);
-        };
-        if let Some(at) = self.deferred.iter().position(|(_, trial)| fits(trial)) {
-            let (id, trial) = self.deferred.remove(at).expect("found");
-            claimed(self, id);
+        if let Some((id, trial)) = self.policy.take_deferred(fits) {
+            self.started(id);
             return Some((id, trial, None));
         }
-        let full = |this: &Self| {
-            this.error.is_some()
-                || this
-                    .max_trials
-                    .is_some_and(|max| this.claimed_here + this.deferred.len() >= max)
-        };
+        let full = |this: &Self| this.error.is_some() || this.policy.at_limit_with_deferred();
         if full(self) {
             return None;
         }
@@ -172,7 +130,7 @@ impl Dispenser<'_> {
             let (id, trial) = self.candidates.remove(at);
             match self.claim_candidate(id, &trial) {
                 Ok(Some(resume)) => {
-                    claimed(self, id);
+                    self.started(id);
                     return Some((id, trial, resume));
                 }
                 Ok(None) => {
@@ -193,10 +151,10 @@ impl Dispenser<'_> {
             }
             match self.draw() {
                 Ok(Some((id, trial))) if fits(&trial) => {
-                    claimed(self, id);
+                    self.started(id);
                     return Some((id, trial, None));
                 }
-                Ok(Some(misfit)) => self.deferred.push_back(misfit),
+                Ok(Some(misfit)) => self.policy.defer(misfit),
                 Ok(None) => return None,
                 Err(e) => {
                     tracing::warn!("cannot draw a trial to fuse: {e}");
@@ -244,25 +202,44 @@ impl Dispenser<'_> {
         Ok(Some((id, trial)))
     }
 
+    /// A slot took trial `id`.
+    fn started(&mut self, id: i64) {
+        self.policy.started(Instant::now());
+        self.attempted.insert(id);
+        self.taken_elsewhere.remove(&id);
+    }
+
+    /// Tries the policy's sources in its order.
     fn claim_next(&mut self, settled: bool) -> Result<Next> {
-        // A trial drawn for a fused group it did not fit is claimed already: it goes first.
-        if let Some((id, trial)) = self.deferred.pop_front() {
-            return Ok(Next::Run(id, trial, None));
+        let plan = self
+            .policy
+            .plan(settled, self.sampler.is_some(), self.pruner.pauses());
+        for source in plan.sources {
+            let found = match source {
+                Source::Deferred => self
+                    .policy
+                    .take_deferred(|_| true)
+                    .map(|(id, trial)| Next::Run(id, trial, None)),
+                Source::Promotion => self.promote()?,
+                Source::Candidates => self.claim_candidates()?,
+                Source::Draw => self.draw()?.map(|(id, trial)| Next::Run(id, trial, None)),
+            };
+            if let Some(next) = found {
+                return Ok(next);
+            }
         }
-        // Samplers and promotions decide from the history: let it include every event this
-        // process has sent (with one slot, that makes a search reproducible).
-        if (self.sampler.is_some() || self.pruner.pauses()) && !settled {
-            return Ok(Next::Wait);
-        }
-        if self.pruner.pauses()
-            && let Some(found) = self.promote()?
-        {
-            return Ok(found);
-        }
+        Ok(match plan.otherwise {
+            Otherwise::Wait => Next::Wait,
+            Otherwise::Done => Next::Done,
+        })
+    }
+
+    /// Claims the next unfinished trial that no other process holds.
+    fn claim_candidates(&mut self) -> Result<Option<Next>> {
         while let Some((id, trial)) = self.candidates.get(self.next).cloned() {
             self.next += 1;
             match self.claim_candidate(id, &trial) {
-                Ok(Some(resume)) => return Ok(Next::Run(id, trial, resume)),
+                Ok(Some(resume)) => return Ok(Some(Next::Run(id, trial, resume))),
                 Ok(None) => {
                     tracing::debug!(trial = id, "finished or running in another process");
                     self.taken_elsewhere.insert(id);
@@ -275,33 +252,23 @@ impl Dispenser<'_> {
                 }
             }
         }
-        if let Some((id, trial)) = self.draw()? {
-            return Ok(Next::Run(id, trial, None));
-        }
-        if self.pruner.pauses() && (self.running_here > 0 || !settled) {
-            return Ok(Next::Wait);
-        }
-        Ok(Next::Done)
+        Ok(None)
     }
 
-    /// Whether this process still holds `trial` under `lease`. While the database is out of
-    /// reach the answer is yes without asking (for [`OUTAGE_RECHECK`] at a time), so training
-    /// goes on instead of waiting on the connection; the writes are fenced anyway.
+    /// Whether this process still holds `trial` under `lease`; while the database is out of
+    /// reach, yes without asking as long as the policy says (the writes are fenced anyway).
     pub(super) fn still_holds(&mut self, trial: i64, lease: Lease) -> bool {
-        if self
-            .outage
-            .is_some_and(|since| since.elapsed() < OUTAGE_RECHECK)
-        {
+        if !self.policy.lease_check_due(Instant::now()) {
             return true;
         }
         match self.store.holds(trial, lease) {
             Ok(held) => {
-                self.outage = None;
+                self.policy.reachable();
                 held
             }
             Err(e @ Error::Unreachable { .. }) => {
                 tracing::warn!("{e}; training goes on");
-                self.outage = Some(Instant::now());
+                self.policy.lease_check_unreachable(Instant::now());
                 true
             }
             Err(e) => {
@@ -313,32 +280,18 @@ impl Dispenser<'_> {
 
     /// A trial trained here ended: idle time counts from now.
     pub(super) fn trial_ended(&mut self) {
-        self.running_here -= 1;
-        if let Some(idle) = &mut self.idle {
-            idle.since = Instant::now();
-        }
+        self.policy.ended(Instant::now());
     }
 
-    /// Nothing was claimable: wait, reading the sweep's unfinished trials again every
-    /// [`RESCAN_EVERY`] (a holder may die, a paused trial may qualify), until nothing was
-    /// claimable for the patience given; leave at once when every trial is final.
+    /// Nothing was claimable: wait, reading the sweep's unfinished trials again when the policy
+    /// says (a holder may die, a paused trial may qualify), until it says to leave; leave at once
+    /// when every trial is final.
     fn look_again(&mut self) -> Result<Next> {
-        let idle = self
-            .idle
-            .as_mut()
-            .expect("called when waiting is asked for");
-        // The patience is for a process with nothing to do: a free slot beside a training one
-        // keeps looking (its trial may end in a holder's death or a promotion).
-        if self.running_here > 0 {
-            idle.since = Instant::now();
+        match self.policy.nothing_claimable(Instant::now()) {
+            Waiting::Leave => return Ok(Next::Done),
+            Waiting::Wait => return Ok(Next::Wait),
+            Waiting::Rescan => {}
         }
-        if idle.since.elapsed() >= idle.patience {
-            return Ok(Next::Done);
-        }
-        if idle.scanned.elapsed() < RESCAN_EVERY {
-            return Ok(Next::Wait);
-        }
-        idle.scanned = Instant::now();
         let stored = self.store.sweep_trials(self.sweep_id)?;
         let budget_left = self
             .sampler
@@ -349,7 +302,7 @@ impl Dispenser<'_> {
             .filter(|(row, _)| !row.status.is_final() && !self.attempted.contains(&row.id))
             .map(|(row, spec)| (row.id, spec))
             .collect();
-        if unfinished.is_empty() && !budget_left && self.running_here == 0 {
+        if unfinished.is_empty() && !budget_left && self.policy.running() == 0 {
             return Ok(Next::Done);
         }
         self.candidates = unfinished;
@@ -380,30 +333,6 @@ impl Dispenser<'_> {
         self.resume_claimed(id, lease, trial)
     }
 
-    /// Where a trial claimed under `lease` continues from, or `None` when this process lost it
-    /// since the claim (it was stopped past the heartbeat timeout, say): then its files and
-    /// rows are the new holder's to read and write.
-    fn resume_claimed(
-        &mut self,
-        id: i64,
-        lease: Lease,
-        trial: &TrialSpec,
-    ) -> Result<Option<Option<ResumeState>>> {
-        let resume = if self.still_holds(id, lease) {
-            self.resume_or_reset(id, lease, trial)
-        } else {
-            Err(Error::LeaseLost { trial: id })
-        };
-        match resume {
-            Ok(resume) => Ok(Some(resume)),
-            Err(e @ Error::LeaseLost { .. }) => {
-                tracing::warn!("{e}; going on with other trials");
-                Ok(None)
-            }
-            Err(e) => Err(e),
-        }
-    }
-
     /// Claims the paused trial that now qualifies best, continued from its rung.
     fn promote(&mut self) -> Result<Option<Next>> {
         let past = self.store.past_trials(self.sweep_id, self.metric)?;
@@ -430,34 +359,6 @@ impl Dispenser<'_> {
         Ok(Some(Next::Run(id, trial, resume)))
     }
 
-    fn resume_or_reset(
-        &mut self,
-        id: i64,
-        lease: Lease,
-        trial: &TrialSpec,
-    ) -> Result<Option<ResumeState>> {
-        Ok(match self.resume_point(id, lease, trial) {
-            Ok(state) => {
-                tracing::info!(trial = id, epoch = state.epoch, "resuming");
-                self.store.rewind_trial(id, lease)?;
-                self.resumed += 1;
-                Some(state)
-            }
-            Err(StartOver::Store(e)) => return Err(e),
-            Err(why) => {
-                let recorded = self.store.epochs(id)?.len();
-                if recorded > 0 || !matches!(why, StartOver::Files(Unresumable::NoState)) {
-                    tracing::warn!(
-                        trial = id,
-                        "starting over ({recorded} recorded epochs dropped): {why}"
-                    );
-                }
-                self.store.reset_trial(id, lease)?;
-                None
-            }
-        })
-    }
-
     /// The early-stopping verdict for trial `id` of `epochs` epochs after the epochs in `curve`.
     pub(super) fn judge(&mut self, id: i64, epochs: usize, curve: &[f64]) -> Verdict {
         match self.store.past_trials(self.sweep_id, self.metric) {
@@ -481,80 +382,4 @@ pub(super) fn curves(past: &[PastTrial]) -> Vec<Curve> {
             values: t.values.clone(),
         })
         .collect()
-}
-
-impl Dispenser<'_> {
-    /// The state to continue a claimed trial from, after writing to the database whatever its
-    /// files hold and the database lacks; or why it must start over.
-    fn resume_point(
-        &self,
-        id: i64,
-        lease: Lease,
-        trial: &TrialSpec,
-    ) -> Result<ResumeState, StartOver> {
-        let state = train::read_resume_state(&self.runs_dir.join(id.to_string()))
-            .map_err(StartOver::Files)?;
-        if state.epoch > trial.epochs {
-            return Err(StartOver::Mismatch(format!(
-                "its files are at epoch {} of a trial of {} epochs",
-                state.epoch, trial.epochs
-            )));
-        }
-        let recorded = self.store.epochs(id).map_err(StartOver::Store)?;
-        if recorded.len() > state.epoch {
-            return Err(StartOver::Mismatch(format!(
-                "its files (epoch {}) are behind the database (epoch {})",
-                state.epoch,
-                recorded.len()
-            )));
-        }
-        let agrees = recorded.iter().zip(&state.history).all(|(row, figures)| {
-            row.epoch == figures.epoch as i64
-                && row.train_loss == Some(figures.train_loss)
-                && row.val_loss == Some(figures.val_loss)
-        });
-        if !agrees {
-            return Err(StartOver::Mismatch(
-                "its files are from another attempt than the recorded epochs".into(),
-            ));
-        }
-        if recorded.len() < state.epoch {
-            tracing::info!(
-                trial = id,
-                "recording epochs {}..={} from the trial's files (the run was killed before \
-                 the database had them)",
-                recorded.len() + 1,
-                state.epoch
-            );
-            self.store
-                .catch_up(
-                    id,
-                    lease,
-                    &state.history[recorded.len()..],
-                    &state.checkpoints,
-                )
-                .map_err(StartOver::Store)?;
-        }
-        Ok(state)
-    }
-}
-
-/// Why a claimed trial trains from its first epoch again.
-enum StartOver {
-    /// Its checkpoint directory cannot be continued from.
-    Files(Unresumable),
-    /// Its files and its database rows disagree.
-    Mismatch(String),
-    /// The database could not be read or written.
-    Store(Error),
-}
-
-impl std::fmt::Display for StartOver {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            StartOver::Files(why) => why.fmt(f),
-            StartOver::Mismatch(why) => f.write_str(why),
-            StartOver::Store(e) => write!(f, "the database failed: {e}"),
-        }
-    }
 }

@@ -3,7 +3,7 @@
 
 use super::dispenser::Dispenser;
 use super::holdings::Holdings;
-use super::{Judge, Slot, StillHeld};
+use super::slot::{Judge, Slot, StillHeld};
 use crate::data::Dataset;
 use crate::experiment::{Experiment, TrialSpec};
 use crate::model::fused;

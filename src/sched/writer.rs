@@ -3,6 +3,7 @@
 //! final trials' files.
 
 use super::holdings::Holdings;
+use super::policy::RECONNECT_PATIENCE;
 use super::progress::Progress;
 use crate::error::{Error, Result};
 use crate::experiment::Keep;
@@ -13,10 +14,6 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-
-/// How long a process keeps retrying a database it cannot reach (a PostgreSQL restart, a
-/// network cut) before it gives up; what it owes is written once the database is back.
-pub(super) const RECONNECT_PATIENCE: Duration = Duration::from_secs(600);
 
 /// Runs `op` until it succeeds, fails for another reason than an unreachable database, or the
 /// database stays unreachable for [`RECONNECT_PATIENCE`]; the waits between attempts double
