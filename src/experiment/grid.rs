@@ -1,8 +1,32 @@
 //! Grid expansion: the cartesian product of every axis, times the repeats.
 
-use super::file::{ArchName, Augment, ExperimentSpec, OptimizerName, ScheduleName};
+use super::{ArchName, Augment, ExperimentSpec, OptimizerName, ScheduleName};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+/// A struct literal of `$to` whose axis fields (the fields `TrialSpec` and [`AxisValues`] share,
+/// named once here) are copied from `$from`, followed by `$to`'s other fields.
+macro_rules! with_axes {
+    ($from:expr, $to:ident { $($field:ident $(: $value:expr)?),* $(,)? }) => {{
+        let from = &$from;
+        $to {
+            arch: from.arch,
+            optimizer: from.optimizer,
+            lr: from.lr,
+            batch_size: from.batch_size,
+            epochs: from.epochs,
+            dropout: from.dropout,
+            weight_decay: from.weight_decay,
+            split: from.split,
+            augment: from.augment,
+            schedule: from.schedule,
+            warmup_epochs: from.warmup_epochs,
+            label_smoothing: from.label_smoothing,
+            batch_norm: from.batch_norm,
+            $($field $(: $value)?),*
+        }
+    }};
+}
 
 /// Everything that determines one trial's result. Two trials with equal specs train identically.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -120,21 +144,7 @@ impl TrialSpec {
 
     /// The values of its configuration's axes.
     pub fn axis_values(&self) -> AxisValues {
-        AxisValues {
-            arch: self.arch,
-            optimizer: self.optimizer,
-            lr: self.lr,
-            batch_size: self.batch_size,
-            epochs: self.epochs,
-            dropout: self.dropout,
-            weight_decay: self.weight_decay,
-            split: self.split,
-            augment: self.augment,
-            schedule: self.schedule,
-            warmup_epochs: self.warmup_epochs,
-            label_smoothing: self.label_smoothing,
-            batch_norm: self.batch_norm,
-        }
+        with_axes!(self, AxisValues {})
     }
 
     /// A one-line description of the main parameters, for progress output.
@@ -218,38 +228,28 @@ pub fn trial(
     repeat: u32,
     draw: Option<u64>,
 ) -> TrialSpec {
-    let mut trial = TrialSpec {
-        arch: values.arch,
-        optimizer: values.optimizer,
-        lr: values.lr,
-        batch_size: values.batch_size,
-        epochs: values.epochs,
-        dropout: values.dropout,
-        weight_decay: values.weight_decay,
-        split: values.split,
-        repeat,
-        seed: spec.sweep.seed.wrapping_add(repeat as u64),
-        limit: spec.data.limit,
-        test_limit: spec.data.test_limit,
-        normalize: spec.data.normalize,
-        hidden: None,
-        channels: None,
-        blocks: None,
-        momentum: None,
-        dampening: None,
-        nesterov: None,
-        betas: None,
-        eps: None,
-        draw,
-        augment: values.augment,
-        crop_padding: values.augment.crops().then_some(spec.data.crop_padding),
-        schedule: values.schedule,
-        step_every: None,
-        step_gamma: None,
-        warmup_epochs: values.warmup_epochs,
-        label_smoothing: values.label_smoothing,
-        batch_norm: values.batch_norm,
-    };
+    let mut trial = with_axes!(
+        values,
+        TrialSpec {
+            repeat,
+            seed: spec.sweep.seed.wrapping_add(repeat as u64),
+            limit: spec.data.limit,
+            test_limit: spec.data.test_limit,
+            normalize: spec.data.normalize,
+            hidden: None,
+            channels: None,
+            blocks: None,
+            momentum: None,
+            dampening: None,
+            nesterov: None,
+            betas: None,
+            eps: None,
+            draw,
+            crop_padding: values.augment.crops().then_some(spec.data.crop_padding),
+            step_every: None,
+            step_gamma: None,
+        }
+    );
     if values.schedule == ScheduleName::Step {
         trial.step_every = Some(spec.schedule.step.every);
         trial.step_gamma = Some(spec.schedule.step.gamma);

@@ -1,17 +1,36 @@
 //! The experiment file: load it with figment (defaults < file < `SWEEP_*` < `--set`), check every
-//! value, and expand the grid into trials.
+//! value, and expand the grid into trials. Each section's type sits with its own validation in
+//! a file of its own; `spec` puts them together, `problems` collects what they find.
 
+mod arch_options;
 mod axis;
-mod file;
+mod data_section;
 mod grid;
+mod grid_section;
+mod optimizer_options;
+mod problems;
+mod prune_section;
+mod schedule_options;
+mod spec;
+mod sweep_section;
 
+pub use arch_options::{
+    ArchOptions, CnnOptions, ConvnetOptions, MlpOptions, NoOptions, ResnetOptions,
+};
 pub use axis::{Axis, Distribution, DistributionKind};
-pub use file::*;
+pub use data_section::DataSection;
 pub use grid::{AxisValues, TrialSpec, expand, omitted_defaults, trial};
+pub use grid_section::{ArchName, Augment, GridSection, OptimizerName, ScheduleName};
+pub use optimizer_options::{AdamOptions, OptimizerOptions, SgdOptions};
+pub use prune_section::{PruneMethod, PruneSection};
+pub use schedule_options::{ScheduleOptions, StepOptions};
+pub use spec::ExperimentSpec;
+pub use sweep_section::{DeviceName, Keep, Metric, SamplerName, SweepSection};
 
 use crate::error::{Error, Result};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
+use problems::Problems;
 use std::path::{Path, PathBuf};
 
 /// An experiment file after loading and validation, ready to expand.
@@ -112,458 +131,25 @@ impl Experiment {
         grid::expand(&self.spec)
     }
 
+    /// Checks the name and every section; all problems are reported at once.
     fn validate(&self, figment: &Figment) -> Result<()> {
-        let s = &self.spec;
-        let mut problems = Vec::new();
-        let mut check = |ok: bool, key: &str, value: String, rule: &str| {
-            if !ok {
-                let origin = figment
-                    .find_metadata(key)
-                    .map_or_else(|| self.path.display().to_string(), origin_of);
-                problems.push(format!("{origin}: {key} = {value}: {rule}"));
-            }
-        };
-
+        let mut problems = Problems::new(figment, &self.path);
         let name_ok = !self.name.is_empty()
             && self
                 .name
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
             && !self.name.starts_with('.');
-        check(
+        problems.check(
             name_ok,
             "sweep.name",
             format!("{:?}", self.name),
             "use letters, digits, '-', '_' and '.' only (it names a directory under runs/)",
         );
-        check(
-            s.sweep.repeats >= 1,
-            "sweep.repeats",
-            s.sweep.repeats.to_string(),
-            "must be at least 1",
-        );
-        check(
-            s.sweep.jobs >= 1,
-            "sweep.jobs",
-            s.sweep.jobs.to_string(),
-            "must be at least 1",
-        );
-        if let Some(threads) = s.sweep.threads {
-            check(
-                threads >= 1,
-                "sweep.threads",
-                threads.to_string(),
-                "must be at least 1",
-            );
-        }
-        check(
-            !s.sweep.devices.is_empty(),
-            "sweep.devices",
-            "[]".into(),
-            "name at least one device, e.g. [\"cpu\"]",
-        );
-        let devices = &s.sweep.devices;
-        let shown = format!(
-            "{:?}",
-            devices.iter().map(|d| d.to_string()).collect::<Vec<_>>()
-        );
-        check(
-            devices
-                .iter()
-                .enumerate()
-                .all(|(i, d)| !devices[..i].contains(d)),
-            "sweep.devices",
-            shown.clone(),
-            "each device may appear once",
-        );
-        check(
-            !(devices.contains(&DeviceName::Cpu) && devices.contains(&DeviceName::TchCpu)),
-            "sweep.devices",
-            shown.clone(),
-            "cpu and tch-cpu share the same cores: pick one of them",
-        );
-        check(
-            s.sweep.trials_per_gpu >= 1,
-            "sweep.trials_per_gpu",
-            s.sweep.trials_per_gpu.to_string(),
-            "must be at least 1",
-        );
-        check(
-            s.sweep.fuse >= 1,
-            "sweep.fuse",
-            s.sweep.fuse.to_string(),
-            "must be at least 1 (1 trains each trial alone; 4 to 16 suit small models)",
-        );
-        check(
-            s.sweep.heartbeat_timeout >= 1,
-            "sweep.heartbeat_timeout",
-            s.sweep.heartbeat_timeout.to_string(),
-            "must be at least 1 second (60 suits most clusters)",
-        );
-        if let Some(limit) = s.data.limit {
-            check(
-                limit >= 2,
-                "data.limit",
-                limit.to_string(),
-                "must be at least 2 (one training and one validation image)",
-            );
-        }
-
-        let g = &s.grid;
-        let searching = s.sweep.sampler != SamplerName::Grid;
-        for (key, listed, drawn) in [
-            ("grid.arch", g.arch.values().len(), g.arch.distribution()),
-            (
-                "grid.optimizer",
-                g.optimizer.values().len(),
-                g.optimizer.distribution(),
-            ),
-            (
-                "grid.augment",
-                g.augment.values().len(),
-                g.augment.distribution(),
-            ),
-            (
-                "grid.schedule",
-                g.schedule.values().len(),
-                g.schedule.distribution(),
-            ),
-            (
-                "grid.batch_norm",
-                g.batch_norm.as_ref().map_or(1, |axis| axis.values().len()),
-                g.batch_norm.as_ref().and_then(|axis| axis.distribution()),
-            ),
-        ] {
-            check(
-                drawn.is_none(),
-                key,
-                drawn.map(|d| d.to_string()).unwrap_or_default(),
-                "takes a value or a list of values (a choice), not a distribution",
-            );
-            check(
-                listed > 0 || drawn.is_some(),
-                key,
-                "[]".into(),
-                "the grid is empty: give at least one value",
-            );
-        }
-        let numeric: [NumericAxis; 8] = [
-            (
-                "grid.lr",
-                g.lr.values().to_vec(),
-                g.lr.distribution(),
-                false,
-                (
-                    |x| x.is_finite() && x > 0.0,
-                    "the learning rate must be greater than 0 (e.g. 0.001)",
-                ),
-            ),
-            (
-                "grid.batch_size",
-                g.batch_size.values().iter().map(|&b| b as f64).collect(),
-                g.batch_size.distribution(),
-                true,
-                (|x| x >= 1.0, "must be at least 1"),
-            ),
-            (
-                "grid.epochs",
-                g.epochs.values().iter().map(|&e| e as f64).collect(),
-                g.epochs.distribution(),
-                true,
-                (|x| x >= 1.0, "must be at least 1"),
-            ),
-            (
-                "grid.dropout",
-                g.dropout.values().to_vec(),
-                g.dropout.distribution(),
-                false,
-                (|x| (0.0..1.0).contains(&x), "dropout must be in [0, 1)"),
-            ),
-            (
-                "grid.weight_decay",
-                g.weight_decay.values().to_vec(),
-                g.weight_decay.distribution(),
-                false,
-                (|x| x.is_finite() && x >= 0.0, "must be 0 or greater"),
-            ),
-            (
-                "data.split",
-                s.data.split.values().to_vec(),
-                s.data.split.distribution(),
-                false,
-                (
-                    |x| x > 0.0 && x < 1.0,
-                    "the train fraction must be strictly between 0 and 1 (e.g. 0.8 for an \
-                     80/20 split)",
-                ),
-            ),
-            (
-                "grid.warmup_epochs",
-                g.warmup_epochs.values().iter().map(|&e| e as f64).collect(),
-                g.warmup_epochs.distribution(),
-                true,
-                (|x| x >= 0.0, "must be 0 or more"),
-            ),
-            (
-                "grid.label_smoothing",
-                g.label_smoothing.values().to_vec(),
-                g.label_smoothing.distribution(),
-                false,
-                (
-                    |x| (0.0..1.0).contains(&x),
-                    "label smoothing must be in [0, 1) (0.1 is usual)",
-                ),
-            ),
-        ];
-        for (key, values, drawn, integer, (valid, rule)) in &numeric {
-            let Some(d) = drawn else {
-                check(
-                    !values.is_empty(),
-                    key,
-                    "[]".into(),
-                    "the grid is empty: give at least one value",
-                );
-                for &x in values {
-                    check(valid(x), key, x.to_string(), rule);
-                }
-                continue;
-            };
-            let shown = format!("{{ {} = [{}, {}] }}", d.kind.as_str(), d.low, d.high);
-            check(
-                searching,
-                key,
-                shown.clone(),
-                "a distribution needs a searching sampler: set [sweep] sampler = \"random\" or \
-                 \"tpe\" (with trials = N), or list values for the grid",
-            );
-            if let Some(problem) = d.problem() {
-                check(false, key, shown.clone(), &problem);
-            } else if *integer && !d.kind.is_int() {
-                check(
-                    false,
-                    key,
-                    shown.clone(),
-                    "takes whole numbers: use int_uniform or int_log_uniform",
-                );
-            } else if !*integer && d.kind.is_int() {
-                check(
-                    false,
-                    key,
-                    shown.clone(),
-                    "takes real numbers: use uniform or log_uniform",
-                );
-            } else {
-                check(
-                    valid(d.low) && valid(d.high),
-                    key,
-                    shown.clone(),
-                    &format!("both bounds: {rule}"),
-                );
-            }
-        }
-        match (searching, s.sweep.trials) {
-            (true, None) => check(
-                false,
-                "sweep.trials",
-                "(missing)".into(),
-                &format!(
-                    "sampler = \"{}\" draws configurations until a budget is spent: set \
-                     [sweep] trials = N (e.g. 40)",
-                    s.sweep.sampler.as_str()
-                ),
-            ),
-            (true, Some(n)) => check(n >= 1, "sweep.trials", n.to_string(), "must be at least 1"),
-            (false, Some(n)) => check(
-                false,
-                "sweep.trials",
-                n.to_string(),
-                "a grid runs every combination: remove trials, or set [sweep] sampler = \
-                 \"random\" or \"tpe\"",
-            ),
-            (false, None) => {}
-        }
-        // The extremes an integer axis takes, listed or drawn.
-        let most = |axis: &Axis<usize>| {
-            axis.distribution().map_or_else(
-                || axis.values().iter().copied().max().unwrap_or(0),
-                |d| d.high as usize,
-            )
-        };
-        let fewest = |axis: &Axis<usize>| {
-            axis.distribution().map_or_else(
-                || axis.values().iter().copied().min().unwrap_or(0),
-                |d| d.low as usize,
-            )
-        };
-        let p = &s.prune;
-        if p.method != PruneMethod::None {
-            check(
-                p.min_epochs >= 1,
-                "prune.min_epochs",
-                p.min_epochs.to_string(),
-                "must be at least 1",
-            );
-        }
-        if p.method == PruneMethod::Asha {
-            check(
-                p.reduction_factor >= 2,
-                "prune.reduction_factor",
-                p.reduction_factor.to_string(),
-                "must be at least 2 (3 keeps the top third at each rung)",
-            );
-            let most_epochs = most(&g.epochs);
-            check(
-                p.min_epochs < most_epochs,
-                "prune.min_epochs",
-                p.min_epochs.to_string(),
-                &format!(
-                    "the first rung must come before the last epoch ({most_epochs}); lower \
-                     min_epochs or raise grid.epochs"
-                ),
-            );
-        }
-
-        // The warm-up must leave at least one epoch of the schedule, in every combination.
-        let (warmup, epochs) = (most(&g.warmup_epochs), fewest(&g.epochs));
-        check(
-            warmup == 0 || warmup < epochs,
-            "grid.warmup_epochs",
-            warmup.to_string(),
-            &format!(
-                "the warm-up must end before the last epoch (a trial may have as few as \
-                 {epochs} epochs); lower warmup_epochs or raise grid.epochs"
-            ),
-        );
-        let step = &s.schedule.step;
-        check(
-            step.every >= 1,
-            "schedule.step.every",
-            step.every.to_string(),
-            "must be at least 1 (epochs between two reductions)",
-        );
-        check(
-            step.gamma.is_finite() && step.gamma > 0.0,
-            "schedule.step.gamma",
-            step.gamma.to_string(),
-            "must be greater than 0 (0.5 halves the rate)",
-        );
-        check(
-            s.data.crop_padding <= 14,
-            "data.crop_padding",
-            s.data.crop_padding.to_string(),
-            "must be at most 14 (half the image); 2 or 4 are usual",
-        );
-
-        // Batch norm follows convolutions: mlp has none, and resnet is defined with it.
-        if let Some(batch_norm) = &g.batch_norm {
-            let declared = batch_norm.values();
-            let archs = g.arch.values();
-            check(
-                !(declared.contains(&true) && archs.contains(&ArchName::Mlp)),
-                "grid.batch_norm",
-                "true".into(),
-                "mlp has no convolutions to normalise: use batch_norm with cnn, lenet5 or \
-                 convnet, and put mlp in an experiment of its own",
-            );
-            check(
-                !(declared.contains(&false) && archs.contains(&ArchName::Resnet)),
-                "grid.batch_norm",
-                "false".into(),
-                "resnet always uses batch norm: leave batch_norm out for resnet (or put resnet \
-                 in an experiment of its own)",
-            );
-        }
-
-        let a = &s.arch;
-        check(
-            (1..=4).contains(&a.resnet.channels.len()) && a.resnet.channels.iter().all(|&c| c > 0),
-            "arch.resnet.channels",
-            format!("{:?}", a.resnet.channels),
-            "give 1 to 4 stage widths, each at least 1 (e.g. [16, 32, 64])",
-        );
-        check(
-            (1..=8).contains(&a.resnet.blocks),
-            "arch.resnet.blocks",
-            a.resnet.blocks.to_string(),
-            "must be 1 to 8 basic blocks per stage (2 is the default)",
-        );
-        check(
-            !a.mlp.hidden.is_empty() && a.mlp.hidden.iter().all(|&h| h > 0),
-            "arch.mlp.hidden",
-            format!("{:?}", a.mlp.hidden),
-            "give one or more layer widths, each at least 1",
-        );
-        check(
-            a.cnn.channels.iter().chain(&a.cnn.hidden).all(|&c| c > 0),
-            "arch.cnn",
-            format!("channels {:?}, hidden {:?}", a.cnn.channels, a.cnn.hidden),
-            "every width must be at least 1",
-        );
-        check(
-            a.convnet.channels.iter().all(|&c| c > 0),
-            "arch.convnet.channels",
-            format!("{:?}", a.convnet.channels),
-            "every width must be at least 1",
-        );
-
-        let o = &s.optimizer;
-        check(
-            (0.0..1.0).contains(&o.sgd.momentum),
-            "optimizer.sgd.momentum",
-            o.sgd.momentum.to_string(),
-            "must be in [0, 1)",
-        );
-        check(
-            (0.0..=1.0).contains(&o.sgd.dampening),
-            "optimizer.sgd.dampening",
-            o.sgd.dampening.to_string(),
-            "must be in [0, 1]",
-        );
-        check(
-            !o.sgd.nesterov || (o.sgd.momentum > 0.0 && o.sgd.dampening == 0.0),
-            "optimizer.sgd.nesterov",
-            "true".into(),
-            "Nesterov momentum needs momentum > 0 and dampening = 0",
-        );
-        for (key, adam) in [("optimizer.adam", &o.adam), ("optimizer.adamw", &o.adamw)] {
-            check(
-                adam.betas.iter().all(|b| (0.0..1.0).contains(b)),
-                &format!("{key}.betas"),
-                format!("{:?}", adam.betas),
-                "each beta must be in [0, 1)",
-            );
-            check(
-                adam.eps.is_finite() && adam.eps > 0.0,
-                &format!("{key}.eps"),
-                adam.eps.to_string(),
-                "must be greater than 0 (PyTorch uses 1e-8)",
-            );
-        }
-
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::Spec(format!(
-                "invalid experiment {}:\n  {}",
-                self.path.display(),
-                problems.join("\n  ")
-            )))
-        }
+        self.spec.validate(&mut problems);
+        problems.into_result()
     }
 }
-
-/// A check on one numeric value of an axis, and the rule it enforces.
-type NumberRule = (fn(f64) -> bool, &'static str);
-
-/// A numeric axis as validation sees it: key, listed values, distribution, whether it takes
-/// whole numbers, and the rule every value must meet.
-type NumericAxis<'a> = (
-    &'static str,
-    Vec<f64>,
-    Option<&'a Distribution>,
-    bool,
-    NumberRule,
-);
 
 /// Splits `key=value`; the value is read as TOML (`0.1`, `[1, 2]`, `"x"`), or else as a string.
 fn parse_override(set: &str) -> Result<(String, toml::Value)> {

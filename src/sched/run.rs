@@ -328,7 +328,10 @@ fn progress_for(work: &Work, spec: &ExperimentSpec, mode: ProgressMode) -> Progr
             .collect(),
         work.candidates.iter().map(|(_, t)| t.epochs as u64).sum(),
     );
-    progress.expect(work.to_draw, work.to_draw as u64 * most_epochs(spec) as u64);
+    progress.expect(
+        work.to_draw,
+        work.to_draw as u64 * spec.grid.most_epochs() as u64,
+    );
     progress
 }
 
@@ -473,13 +476,4 @@ fn prune_paused(
         tidy.trial(store, id)?;
     }
     Ok(pruned.len())
-}
-
-/// The most epochs any trial of the experiment trains.
-fn most_epochs(spec: &ExperimentSpec) -> usize {
-    let epochs = &spec.grid.epochs;
-    epochs.distribution().map_or_else(
-        || epochs.values().iter().copied().max().unwrap_or(1),
-        |d| d.high as usize,
-    )
 }

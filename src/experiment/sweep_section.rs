@@ -1,0 +1,304 @@
+//! `[sweep]`: naming, seeding, parallelism, devices, the sampler and its budget, and what is
+//! kept; with the names it takes.
+
+use super::problems::Problems;
+use serde::{Deserialize, Serialize};
+
+/// `[sweep]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SweepSection {
+    /// Name of the sweep in the database; defaults to the file's stem.
+    pub name: Option<String>,
+    /// Base seed; repeat `r` of every configuration trains with seed `seed + r`.
+    pub seed: u64,
+    /// How many seeds each configuration is trained with.
+    pub repeats: u32,
+    /// Trials trained at once.
+    pub jobs: usize,
+    /// CPU threads per trial; defaults to the cores divided by `jobs`.
+    pub threads: Option<usize>,
+    /// The metric that picks the best epoch and the best trial.
+    pub metric: Metric,
+    /// Where trials run: `cpu` (burn flex), `tch-cpu` (libtorch CPU) or `cuda:N`.
+    pub devices: Vec<DeviceName>,
+    /// Trials sharing each GPU at once (small models leave a GPU mostly idle).
+    pub trials_per_gpu: usize,
+    /// How trials are chosen: every grid point, or drawn by a searching sampler.
+    pub sampler: SamplerName,
+    /// Configurations a searching sampler draws in all, across every process sharing the
+    /// database (each runs `repeats` times).
+    pub trials: Option<usize>,
+    /// Which checkpoint files a trial keeps once it is final (done, diverged or pruned).
+    pub keep: Keep,
+    /// Seconds without a heartbeat after which another process (on another machine) takes a
+    /// running trial over; the holder's later writes for it are refused.
+    pub heartbeat_timeout: u64,
+    /// Trials trained as one model: up to this many unfinished trials of one architecture,
+    /// batch size and data split are advanced together by each slot (1: each alone).
+    pub fuse: usize,
+}
+
+impl Default for SweepSection {
+    fn default() -> Self {
+        SweepSection {
+            name: None,
+            seed: 0,
+            repeats: 1,
+            jobs: 1,
+            threads: None,
+            metric: Metric::ValAcc,
+            devices: vec![DeviceName::Cpu],
+            trials_per_gpu: 1,
+            sampler: SamplerName::Grid,
+            trials: None,
+            keep: Keep::Best,
+            heartbeat_timeout: 60,
+            fuse: 1,
+        }
+    }
+}
+
+/// Which checkpoints a final trial keeps. Whatever it keeps, the files only resumption needs
+/// (optimizer state, resume state) go once the trial cannot run again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Keep {
+    /// The model of the best epoch, which `predict` uses.
+    Best,
+    /// The model of the last epoch.
+    Last,
+    /// Both.
+    Both,
+    /// No model file: the trial's directory goes.
+    None,
+}
+
+impl Keep {
+    /// The name in experiment files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Keep::Best => "best",
+            Keep::Last => "last",
+            Keep::Both => "both",
+            Keep::None => "none",
+        }
+    }
+
+    /// Whether the best epoch's model stays.
+    pub fn best(self) -> bool {
+        matches!(self, Keep::Best | Keep::Both)
+    }
+
+    /// Whether the last epoch's model stays.
+    pub fn last(self) -> bool {
+        matches!(self, Keep::Last | Keep::Both)
+    }
+}
+
+/// How a sweep chooses its trials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SamplerName {
+    /// Every combination of the listed values.
+    Grid,
+    /// Independent random draws.
+    Random,
+    /// Tree-structured Parzen Estimator (Optuna's defaults).
+    Tpe,
+}
+
+impl SamplerName {
+    /// The name in experiment files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SamplerName::Grid => "grid",
+            SamplerName::Random => "random",
+            SamplerName::Tpe => "tpe",
+        }
+    }
+}
+
+/// A device named in `[sweep] devices` or `--devices`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum DeviceName {
+    /// burn's pure-Rust CPU backend (flex).
+    Cpu,
+    /// libtorch on the CPU (needs the `tch` build).
+    TchCpu,
+    /// libtorch on CUDA GPU N (needs the `tch` build and that GPU).
+    Cuda(usize),
+}
+
+impl DeviceName {
+    /// Whether it computes on the CPU cores (and so takes CPU job slots).
+    pub fn is_cpu(self) -> bool {
+        !matches!(self, DeviceName::Cuda(_))
+    }
+}
+
+impl std::fmt::Display for DeviceName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeviceName::Cpu => f.write_str("cpu"),
+            DeviceName::TchCpu => f.write_str("tch-cpu"),
+            DeviceName::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+impl std::str::FromStr for DeviceName {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "cpu" => Ok(DeviceName::Cpu),
+            "tch-cpu" => Ok(DeviceName::TchCpu),
+            _ => s
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(DeviceName::Cuda)
+                .ok_or_else(|| {
+                    format!("unknown device {s:?}: use cpu, tch-cpu or cuda:N (e.g. cuda:0)")
+                }),
+        }
+    }
+}
+
+impl TryFrom<String> for DeviceName {
+    type Error = String;
+
+    fn try_from(s: String) -> std::result::Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<DeviceName> for String {
+    fn from(d: DeviceName) -> String {
+        d.to_string()
+    }
+}
+
+/// A metric to optimise, with its direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    /// Validation accuracy, higher is better.
+    ValAcc,
+    /// Validation loss, lower is better.
+    ValLoss,
+}
+
+impl Metric {
+    /// The column/key name of the metric.
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::ValAcc => "val_acc",
+            Metric::ValLoss => "val_loss",
+        }
+    }
+
+    /// Whether `candidate` is better than `incumbent` under this metric.
+    pub fn improves(self, candidate: f64, incumbent: Option<f64>) -> bool {
+        match incumbent {
+            None => !candidate.is_nan(),
+            Some(best) => match self {
+                Metric::ValAcc => candidate > best,
+                Metric::ValLoss => candidate < best,
+            },
+        }
+    }
+}
+
+impl SweepSection {
+    /// Checks counts, devices and the search budget.
+    pub(super) fn validate(&self, problems: &mut Problems) {
+        for (key, value) in [
+            ("sweep.repeats", self.repeats as usize),
+            ("sweep.jobs", self.jobs),
+            ("sweep.trials_per_gpu", self.trials_per_gpu),
+        ] {
+            problems.check(value >= 1, key, value.to_string(), "must be at least 1");
+        }
+        if let Some(threads) = self.threads {
+            problems.check(
+                threads >= 1,
+                "sweep.threads",
+                threads.to_string(),
+                "must be at least 1",
+            );
+        }
+        self.validate_devices(problems);
+        problems.check(
+            self.fuse >= 1,
+            "sweep.fuse",
+            self.fuse.to_string(),
+            "must be at least 1 (1 trains each trial alone; 4 to 16 suit small models)",
+        );
+        problems.check(
+            self.heartbeat_timeout >= 1,
+            "sweep.heartbeat_timeout",
+            self.heartbeat_timeout.to_string(),
+            "must be at least 1 second (60 suits most clusters)",
+        );
+        self.validate_budget(problems);
+    }
+
+    fn validate_devices(&self, problems: &mut Problems) {
+        let devices = &self.devices;
+        problems.check(
+            !devices.is_empty(),
+            "sweep.devices",
+            "[]".into(),
+            "name at least one device, e.g. [\"cpu\"]",
+        );
+        let shown = format!(
+            "{:?}",
+            devices.iter().map(|d| d.to_string()).collect::<Vec<_>>()
+        );
+        problems.check(
+            devices
+                .iter()
+                .enumerate()
+                .all(|(i, d)| !devices[..i].contains(d)),
+            "sweep.devices",
+            shown.clone(),
+            "each device may appear once",
+        );
+        problems.check(
+            !(devices.contains(&DeviceName::Cpu) && devices.contains(&DeviceName::TchCpu)),
+            "sweep.devices",
+            shown,
+            "cpu and tch-cpu share the same cores: pick one of them",
+        );
+    }
+
+    /// A searching sampler needs a budget; a grid must not have one.
+    fn validate_budget(&self, problems: &mut Problems) {
+        let searching = self.sampler != SamplerName::Grid;
+        match (searching, self.trials) {
+            (true, None) => problems.check(
+                false,
+                "sweep.trials",
+                "(missing)".into(),
+                &format!(
+                    "sampler = \"{}\" draws configurations until a budget is spent: set \
+                     [sweep] trials = N (e.g. 40)",
+                    self.sampler.as_str()
+                ),
+            ),
+            (true, Some(n)) => {
+                problems.check(n >= 1, "sweep.trials", n.to_string(), "must be at least 1")
+            }
+            (false, Some(n)) => problems.check(
+                false,
+                "sweep.trials",
+                n.to_string(),
+                "a grid runs every combination: remove trials, or set [sweep] sampler = \
+                 \"random\" or \"tpe\"",
+            ),
+            (false, None) => {}
+        }
+    }
+}
