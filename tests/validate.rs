@@ -184,3 +184,17 @@ fn shipped_experiment_files_are_valid() {
         assert!(out.status.success(), "{}: {}", file.display(), stderr(&out));
     }
 }
+
+/// A trial's key is how a database recognises it when a sweep runs again: a change to how trial
+/// specs are built or serialised must not change the keys of trials already recorded.
+#[test]
+fn trial_keys_stay_what_earlier_versions_recorded() {
+    let ws = Workspace::new();
+    let quick = concat!(env!("CARGO_MANIFEST_DIR"), "/experiments/quick.toml");
+    let out = ws.sweep(&["validate", quick, "--format", "json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let trials: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(trials.len(), 32);
+    assert_eq!(trials[0]["key"], "adb8ba8f393a8bfe");
+    assert_eq!(trials[5]["key"], "68da25ebcf718b08");
+}
