@@ -3,30 +3,20 @@
 
 mod common;
 
+use common::experiments::MlpGrid;
 use common::{Db, Workspace, started, stderr};
 use std::collections::BTreeSet;
 use std::process::Stdio;
 use sweep::store::Store;
 
-const SHARED: &str = r#"
-[sweep]
-name = "shared"
-jobs = 1
-[data]
-split = 0.8
-[grid]
-arch = "mlp"
-optimizer = "adam"
-lr = [0.001, 0.002, 0.003, 0.004, 0.005, 0.006]
-batch_size = 16
-epochs = 20
-[arch.mlp]
-hidden = [256, 256]
-"#;
+/// Six MLP trials of 20 epochs, one at a time per process.
+fn shared() -> String {
+    MlpGrid::trials("shared", 6, 20).sweep("jobs", 1).toml()
+}
 
 fn two_processes_share_a_sweep_without_running_a_trial_twice(db: Db) {
     let ws = Workspace::on(db);
-    let file = ws.experiment("shared.toml", SHARED);
+    let file = ws.experiment("shared.toml", &shared());
     let mut first = ws.spawn_run(&file, Stdio::piped());
     // The second process starts while the first holds a running trial, which it must not take.
     ws.wait_for_epochs(&mut first, 1);

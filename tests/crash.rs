@@ -3,31 +3,21 @@
 
 mod common;
 
+use common::experiments::MlpGrid;
 use common::{Db, Workspace, stderr};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
 use sweep::store::Store;
 use sweep::train::file_sha256;
 
-const LONG: &str = r#"
-[sweep]
-name = "long"
-jobs = 2
-[data]
-split = 0.8
-[grid]
-arch = "mlp"
-optimizer = "adam"
-lr = [0.001, 0.002, 0.003]
-batch_size = 16
-epochs = 40
-[arch.mlp]
-hidden = [256, 256]
-"#;
+/// Three MLP trials of 40 epochs, two at a time.
+fn long() -> String {
+    MlpGrid::trials("long", 3, 40).sweep("jobs", 2).toml()
+}
 
 fn a_killed_run_resumes_without_losing_or_duplicating_results(db: Db) {
     let ws = Workspace::on(db);
-    let file = ws.experiment("long.toml", LONG);
+    let file = ws.experiment("long.toml", &long());
     let mut child = ws.spawn_run(&file, Stdio::null());
     ws.wait_for_epochs(&mut child, 2);
     child.kill().unwrap();
@@ -69,7 +59,7 @@ fn a_killed_run_resumes_without_losing_or_duplicating_results(db: Db) {
     // Trials continued from their last epoch (model, optimizer and generator state restored)
     // end exactly where an uninterrupted run ends.
     let clean = Workspace::on(db);
-    let out = clean.run(&clean.experiment("long.toml", LONG), &[]);
+    let out = clean.run(&clean.experiment("long.toml", &long()), &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     let reference = clean.ls_json();
     for (resumed, uninterrupted) in after.iter().zip(&reference) {
@@ -84,22 +74,14 @@ fn a_killed_run_resumes_without_losing_or_duplicating_results(db: Db) {
 }
 
 /// Two trials run one after the other, so the first one reaches an armed kill point.
-const SHORT: &str = r#"
-[sweep]
-name = "short"
-jobs = 1
-[data]
-split = 0.8
-[grid]
-arch = "mlp"
-optimizer = "adam"
-lr = [0.001, 0.003]
-batch_size = 16
-epochs = 6
-dropout = 0.2
-[arch.mlp]
-hidden = [64]
-"#;
+/// Two small MLP trials of 6 epochs with dropout, one at a time.
+fn short() -> String {
+    MlpGrid::new("short", &[0.001, 0.003], 6)
+        .hidden(&[64])
+        .dropout(0.2)
+        .sweep("jobs", 1)
+        .toml()
+}
 
 /// One epoch row's figures: epoch, train loss, train acc, val loss, val acc.
 type Figures = (i64, Option<f64>, Option<f64>, Option<f64>, Option<f64>);
@@ -122,7 +104,7 @@ fn epoch_figures(ws: &Workspace) -> Vec<Vec<Figures>> {
 
 fn a_kill_at_every_point_of_an_epoch_commit_resumes_from_the_last_complete_epoch(db: Db) {
     let clean = Workspace::on(db);
-    let out = clean.run(&clean.experiment("short.toml", SHORT), &[]);
+    let out = clean.run(&clean.experiment("short.toml", &short()), &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     let reference = epoch_figures(&clean);
     let reference_trials = clean.ls_json();
@@ -130,7 +112,7 @@ fn a_kill_at_every_point_of_an_epoch_commit_resumes_from_the_last_complete_epoch
     // Where the kill comes in epoch 3 of the first trial, and the epoch its files are at then.
     for (point, files_at) in [("before-state", 2), ("after-state", 3), ("before-event", 3)] {
         let ws = Workspace::on(db);
-        let file = ws.experiment("short.toml", SHORT);
+        let file = ws.experiment("short.toml", &short());
         let kill_at = format!("{point}:3");
         let out = ws.run_with_env(
             &file,
@@ -208,7 +190,7 @@ fn a_kill_at_every_point_of_an_epoch_commit_resumes_from_the_last_complete_epoch
 
 fn damaged_files_start_the_trial_over_and_say_why(db: Db) {
     let ws = Workspace::on(db);
-    let file = ws.experiment("short.toml", SHORT);
+    let file = ws.experiment("short.toml", &short());
     let out = ws.run_with_env(
         &file,
         &[],
@@ -235,7 +217,7 @@ fn damaged_files_start_the_trial_over_and_say_why(db: Db) {
 
 fn ctrl_c_interrupts_cleanly_and_the_next_run_finishes(db: Db) {
     let ws = Workspace::on(db);
-    let file = ws.experiment("long.toml", LONG);
+    let file = ws.experiment("long.toml", &long());
     let mut child = ws.spawn_run(&file, Stdio::piped());
     ws.wait_for_epochs(&mut child, 1);
     let signalled = Command::new("kill")

@@ -44,16 +44,25 @@ fn unusable_devices_are_refused_before_anything_runs() {
     assert!(ws.nothing_recorded(), "nothing recorded");
 }
 
+#[cfg(not(feature = "tch"))]
 #[test]
-fn tch_cpu_needs_the_tch_build_or_trains_on_libtorch() {
+fn tch_cpu_is_refused_without_the_tch_build() {
+    const { assert!(!HAS_TCH) };
     let ws = Workspace::new();
     let file = ws.experiment("tiny.toml", TINY);
     let out = ws.run(&file, &["--devices", "tch-cpu"]);
-    if !HAS_TCH {
-        assert_eq!(out.status.code(), Some(2));
-        assert!(stderr(&out).contains("--features tch"), "{}", stderr(&out));
-        return;
-    }
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--features tch"), "{}", stderr(&out));
+    assert!(ws.nothing_recorded(), "nothing recorded");
+}
+
+#[cfg(feature = "tch")]
+#[test]
+fn tch_cpu_trains_on_libtorch() {
+    const { assert!(HAS_TCH) };
+    let ws = Workspace::new();
+    let file = ws.experiment("tiny.toml", TINY);
+    let out = ws.run(&file, &["--devices", "tch-cpu"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let trials = ws.ls_json();
     assert_eq!(trials.len(), 2);

@@ -7,33 +7,30 @@
 
 mod common;
 
+use common::experiments::MlpGrid;
 use common::{Db, Workspace, outcome, signal, stderr, wait_until_stopped};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const FLEET: &str = r#"
-[sweep]
-name = "fleet"
-jobs = 1
-threads = 1
-heartbeat_timeout = 3
-[data]
-split = 0.8
-[grid]
-arch = "mlp"
-optimizer = "adam"
-lr = [0.001, 0.0015, 0.002, 0.0025, 0.003, 0.0035, 0.004, 0.0045,
-      0.005, 0.0055, 0.006, 0.0065, 0.007, 0.0075, 0.008, 0.0085]
-batch_size = 16
-epochs = 20
-[arch.mlp]
-hidden = [128]
-"#;
+/// Sixteen small MLP trials of 20 epochs for eight machines, one trial each on one thread, given up after 3 s without a heartbeat.
+const LRS: [f64; 16] = [
+    0.001, 0.0015, 0.002, 0.0025, 0.003, 0.0035, 0.004, 0.0045, 0.005, 0.0055, 0.006, 0.0065,
+    0.007, 0.0075, 0.008, 0.0085,
+];
+
+fn fleet() -> String {
+    MlpGrid::new("fleet", &LRS, 20)
+        .hidden(&[128])
+        .sweep("jobs", 1)
+        .sweep("threads", 1)
+        .sweep("heartbeat_timeout", 3)
+        .toml()
+}
 
 #[test]
 fn eight_workers_with_kills_and_a_stale_one_finish_the_sweep_exactly_once() {
     let ws = Workspace::on(Db::Postgres);
-    let file = ws.experiment("fleet.toml", FLEET);
+    let file = ws.experiment("fleet.toml", &fleet());
     let start = |machine: usize| {
         let mut command = Command::new(env!("CARGO_BIN_EXE_sweep"));
         command.current_dir(ws.dir.path());
@@ -95,7 +92,7 @@ fn eight_workers_with_kills_and_a_stale_one_finish_the_sweep_exactly_once() {
     );
 
     let alone = Workspace::on(Db::Postgres);
-    let single = alone.experiment("fleet.toml", FLEET);
+    let single = alone.experiment("fleet.toml", &fleet());
     assert!(alone.run(&single, &[]).status.success());
     let expected = outcome(&alone);
     assert!(

@@ -253,20 +253,24 @@ hidden = [16]
     }
 }
 
-/// On libtorch the CNNs' convolutions fuse too, as grouped convolutions; without the `tch`
-/// build the device is refused as ever.
+/// Without the `tch` build, a fused sweep on libtorch is refused as any libtorch sweep is.
+#[cfg(not(feature = "tch"))]
+#[test]
+fn fused_cnns_on_libtorch_are_refused_without_the_tch_build() {
+    let experiment = group("cnn", "adam", "[0.0005, 0.001, 0.002]");
+    let ws = Workspace::new();
+    let file = ws.experiment("fused.toml", &experiment);
+    let out = ws.run(&file, &["--set", "sweep.fuse=4", "--devices", "tch-cpu"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--features tch"), "{}", stderr(&out));
+    assert!(ws.nothing_recorded());
+}
+
+/// On libtorch the CNNs' convolutions fuse too, as grouped convolutions.
+#[cfg(feature = "tch")]
 #[test]
 fn fused_cnns_on_libtorch_record_what_they_record_alone() {
     let experiment = group("cnn", "adam", "[0.0005, 0.001, 0.002]");
-    if !sweep::sched::HAS_TCH {
-        let ws = Workspace::new();
-        let file = ws.experiment("fused.toml", &experiment);
-        let out = ws.run(&file, &["--set", "sweep.fuse=4", "--devices", "tch-cpu"]);
-        assert_eq!(out.status.code(), Some(2));
-        assert!(stderr(&out).contains("--features tch"), "{}", stderr(&out));
-        assert!(ws.nothing_recorded());
-        return;
-    }
     let alone = Workspace::new();
     run_on(&alone, &experiment, 1, "tch-cpu");
     let fused = Workspace::new();

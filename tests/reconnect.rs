@@ -4,30 +4,22 @@
 
 mod common;
 
+use common::experiments::MlpGrid;
 use common::{Db, Workspace, outcome, postgres, stderr};
 use std::process::Stdio;
 
-const STEADY: &str = r#"
-[sweep]
-name = "steady"
-jobs = 2
-threads = 1
-[data]
-split = 0.8
-[grid]
-arch = "mlp"
-optimizer = "adam"
-lr = [0.001, 0.002, 0.003, 0.004]
-batch_size = 16
-epochs = 150
-[arch.mlp]
-hidden = [256, 256]
-"#;
+/// Four MLP trials of 150 epochs, two at a time on one thread each.
+fn steady() -> String {
+    MlpGrid::trials("steady", 4, 150)
+        .sweep("jobs", 2)
+        .sweep("threads", 1)
+        .toml()
+}
 
 #[test]
 fn a_sweep_survives_a_postgresql_restart_with_nothing_missing_or_doubled() {
     let ws = Workspace::on(Db::Postgres);
-    let file = ws.experiment("steady.toml", STEADY);
+    let file = ws.experiment("steady.toml", &steady());
     let mut run = ws.spawn_run(&file, Stdio::piped());
     ws.wait_for_epochs(&mut run, 3);
     postgres::cluster().stop();
@@ -40,7 +32,7 @@ fn a_sweep_survives_a_postgresql_restart_with_nothing_missing_or_doubled() {
     assert!(log.contains("unreachable"), "the outage was met: {log}");
 
     let alone = Workspace::on(Db::Postgres);
-    let file = alone.experiment("steady.toml", STEADY);
+    let file = alone.experiment("steady.toml", &steady());
     assert!(alone.run(&file, &[]).status.success());
     let expected = outcome(&alone);
     assert!(

@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::experiments::MlpGrid;
 use common::{Db, Workspace, stderr, stdout};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -123,26 +124,16 @@ impl Drop for Cluster {
     }
 }
 
-const SPREAD: &str = r#"
-[sweep]
-name = "spread"
-[data]
-split = 0.8
-[grid]
-arch = "mlp"
-optimizer = "adam"
-lr = [0.001, 0.002, 0.003, 0.004, 0.005, 0.006]
-batch_size = 16
-epochs = 60
-[arch.mlp]
-hidden = [256, 256]
-"#;
+/// Six MLP trials of 60 epochs for the job array to share.
+fn spread() -> String {
+    MlpGrid::trials("spread", 6, 60).toml()
+}
 
 #[test]
 fn a_slurm_job_array_of_workers_completes_the_sweep() {
     let cluster = Cluster::start();
     let ws = Workspace::on(Db::Postgres);
-    let file = ws.experiment("spread.toml", SPREAD);
+    let file = ws.experiment("spread.toml", &spread());
     let sweep = |extra: &[&str]| {
         let mut command = cluster.command(env!("CARGO_BIN_EXE_sweep"));
         command

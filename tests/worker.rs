@@ -4,27 +4,22 @@
 
 mod common;
 
+use common::experiments::MlpGrid;
 use common::{Db, Workspace, outcome, signal, started, stderr, wait_until_stopped};
 use std::collections::BTreeSet;
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 use sweep::store::Store;
 
-const SHARED: &str = r#"
-[sweep]
-name = "shared"
-jobs = 1
-[data]
-split = 0.8
-[grid]
-arch = "mlp"
-optimizer = "adam"
-lr = [0.001, 0.002, 0.003, 0.004, 0.005, 0.006]
-batch_size = 16
-epochs = 12
-[arch.mlp]
-hidden = [256, 256]
-"#;
+/// Six MLP trials of 12 epochs, one at a time per process.
+fn shared_grid() -> MlpGrid {
+    MlpGrid::trials("shared", 6, 12).sweep("jobs", 1)
+}
+
+/// The shared sweep's experiment file.
+fn shared() -> String {
+    shared_grid().toml()
+}
 
 /// `sweep worker --sweep shared` plus `extra`, in the workspace, logging which trials it runs.
 fn worker(ws: &Workspace, extra: &[&str]) -> Child {
@@ -59,7 +54,7 @@ fn assert_complete(ws: &Workspace, epochs: i64) {
 
 fn workers_join_a_running_sweep_and_no_trial_runs_twice(db: Db) {
     let ws = Workspace::on(db);
-    let file = ws.experiment("shared.toml", SHARED);
+    let file = ws.experiment("shared.toml", &shared());
     let mut first = ws.spawn_run(&file, Stdio::piped());
     ws.wait_for_epochs(&mut first, 1);
     let workers = [worker(&ws, &[]), worker(&ws, &[])];
@@ -83,7 +78,7 @@ fn workers_join_a_running_sweep_and_no_trial_runs_twice(db: Db) {
 
 fn max_trials_and_idle_exit_decide_when_a_worker_leaves(db: Db) {
     let ws = Workspace::on(db);
-    let file = ws.experiment("shared.toml", SHARED);
+    let file = ws.experiment("shared.toml", &shared());
     // Registered, one trial left running by a killed process, five pending.
     let mut first = ws.spawn_run(&file, Stdio::null());
     ws.wait_for_epochs(&mut first, 1);
@@ -124,7 +119,7 @@ fn max_trials_and_idle_exit_decide_when_a_worker_leaves(db: Db) {
 
 fn a_waiting_worker_takes_over_what_a_killed_process_held(db: Db) {
     let ws = Workspace::on(db);
-    let file = ws.experiment("shared.toml", &SHARED.replace("epochs = 12", "epochs = 30"));
+    let file = ws.experiment("shared.toml", &shared_grid().epochs(30).toml());
     let mut first = ws.spawn_run(&file, Stdio::null());
     ws.wait_for_epochs(&mut first, 2);
     let patient = worker(&ws, &["--idle-exit", "20"]);
@@ -140,10 +135,7 @@ fn a_waiting_worker_takes_over_what_a_killed_process_held(db: Db) {
 /// `--idle-exit` counts from the end of the worker's last trial, not from its claim: a worker
 /// whose own trial outlasted its patience still waits that long for a holder to go stale.
 fn an_idle_worker_waits_from_the_end_of_its_last_trial(db: Db) {
-    let two_trials = SHARED.replace(
-        "lr = [0.001, 0.002, 0.003, 0.004, 0.005, 0.006]",
-        "lr = [0.001, 0.002]",
-    );
+    let two_trials = MlpGrid::trials("shared", 2, 12).sweep("jobs", 1).toml();
     let ws = Workspace::on(db);
     let file = ws.experiment("shared.toml", &two_trials);
     // Both on one machine, so trial 1's holder is known alive (its pid) until it is killed.
@@ -178,7 +170,7 @@ fn an_idle_worker_waits_from_the_end_of_its_last_trial(db: Db) {
 
 fn an_unknown_sweep_or_zero_trials_is_refused(db: Db) {
     let ws = Workspace::on(db);
-    let file = ws.experiment("shared.toml", &SHARED.replace("epochs = 12", "epochs = 1"));
+    let file = ws.experiment("shared.toml", &shared_grid().epochs(1).toml());
     assert!(ws.run(&file, &[]).status.success());
     let out = ws.sweep(&["worker", "--sweep", "nope", "--db", &ws.db_arg()]);
     assert_eq!(out.status.code(), Some(1));
@@ -203,16 +195,10 @@ fn an_unknown_sweep_or_zero_trials_is_refused(db: Db) {
 /// The shared sweep cut to three trials of `epochs` epochs whose holders are given up after 2 s
 /// without a heartbeat.
 fn fenced_sweep(epochs: usize) -> String {
-    SHARED
-        .replace(
-            "name = \"shared\"",
-            "name = \"shared\"\nheartbeat_timeout = 2",
-        )
-        .replace(
-            "lr = [0.001, 0.002, 0.003, 0.004, 0.005, 0.006]",
-            "lr = [0.001, 0.002, 0.003]",
-        )
-        .replace("epochs = 12", &format!("epochs = {epochs}"))
+    MlpGrid::trials("shared", 3, epochs)
+        .sweep("jobs", 1)
+        .sweep("heartbeat_timeout", 2)
+        .toml()
 }
 
 /// `sweep ARGS` as if on machine `name` (so only heartbeats tell whether it lives), with `env`.

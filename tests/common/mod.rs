@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod experiments;
 pub mod postgres;
 
 use flate2::Compression;
