@@ -1,5 +1,6 @@
 //! The commands that free disk: `sweep rm` and `sweep gc`.
 
+use super::output::note;
 use super::output::print;
 use crate::cli::{GcArgs, RmArgs};
 use std::collections::HashSet;
@@ -36,7 +37,7 @@ pub fn rm(args: RmArgs) -> Result<i32> {
     }
     let dir = disk::sweep_dir(&sweep, &runs_root(&args.runs, &args.db.db));
     let files = disk::usage(&dir);
-    eprintln!(
+    note!(
         "sweep {:?}: {} trials, {} epochs of metrics and results in {}; checkpoints: {} under {}",
         sweep.name,
         sweep.trials.len(),
@@ -46,7 +47,7 @@ pub fn rm(args: RmArgs) -> Result<i32> {
         dir.display()
     );
     if !args.yes && !confirm("delete them?")? {
-        eprintln!("nothing deleted");
+        note!("nothing deleted");
         return Ok(1);
     }
     // Rows first: a kill between the two leaves files that no row names, which `gc` removes.
@@ -54,7 +55,7 @@ pub fn rm(args: RmArgs) -> Result<i32> {
     if dir.exists() {
         std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     }
-    eprintln!("deleted sweep {:?}; freed {}", sweep.name, files);
+    note!("deleted sweep {:?}; freed {}", sweep.name, files);
     Ok(0)
 }
 
@@ -140,7 +141,7 @@ pub fn gc(args: GcArgs) -> Result<i32> {
             }
         }
     }
-    eprintln!(
+    note!(
         "{verb} {total} and {rows} checkpoint row{} without a file",
         if rows == 1 { "" } else { "s" }
     );

@@ -1,6 +1,7 @@
 //! The commands that train: `run`, `resume`, `worker` (all three run a sweep in this process)
 //! and `slurm` (submits workers that run it elsewhere).
 
+use super::output::note;
 use super::output::print;
 use crate::cli::{ResumeArgs, RunArgs, RunOptionArgs, SlurmArgs, WorkerArgs};
 use std::path::Path;
@@ -58,7 +59,7 @@ pub fn slurm(args: SlurmArgs) -> Result<i32> {
         return print(&job.script());
     }
     let (id, path) = sweep::slurm::launch(&experiment, &job)?;
-    eprintln!(
+    note!(
         "sweep {}: submitted job array {id} of {} workers ({}); logs in {}; follow with \
          `squeue -j {id}` and `sweep ls --sweep {} --db ...`",
         experiment.name,
@@ -105,7 +106,7 @@ fn run_here(
     };
     let summary = run_sweep(experiment, &options)?;
     if !quiet {
-        eprintln!(
+        note!(
             "sweep {}: {} trials, {} already done, {} done, {} diverged, {} failed, {} pruned, \
                  {} pauses, {} promotions, {} interrupted, {} not started in {:.1} s; results in \
                  {}",
@@ -124,13 +125,14 @@ fn run_here(
             args.db
         );
         if summary.taken_elsewhere > 0 {
-            eprintln!(
+            note!(
                 "{} trials were finished or being run by another sweep process on {}",
-                summary.taken_elsewhere, args.db
+                summary.taken_elsewhere,
+                args.db
             );
         }
         if summary.resumed > 0 {
-            eprintln!(
+            note!(
                 "{} trials continued from the last epoch an earlier run completed",
                 summary.resumed
             );
@@ -139,10 +141,10 @@ fn run_here(
     if summary.complete() || (leave.worker && summary.failed == 0 && summary.interrupted == 0) {
         Ok(0)
     } else if summary.disk_full {
-        eprintln!("the run stopped: {}", sweep::error::DISK_FULL_FIX);
+        note!("the run stopped: {}", sweep::error::DISK_FULL_FIX);
         Ok(1)
     } else {
-        eprintln!(
+        note!(
             "not every trial finished; run the same command again to retry the rest \
                      (finished trials are kept)"
         );
@@ -157,10 +159,10 @@ fn stop_on_ctrl_c() -> Arc<AtomicBool> {
     let flag = stop.clone();
     let installed = ctrlc::set_handler(move || {
         if flag.swap(true, Ordering::SeqCst) {
-            eprintln!("second Ctrl-C: exiting now; run the same command again to resume");
+            note!("second Ctrl-C: exiting now; run the same command again to resume");
             std::process::exit(130);
         }
-        eprintln!("Ctrl-C: stopping the running trials (press again to exit at once)");
+        note!("Ctrl-C: stopping the running trials (press again to exit at once)");
     });
     if let Err(e) = installed {
         tracing::warn!("Ctrl-C will not stop the sweep cleanly: {e}");

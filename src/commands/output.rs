@@ -1,4 +1,5 @@
-//! Writing a command's output to standard output: data there, messages on standard error.
+//! Everything the commands print: data on standard output ([`print`]), messages for people on
+//! standard error ([`note!`]).
 
 use std::io::Write;
 use sweep::{Error, Result};
@@ -15,3 +16,18 @@ pub fn print(text: &str) -> Result<i32> {
         _ => Ok(0),
     }
 }
+
+/// Writes a line for people on standard error, where messages and logs go (data goes to
+/// standard output through [`print`]). A standard error that cannot be written is no reason to
+/// fail a command whose work is done.
+pub fn write_note(line: std::fmt::Arguments) {
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
+/// `note!(...)`: a line for people on standard error, formatted as `format!` does.
+macro_rules! note {
+    ($($arg:tt)*) => {
+        $crate::commands::output::write_note(format_args!($($arg)*))
+    };
+}
+pub(crate) use note;

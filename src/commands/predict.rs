@@ -1,5 +1,6 @@
 //! `sweep predict`: classify a data split with a trial's checkpoint and write one class per line.
 
+use super::output::note;
 use super::results::trial;
 use crate::cli::PredictArgs;
 use sweep::experiment::{Experiment, TrialSpec};
@@ -45,7 +46,7 @@ pub fn predict(args: PredictArgs) -> Result<i32> {
     }
     std::fs::write(&args.output, text).map_err(|e| Error::io(&args.output, e))?;
     let images = evaluation.predictions.len();
-    eprintln!(
+    note!(
         "trial {} ({wanted} epoch {}): {images} predictions written to {}; accuracy {:.4} on \
          {images} {} images{}, loss {:.4}",
         args.trial,

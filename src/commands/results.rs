@@ -1,5 +1,6 @@
 //! The commands that read the results database: ls, show, best, compare, export, report.
 
+use super::output::note;
 use super::output::print;
 use crate::cli::{BestArgs, CompareArgs, ExportArgs, LsArgs, ReportArgs, ShowArgs};
 use std::collections::HashMap;
@@ -59,7 +60,7 @@ fn sweep_disk(store: &Store, sweep: &str) -> Result<Option<DirUsage>> {
 
 fn empty_note(store: &Store, listings: &[TrialListing], format: Format) -> bool {
     if listings.is_empty() && format == Format::Table {
-        eprintln!("no trials match in {}", store.location());
+        note!("no trials match in {}", store.location());
         return true;
     }
     false
@@ -242,7 +243,7 @@ pub fn report(args: ReportArgs) -> Result<i32> {
         disk: sweep_disk(&store, &args.sweep)?,
     };
     let figures = report::write_report(&input, &args.output)?;
-    eprintln!(
+    note!(
         "report written to {}{}",
         args.output.display(),
         if figures.is_empty() {

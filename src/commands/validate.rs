@@ -1,6 +1,7 @@
 //! `sweep validate`: check an experiment file and print its trials (a search: its space and
 //! budget) without running anything.
 
+use super::output::note;
 use super::output::print;
 use crate::cli::ValidateArgs;
 use sweep::experiment::Experiment;
@@ -18,7 +19,7 @@ pub fn validate(args: ValidateArgs) -> Result<i32> {
     }
     if let Some(sampler) = Sampler::new(&experiment.spec) {
         print(&report::search_space(&experiment.spec, sampler.space()))?;
-        eprintln!(
+        note!(
             "{}: {} sampler, {} trials in all, valid",
             experiment.path.display(),
             experiment.spec.sweep.sampler.as_str(),
@@ -32,7 +33,7 @@ pub fn validate(args: ValidateArgs) -> Result<i32> {
         &trials,
         args.format,
     ))?;
-    eprintln!(
+    note!(
         "{}: {} trials, valid",
         experiment.path.display(),
         trials.len()
