@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use sweep::experiment::Experiment;
 use sweep::store::{Location, Store};
 use sweep::train::{Confusion, EpochMetrics, Evaluation, TrainEvent, TrialEnd};
+use sweep::trial::TrialId;
 
 /// Per claimed trial: the time of each store call, in seconds.
 #[derive(Default, Clone, Copy)]
@@ -50,7 +51,7 @@ fn sweep_of(db: &Location, name: &str, trials: usize) -> Vec<i64> {
         .unwrap()
         .stored
         .iter()
-        .map(|(row, _)| row.id)
+        .map(|(row, _)| row.id.0)
         .collect()
 }
 
@@ -84,8 +85,13 @@ fn race(db: &Location, ids: &[i64], workers: usize) -> (Vec<Timing>, usize, usiz
                     let id = ids[index];
                     let mut timing = Timing::default();
                     let at = Instant::now();
-                    let claimed =
-                        store.claim_trial(id, &owner, |_| None, Duration::from_secs(600), false);
+                    let claimed = store.claim_trial(
+                        TrialId(id),
+                        &owner,
+                        |_| None,
+                        Duration::from_secs(600),
+                        false,
+                    );
                     timing.claim = at.elapsed().as_secs_f64();
                     let lease = match claimed {
                         Ok(Some((_, lease))) => lease,

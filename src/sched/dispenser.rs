@@ -191,12 +191,13 @@ impl Dispenser<'_> {
             Vec::new()
         };
         for (other, spec) in repeats {
+            let TrialId(other_id) = other.id;
             if other.status == TrialStatus::Pending
-                && other.id != id
-                && !self.candidates.iter().any(|(c, _)| *c == other.id)
+                && other_id != id
+                && !self.candidates.iter().any(|(c, _)| *c == other_id)
             {
-                let _ = self.labels.send(Message::Label(other.id, spec.label()));
-                self.candidates.push((other.id, spec));
+                let _ = self.labels.send(Message::Label(other_id, spec.label()));
+                self.candidates.push((other_id, spec));
             }
         }
         Ok(Some((id, trial)))
@@ -261,7 +262,7 @@ impl Dispenser<'_> {
         if !self.policy.lease_check_due(Instant::now()) {
             return true;
         }
-        match self.store.holds(trial, lease) {
+        match self.store.holds(TrialId(trial), lease) {
             Ok(held) => {
                 self.policy.reachable();
                 held
@@ -299,8 +300,8 @@ impl Dispenser<'_> {
             .is_some_and(|s| stored.len() < s.total_trials());
         let unfinished: Vec<(i64, TrialSpec)> = stored
             .into_iter()
-            .filter(|(row, _)| !row.status.is_final() && !self.attempted.contains(&row.id))
-            .map(|(row, spec)| (row.id, spec))
+            .filter(|(row, _)| !row.status.is_final() && !self.attempted.contains(&row.id.0))
+            .map(|(row, spec)| (row.id.0, spec))
             .collect();
         if unfinished.is_empty() && !budget_left && self.policy.running() == 0 {
             return Ok(Next::Done);
@@ -317,9 +318,13 @@ impl Dispenser<'_> {
         id: i64,
         trial: &TrialSpec,
     ) -> Result<Option<Option<ResumeState>>> {
-        let claimed =
-            self.store
-                .claim_trial(id, &self.owner, process::is_alive, self.stale_after, false)?;
+        let claimed = self.store.claim_trial(
+            TrialId(id),
+            &self.owner,
+            process::is_alive,
+            self.stale_after,
+            false,
+        )?;
         let Some((previous, lease)) = claimed else {
             return Ok(None);
         };
@@ -339,9 +344,13 @@ impl Dispenser<'_> {
         let Some(id) = self.pruner.promotion(&curves(&past)) else {
             return Ok(None);
         };
-        let claimed =
-            self.store
-                .claim_trial(id, &self.owner, process::is_alive, self.stale_after, true)?;
+        let claimed = self.store.claim_trial(
+            TrialId(id),
+            &self.owner,
+            process::is_alive,
+            self.stale_after,
+            true,
+        )?;
         let Some((_, lease)) = claimed else {
             return Ok(None);
         };

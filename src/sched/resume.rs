@@ -6,7 +6,7 @@ use super::dispenser::Dispenser;
 use crate::error::{Error, Result};
 use crate::experiment::TrialSpec;
 use crate::train::{self, ResumeState, Unresumable};
-use crate::trial::Lease;
+use crate::trial::{Lease, TrialId};
 
 impl Dispenser<'_> {
     /// Where a trial claimed under `lease` continues from, or `None` when this process lost it
@@ -42,7 +42,7 @@ impl Dispenser<'_> {
         Ok(match self.resume_point(id, lease, trial) {
             Ok(state) => {
                 tracing::info!(trial = id, epoch = state.epoch, "resuming");
-                self.store.rewind_trial(id, lease)?;
+                self.store.rewind_trial(TrialId(id), lease)?;
                 self.resumed += 1;
                 Some(state)
             }
@@ -55,7 +55,7 @@ impl Dispenser<'_> {
                         "starting over ({recorded} recorded epochs dropped): {why}"
                     );
                 }
-                self.store.reset_trial(id, lease)?;
+                self.store.reset_trial(TrialId(id), lease)?;
                 None
             }
         })
@@ -105,7 +105,7 @@ impl Dispenser<'_> {
             );
             self.store
                 .catch_up(
-                    id,
+                    TrialId(id),
                     lease,
                     &state.history[recorded.len()..],
                     &state.checkpoints,

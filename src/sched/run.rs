@@ -264,7 +264,7 @@ impl Work {
             if row.status.is_settled() {
                 skipped += 1;
             } else {
-                candidates.push((row.id, trial));
+                candidates.push((row.id.0, trial));
             }
         }
         // Longest first, so the sweep does not end with one long trial running alone.

@@ -15,7 +15,7 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredTrial {
     /// Database id.
-    pub id: i64,
+    pub id: TrialId,
     /// Position in the expanded grid.
     pub ordinal: i64,
     /// Parameter fingerprint.
@@ -106,7 +106,7 @@ impl Store {
     /// a live process.
     pub fn claim_trial(
         &self,
-        trial_id: i64,
+        trial_id: TrialId,
         owner: &str,
         holder_alive: impl Fn(&str) -> Option<bool>,
         stale_after: Duration,
@@ -271,7 +271,7 @@ impl Store {
 
     /// A sweep's trials as stored: id, status and parameters, in draw order.
     pub fn sweep_trials(&self, sweep_id: i64) -> Result<Vec<(StoredTrial, TrialSpec)>> {
-        let rows: Vec<(i64, i64, String, TrialStatus, String)> = self
+        let rows: Vec<(TrialId, i64, String, TrialStatus, String)> = self
             .runtime
             .block_on(
                 sqlx::query_as(self.backend.sql(
@@ -302,7 +302,7 @@ impl Store {
     }
 
     /// Whether `lease` is still the trial's latest lease (no other process took it over).
-    pub fn holds(&self, trial_id: i64, lease: Lease) -> Result<bool> {
+    pub fn holds(&self, trial_id: TrialId, lease: Lease) -> Result<bool> {
         self.runtime
             .block_on(
                 sqlx::query_scalar::<_, Lease>(
@@ -329,7 +329,7 @@ impl Store {
 
     /// Clears what an unfinished attempt of a claimed trial left (epochs, checkpoints, results)
     /// so it can start again cleanly, if `lease` still holds it.
-    pub fn reset_trial(&self, trial_id: i64, lease: Lease) -> Result<()> {
+    pub fn reset_trial(&self, trial_id: TrialId, lease: Lease) -> Result<()> {
         self.fenced_transaction(
             trial_id,
             lease,
@@ -350,7 +350,7 @@ impl Store {
 
     /// Prepares an unfinished, claimed trial to continue after its recorded epochs: keeps its epoch and
     /// checkpoint rows, clears its end state, if `lease` still holds it.
-    pub fn rewind_trial(&self, trial_id: i64, lease: Lease) -> Result<()> {
+    pub fn rewind_trial(&self, trial_id: TrialId, lease: Lease) -> Result<()> {
         self.fenced_transaction(
             trial_id,
             lease,
@@ -444,4 +444,107 @@ async fn read_past_trials(
             })
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::experiment::{ExperimentSpec, expand};
+    use crate::trial::{Lease, TrialStatus};
+
+    /// A SQLite store holding sweep `s` with two pending trials.
+    fn two_trials(dir: &Path) -> (Store, Vec<StoredTrial>) {
+        let store = Store::open(dir.join("claims.db")).unwrap();
+        let sweep = store
+            .upsert_sweep("s", "{}", "h", Path::new("s.toml"), dir)
+            .unwrap();
+        let first = expand(&ExperimentSpec::default()).remove(0);
+        let mut second = first.clone();
+        second.lr *= 10.0;
+        let rows = store.sync_trials(sweep, &[first, second]).unwrap();
+        (store, rows)
+    }
+
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn a_claim_takes_a_trial_once_and_each_takeover_raises_the_lease() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, rows) = two_trials(dir.path());
+        let id = rows[0].id;
+        assert_eq!(rows[0].status, TrialStatus::Pending);
+        let alive = |_: &str| Some(true);
+        let dead = |_: &str| Some(false);
+        let unknown = |_: &str| None;
+
+        let claimed = store.claim_trial(id, "a", alive, MINUTE, false).unwrap();
+        assert_eq!(claimed, Some((TrialStatus::Pending, Lease(1))));
+        // Held by a live process, or by one whose heartbeat is fresh: left alone.
+        assert_eq!(
+            store.claim_trial(id, "b", alive, MINUTE, false).unwrap(),
+            None
+        );
+        assert_eq!(
+            store.claim_trial(id, "b", unknown, MINUTE, false).unwrap(),
+            None
+        );
+        // Its own claim, cut short, is taken again.
+        assert_eq!(
+            store.claim_trial(id, "a", alive, MINUTE, false).unwrap(),
+            Some((TrialStatus::Running, Lease(2)))
+        );
+        // A dead holder's trial, or a stale heartbeat's on another host, is taken over.
+        assert_eq!(
+            store.claim_trial(id, "b", dead, MINUTE, false).unwrap(),
+            Some((TrialStatus::Running, Lease(3)))
+        );
+        // (Ages are read to the millisecond: let this one be older than none.)
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(
+            store
+                .claim_trial(id, "c", unknown, Duration::ZERO, false)
+                .unwrap(),
+            Some((TrialStatus::Running, Lease(4)))
+        );
+        assert!(store.holds(id, Lease(4)).unwrap());
+        assert!(!store.holds(id, Lease(3)).unwrap());
+        // The loser's writes are refused.
+        assert!(matches!(
+            store.reset_trial(id, Lease(3)),
+            Err(Error::LeaseLost { .. })
+        ));
+        store.reset_trial(id, Lease(4)).unwrap();
+        // The other trial was never touched.
+        assert!(store.holds(rows[1].id, Lease(0)).unwrap());
+    }
+
+    #[test]
+    fn final_trials_are_never_claimed_and_paused_ones_only_by_a_promotion() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, rows) = two_trials(dir.path());
+        let dead = |_: &str| Some(false);
+        for (row, status) in rows.iter().zip([TrialStatus::Done, TrialStatus::Paused]) {
+            store
+                .execute(
+                    &format!("UPDATE trials SET status = '{status}' WHERE id = ?"),
+                    row.id.0,
+                )
+                .unwrap();
+        }
+        let (done, paused) = (rows[0].id, rows[1].id);
+        for promote in [false, true] {
+            assert_eq!(
+                store.claim_trial(done, "a", dead, MINUTE, promote).unwrap(),
+                None
+            );
+        }
+        assert_eq!(
+            store.claim_trial(paused, "a", dead, MINUTE, false).unwrap(),
+            None
+        );
+        assert_eq!(
+            store.claim_trial(paused, "a", dead, MINUTE, true).unwrap(),
+            Some((TrialStatus::Paused, Lease(1)))
+        );
+    }
 }

@@ -21,7 +21,7 @@ pub use location::Location;
 pub use queries::{CheckpointRow, EpochRow, TrialListing, TrialQuery};
 
 use crate::error::{DISK_FULL_FIX, Error, Result};
-use crate::trial::Lease;
+use crate::trial::{Lease, TrialId};
 use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::Migrator;
@@ -249,7 +249,12 @@ impl Store {
 
     /// Runs statements that each take the trial id as their one parameter, all or none, while
     /// `lease` holds the trial ([`Error::LeaseLost`] and nothing written otherwise).
-    fn fenced_transaction(&self, trial_id: i64, lease: Lease, statements: &[&str]) -> Result<()> {
+    fn fenced_transaction(
+        &self,
+        trial_id: TrialId,
+        lease: Lease,
+        statements: &[&str],
+    ) -> Result<()> {
         self.runtime
             .block_on(async {
                 let mut tx = self.pool.begin().await?;

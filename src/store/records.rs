@@ -3,14 +3,14 @@
 use super::{Backend, Store, measured, missing};
 use crate::error::{Error, Result};
 use crate::train::{CheckpointInfo, Confusion, EpochMetrics, TrainEvent, TrialEnd};
-use crate::trial::Lease;
+use crate::trial::{Lease, TrialId};
 
 impl Store {
     /// Writes the epochs and checkpoint rows that a trial's files hold and the database does not
     /// (a kill came between the two), all or none, under `lease`.
     pub fn catch_up(
         &self,
-        trial_id: i64,
+        trial_id: TrialId,
         lease: Lease,
         epochs: &[EpochMetrics],
         checkpoints: &[CheckpointInfo],
@@ -22,10 +22,10 @@ impl Store {
                     return Ok(false);
                 }
                 for metrics in epochs {
-                    record_epoch(&mut tx, self.backend, trial_id, metrics).await?;
+                    record_epoch(&mut tx, self.backend, trial_id.0, metrics).await?;
                 }
                 for checkpoint in checkpoints {
-                    record_checkpoint(&mut tx, self.backend, trial_id, checkpoint).await?;
+                    record_checkpoint(&mut tx, self.backend, trial_id.0, checkpoint).await?;
                 }
                 tx.commit().await.map(|_| true)
             })
@@ -48,7 +48,7 @@ impl Store {
         self.runtime
             .block_on(async {
                 let mut tx = self.pool.begin().await?;
-                if !hold(&mut tx, self.backend, trial, lease).await? {
+                if !hold(&mut tx, self.backend, TrialId(trial), lease).await? {
                     return Ok(false);
                 }
                 if matches!(event, TrainEvent::Epoch { .. }) {
@@ -133,7 +133,7 @@ impl Store {
                 tx.commit().await.map(|_| true)
             })
             .map_err(|e| self.err(e))
-            .and_then(|held| fenced(held, trial))
+            .and_then(|held| fenced(held, TrialId(trial)))
     }
 }
 
@@ -196,7 +196,7 @@ async fn record_test(
 pub(super) async fn hold(
     tx: &mut sqlx::AnyConnection,
     backend: Backend,
-    trial: i64,
+    trial: TrialId,
     lease: Lease,
 ) -> std::result::Result<bool, sqlx::Error> {
     let held = sqlx::query(
@@ -209,7 +209,7 @@ pub(super) async fn hold(
     Ok(held.rows_affected() == 1)
 }
 
-pub(super) fn fenced(held: bool, trial: i64) -> Result<()> {
+pub(super) fn fenced(held: bool, TrialId(trial): TrialId) -> Result<()> {
     if held {
         Ok(())
     } else {
