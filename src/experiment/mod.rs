@@ -199,7 +199,7 @@ fn spec_error(path: &Path, error: figment::Error) -> Error {
         })
         .collect();
     Error::Spec(format!(
-        "invalid experiment {}:\n  {}\n  (see the experiment file reference in README.md)",
+        "invalid experiment {}:\n  {}\n  (see the experiment file reference in docs/experiment-file.md)",
         path.display(),
         lines.join("\n  ")
     ))

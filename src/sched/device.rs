@@ -16,7 +16,7 @@ pub fn check(devices: &[DeviceName]) -> Result<()> {
         if !HAS_TCH {
             return Err(Error::Usage(format!(
                 "device {name} needs libtorch, and this sweep binary was built without it: \
-                 rebuild with `cargo build --release --features tch` (see the README's \
+                 rebuild with `cargo build --release --features tch` (see docs/devices.md, \
                  \"libtorch and GPUs\"), or use --devices cpu"
             )));
         }
