@@ -6,6 +6,7 @@ use sweep::experiment::DeviceName;
 use sweep::report::{Format, Measure};
 use sweep::store::Location;
 use sweep::train::PredictSplit;
+use sweep::trial::TrialId;
 
 /// What `sweep --version` prints: the version, burn's, and the backends compiled in (burn's and
 /// tch's versions come from `Cargo.lock` through `build.rs`).
@@ -267,7 +268,7 @@ pub struct LsArgs {
 #[derive(Debug, Args)]
 pub struct ShowArgs {
     /// Trial id (the `id` column of `sweep ls`).
-    pub trial: i64,
+    pub trial: TrialId,
     #[command(flatten)]
     pub db: DbArg,
     /// Output format (csv: the per-epoch table).
@@ -299,7 +300,7 @@ pub struct BestArgs {
 pub struct CompareArgs {
     /// Two or more trial ids.
     #[arg(num_args = 2.., required = true)]
-    pub trials: Vec<i64>,
+    pub trials: Vec<TrialId>,
     #[command(flatten)]
     pub db: DbArg,
     /// Output format.
@@ -327,7 +328,7 @@ pub struct ExportArgs {
 #[derive(Debug, Args)]
 pub struct PredictArgs {
     /// Trial id.
-    pub trial: i64,
+    pub trial: TrialId,
     #[command(flatten)]
     pub db: DbArg,
     /// Which images to classify.

@@ -15,6 +15,16 @@ impl fmt::Display for TrialId {
     }
 }
 
+impl std::str::FromStr for TrialId {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        text.parse().map(TrialId).map_err(|_| {
+            format!("{text:?} is not a trial id: give a whole number (`sweep ls` lists them)")
+        })
+    }
+}
+
 /// The lease under which a process holds a running trial: one more than the previous holder's,
 /// so a write that carries an older lease comes from a process that lost the trial.
 /// `Lease::default()`, 0, is the lease of a trial never claimed.

@@ -8,6 +8,7 @@ use common::{Db, Workspace, started, stderr};
 use std::collections::BTreeSet;
 use std::process::Stdio;
 use sweep::store::Store;
+use sweep::trial::TrialId;
 
 /// Six MLP trials of 20 epochs, one at a time per process.
 fn shared() -> String {
@@ -54,7 +55,7 @@ fn two_processes_share_a_sweep_without_running_a_trial_twice(db: Db) {
     for trial in &trials {
         assert_eq!(trial["status"], "done", "{trial}");
         let epochs: Vec<i64> = store
-            .epochs(trial["id"].as_i64().unwrap())
+            .epochs(TrialId(trial["id"].as_i64().unwrap()))
             .unwrap()
             .iter()
             .map(|e| e.epoch)

@@ -9,6 +9,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
 use sweep::store::Store;
 use sweep::train::file_sha256;
+use sweep::trial::TrialId;
 
 /// Three MLP trials of 40 epochs, two at a time.
 fn long() -> String {
@@ -42,9 +43,14 @@ fn a_killed_run_resumes_without_losing_or_duplicating_results(db: Db) {
     for trial in &after {
         assert_eq!(trial["status"], "done", "{trial}");
         let id = trial["id"].as_i64().unwrap();
-        let epochs: Vec<i64> = store.epochs(id).unwrap().iter().map(|e| e.epoch).collect();
+        let epochs: Vec<i64> = store
+            .epochs(TrialId(id))
+            .unwrap()
+            .iter()
+            .map(|e| e.epoch)
+            .collect();
         assert_eq!(epochs, (1..=40).collect::<Vec<_>>(), "one row per epoch");
-        for c in store.checkpoints(id).unwrap() {
+        for c in store.checkpoints(TrialId(id)).unwrap() {
             assert_eq!(
                 file_sha256(std::path::Path::new(&c.path)).unwrap(),
                 c.sha256
@@ -93,7 +99,7 @@ fn epoch_figures(ws: &Workspace) -> Vec<Vec<Figures>> {
         .iter()
         .map(|t| {
             store
-                .epochs(t["id"].as_i64().unwrap())
+                .epochs(TrialId(t["id"].as_i64().unwrap()))
                 .unwrap()
                 .iter()
                 .map(|e| (e.epoch, e.train_loss, e.train_acc, e.val_loss, e.val_acc))
@@ -121,7 +127,7 @@ fn a_kill_at_every_point_of_an_epoch_commit_resumes_from_the_last_complete_epoch
         );
         assert_eq!(out.status.signal(), Some(9), "{point}: {}", stderr(&out));
         let store = Store::open_existing(ws.db()).unwrap();
-        let recorded = store.epochs(1).unwrap().len();
+        let recorded = store.epochs(TrialId(1)).unwrap().len();
         assert!(recorded < 3, "{point}: the kill came before epoch 3's row");
         drop(store);
 
@@ -169,7 +175,9 @@ fn a_kill_at_every_point_of_an_epoch_commit_resumes_from_the_last_complete_epoch
         }
         let store = Store::open_existing(ws.db()).unwrap();
         for trial in &trials {
-            let checkpoints = store.checkpoints(trial["id"].as_i64().unwrap()).unwrap();
+            let checkpoints = store
+                .checkpoints(TrialId(trial["id"].as_i64().unwrap()))
+                .unwrap();
             let kinds: Vec<&str> = checkpoints.iter().map(|c| c.kind.as_str()).collect();
             assert_eq!(
                 kinds,

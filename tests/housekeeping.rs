@@ -7,6 +7,7 @@ use common::{Db, TINY, Workspace, stderr, stdout};
 use std::collections::BTreeSet;
 use std::path::Path;
 use sweep::store::Store;
+use sweep::trial::TrialId;
 
 /// The files under a trial's directory, by name.
 fn files(dir: &Path) -> BTreeSet<String> {
@@ -53,7 +54,7 @@ fn keep_decides_which_checkpoints_a_finished_trial_leaves(db: Db) {
             assert_eq!(dir.exists(), keep != "none", "keep = {keep}");
             // The rows name exactly the files that are there.
             let rows: BTreeSet<String> = store
-                .checkpoints(id)
+                .checkpoints(TrialId(id))
                 .unwrap()
                 .iter()
                 .map(|c| {
@@ -167,7 +168,10 @@ fn rm_deletes_a_sweeps_rows_and_files_after_saying_what_goes(db: Db) {
         "the other sweep's files stay"
     );
     let store = Store::open_existing(ws.db()).unwrap();
-    assert!(store.epochs(1).unwrap().is_empty(), "epoch rows went too");
+    assert!(
+        store.epochs(TrialId(1)).unwrap().is_empty(),
+        "epoch rows went too"
+    );
 
     let out = sweep_in(&ws, &["rm", "tiny", "--yes"]);
     assert_eq!(out.status.code(), Some(1));
@@ -271,7 +275,7 @@ fn gc_removes_unreferenced_files_and_rows_without_files(db: Db) {
     let out = listing_to(writer.into());
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let store = Store::open_existing(ws.db()).unwrap();
-    assert_eq!(store.checkpoints(2).unwrap().len(), 2);
+    assert_eq!(store.checkpoints(TrialId(2)).unwrap().len(), 2);
 
     let out = sweep_in(&ws, &["gc"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -284,7 +288,7 @@ fn gc_removes_unreferenced_files_and_rows_without_files(db: Db) {
         ["best.bpk", "last.bpk"].map(String::from).into()
     );
     let kinds: Vec<String> = store
-        .checkpoints(2)
+        .checkpoints(TrialId(2))
         .unwrap()
         .into_iter()
         .map(|c| c.kind)

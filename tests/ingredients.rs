@@ -7,6 +7,7 @@ mod common;
 use common::{Workspace, stderr};
 use std::os::unix::process::ExitStatusExt;
 use sweep::store::Store;
+use sweep::trial::TrialId;
 
 /// One trial of `grid` (extra `[grid]` keys) on an mlp (unless `grid` names an arch), four
 /// epochs.
@@ -45,7 +46,7 @@ fn figures(ws: &Workspace) -> Figures {
     let store = Store::open_existing(ws.db()).unwrap();
     let id = ws.ls_json()[0]["id"].as_i64().unwrap();
     store
-        .epochs(id)
+        .epochs(TrialId(id))
         .unwrap()
         .iter()
         .map(|e| (e.epoch, e.train_loss, e.train_acc, e.val_loss, e.val_acc))

@@ -5,6 +5,7 @@ mod common;
 use common::{Db, TINY, Workspace, stderr, stdout};
 use sweep::store::Store;
 use sweep::train::file_sha256;
+use sweep::trial::TrialId;
 
 fn run_records_params_epochs_checkpoints_and_test_results(db: Db) {
     let ws = Workspace::on(db);
@@ -37,12 +38,12 @@ fn run_records_params_epochs_checkpoints_and_test_results(db: Db) {
     let store = Store::open_existing(ws.db()).unwrap();
     for trial in &trials {
         let id = trial["id"].as_i64().unwrap();
-        let epochs = store.epochs(id).unwrap();
+        let epochs = store.epochs(TrialId(id)).unwrap();
         assert_eq!(
             epochs.iter().map(|e| e.epoch).collect::<Vec<_>>(),
             vec![1, 2]
         );
-        let checkpoints = store.checkpoints(id).unwrap();
+        let checkpoints = store.checkpoints(TrialId(id)).unwrap();
         let kinds: Vec<&str> = checkpoints.iter().map(|c| c.kind.as_str()).collect();
         // `keep = "best"` by default: the last epoch's model and the resume files went.
         assert_eq!(kinds, vec!["best"]);
@@ -52,7 +53,7 @@ fn run_records_params_epochs_checkpoints_and_test_results(db: Db) {
             assert_eq!(std::fs::metadata(path).unwrap().len() as i64, c.size_bytes);
             assert_eq!(file_sha256(path).unwrap(), c.sha256);
         }
-        let confusion = store.confusion(id).unwrap();
+        let confusion = store.confusion(TrialId(id)).unwrap();
         assert_eq!(confusion.len(), 100);
         assert_eq!(
             confusion.iter().map(|c| c.2).sum::<i64>(),
@@ -83,7 +84,7 @@ fn test_limit_zero_skips_the_test_pass_and_predict_tests_later(db: Db) {
     assert!(trials[0]["test_acc"].is_null(), "{}", trials[0]);
     let id = trials[0]["id"].as_i64().unwrap();
     let store = Store::open_existing(ws.db()).unwrap();
-    assert!(store.confusion(id).unwrap().is_empty());
+    assert!(store.confusion(TrialId(id)).unwrap().is_empty());
 
     let labels = ws.path("predictions.txt");
     let predict = ws.sweep(&[

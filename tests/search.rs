@@ -5,6 +5,7 @@ mod common;
 use common::{Db, Workspace, stderr};
 use std::process::Stdio;
 use sweep::store::Store;
+use sweep::trial::TrialId;
 
 fn search(sampler: &str, trials: usize, extra: &str) -> String {
     format!(
@@ -192,7 +193,7 @@ type Figures = (i64, Option<f64>, Option<f64>, Option<f64>);
 fn figures(ws: &Workspace, id: i64) -> Vec<Figures> {
     let store = Store::open_existing(ws.db()).unwrap();
     store
-        .epochs(id)
+        .epochs(TrialId(id))
         .unwrap()
         .iter()
         .map(|e| (e.epoch, e.train_loss, e.val_loss, e.val_acc))

@@ -10,6 +10,7 @@ use std::collections::BTreeSet;
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 use sweep::store::Store;
+use sweep::trial::TrialId;
 
 /// Six MLP trials of 12 epochs, one at a time per process.
 fn shared_grid() -> MlpGrid {
@@ -236,7 +237,7 @@ fn take_over_trial_1(
     );
     let epochs_of_trial_1 = || {
         Store::open_existing(ws.db())
-            .and_then(|store| store.epochs(1))
+            .and_then(|store| store.epochs(TrialId(1)))
             .map_or(0, |epochs| epochs.len())
     };
     while epochs_of_trial_1() < 3 {

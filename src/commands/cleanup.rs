@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use sweep::disk::{self, Usage};
 use sweep::sched::{default_runs_dir, live_trials};
 use sweep::store::{Location, Store};
+use sweep::trial::TrialId;
 use sweep::{Error, Result};
 
 /// `sweep rm`.
@@ -116,7 +117,7 @@ pub fn gc(args: GcArgs) -> Result<i32> {
         }
         if !args.dry_run {
             for (trial, kind) in &garbage.dead_rows {
-                store.forget_checkpoints(*trial, &[kind])?;
+                store.forget_checkpoints(TrialId(*trial), &[kind])?;
             }
         }
         total += garbage.usage;

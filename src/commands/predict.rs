@@ -29,7 +29,7 @@ pub fn predict(args: PredictArgs) -> Result<i32> {
         )));
     };
     let path = std::path::Path::new(&chosen.path);
-    sweep::train::verify_checkpoint(args.trial, path, &chosen.sha256)?;
+    sweep::train::verify_checkpoint(args.trial.0, path, &chosen.sha256)?;
     let spec: TrialSpec = serde_json::from_value(serde_json::Value::Object(listing.params.clone()))
         .map_err(|e| Error::Store {
             path: args.db.db.to_string().into(),

@@ -8,6 +8,7 @@ use sweep::disk::DirUsage;
 use sweep::report::{self, Format, ReportInput, Rows, TrialDetail, TrialDisk};
 use sweep::search::Sampler;
 use sweep::store::{Store, TrialListing, TrialQuery, parse_filter, parse_sort};
+use sweep::trial::TrialId;
 use sweep::{Error, Result};
 
 fn check_sweep(store: &Store, sweep: Option<&str>) -> Result<()> {
@@ -28,7 +29,7 @@ fn check_sweep(store: &Store, sweep: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-pub(super) fn trial(store: &Store, id: i64) -> Result<TrialListing> {
+pub(super) fn trial(store: &Store, id: TrialId) -> Result<TrialListing> {
     store.trial(id)?.ok_or_else(|| {
         Error::NotFound(format!(
             "no trial {id} in {}: `sweep ls --db {}` lists the trial ids",
@@ -38,7 +39,7 @@ pub(super) fn trial(store: &Store, id: i64) -> Result<TrialListing> {
     })
 }
 
-fn detail(store: &Store, id: i64) -> Result<TrialDetail> {
+fn detail(store: &Store, id: TrialId) -> Result<TrialDetail> {
     let trial = trial(store, id)?;
     let disk = sweep_disk(store, &trial.sweep)?.map(|sweep| TrialDisk {
         trial: DirUsage::of(sweep.dir.join(id.to_string())),
@@ -154,7 +155,7 @@ pub fn export(args: ExportArgs) -> Result<i32> {
     }
     let mut objects = Vec::new();
     for listing in &listings {
-        for epoch in store.epochs(listing.id)? {
+        for epoch in store.epochs(TrialId(listing.id))? {
             let mut object = serde_json::Map::new();
             object.insert("trial".into(), listing.id.into());
             object.insert("sweep".into(), listing.sweep.clone().into());
@@ -220,10 +221,10 @@ pub fn report(args: ReportArgs) -> Result<i32> {
     );
     let mut epochs = HashMap::new();
     for id in plotted {
-        epochs.insert(id, store.epochs(id)?);
+        epochs.insert(id, store.epochs(TrialId(id))?);
     }
     let best = match ranked.first() {
-        Some(t) => Some(detail(&store, t.id)?),
+        Some(t) => Some(detail(&store, TrialId(t.id))?),
         None => None,
     };
     let baseline = match &args.baseline {

@@ -48,7 +48,7 @@ impl Dispenser<'_> {
             }
             Err(StartOver::Store(e)) => return Err(e),
             Err(why) => {
-                let recorded = self.store.epochs(id)?.len();
+                let recorded = self.store.epochs(TrialId(id))?.len();
                 if recorded > 0 || !matches!(why, StartOver::Files(Unresumable::NoState)) {
                     tracing::warn!(
                         trial = id,
@@ -77,7 +77,7 @@ impl Dispenser<'_> {
                 state.epoch, trial.epochs
             )));
         }
-        let recorded = self.store.epochs(id).map_err(StartOver::Store)?;
+        let recorded = self.store.epochs(TrialId(id)).map_err(StartOver::Store)?;
         if recorded.len() > state.epoch {
             return Err(StartOver::Mismatch(format!(
                 "its files (epoch {}) are behind the database (epoch {})",

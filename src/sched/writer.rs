@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::experiment::Keep;
 use crate::store::Store;
 use crate::train::{self, TrainEvent, TrialEnd};
-use crate::trial::TrialStatus;
+use crate::trial::{TrialId, TrialStatus};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -64,7 +64,7 @@ pub(super) struct Tidy {
 impl Tidy {
     /// Gives up the files a final trial no longer needs: rows first, so that no row ever
     /// points at a deleted file. A file that will not go is left for `sweep gc`.
-    pub(super) fn trial(&self, store: &Store, trial: i64) -> Result<()> {
+    pub(super) fn trial(&self, store: &Store, trial: TrialId) -> Result<()> {
         let dropped: Vec<&str> = train::dropped_kinds(self.keep)
             .into_iter()
             .map(|k| k.as_str())
@@ -72,7 +72,9 @@ impl Tidy {
         store.forget_checkpoints(trial, &dropped)?;
         let dir = self.runs_dir.join(trial.to_string());
         match train::tidy_final(&dir, self.keep) {
-            Ok(freed) => tracing::debug!(trial, freed, "final trial's spare files removed"),
+            Ok(freed) => {
+                tracing::debug!(trial = trial.0, freed, "final trial's spare files removed")
+            }
             Err(e) => tracing::warn!("{e} (`sweep gc` removes what is left)"),
         }
         Ok(())
@@ -128,7 +130,7 @@ pub(super) fn write_events(
                         && !lost.load(Ordering::SeqCst)
                         && end.status().is_some_and(TrialStatus::is_final)
                     {
-                        written = retrying(|| tidy.trial(&store, *trial));
+                        written = retrying(|| tidy.trial(&store, TrialId(*trial)));
                     }
                     remember(written, &mut first_error);
                     writing += started.elapsed();

@@ -254,7 +254,7 @@ impl Store {
 
     /// Ends the sweep's paused trials as pruned, unless a trial of it is still running (which
     /// may yet make one of them promotable). Returns the ids pruned.
-    pub fn prune_paused(&self, sweep_id: i64) -> Result<Vec<i64>> {
+    pub fn prune_paused(&self, sweep_id: i64) -> Result<Vec<TrialId>> {
         self.runtime
             .block_on(
                 sqlx::query_scalar(self.backend.sql(

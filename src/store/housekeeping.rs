@@ -4,13 +4,14 @@
 use super::Store;
 use crate::disk::SweepFiles;
 use crate::error::Result;
+use crate::trial::TrialId;
 use std::path::PathBuf;
 
 /// A trial some process holds as running, and how fresh its holder's heartbeat is.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HeldTrial {
     /// Database id.
-    pub id: i64,
+    pub id: TrialId,
     /// The holder (`host/pid/start`).
     pub owner: Option<String>,
     /// Seconds since its last heartbeat.
@@ -80,7 +81,7 @@ impl Store {
 
     /// Deletes the checkpoint rows of `kinds` (`best`, `last`) for a trial, before their files
     /// go.
-    pub fn forget_checkpoints(&self, trial_id: i64, kinds: &[&str]) -> Result<()> {
+    pub fn forget_checkpoints(&self, trial_id: TrialId, kinds: &[&str]) -> Result<()> {
         self.runtime
             .block_on(async {
                 let mut tx = self.pool.begin().await?;
@@ -101,7 +102,7 @@ impl Store {
 
     /// The sweep's trials that some process holds as running.
     pub fn held_trials(&self, sweep_id: i64) -> Result<Vec<HeldTrial>> {
-        let rows: Vec<(i64, Option<String>, Option<f64>)> = self
+        let rows: Vec<(TrialId, Option<String>, Option<f64>)> = self
             .runtime
             .block_on(
                 sqlx::query_as(self.backend.sql(

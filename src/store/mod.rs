@@ -349,21 +349,21 @@ mod tests {
         });
 
         let store = Store::open_existing(&path).unwrap();
-        let epochs = store.epochs(7).unwrap();
+        let epochs = store.epochs(TrialId(7)).unwrap();
         assert_eq!(epochs.len(), 1);
         assert_eq!(epochs[0].train_seconds, Some(1.25));
-        assert_eq!(store.checkpoints(7).unwrap()[0].sha256, "abc");
-        assert_eq!(store.confusion(7).unwrap(), vec![(1, 2, 3)]);
+        assert_eq!(store.checkpoints(TrialId(7)).unwrap()[0].sha256, "abc");
+        assert_eq!(store.confusion(TrialId(7)).unwrap(), vec![(1, 2, 3)]);
         store
             .execute("UPDATE trials SET status = 'paused' WHERE id = ?", 7)
             .unwrap();
         assert_eq!(
-            store.trial(7).unwrap().unwrap().status,
+            store.trial(TrialId(7)).unwrap().unwrap().status,
             crate::trial::TrialStatus::Paused
         );
         // Children still belong to the trial: deleting it cascades.
         store.execute("DELETE FROM trials WHERE id = ?", 7).unwrap();
-        assert!(store.epochs(7).unwrap().is_empty());
-        assert!(store.confusion(7).unwrap().is_empty());
+        assert!(store.epochs(TrialId(7)).unwrap().is_empty());
+        assert!(store.confusion(TrialId(7)).unwrap().is_empty());
     }
 }

@@ -3,7 +3,7 @@
 use super::{Backend, Bind, Filter, SortKey, Store};
 use crate::error::{Error, Result};
 use crate::experiment::Experiment;
-use crate::trial::TrialStatus;
+use crate::trial::{TrialId, TrialStatus};
 use serde::Serialize;
 use sqlx::Row;
 use std::collections::HashMap;
@@ -154,11 +154,11 @@ impl Store {
     }
 
     /// One trial by id.
-    pub fn trial(&self, id: i64) -> Result<Option<TrialListing>> {
+    pub fn trial(&self, id: TrialId) -> Result<Option<TrialListing>> {
         let query = TrialQuery {
             filter: Some(Filter {
                 sql: "t.id = ?".into(),
-                binds: vec![Bind::Number(id as f64)],
+                binds: vec![Bind::Number(id.0 as f64)],
             }),
             ..TrialQuery::default()
         };
@@ -285,7 +285,7 @@ impl Store {
     }
 
     /// A trial's epoch rows in order.
-    pub fn epochs(&self, trial_id: i64) -> Result<Vec<EpochRow>> {
+    pub fn epochs(&self, trial_id: TrialId) -> Result<Vec<EpochRow>> {
         self.runtime
             .block_on(
                 sqlx::query(self.backend.sql(
@@ -312,7 +312,7 @@ impl Store {
     }
 
     /// A trial's checkpoint rows.
-    pub fn checkpoints(&self, trial_id: i64) -> Result<Vec<CheckpointRow>> {
+    pub fn checkpoints(&self, trial_id: TrialId) -> Result<Vec<CheckpointRow>> {
         self.runtime
             .block_on(
                 sqlx::query(self.backend.sql(
@@ -337,7 +337,7 @@ impl Store {
     }
 
     /// A trial's confusion counts as `[actual][predicted]`, empty when it has none.
-    pub fn confusion(&self, trial_id: i64) -> Result<Vec<(i64, i64, i64)>> {
+    pub fn confusion(&self, trial_id: TrialId) -> Result<Vec<(i64, i64, i64)>> {
         self.runtime
             .block_on(
                 sqlx::query_as(self.backend.sql(

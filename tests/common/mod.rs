@@ -13,6 +13,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 use sweep::data::encode_idx;
 use sweep::store::{Location, Store};
+use sweep::trial::TrialId;
 
 /// Writes a learnable 28x28 data set: class `c` draws a bright horizontal band at rows
 /// `2c..2c+6` over faint noise. Training files are gzipped, test files raw, so both readers run.
@@ -245,7 +246,7 @@ impl Workspace {
         };
         trials
             .iter()
-            .map(|t| store.epochs(t.id).map_or(0, |e| e.len()))
+            .map(|t| store.epochs(TrialId(t.id)).map_or(0, |e| e.len()))
             .sum()
     }
 
@@ -296,7 +297,7 @@ pub fn outcome(ws: &Workspace) -> Outcome {
     ws.ls_json()
         .iter()
         .map(|t| {
-            let epochs = store.epochs(t["id"].as_i64().unwrap()).unwrap();
+            let epochs = store.epochs(TrialId(t["id"].as_i64().unwrap())).unwrap();
             (
                 t["status"].as_str().unwrap().to_string(),
                 epochs.iter().map(|e| e.epoch).collect(),
