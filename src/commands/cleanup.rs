@@ -16,12 +16,7 @@ use sweep::{Error, Result};
 pub fn rm(args: RmArgs) -> Result<i32> {
     let store = Store::open_existing(&args.db.db)?;
     let Some(sweep) = store.sweep_files(Some(&args.sweep))?.pop() else {
-        return Err(Error::NotFound(format!(
-            "no sweep named {:?} in {}; known: {}",
-            args.sweep,
-            args.db.db,
-            store.sweep_names()?.join(", ")
-        )));
+        return Err(store.unknown_sweep(&args.sweep)?);
     };
     let live = live_trials(&store, sweep.id)?;
     if !live.is_empty() {

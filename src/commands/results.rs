@@ -11,24 +11,6 @@ use sweep::store::{Store, TrialListing, TrialQuery, parse_filter, parse_sort};
 use sweep::trial::TrialId;
 use sweep::{Error, Result};
 
-fn check_sweep(store: &Store, sweep: Option<&str>) -> Result<()> {
-    if let Some(name) = sweep
-        && !store.sweep_names()?.iter().any(|n| n == name)
-    {
-        let known = store.sweep_names()?;
-        return Err(Error::NotFound(format!(
-            "no sweep named {name:?} in {}; known: {}",
-            store.location(),
-            if known.is_empty() {
-                "none yet (run a sweep first)".into()
-            } else {
-                known.join(", ")
-            }
-        )));
-    }
-    Ok(())
-}
-
 pub(super) fn trial(store: &Store, id: TrialId) -> Result<TrialListing> {
     store.trial(id)?.ok_or_else(|| {
         Error::NotFound(format!(
@@ -76,7 +58,7 @@ pub fn ls(args: LsArgs) -> Result<i32> {
         .map(|s| parse_sort(s))
         .collect::<Result<Vec<_>>>()?;
     let store = Store::open_existing(&args.db.db)?;
-    check_sweep(&store, args.sweep.as_deref())?;
+    store.require_sweep(args.sweep.as_deref())?;
     let listings = store.query_trials(&TrialQuery {
         sweep: args.sweep,
         filter,
@@ -98,7 +80,7 @@ pub fn show(args: ShowArgs) -> Result<i32> {
 /// `sweep best`.
 pub fn best(args: BestArgs) -> Result<i32> {
     let store = Store::open_existing(&args.db.db)?;
-    check_sweep(&store, args.sweep.as_deref())?;
+    store.require_sweep(args.sweep.as_deref())?;
     let listings = store.list_trials(args.sweep.as_deref())?;
     let chosen: Vec<TrialListing> = match &args.by {
         None => report::ranked(&listings, args.metric)
@@ -148,7 +130,7 @@ pub fn compare(args: CompareArgs) -> Result<i32> {
 /// `sweep export`.
 pub fn export(args: ExportArgs) -> Result<i32> {
     let store = Store::open_existing(&args.db.db)?;
-    check_sweep(&store, args.sweep.as_deref())?;
+    store.require_sweep(args.sweep.as_deref())?;
     let listings = store.list_trials(args.sweep.as_deref())?;
     if !args.epochs {
         return print(&report::listings_flat(&listings, args.format));
@@ -207,9 +189,9 @@ fn search_history(store: &Store, sweep: &str) -> Result<Option<report::SearchInp
 /// `sweep report`.
 pub fn report(args: ReportArgs) -> Result<i32> {
     let store = Store::open_existing(&args.db.db)?;
-    check_sweep(&store, Some(&args.sweep))?;
+    store.require_sweep(Some(&args.sweep))?;
     if let Some(baseline) = &args.baseline {
-        check_sweep(&store, Some(baseline))?;
+        store.require_sweep(Some(baseline))?;
     }
     let trials = store.list_trials(Some(&args.sweep))?;
     let ranked = report::ranked(&trials, args.metric);

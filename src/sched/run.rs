@@ -284,7 +284,8 @@ impl Work {
     }
 }
 
-/// The worker slots for `devices`, with the jobs and threads per trial they were sized by.
+/// The worker slots for `devices`, with the jobs and threads per trial they were sized by;
+/// libtorch (tch-cpu) is told its thread count here, before any of its tensors exists.
 fn plan_slots(
     spec: &ExperimentSpec,
     options: &RunOptions,

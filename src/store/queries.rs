@@ -230,16 +230,34 @@ impl Store {
     /// The experiment a stored sweep was last run with, or an error naming the sweeps this
     /// database knows.
     pub fn require_experiment(&self, name: &str) -> Result<Experiment> {
-        self.stored_experiment(name)?.ok_or_else(|| {
-            Error::NotFound(format!(
-                "no sweep named {name:?} in {}; known: {} (`sweep run FILE --db ...` registers \
-                 one)",
-                self.location(),
-                self.sweep_names()
-                    .map(|names| names.join(", "))
-                    .unwrap_or_default()
-            ))
-        })
+        match self.stored_experiment(name)? {
+            Some(experiment) => Ok(experiment),
+            None => Err(self.unknown_sweep(name)?),
+        }
+    }
+
+    /// Fails when `name` is given and names no sweep of this database.
+    pub fn require_sweep(&self, name: Option<&str>) -> Result<()> {
+        match name {
+            Some(name) if !self.sweep_names()?.iter().any(|n| n == name) => {
+                Err(self.unknown_sweep(name)?)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The error for a sweep name this database does not hold, naming those it does.
+    pub fn unknown_sweep(&self, name: &str) -> Result<Error> {
+        let known = self.sweep_names()?;
+        Ok(Error::NotFound(format!(
+            "no sweep named {name:?} in {}; known: {}",
+            self.location(),
+            if known.is_empty() {
+                "none yet (`sweep run FILE --db ...` registers one)".into()
+            } else {
+                known.join(", ")
+            }
+        )))
     }
 
     /// A sweep's id by name.
