@@ -71,6 +71,8 @@ pub enum Command {
     Predict(PredictArgs),
     /// Write a markdown report of a sweep, with SVG learning curves beside it.
     Report(ReportArgs),
+    /// Watch and compare sweeps in the browser, live: a read-only web view of the database.
+    Serve(ServeArgs),
     /// Delete a sweep: its rows and its checkpoint directory (asks first unless --yes).
     Rm(RmArgs),
     /// Delete checkpoint files no row refers to, and rows whose files are gone.
@@ -240,6 +242,19 @@ pub struct DbArg {
     /// Results database: a SQLite file or a postgres:// URL.
     #[arg(long, env = "SWEEP_DB", default_value = "sweep.db")]
     pub db: Location,
+}
+
+/// `sweep serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub db: DbArg,
+    /// Address to listen on. Anything but loopback (127.0.0.1, ::1) needs --token.
+    #[arg(long, default_value = "127.0.0.1:8765")]
+    pub bind: std::net::SocketAddr,
+    /// A secret every request must carry (header, cookie, or the printed URL's ?token=).
+    #[arg(long, env = "SWEEP_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 /// `sweep ls`.

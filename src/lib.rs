@@ -17,6 +17,7 @@ pub mod report;
 pub mod rng;
 pub mod sched;
 pub mod search;
+pub mod serve;
 pub mod slurm;
 pub mod store;
 pub mod train;

@@ -6,6 +6,7 @@ mod launch;
 mod output;
 mod predict;
 mod results;
+mod serve;
 mod validate;
 
 use crate::cli::{Cli, Command};
@@ -24,6 +25,7 @@ pub fn execute(command: Command, quiet: bool) -> sweep::Result<i32> {
         Command::Compare(args) => results::compare(args),
         Command::Export(args) => results::export(args),
         Command::Report(args) => results::report(args),
+        Command::Serve(args) => serve::serve(args),
         Command::Predict(args) => predict::predict(args),
         Command::Rm(args) => cleanup::rm(args),
         Command::Gc(args) => cleanup::gc(args),

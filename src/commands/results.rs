@@ -6,7 +6,6 @@ use crate::cli::{BestArgs, CompareArgs, ExportArgs, LsArgs, ReportArgs, ShowArgs
 use std::collections::HashMap;
 use sweep::disk::DirUsage;
 use sweep::report::{self, Format, ReportInput, Rows, TrialDetail, TrialDisk};
-use sweep::search::Sampler;
 use sweep::store::{Store, TrialListing, TrialQuery, parse_filter, parse_sort};
 use sweep::trial::TrialId;
 use sweep::{Error, Result};
@@ -64,6 +63,7 @@ pub fn ls(args: LsArgs) -> Result<i32> {
         filter,
         sort,
         limit: args.limit,
+        offset: 0,
     })?;
     if empty_note(&store, &listings, args.format) {
         return Ok(0);
@@ -159,33 +159,6 @@ pub fn export(args: ExportArgs) -> Result<i32> {
     }
 }
 
-/// A searched sweep's history for its report; `None` for a grid.
-fn search_history(store: &Store, sweep: &str) -> Result<Option<report::SearchInput>> {
-    let (Some(experiment), Some(sweep_id)) =
-        (store.stored_experiment(sweep)?, store.sweep_id(sweep)?)
-    else {
-        return Ok(None);
-    };
-    let Some(sampler) = Sampler::new(&experiment.spec) else {
-        return Ok(None);
-    };
-    let spec = &experiment.spec;
-    let metric = spec.sweep.metric;
-    Ok(Some(report::SearchInput {
-        space: sampler.space().clone(),
-        metric,
-        method: format!(
-            "Sampler `{}` with a budget of {} configurations x {} repeats; early stopping `{}`",
-            spec.sweep.sampler.as_str(),
-            spec.sweep.trials.unwrap_or(0),
-            spec.sweep.repeats,
-            spec.prune.method.as_str()
-        ),
-        trials: store.past_trials(sweep_id, metric)?,
-        result_s: store.result_times(sweep_id)?,
-    }))
-}
-
 /// `sweep report`.
 pub fn report(args: ReportArgs) -> Result<i32> {
     let store = Store::open_existing(&args.db.db)?;
@@ -213,7 +186,7 @@ pub fn report(args: ReportArgs) -> Result<i32> {
         Some(name) => Some((name.clone(), store.list_trials(Some(name))?)),
         None => None,
     };
-    let search = search_history(&store, &args.sweep)?;
+    let search = report::search_input(&store, &args.sweep)?;
     let input = ReportInput {
         sweep: args.sweep.clone(),
         trials,

@@ -6,17 +6,24 @@ mod detail;
 mod json;
 mod markdown;
 mod measure;
+mod number;
 mod plot;
 mod search_plot;
 mod search_report;
 mod sweep_report;
 mod table;
 
-pub use detail::{TrialDetail, TrialDisk, compare, show};
+pub use detail::{TrialDetail, TrialDisk, class_name, compare, show};
 pub use json::{listings_json, trials_json};
 pub use measure::Measure;
-pub use search_report::SearchInput;
-pub use sweep_report::{ReportInput, best_per_group, ranked, write_report};
+pub use number::{human, human_value};
+pub use search_plot::{Outcome, ParamPanel};
+pub use search_report::{HistoryPoint, ImportanceTable, intermediate_curves, importance_table, param_panels};
+pub use search_report::{SearchInput, search_input};
+pub use sweep_report::{
+    AxisBreakdown, AxisGroup, ReportInput, best_per_group, ranked, trial_label, what_mattered,
+    write_report,
+};
 pub use table::{listings_table, trials_table};
 
 use crate::store::TrialListing;

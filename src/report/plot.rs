@@ -1,5 +1,6 @@
 //! SVG figures for the sweep report, drawn with plotters.
 
+use super::number::human;
 use crate::error::{Error, Result};
 use crate::store::EpochRow;
 use plotters::prelude::*;
@@ -67,6 +68,8 @@ pub fn learning_curves(
                 Curve::Loss => "cross-entropy",
                 Curve::Accuracy => "accuracy",
             })
+            .x_label_formatter(&|x| x.to_string())
+            .y_label_formatter(&|y| human(*y))
             .draw()?;
         for (index, (label, epochs)) in trials.iter().enumerate() {
             let color = Palette99::pick(index).to_rgba();

@@ -1,13 +1,15 @@
 //! SVG figures of a searched sweep: optimisation history, intermediate values, and the metric
 //! against each numeric parameter.
 
+use super::number::human;
 use crate::error::{Error, Result};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::path::Path;
 
 /// How a trial of a search ended, for the figures' markers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Outcome {
     /// Trained every epoch.
     Done,
@@ -18,13 +20,14 @@ pub enum Outcome {
 }
 
 /// One parameter's panel: its values against the metric.
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct ParamPanel {
     /// The parameter's name.
     pub name: &'static str,
     /// Whether the axis is logarithmic.
     pub log: bool,
-    /// (parameter value, metric value, outcome) per trial.
-    pub points: Vec<(f64, f64, Outcome)>,
+    /// (parameter value, metric value, outcome, trial id) per trial.
+    pub points: Vec<(f64, f64, Outcome, i64)>,
 }
 
 const DONE: RGBColor = RGBColor(31, 119, 180);
@@ -149,6 +152,9 @@ pub fn history(
                 .configure_mesh()
                 .x_desc(x_desc)
                 .y_desc(metric)
+                .x_labels(8)
+                .x_label_formatter(&|x| human(*x))
+                .y_label_formatter(&|y| human(*y))
                 .draw()?;
             chart.draw_series(scatter.iter().map(|&(x, y, o)| marker((x, y), o)))?;
             chart.draw_series(LineSeries::new(line.iter().copied(), BEST.stroke_width(2)))?;
@@ -189,6 +195,8 @@ pub fn intermediate(
             .configure_mesh()
             .x_desc("epoch")
             .y_desc(metric)
+            .x_label_formatter(&|x| human(*x))
+            .y_label_formatter(&|y| human(*y))
             .draw()?;
         // Stopped trials first, so the done ones are drawn over them.
         let mut ordered: Vec<&(Outcome, Vec<Option<f64>>)> = curves.iter().collect();
@@ -221,7 +229,7 @@ pub fn params(path: &Path, metric: &str, panels: &[ParamPanel]) -> Result<()> {
     let (low, high) = span(
         panels
             .iter()
-            .flat_map(|p| p.points.iter().map(|(_, y, _)| *y)),
+            .flat_map(|p| p.points.iter().map(|(_, y, _, _)| *y)),
     );
     let rows = panels.len().div_ceil(2);
     let draw = || -> Draw {
@@ -247,7 +255,7 @@ fn panel_chart(
     panel: &ParamPanel,
     (low, high): (f64, f64),
 ) -> Draw {
-    let xs = || panel.points.iter().map(|(x, _, _)| *x);
+    let xs = || panel.points.iter().map(|(x, _, _, _)| *x);
     let (x_low, x_high) = if panel.log {
         let (l, h) = xs()
             .filter(|x| *x > 0.0)
@@ -267,30 +275,26 @@ fn panel_chart(
         .margin(10)
         .x_label_area_size(36)
         .y_label_area_size(56);
-    let scatter = panel.points.iter().map(|&(x, y, o)| marker((x, y), o));
+    let scatter = panel.points.iter().map(|&(x, y, o, _)| marker((x, y), o));
     if panel.log {
         let mut chart = builder.build_cartesian_2d((x_low..x_high).log_scale(), low..high)?;
         chart
             .configure_mesh()
             .x_desc(format!("{} (log)", panel.name))
             .y_desc(metric)
-            .x_label_formatter(&|x| format!("{x:.0e}"))
+            .x_label_formatter(&|x| human(*x))
+            .y_label_formatter(&|y| human(*y))
             .draw()?;
         chart.draw_series(scatter)?;
     } else {
-        let whole = panel.points.iter().all(|(x, _, _)| x.fract() == 0.0);
         let mut chart = builder.build_cartesian_2d(x_low..x_high, low..high)?;
         chart
             .configure_mesh()
             .x_desc(panel.name)
             .y_desc(metric)
-            .x_label_formatter(&|x| {
-                if whole {
-                    format!("{x:.0}")
-                } else {
-                    format!("{x}")
-                }
-            })
+            .x_labels(6)
+            .x_label_formatter(&|x| human(*x))
+            .y_label_formatter(&|y| human(*y))
             .draw()?;
         chart.draw_series(scatter)?;
     }

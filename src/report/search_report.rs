@@ -6,8 +6,10 @@ use super::search_plot::{self, Outcome, ParamPanel};
 use super::{Format, Rows};
 use crate::error::Result;
 use crate::experiment::Metric;
-use crate::search::{Domain, PastTrial, Space};
+use crate::search::{Domain, PastTrial, Sampler, Space};
+use crate::store::Store;
 use crate::trial::TrialStatus;
+use serde::Serialize;
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
@@ -26,8 +28,35 @@ pub struct SearchInput {
     pub result_s: HashMap<i64, f64>,
 }
 
+/// A searched sweep's history as its report and the web view show it; `None` for a grid.
+pub fn search_input(store: &Store, sweep: &str) -> Result<Option<SearchInput>> {
+    let (Some(experiment), Some(sweep_id)) =
+        (store.stored_experiment(sweep)?, store.sweep_id(sweep)?)
+    else {
+        return Ok(None);
+    };
+    let Some(sampler) = Sampler::new(&experiment.spec) else {
+        return Ok(None);
+    };
+    let spec = &experiment.spec;
+    let metric = spec.sweep.metric;
+    Ok(Some(SearchInput {
+        space: sampler.space().clone(),
+        metric,
+        method: format!(
+            "Sampler `{}` with a budget of {} configurations x {} repeats; early stopping `{}`",
+            spec.sweep.sampler.as_str(),
+            spec.sweep.trials.unwrap_or(0),
+            spec.sweep.repeats,
+            spec.prune.method.as_str()
+        ),
+        trials: store.past_trials(sweep_id, metric)?,
+        result_s: store.result_times(sweep_id)?,
+    }))
+}
+
 /// One trial of the history as the figures draw it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct HistoryPoint {
     /// 1-based position in draw order.
     pub number: usize,
@@ -42,7 +71,8 @@ pub struct HistoryPoint {
 }
 
 impl SearchInput {
-    fn points(&self) -> Vec<HistoryPoint> {
+    /// Every trial with a result, in draw order, as the optimisation history draws it.
+    pub fn points(&self) -> Vec<HistoryPoint> {
         self.trials
             .iter()
             .enumerate()
@@ -63,7 +93,8 @@ impl SearchInput {
             .collect()
     }
 
-    fn better(&self, a: f64, b: f64) -> bool {
+    /// Whether metric value `a` is better than `b`.
+    pub fn better(&self, a: f64, b: f64) -> bool {
         match self.metric {
             Metric::ValAcc => a > b,
             Metric::ValLoss => a < b,
@@ -132,10 +163,9 @@ pub fn search_section(
     figures.push(dir.join(file));
 
     let file = format!("{stem}-intermediate.svg");
-    let curves: Vec<(Outcome, Vec<Option<f64>>)> = input
-        .trials
-        .iter()
-        .filter_map(|t| Some((outcome_of(t.status)?, t.values.clone())))
+    let curves: Vec<(Outcome, Vec<Option<f64>>)> = intermediate_curves(input)
+        .into_iter()
+        .map(|(_, outcome, values)| (outcome, values))
         .collect();
     search_plot::intermediate(&dir.join(&file), metric, &curves)?;
     let _ = writeln!(
@@ -159,42 +189,36 @@ pub fn search_section(
     }
 
     let _ = writeln!(md, "### Parameter importance\n");
-    let (basis, with_points) = importance_basis(input);
-    let importances = importance(&input.space, &with_points);
-    if importances.is_empty() {
+    let table = importance_table(input);
+    if table.rows.is_empty() {
         let _ = writeln!(
             md,
             "Too few trials with a result ({}) to say which parameters mattered; it takes at \
              least 4.\n",
-            with_points.len()
+            table.trials
         );
     } else {
         let _ = writeln!(
             md,
-            "A first-order variance decomposition over {basis}: for each parameter the trials are \
+            "A first-order variance decomposition over {}: for each parameter the trials are \
              grouped by its value (a choice by value, a distribution into {} quantile bins, in \
              log space for log distributions), and ε² is the share of the variance between the \
              groups, corrected for the number of groups (0 when the parameter explains no more \
              than chance). Share is ε² over the sum of all ε². Unlike Optuna's fANOVA it does \
              not credit interactions between parameters.\n",
-            bins(with_points.len())
+            table.basis,
+            bins(table.trials)
         );
-        let total: f64 = importances.iter().map(|(_, e)| e).sum();
-        let rows = importances
+        let rows = table
+            .rows
             .iter()
-            .map(|(param, eps)| {
+            .map(|row| {
                 vec![
-                    param.name.to_string(),
-                    match &param.domain {
-                        Domain::Choice(labels) => format!("choice of {}", labels.len()),
-                        Domain::Drawn(d) => d.kind.as_str().to_string(),
-                    },
-                    format!("{eps:.3}"),
-                    if total > 0.0 {
-                        format!("{:.0}%", 100.0 * eps / total)
-                    } else {
-                        "-".into()
-                    },
+                    row.parameter.to_string(),
+                    row.searched_as.clone(),
+                    format!("{:.3}", row.epsilon2),
+                    row.share
+                        .map_or_else(|| "-".into(), |s| format!("{:.0}%", 100.0 * s)),
                 ]
             })
             .collect();
@@ -210,6 +234,63 @@ pub fn search_section(
         md.push('\n');
     }
     Ok((md, figures))
+}
+
+/// The importance table: which parameters explain the metric's variance.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImportanceTable {
+    /// Which trials and values it is computed over, in words.
+    pub basis: String,
+    /// How many trials that is.
+    pub trials: usize,
+    /// One row per searched parameter, largest ε² first; empty under 4 trials.
+    pub rows: Vec<ImportanceRow>,
+}
+
+/// One parameter's share of the variance.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImportanceRow {
+    /// The parameter.
+    pub parameter: &'static str,
+    /// How it is searched: `choice of N` or the distribution's kind.
+    pub searched_as: String,
+    /// ε²: the share of the variance between its groups, corrected for their number.
+    pub epsilon2: f64,
+    /// ε² over the sum of all ε²; `None` when every ε² is 0.
+    pub share: Option<f64>,
+}
+
+/// The importance table of a searched sweep (the report's and the web view's).
+pub fn importance_table(input: &SearchInput) -> ImportanceTable {
+    let (basis, with_points) = importance_basis(input);
+    let importances = importance(&input.space, &with_points);
+    let total: f64 = importances.iter().map(|(_, e)| e).sum();
+    ImportanceTable {
+        basis,
+        trials: with_points.len(),
+        rows: importances
+            .iter()
+            .map(|(param, eps)| ImportanceRow {
+                parameter: param.name,
+                searched_as: match &param.domain {
+                    Domain::Choice(labels) => format!("choice of {}", labels.len()),
+                    Domain::Drawn(d) => d.kind.as_str().to_string(),
+                },
+                epsilon2: *eps,
+                share: (total > 0.0).then(|| eps / total),
+            })
+            .collect(),
+    }
+}
+
+/// Every trial with a result: how it ended and its metric after each epoch (the intermediate
+/// values figure).
+pub fn intermediate_curves(input: &SearchInput) -> Vec<(i64, Outcome, Vec<Option<f64>>)> {
+    input
+        .trials
+        .iter()
+        .filter_map(|t| Some((t.id, outcome_of(t.status)?, t.values.clone())))
+        .collect()
 }
 
 /// How a trial with this status ended, for trials that have a result to draw.
@@ -235,7 +316,7 @@ fn ordinal(n: usize) -> String {
 
 /// One panel per searched parameter with numeric values: distributions, and choices whose
 /// values are all numbers.
-fn param_panels(input: &SearchInput, points: &[HistoryPoint]) -> Vec<ParamPanel> {
+pub fn param_panels(input: &SearchInput, points: &[HistoryPoint]) -> Vec<ParamPanel> {
     let by_id: HashMap<i64, &PastTrial> = input.trials.iter().map(|t| (t.id, t)).collect();
     input
         .space
@@ -263,7 +344,7 @@ fn param_panels(input: &SearchInput, points: &[HistoryPoint]) -> Vec<ParamPanel>
                         Some(numbers) => numbers[coordinate as usize],
                         None => coordinate,
                     };
-                    Some((x, p.value, p.outcome))
+                    Some((x, p.value, p.outcome, p.id))
                 })
                 .collect();
             Some(ParamPanel {
@@ -327,7 +408,8 @@ fn importance_basis(input: &SearchInput) -> (String, Vec<(Vec<f64>, f64)>) {
     )
 }
 
-fn bins(n: usize) -> usize {
+/// How many quantile bins a distribution's values are grouped into for `n` trials.
+pub fn bins(n: usize) -> usize {
     ((n as f64).sqrt().round() as usize).clamp(2, 5)
 }
 
@@ -374,7 +456,7 @@ fn importance<'a>(
 
 /// Each trial's group for one parameter: the chosen index for a choice, the quantile bin of
 /// the (log) value for a distribution.
-fn group(param: &crate::search::Param, coordinates: Vec<f64>, n: usize) -> Vec<usize> {
+pub fn group(param: &crate::search::Param, coordinates: Vec<f64>, n: usize) -> Vec<usize> {
     match &param.domain {
         Domain::Choice(_) => coordinates.iter().map(|c| *c as usize).collect(),
         Domain::Drawn(d) => {

@@ -4,7 +4,11 @@ use super::detail::{TrialDetail, class_name, class_rows, confusion_rows};
 use super::plot::{Curve, learning_curves};
 use super::search_report::{SearchInput, search_section};
 use super::table::{listing_rows, opt};
-use super::{Format, Measure, Rows, text_field};
+use super::number::{human, human_value};
+use super::search_report::group;
+use super::{Format, Measure, Rows, numeric_field, text_field};
+use crate::search::{Domain, Space};
+use serde::Serialize;
 use crate::disk::DirUsage;
 use crate::error::{Error, Result};
 use crate::store::{EpochRow, TrialListing};
@@ -85,6 +89,140 @@ const AXES: &[&str] = &[
     "batch_norm",
     "seed",
 ];
+
+/// One value of an axis, or for a drawn parameter one quantile bin of its values.
+#[derive(Debug, Clone, Serialize)]
+pub struct AxisGroup {
+    /// The value, or the bin's rounded bounds (`0.001 – 0.0032`).
+    pub label: String,
+    /// Trials with it.
+    pub trials: usize,
+    /// Of those, done with a value for the metric.
+    pub finished: usize,
+    /// Their best value.
+    pub best: Option<f64>,
+    /// Their mean value.
+    pub mean: Option<f64>,
+}
+
+/// One axis's groups, in order of value.
+#[derive(Debug, Clone, Serialize)]
+pub struct AxisBreakdown {
+    /// The axis (parameter) name.
+    pub axis: String,
+    /// Whether its groups are quantile bins of a drawn parameter.
+    pub binned: bool,
+    /// The groups.
+    pub groups: Vec<AxisGroup>,
+}
+
+/// "What mattered": for each axis with more than one value, the best and mean `metric` of the
+/// done trials per value. Parameters drawn from a distribution (`space`) are grouped into the
+/// quantile bins the importance table uses, not one row per drawn value.
+pub fn what_mattered(
+    trials: &[TrialListing],
+    metric: Measure,
+    space: Option<&Space>,
+) -> Vec<AxisBreakdown> {
+    let finished: HashMap<i64, f64> = ranked(trials, metric)
+        .into_iter()
+        .filter_map(|t| Some((t.id, metric.of(t)?)))
+        .collect();
+    let summarise = |label: String, members: &[&TrialListing]| {
+        let mut scores: Vec<f64> = members.iter().filter_map(|t| finished.get(&t.id)).copied().collect();
+        scores.sort_by(|a, b| {
+            let order = a.total_cmp(b);
+            if metric.higher_is_better() { order.reverse() } else { order }
+        });
+        AxisGroup {
+            label,
+            trials: members.len(),
+            finished: scores.len(),
+            best: scores.first().copied(),
+            mean: (!scores.is_empty()).then(|| scores.iter().sum::<f64>() / scores.len() as f64),
+        }
+    };
+    let mut out = Vec::new();
+    for axis in AXES {
+        let drawn = space.and_then(|s| {
+            s.params
+                .iter()
+                .find(|p| p.name == *axis && matches!(p.domain, Domain::Drawn(_)))
+        });
+        if let Some(param) = drawn {
+            let valued: Vec<(&TrialListing, f64)> = trials
+                .iter()
+                .filter_map(|t| Some((t, numeric_field(t, axis)?)))
+                .collect();
+            if valued.len() < 2 {
+                continue;
+            }
+            let bins = group(param, valued.iter().map(|(_, v)| *v).collect(), valued.len());
+            let groups = (0..=bins.iter().copied().max().unwrap_or(0))
+                .filter_map(|bin| {
+                    let members: Vec<(&TrialListing, f64)> = valued
+                        .iter()
+                        .zip(&bins)
+                        .filter(|(_, b)| **b == bin)
+                        .map(|(m, _)| *m)
+                        .collect();
+                    let low = members.iter().map(|m| m.1).fold(f64::INFINITY, f64::min);
+                    let high = members.iter().map(|m| m.1).fold(f64::NEG_INFINITY, f64::max);
+                    let label = format!("{} – {}", human(low), human(high));
+                    let members: Vec<&TrialListing> = members.iter().map(|m| m.0).collect();
+                    (!members.is_empty()).then(|| summarise(label, &members))
+                })
+                .collect();
+            out.push(AxisBreakdown {
+                axis: axis.to_string(),
+                binned: true,
+                groups,
+            });
+            continue;
+        }
+        let mut values: Vec<String> = Vec::new();
+        for trial in trials {
+            let v = text_field(trial, axis);
+            if !values.contains(&v) {
+                values.push(v);
+            }
+        }
+        if values.len() < 2 {
+            continue;
+        }
+        let groups = values
+            .iter()
+            .map(|value| {
+                let members: Vec<&TrialListing> =
+                    trials.iter().filter(|t| text_field(t, axis) == *value).collect();
+                let label = members
+                    .first()
+                    .and_then(|t| {
+                        serde_json::to_value(t).ok()?.get(*axis).map(human_value)
+                    })
+                    .unwrap_or_else(|| value.clone());
+                summarise(label, &members)
+            })
+            .collect();
+        out.push(AxisBreakdown {
+            axis: axis.to_string(),
+            binned: false,
+            groups,
+        });
+    }
+    out
+}
+
+/// A trial as headings and legends name it: `#4 convnet adamw lr=0.006048`.
+pub fn trial_label(t: &TrialListing) -> String {
+    format!(
+        "#{} {} {} lr={}",
+        t.id,
+        text_field(t, "arch"),
+        text_field(t, "optimizer"),
+        t.params.get("lr").map(human_value).unwrap_or_default()
+    )
+}
 
 /// Writes the report to `out` and its figures beside it; returns the figure paths.
 pub fn write_report(input: &ReportInput, out: &Path) -> Result<Vec<PathBuf>> {
@@ -193,45 +331,41 @@ pub fn write_report(input: &ReportInput, out: &Path) -> Result<Vec<PathBuf>> {
     let _ = writeln!(md, "\n## What mattered\n");
     let _ = writeln!(
         md,
-        "For each grid axis with more than one value: the best and mean `{metric}` of the finished trials with that value.\n"
+        "For each axis with more than one value: how many trials had each value, and the best and mean `{metric}` of those that finished.\n"
     );
-    let mut any_axis = false;
-    for axis in AXES {
-        let mut values: Vec<String> = Vec::new();
-        for trial in &input.trials {
-            let v = text_field(trial, axis);
-            if !values.contains(&v) {
-                values.push(v);
-            }
-        }
-        if values.len() < 2 {
-            continue;
-        }
-        any_axis = true;
-        let rows = values
+    let breakdowns = what_mattered(
+        &input.trials,
+        metric,
+        input.search.as_ref().map(|s| &s.space),
+    );
+    let any_axis = !breakdowns.is_empty();
+    for breakdown in &breakdowns {
+        let axis = &breakdown.axis;
+        let rows = breakdown
+            .groups
             .iter()
-            .map(|value| {
-                let scores: Vec<f64> = leaders
-                    .iter()
-                    .filter(|t| text_field(t, axis) == *value)
-                    .filter_map(|t| metric.of(t))
-                    .collect();
-                let best = scores.first().copied();
-                let mean =
-                    (!scores.is_empty()).then(|| scores.iter().sum::<f64>() / scores.len() as f64);
+            .map(|g| {
                 vec![
-                    value.clone(),
-                    scores.len().to_string(),
-                    opt(best, 4),
-                    opt(mean, 4),
+                    g.label.clone(),
+                    g.trials.to_string(),
+                    g.finished.to_string(),
+                    opt(g.best, 4),
+                    opt(g.mean, 4),
                 ]
             })
             .collect();
         let _ = writeln!(md, "### {axis}\n");
+        if breakdown.binned {
+            let _ = writeln!(
+                md,
+                "Drawn from a distribution: trials grouped into quantile bins of their value.\n"
+            );
+        }
         md.push_str(
             &Rows {
                 header: vec![
                     axis.to_string(),
+                    "trials".into(),
                     "finished".into(),
                     format!("best {metric}"),
                     format!("mean {metric}"),
@@ -257,16 +391,7 @@ pub fn write_report(input: &ReportInput, out: &Path) -> Result<Vec<PathBuf>> {
         .iter()
         .filter_map(|t| {
             let epochs = input.epochs.get(&t.id)?;
-            Some((
-                format!(
-                    "#{} {} {} lr={}",
-                    t.id,
-                    text_field(t, "arch"),
-                    text_field(t, "optimizer"),
-                    text_field(t, "lr")
-                ),
-                epochs.clone(),
-            ))
+            Some((trial_label(t), epochs.clone()))
         })
         .collect();
     let mut figures = Vec::new();
@@ -295,14 +420,9 @@ pub fn write_report(input: &ReportInput, out: &Path) -> Result<Vec<PathBuf>> {
     // The best trial in detail.
     if let Some(best) = &input.best {
         let t = &best.trial;
-        let _ = writeln!(
-            md,
-            "## Best trial: #{} ({} {} lr={})\n",
-            t.id,
-            text_field(t, "arch"),
-            text_field(t, "optimizer"),
-            text_field(t, "lr")
-        );
+        let label = trial_label(t);
+        let (number, rest) = label.split_once(' ').unwrap_or((&label, ""));
+        let _ = writeln!(md, "## Best trial: {number} ({rest})\n");
         let _ = writeln!(
             md,
             "Validation accuracy {}, test accuracy {}, test loss {}.\n",
@@ -396,12 +516,9 @@ pub fn write_report(input: &ReportInput, out: &Path) -> Result<Vec<PathBuf>> {
                 let (a, b) = (metric.of(ours), metric.of(theirs));
                 matched.push(vec![
                     format!("#{} / #{}", ours.id, theirs.id),
-                    format!(
-                        "{} {} lr={}",
-                        text_field(ours, "arch"),
-                        text_field(ours, "optimizer"),
-                        text_field(ours, "lr")
-                    ),
+                    trial_label(ours)
+                        .split_once(' ')
+                        .map_or_else(String::new, |(_, rest)| rest.to_string()),
                     opt(a, 4),
                     opt(b, 4),
                     match (a, b) {

@@ -44,6 +44,12 @@ impl Backend {
         text
     }
 
+    /// This backend's text of a statement that is not kept: for statements that differ on
+    /// every call (lists of ids written inline).
+    pub fn sql_uncached(self, portable: &str) -> String {
+        self.translate(portable)
+    }
+
     /// Opens a transaction that will write: SQLite takes its write lock at once (a read
     /// followed by a write in a deferred transaction can fail to upgrade its lock).
     pub fn begin_write(self) -> &'static str {

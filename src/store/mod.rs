@@ -12,6 +12,7 @@ mod housekeeping;
 mod location;
 mod queries;
 mod records;
+mod views;
 
 pub use claims::StoredTrial;
 pub use dialect::Backend;
@@ -19,6 +20,7 @@ pub use filter::{Bind, Filter, SortKey, field_names, parse as parse_filter, pars
 pub use housekeeping::HeldTrial;
 pub use location::Location;
 pub use queries::{CheckpointRow, EpochRow, TrialListing, TrialQuery};
+pub use views::{RecordedEpoch, SweepOverview, SweepVersion, TrialHolder};
 
 use crate::error::{DISK_FULL_FIX, Error, Result};
 use crate::trial::{Lease, TrialId};
@@ -48,6 +50,17 @@ pub struct Store {
     location: Location,
 }
 
+/// What a connection may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Read and write, creating a SQLite file that is missing; migrations applied.
+    Create,
+    /// Read and write an existing database; migrations applied.
+    Write,
+    /// Read only, enforced by the database (`sweep serve`); migrations checked, never applied.
+    ReadOnly,
+}
+
 /// A directory given as the SQLite file: SQLite would say only "unable to open database file".
 fn refuse_directory(location: &Location) -> Result<()> {
     match location {
@@ -70,13 +83,23 @@ fn is_not_a_database(e: &sqlx::Error) -> bool {
 impl Store {
     /// Opens (creating a SQLite file if needed) the database and applies pending migrations.
     pub fn open(location: impl Into<Location>) -> Result<Store> {
-        Self::connect(location.into(), true)
+        Self::connect(location.into(), Access::Create)
     }
 
     /// Opens an existing database; a missing SQLite file is an error that says how to make
     /// one.
     pub fn open_existing(location: impl Into<Location>) -> Result<Store> {
-        let location = location.into();
+        Self::open_existing_as(location.into(), Access::Write)
+    }
+
+    /// Opens an existing database for reading only: the database itself refuses writes through
+    /// this store (SQLite `mode=ro` and `query_only`, PostgreSQL
+    /// `default_transaction_read_only`), and pending migrations are an error, not applied.
+    pub fn open_read_only(location: impl Into<Location>) -> Result<Store> {
+        Self::open_existing_as(location.into(), Access::ReadOnly)
+    }
+
+    fn open_existing_as(location: Location, access: Access) -> Result<Store> {
         refuse_directory(&location)?;
         if let Location::Sqlite(path) = &location
             && !path.is_file()
@@ -88,10 +111,12 @@ impl Store {
                 path.display()
             )));
         }
-        Self::connect(location, false)
+        Self::connect(location, access)
     }
 
-    fn connect(location: Location, create: bool) -> Result<Store> {
+    fn connect(location: Location, access: Access) -> Result<Store> {
+        let create = access == Access::Create;
+        let read_only = access == Access::ReadOnly;
         sqlx::any::install_default_drivers();
         refuse_directory(&location)?;
         if let Location::Sqlite(path) = &location
@@ -109,7 +134,10 @@ impl Store {
             message,
         };
         let backend = location.backend();
-        let url = location.url(create);
+        let url = match (&location, read_only) {
+            (Location::Sqlite(_), true) => location.url(false).replace("mode=rw", "mode=ro"),
+            _ => location.url(create),
+        };
         let options = AnyPoolOptions::new()
             .max_connections(1)
             // Short, so that a server that is down fails each attempt quickly and the caller's
@@ -117,10 +145,21 @@ impl Store {
             .acquire_timeout(Duration::from_secs(5))
             .after_connect(move |conn, _| {
                 Box::pin(async move {
-                    if backend == Backend::Sqlite {
+                    use sqlx::Executor;
+                    if read_only {
+                        let statement = match backend {
+                            Backend::Sqlite => format!(
+                                "PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS};
+                                 PRAGMA query_only = ON;"
+                            ),
+                            Backend::Postgres => {
+                                "SET default_transaction_read_only = on".to_string()
+                            }
+                        };
+                        conn.execute(statement.as_str()).await?;
+                    } else if backend == Backend::Sqlite {
                         // WAL lets readers work beside the one writer; NORMAL sync is safe
                         // with WAL (a power cut loses at most the last commits, never the file).
-                        use sqlx::Executor;
                         conn.execute(
                             format!(
                                 "PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS};
@@ -132,7 +171,6 @@ impl Store {
                         )
                         .await?;
                     } else {
-                        use sqlx::Executor;
                         conn.execute(
                             format!(
                                 "SET idle_in_transaction_session_timeout = \
@@ -189,6 +227,16 @@ impl Store {
             Backend::Sqlite => &SQLITE_MIGRATIONS,
             Backend::Postgres => &POSTGRES_MIGRATIONS,
         };
+        if read_only {
+            let store = Store {
+                pool,
+                backend,
+                runtime,
+                location,
+            };
+            store.require_migrations(migrator)?;
+            return Ok(store);
+        }
         let migrate = || runtime.block_on(migrator.run(&pool));
         let mut outcome = migrate();
         for _ in 0..3 {
@@ -210,6 +258,34 @@ impl Store {
             runtime,
             location,
         })
+    }
+
+    /// A read-only store cannot migrate, so a database an older sweep wrote is an error that
+    /// says how to bring it up to date.
+    fn require_migrations(&self, migrator: &Migrator) -> Result<()> {
+        let latest = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+        let applied: Option<i64> = self
+            .runtime
+            .block_on(
+                sqlx::query_scalar(
+                    "SELECT MAX(version) FROM _sqlx_migrations WHERE success = TRUE",
+                )
+                .fetch_one(&self.pool),
+            )
+            .ok()
+            .flatten();
+        match applied {
+            Some(applied) if applied >= latest => Ok(()),
+            _ => Err(Error::Store {
+                path: PathBuf::from(self.location.to_string()),
+                message: format!(
+                    "is not a sweep database of this version (its schema is not up to date), \
+                     and a read-only connection cannot update it: run `sweep ls --db {}` once, \
+                     which does",
+                    self.location
+                ),
+            }),
+        }
     }
 
     /// Where the database is.

@@ -63,6 +63,8 @@ pub struct TrialQuery {
     pub sort: Vec<SortKey>,
     /// At most this many.
     pub limit: Option<usize>,
+    /// Skip this many first (pages).
+    pub offset: usize,
 }
 
 /// One stored epoch row.
@@ -127,7 +129,7 @@ impl Store {
             let direction = if key.descending { "DESC" } else { "ASC" };
             sql.push_str(&format!("{0} IS NULL, {0} {direction}, ", key.sql));
         }
-        sql.push_str("s.id, t.ordinal LIMIT ?");
+        sql.push_str("s.id, t.ordinal LIMIT ? OFFSET ?");
         self.runtime.block_on(async {
             let mut statement = sqlx::query(self.backend.sql(&sql))
                 .bind(&query.sweep)
@@ -146,6 +148,7 @@ impl Store {
             };
             let rows = statement
                 .bind(limit)
+                .bind(query.offset.min(i64::MAX as usize) as i64)
                 .fetch_all(&self.pool)
                 .await
                 .map_err(|e| self.err(e))?;
