@@ -18,7 +18,9 @@ pub use json::{listings_json, trials_json};
 pub use measure::Measure;
 pub use number::{human, human_value};
 pub use search_plot::{Outcome, ParamPanel};
-pub use search_report::{HistoryPoint, ImportanceTable, intermediate_curves, importance_table, param_panels};
+pub use search_report::{
+    HistoryPoint, ImportanceTable, importance_table, intermediate_curves, param_panels,
+};
 pub use search_report::{SearchInput, search_input};
 pub use sweep_report::{
     AxisBreakdown, AxisGroup, ReportInput, best_per_group, ranked, trial_label, what_mattered,

@@ -1,18 +1,18 @@
 //! `sweep report`: a markdown report of one sweep, with learning-curve SVGs beside it.
 
 use super::detail::{TrialDetail, class_name, class_rows, confusion_rows};
+use super::number::{human, human_value};
 use super::plot::{Curve, learning_curves};
+use super::search_report::group;
 use super::search_report::{SearchInput, search_section};
 use super::table::{listing_rows, opt};
-use super::number::{human, human_value};
-use super::search_report::group;
 use super::{Format, Measure, Rows, numeric_field, text_field};
-use crate::search::{Domain, Space};
-use serde::Serialize;
 use crate::disk::DirUsage;
 use crate::error::{Error, Result};
+use crate::search::{Domain, Space};
 use crate::store::{EpochRow, TrialListing};
 use crate::trial::TrialStatus;
+use serde::Serialize;
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
@@ -129,10 +129,18 @@ pub fn what_mattered(
         .filter_map(|t| Some((t.id, metric.of(t)?)))
         .collect();
     let summarise = |label: String, members: &[&TrialListing]| {
-        let mut scores: Vec<f64> = members.iter().filter_map(|t| finished.get(&t.id)).copied().collect();
+        let mut scores: Vec<f64> = members
+            .iter()
+            .filter_map(|t| finished.get(&t.id))
+            .copied()
+            .collect();
         scores.sort_by(|a, b| {
             let order = a.total_cmp(b);
-            if metric.higher_is_better() { order.reverse() } else { order }
+            if metric.higher_is_better() {
+                order.reverse()
+            } else {
+                order
+            }
         });
         AxisGroup {
             label,
@@ -157,7 +165,11 @@ pub fn what_mattered(
             if valued.len() < 2 {
                 continue;
             }
-            let bins = group(param, valued.iter().map(|(_, v)| *v).collect(), valued.len());
+            let bins = group(
+                param,
+                valued.iter().map(|(_, v)| *v).collect(),
+                valued.len(),
+            );
             let groups = (0..=bins.iter().copied().max().unwrap_or(0))
                 .filter_map(|bin| {
                     let members: Vec<(&TrialListing, f64)> = valued
@@ -167,7 +179,10 @@ pub fn what_mattered(
                         .map(|(m, _)| *m)
                         .collect();
                     let low = members.iter().map(|m| m.1).fold(f64::INFINITY, f64::min);
-                    let high = members.iter().map(|m| m.1).fold(f64::NEG_INFINITY, f64::max);
+                    let high = members
+                        .iter()
+                        .map(|m| m.1)
+                        .fold(f64::NEG_INFINITY, f64::max);
                     let label = format!("{} – {}", human(low), human(high));
                     let members: Vec<&TrialListing> = members.iter().map(|m| m.0).collect();
                     (!members.is_empty()).then(|| summarise(label, &members))
@@ -193,13 +208,13 @@ pub fn what_mattered(
         let groups = values
             .iter()
             .map(|value| {
-                let members: Vec<&TrialListing> =
-                    trials.iter().filter(|t| text_field(t, axis) == *value).collect();
+                let members: Vec<&TrialListing> = trials
+                    .iter()
+                    .filter(|t| text_field(t, axis) == *value)
+                    .collect();
                 let label = members
                     .first()
-                    .and_then(|t| {
-                        serde_json::to_value(t).ok()?.get(*axis).map(human_value)
-                    })
+                    .and_then(|t| serde_json::to_value(t).ok()?.get(*axis).map(human_value))
                     .unwrap_or_else(|| value.clone());
                 summarise(label, &members)
             })

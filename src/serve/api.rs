@@ -96,7 +96,10 @@ async fn not_found() -> Response {
 }
 
 async fn unknown_api() -> ApiError {
-    ApiError(StatusCode::NOT_FOUND, "no such API route; see docs/web-view.md".into())
+    ApiError(
+        StatusCode::NOT_FOUND,
+        "no such API route; see docs/web-view.md".into(),
+    )
 }
 
 async fn sweeps(State(app): State<App>) -> Answer {
@@ -124,7 +127,10 @@ async fn trials(
 }
 
 async fn analysis(State(app): State<App>, Path(name): Path<String>) -> Answer {
-    answer(&app, move |store, cache| views::analysis(store, cache, &name)).await
+    answer(&app, move |store, cache| {
+        views::analysis(store, cache, &name)
+    })
+    .await
 }
 
 async fn curves(

@@ -33,5 +33,12 @@ pub async fn asset(axum::extract::Path(name): axum::extract::Path<String>) -> Re
         "uPlot.LICENSE" => ("text/plain; charset=utf-8", UPLOT_LICENSE),
         _ => return (StatusCode::NOT_FOUND, "no such asset").into_response(),
     };
-    ([(header::CONTENT_TYPE, kind), (header::CACHE_CONTROL, "no-cache")], body).into_response()
+    (
+        [
+            (header::CONTENT_TYPE, kind),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
 }

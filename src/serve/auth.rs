@@ -12,7 +12,11 @@ const COOKIE: &str = "sweep_token";
 
 /// Equal without an early exit, so the time taken does not tell how much of a guess matched.
 fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 fn presented(headers: &HeaderMap) -> Vec<String> {
@@ -59,9 +63,7 @@ pub async fn require_token(
     }
     if from_query(&request).is_some_and(|t| same(&t, token)) {
         let mut response = next.run(request).await;
-        if let Ok(cookie) =
-            format!("{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/").parse()
-        {
+        if let Ok(cookie) = format!("{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/").parse() {
             response.headers_mut().insert(header::SET_COOKIE, cookie);
         }
         return response;

@@ -34,7 +34,11 @@ pub fn serve(options: ServeOptions, ready: impl FnOnce(&str)) -> Result<()> {
             options.bind
         )));
     }
-    if options.token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+    if options
+        .token
+        .as_deref()
+        .is_some_and(|t| t.trim().is_empty())
+    {
         return Err(Error::Usage(
             "--token is empty: pass a secret, such as the output of `openssl rand -hex 16`".into(),
         ));

@@ -217,7 +217,11 @@ pub fn trials(store: &Store, name: &str, params: &PageParams) -> Result<Value> {
     let total = store.count_trials(&query)?;
     query.limit = Some(params.per_page);
     query.offset = skip;
-    let page: Vec<Value> = store.query_trials(&query)?.iter().map(with_display).collect();
+    let page: Vec<Value> = store
+        .query_trials(&query)?
+        .iter()
+        .map(with_display)
+        .collect();
     Ok(json!({
         "total": total, "page": params.page, "per_page": params.per_page,
         "grouped": false, "trials": page,
@@ -331,9 +335,8 @@ fn mean_std(values: &[f64]) -> (Option<f64>, Option<f64>) {
     }
     let n = values.len() as f64;
     let mean = values.iter().sum::<f64>() / n;
-    let std = (values.len() > 1).then(|| {
-        (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
-    });
+    let std = (values.len() > 1)
+        .then(|| (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt());
     (Some(mean), std)
 }
 
@@ -508,7 +511,8 @@ pub fn curves(store: &Store, name: &str, top: usize, since: Option<&str>) -> Res
 }
 
 fn parse_trial_id(text: &str) -> Result<TrialId> {
-    text.trim().parse::<TrialId>().map_err(|_| {
+    let id = text.trim().parse::<TrialId>().ok().filter(|id| id.0 > 0);
+    id.ok_or_else(|| {
         Error::Usage(format!(
             "{text:?} is not a trial id: ids are whole numbers, as `sweep ls` lists them"
         ))

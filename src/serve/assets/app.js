@@ -525,7 +525,7 @@ async function trialView(id) {
     if (t.checkpoints.length) parts.push(el("h2", {}, "Checkpoints"), el("div", { class: "table-wrap" }, el("table", { id: "checkpoints" },
       el("thead", {}, el("tr", {}, ["kind", "epoch", "size", "sha256", "path"].map((h) => el("th", {}, h)))),
       el("tbody", {}, t.checkpoints.map((c) => el("tr", {}, el("td", {}, c.kind), el("td", { class: "num" }, c.epoch), el("td", { class: "num" }, (c.size_bytes / 1024).toFixed(1) + " KiB"), el("td", {}, el("code", {}, c.sha256)), el("td", {}, c.path)))))));
-    parts.push(el("h2", {}, "Reproduce"), t.commands.map((c) => el("code", { class: "cmd" }, c)));
+    parts.push(el("h2", {}, "Reproduce"), ...t.commands.map((c) => el("code", { class: "cmd" }, c)));
     main.replaceChildren(...parts);
     return tr.status;
   };
