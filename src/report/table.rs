@@ -36,11 +36,10 @@ pub fn opt(value: Option<f64>, digits: usize) -> String {
 }
 
 fn param(listing: &TrialListing, key: &str) -> String {
-    match listing.params.get(key) {
-        Some(serde_json::Value::String(s)) => s.clone(),
-        Some(v) => v.to_string(),
-        None => "-".into(),
-    }
+    listing
+        .params
+        .get(key)
+        .map_or_else(|| "-".into(), super::number::human_value)
 }
 
 /// One line per stored trial: id, parameters, status, final metrics.
