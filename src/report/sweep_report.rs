@@ -6,7 +6,7 @@ use super::plot::{Curve, learning_curves};
 use super::search_report::group;
 use super::search_report::{SearchInput, search_section};
 use super::table::{listing_rows, opt};
-use super::{Format, Measure, Rows, numeric_field, text_field};
+use super::{Format, Measure, Rows, text_field};
 use crate::disk::DirUsage;
 use crate::error::{Error, Result};
 use crate::search::{Domain, Space};
@@ -150,6 +150,10 @@ pub fn what_mattered(
             mean: (!scores.is_empty()).then(|| scores.iter().sum::<f64>() / scores.len() as f64),
         }
     };
+    let objects: Vec<serde_json::Value> = trials
+        .iter()
+        .map(|t| serde_json::to_value(t).expect("listings serialise"))
+        .collect();
     let mut out = Vec::new();
     for axis in AXES {
         let drawn = space.and_then(|s| {
@@ -160,7 +164,8 @@ pub fn what_mattered(
         if let Some(param) = drawn {
             let valued: Vec<(&TrialListing, f64)> = trials
                 .iter()
-                .filter_map(|t| Some((t, numeric_field(t, axis)?)))
+                .zip(&objects)
+                .filter_map(|(t, o)| Some((t, o.get(*axis)?.as_f64()?)))
                 .collect();
             if valued.len() < 2 {
                 continue;
@@ -195,29 +200,25 @@ pub fn what_mattered(
             });
             continue;
         }
-        let mut values: Vec<String> = Vec::new();
-        for trial in trials {
-            let v = text_field(trial, axis);
-            if !values.contains(&v) {
-                values.push(v);
+        // Each trial's value, read once: grouping is one pass, in first-seen order.
+        let mut order: Vec<String> = Vec::new();
+        let mut labels: HashMap<String, String> = HashMap::new();
+        let mut members: HashMap<String, Vec<&TrialListing>> = HashMap::new();
+        for (trial, object) in trials.iter().zip(&objects) {
+            let value = object.get(*axis).unwrap_or(&serde_json::Value::Null);
+            let key = super::cell(value);
+            if !members.contains_key(&key) {
+                order.push(key.clone());
+                labels.insert(key.clone(), human_value(value));
             }
+            members.entry(key).or_default().push(trial);
         }
-        if values.len() < 2 {
+        if order.len() < 2 {
             continue;
         }
-        let groups = values
+        let groups = order
             .iter()
-            .map(|value| {
-                let members: Vec<&TrialListing> = trials
-                    .iter()
-                    .filter(|t| text_field(t, axis) == *value)
-                    .collect();
-                let label = members
-                    .first()
-                    .and_then(|t| serde_json::to_value(t).ok()?.get(*axis).map(human_value))
-                    .unwrap_or_else(|| value.clone());
-                summarise(label, &members)
-            })
+            .map(|key| summarise(labels[key].clone(), &members[key]))
             .collect();
         out.push(AxisBreakdown {
             axis: axis.to_string(),
