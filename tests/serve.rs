@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::browser::{Browser, Server, get};
+use common::browser::{Browser, Server, finished, get};
 use common::{Db, Workspace, stderr, write_dataset};
 use std::process::{Command, Stdio};
 use sweep::store::Store;
@@ -175,19 +175,6 @@ fn a_live_sweep_in_the_browser_on_sqlite() {
 #[test]
 fn a_live_sweep_in_the_browser_on_postgresql() {
     on(Db::Postgres);
-}
-
-/// A finished two-trial sweep.
-fn finished(db: Db) -> Workspace {
-    let ws = Workspace::on(db);
-    let experiment = ws.experiment(
-        "small.toml",
-        "[sweep]\nname = \"small\"\n[data]\nsplit = 0.8\n[grid]\narch = \"mlp\"\n\
-         lr = [0.001, 0.01]\nbatch_size = 32\nepochs = 2\n",
-    );
-    let out = ws.run(&experiment, &[]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    ws
 }
 
 fn read_only_connection_refuses_writes(db: Db) {

@@ -4,19 +4,12 @@
 
 mod common;
 
-use common::browser::{Browser, Server};
-use common::{Db, Workspace, postgres, stderr};
+use common::browser::{Browser, Server, finished};
+use common::{Db, postgres};
 
 #[test]
 fn an_open_page_shows_a_lost_database_and_recovers_when_it_is_back() {
-    let ws = Workspace::on(Db::Postgres);
-    let experiment = ws.experiment(
-        "small.toml",
-        "[sweep]\nname = \"small\"\n[data]\nsplit = 0.8\n[grid]\narch = \"mlp\"\n\
-         lr = [0.001, 0.01]\nbatch_size = 32\nepochs = 2\n",
-    );
-    let out = ws.run(&experiment, &[]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    let ws = finished(Db::Postgres);
     let server = Server::start(&ws, &[]);
     tokio::runtime::Runtime::new().unwrap().block_on(async {
         let browser = Browser::start().await;

@@ -271,7 +271,7 @@ pub fn show(detail: &TrialDetail, format: Format) -> String {
 }
 
 /// Fields of a listing that are measured, not chosen: shown to 4 decimals in tables.
-const MEASURED: [&str; 7] = [
+pub const MEASURED: [&str; 7] = [
     "train_loss",
     "train_acc",
     "val_loss",

@@ -13,7 +13,7 @@ mod search_report;
 mod sweep_report;
 mod table;
 
-pub use detail::{TrialDetail, TrialDisk, class_name, compare, show};
+pub use detail::{MEASURED, TrialDetail, TrialDisk, class_name, compare, show};
 pub use json::{listings_json, trials_json};
 pub use measure::Measure;
 pub use number::{human, human_value};

@@ -147,23 +147,17 @@ pub fn sweeps(store: &Store) -> Result<Value> {
     let overviews = store.sweep_overviews(None)?;
     let list: Vec<Value> = overviews
         .iter()
-        .map(|o| {
-            let experiment = store.stored_experiment(&o.name).ok().flatten();
-            overview_json(o, experiment.as_ref())
-        })
+        .map(|o| overview_json(o, o.experiment().ok().as_ref()))
         .collect();
     Ok(json!({ "sweeps": list, "db": store.location().to_string() }))
 }
 
 /// `/api/sweeps/NAME`: one sweep's summary, and the fields its table can filter and sort on.
 pub fn sweep(store: &Store, name: &str) -> Result<Value> {
-    let (experiment, _) = experiment_of(store, name)?;
-    let overview = store
-        .sweep_overviews(Some(name))?
-        .into_iter()
-        .next()
-        .ok_or_else(|| Error::NotFound(format!("no sweep named {name:?}")))?;
-    let mut object = overview_json(&overview, Some(&experiment));
+    let Some(overview) = store.sweep_overviews(Some(name))?.into_iter().next() else {
+        return Err(store.unknown_sweep(name)?);
+    };
+    let mut object = overview_json(&overview, Some(&overview.experiment()?));
     object["fields"] = json!(field_names());
     object["db"] = json!(store.location().to_string());
     Ok(object)
@@ -228,18 +222,6 @@ pub fn trials(store: &Store, name: &str, params: &PageParams) -> Result<Value> {
     }))
 }
 
-/// The figures a table shows, rounded for people (4 significant digits); the raw ones stay.
-const SHOWN_FIGURES: &[&str] = &[
-    "train_loss",
-    "train_acc",
-    "val_loss",
-    "val_acc",
-    "best_val_acc",
-    "test_loss",
-    "test_acc",
-    "duration_s",
-];
-
 /// A listing as JSON (the fields of `sweep ls --format json`) with `display`: its parameters
 /// and figures as people read them, formatted by the report's formatter.
 fn with_display(listing: &TrialListing) -> Value {
@@ -249,7 +231,7 @@ fn with_display(listing: &TrialListing) -> Value {
         .iter()
         .map(|(k, v)| (k.clone(), json!(report::human_value(v))))
         .collect();
-    for figure in SHOWN_FIGURES {
+    for figure in report::MEASURED.iter().chain(&["duration_s"]) {
         if let Some(v) = object.get(*figure) {
             display.insert((*figure).into(), json!(report::human_value(v)));
         }

@@ -101,6 +101,20 @@ pub struct CheckpointRow {
     pub sha256: String,
 }
 
+/// Binds a `--where` filter's values, in order, after what `statement` already has.
+pub(super) fn bind_filter<'q>(
+    mut statement: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    filter: Option<&Filter>,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    for bind in filter.iter().flat_map(|f| &f.binds) {
+        statement = match bind {
+            Bind::Number(n) => statement.bind(*n),
+            Bind::Text(t) => statement.bind(t.clone()),
+        };
+    }
+    statement
+}
+
 impl Store {
     /// Every trial, optionally of one sweep, in sweep then grid order.
     pub fn list_trials(&self, sweep: Option<&str>) -> Result<Vec<TrialListing>> {
@@ -131,15 +145,10 @@ impl Store {
         }
         sql.push_str("s.id, t.ordinal LIMIT ? OFFSET ?");
         self.runtime.block_on(async {
-            let mut statement = sqlx::query(self.backend.sql(&sql))
+            let statement = sqlx::query(self.backend.sql(&sql))
                 .bind(&query.sweep)
                 .bind(&query.sweep);
-            for bind in query.filter.iter().flat_map(|f| &f.binds) {
-                statement = match bind {
-                    Bind::Number(n) => statement.bind(*n),
-                    Bind::Text(t) => statement.bind(t.clone()),
-                };
-            }
+            let statement = bind_filter(statement, query.filter.as_ref());
             // No limit: SQLite reads a negative one so, PostgreSQL a NULL.
             let limit = query.limit.map(|n| n.min(i64::MAX as usize) as i64);
             let limit = match self.backend {

@@ -2,8 +2,10 @@
 //! sweep to poll for changes, counted pages of trials, the epochs recorded since a moment, and
 //! who holds a running trial. Reads only: `sweep serve` opens the store read-only.
 
-use super::{Bind, Store, TrialQuery};
+use super::queries::bind_filter;
+use super::{Store, TrialQuery};
 use crate::error::Result;
+use crate::experiment::Experiment;
 use crate::store::EpochRow;
 use crate::trial::TrialId;
 use serde::Serialize;
@@ -18,6 +20,9 @@ pub struct SweepOverview {
     /// The resolved experiment it was last run with (JSON).
     #[serde(skip)]
     pub spec_json: String,
+    /// The experiment file it was last run from ("" when not recorded).
+    #[serde(skip)]
+    pub source_path: String,
     /// When it was first registered.
     pub created_at: String,
     /// When it was last started or resumed.
@@ -74,6 +79,17 @@ pub struct TrialHolder {
     pub finished_at: Option<String>,
 }
 
+impl SweepOverview {
+    /// The experiment the sweep was last run with, read from the row already fetched.
+    pub fn experiment(&self) -> Result<Experiment> {
+        Experiment::from_stored(
+            &self.name,
+            std::path::Path::new(&self.source_path),
+            &self.spec_json,
+        )
+    }
+}
+
 fn counts_of(rows: &[(i64, String, i64)], sweep_id: i64) -> BTreeMap<String, i64> {
     rows.iter()
         .filter(|(id, _, _)| *id == sweep_id)
@@ -88,6 +104,7 @@ impl Store {
             .block_on(async {
                 let sweeps = sqlx::query(self.backend.sql(
                     "SELECT s.id, s.name, s.spec_json, s.created_at, s.started_at, s.finished_at,
+                            COALESCE(s.source_path, ''),
                             (SELECT MAX(t.best_val_acc) FROM trials t
                              WHERE t.sweep_id = s.id AND t.status = 'done'),
                             (SELECT MIN(t.best_val_loss) FROM trials t
@@ -115,9 +132,10 @@ impl Store {
                             created_at: r.get(3),
                             started_at: r.get(4),
                             finished_at: r.get(5),
-                            best_val_acc: r.get(6),
-                            best_val_loss: r.get(7),
-                            last_activity: r.get(8),
+                            source_path: r.get(6),
+                            best_val_acc: r.get(7),
+                            best_val_loss: r.get(8),
+                            last_activity: r.get(9),
                             counts: counts_of(&counts, id),
                         }
                     })
@@ -167,16 +185,13 @@ impl Store {
         }
         self.runtime
             .block_on(async {
-                let mut statement = sqlx::query_scalar(self.backend.sql(&sql))
+                let statement = sqlx::query(self.backend.sql(&sql))
                     .bind(&query.sweep)
                     .bind(&query.sweep);
-                for bind in query.filter.iter().flat_map(|f| &f.binds) {
-                    statement = match bind {
-                        Bind::Number(n) => statement.bind(*n),
-                        Bind::Text(t) => statement.bind(t.clone()),
-                    };
-                }
-                statement.fetch_one(&self.pool).await
+                let row = bind_filter(statement, query.filter.as_ref())
+                    .fetch_one(&self.pool)
+                    .await?;
+                row.try_get(0)
             })
             .map_err(|e| self.err(e))
     }

@@ -1,7 +1,7 @@
 //! A real browser for the web view's tests: Debian's `chromium`, headless, driven through
 //! `chromedriver` over WebDriver with fantoccini; and `sweep serve` started on a free port.
 
-use super::Workspace;
+use super::{Db, Workspace, stderr};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -190,4 +190,17 @@ pub fn get(base: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
         .split_once("\r\n\r\n")
         .map_or(String::new(), |(_, b)| b.to_string());
     (status, body)
+}
+
+/// A finished two-trial sweep named `small` on `db`, for the web view to show.
+pub fn finished(db: Db) -> Workspace {
+    let ws = Workspace::on(db);
+    let experiment = ws.experiment(
+        "small.toml",
+        "[sweep]\nname = \"small\"\n[data]\nsplit = 0.8\n[grid]\narch = \"mlp\"\n\
+         lr = [0.001, 0.01]\nbatch_size = 32\nepochs = 2\n",
+    );
+    let out = ws.run(&experiment, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    ws
 }
