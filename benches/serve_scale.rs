@@ -1,6 +1,7 @@
 //! `sweep serve` at scale: builds a SQLite database of SWEEP_BENCH_TRIALS (default 100,000)
 //! trials x 10 epochs **through the store** (register, claim, start, ten epochs, finish: the
-//! calls `sweep run` makes). The rows are synthetic: no model is trained; the figures are drawn
+//! calls `sweep run` makes) for a random search over lr (log-uniform) and dropout; every third
+//! trial is pruned at epoch 3. The rows are synthetic: no model is trained; the figures are drawn
 //! from a formula of the parameters plus noise. Then it starts the real `sweep serve` on it and
 //! times, over HTTP, the sweep page's first data (summary, version, first table page, curves),
 //! its analysis (cold, then cached), a table page deep in the sweep sorted and filtered, and the
@@ -13,31 +14,38 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 use sweep::experiment::Experiment;
-use sweep::store::{Location, Store};
+use sweep::store::Location;
 use sweep::train::{EpochMetrics, TrainEvent, TrialEnd};
 use sweep::trial::TrialId;
+
+/// Every third trial stops at this epoch, pruned (as ASHA's first rung would).
+const PRUNED_AT: usize = 3;
 
 fn build(db: &Location, trials: usize) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("scale.toml");
-    // 10 learning rates x 10 dropouts x repeats.
+    // A random search over a log-distributed learning rate and a dropout.
     std::fs::write(
         &file,
         format!(
-            "[sweep]\nname = \"scale\"\nrepeats = {}\n[grid]\narch = \"mlp\"\nepochs = 10\n\
-             lr = [0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1]\n\
-             dropout = [0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45]\n",
-            trials.div_ceil(100)
+            "[sweep]\nname = \"scale\"\nsampler = \"random\"\ntrials = {trials}\n\
+             [grid]\narch = \"mlp\"\nepochs = 10\nlr = {{ log_uniform = [1e-4, 1e-1] }}\n\
+             dropout = {{ uniform = [0.0, 0.5] }}\n"
         ),
     )
     .unwrap();
     let experiment = Experiment::load(&file, &[]).unwrap();
-    let stored = sweep::sched::register(&experiment, db, Some(dir.path()))
-        .unwrap()
-        .stored;
-    let store = Store::open(db.clone()).unwrap();
+    let registered = sweep::sched::register(&experiment, db, Some(dir.path())).unwrap();
+    let sampler = registered.sampler.expect("a random search");
+    // Random draws do not depend on the history, so they are drawn up front and written in
+    // one transaction, in draw order, as `sweep run` would have added them one by one.
+    let specs: Vec<_> = (0..trials as u64)
+        .flat_map(|n| sampler.draw(n, &[]))
+        .collect();
+    let store = registered.store;
+    let rows = store.sync_trials(registered.sweep_id, &specs).unwrap();
     let started = Instant::now();
-    for (n, (row, spec)) in stored.iter().enumerate() {
+    for (n, (row, spec)) in rows.iter().zip(&specs).enumerate() {
         let id = row.id;
         let Some((_, lease)) = store
             .claim_trial(
@@ -53,7 +61,8 @@ fn build(db: &Location, trials: usize) {
         };
         let noise = |k: usize| (((id.0 as usize * 7919 + k * 104729) % 1000) as f64) / 1000.0;
         let quality = 0.9 - 0.08 * (spec.lr.log10() + 2.5).powi(2) - 0.1 * spec.dropout;
-        let epochs: Vec<EpochMetrics> = (1..=10)
+        let pruned = n % 3 == 1;
+        let epochs: Vec<EpochMetrics> = (1..=if pruned { PRUNED_AT } else { 10 })
             .map(|e| {
                 let acc = (quality * (1.0 - (-(e as f64) / 3.0).exp()) + 0.02 * noise(e))
                     .clamp(0.05, 0.99);
@@ -80,15 +89,22 @@ fn build(db: &Location, trials: usize) {
             )
             .unwrap();
         store.catch_up(TrialId(id.0), lease, &epochs, &[]).unwrap();
+        let end = if pruned {
+            TrialEnd::Pruned {
+                best_epoch: PRUNED_AT,
+            }
+        } else {
+            TrialEnd::Done {
+                test: None,
+                best_epoch: 10,
+            }
+        };
         store
             .apply(
                 &TrainEvent::Finished {
                     trial: id.0,
-                    end: TrialEnd::Done {
-                        test: None,
-                        best_epoch: 10,
-                    },
-                    seconds: 10.0,
+                    end,
+                    seconds: epochs.len() as f64,
                 },
                 lease,
             )
@@ -195,6 +211,9 @@ fn main() {
         &first_data,
     );
     report("sweep page, first data again", &first_data);
+    for path in &first_data {
+        report(&format!("  of which {path}"), &[path]);
+    }
     report(
         "analysis (history, what mattered, importance), first",
         &["/api/sweeps/scale/analysis"],

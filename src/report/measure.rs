@@ -1,7 +1,6 @@
 //! The figures a trial is ranked by in `sweep best` and in reports, each knowing which way is
 //! better, so no name is judged by its spelling.
 
-use super::numeric_field;
 use crate::experiment::Metric;
 use crate::store::TrialListing;
 use std::fmt;
@@ -53,7 +52,17 @@ impl Measure {
 
     /// The trial's value, where it has one.
     pub fn of(self, listing: &TrialListing) -> Option<f64> {
-        numeric_field(listing, self.name())
+        // Read from the fields, not through a serialisation: rankings call this per trial.
+        match self {
+            Measure::ValAcc => listing.val_acc,
+            Measure::BestValAcc => listing.best_val_acc,
+            Measure::TestAcc => listing.test_acc,
+            Measure::TrainAcc => listing.train_acc,
+            Measure::ValLoss => listing.val_loss,
+            Measure::TestLoss => listing.test_loss,
+            Measure::TrainLoss => listing.train_loss,
+            Measure::DurationS => listing.duration_s,
+        }
     }
 }
 
@@ -90,5 +99,27 @@ mod tests {
         }
         assert!(Measure::TestAcc.higher_is_better());
         assert!(!Measure::TrainLoss.higher_is_better() && !Measure::DurationS.higher_is_better());
+    }
+
+    #[test]
+    fn each_measure_reads_its_own_column() {
+        let listing = TrialListing {
+            train_loss: Some(1.0),
+            train_acc: Some(2.0),
+            val_loss: Some(3.0),
+            val_acc: Some(4.0),
+            best_val_acc: Some(5.0),
+            test_loss: Some(6.0),
+            test_acc: Some(7.0),
+            duration_s: Some(8.0),
+            ..TrialListing::default()
+        };
+        for measure in Measure::value_variants() {
+            assert_eq!(
+                measure.of(&listing),
+                super::super::numeric_field(&listing, measure.name()),
+                "{measure}"
+            );
+        }
     }
 }

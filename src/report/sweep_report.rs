@@ -124,48 +124,59 @@ pub fn what_mattered(
     metric: Measure,
     space: Option<&Space>,
 ) -> Vec<AxisBreakdown> {
-    let finished: HashMap<i64, f64> = ranked(trials, metric)
-        .into_iter()
-        .filter_map(|t| Some((t.id, metric.of(t)?)))
+    // Each trial's score, read once: its metric when done.
+    let scores: Vec<Option<f64>> = trials
+        .iter()
+        .map(|t| {
+            (t.status == TrialStatus::Done)
+                .then(|| metric.of(t))
+                .flatten()
+        })
         .collect();
-    let summarise = |label: String, members: &[&TrialListing]| {
-        let mut scores: Vec<f64> = members
-            .iter()
-            .filter_map(|t| finished.get(&t.id))
-            .copied()
-            .collect();
-        scores.sort_by(|a, b| {
-            let order = a.total_cmp(b);
-            if metric.higher_is_better() {
-                order.reverse()
-            } else {
-                order
-            }
-        });
+    let better = |a: f64, b: f64| {
+        if metric.higher_is_better() {
+            a > b
+        } else {
+            a < b
+        }
+    };
+    let summarise = |label: String, members: &[usize]| {
+        let finished: Vec<f64> = members.iter().filter_map(|&i| scores[i]).collect();
         AxisGroup {
             label,
             trials: members.len(),
-            finished: scores.len(),
-            best: scores.first().copied(),
-            mean: (!scores.is_empty()).then(|| scores.iter().sum::<f64>() / scores.len() as f64),
+            finished: finished.len(),
+            best: finished
+                .iter()
+                .copied()
+                .reduce(|a, b| if better(b, a) { b } else { a }),
+            mean: (!finished.is_empty())
+                .then(|| finished.iter().sum::<f64>() / finished.len() as f64),
         }
     };
-    let objects: Vec<serde_json::Value> = trials
-        .iter()
-        .map(|t| serde_json::to_value(t).expect("listings serialise"))
-        .collect();
+    const NULL: &serde_json::Value = &serde_json::Value::Null;
     let mut out = Vec::new();
     for axis in AXES {
+        fn value_in<'a>(t: &'a TrialListing, axis: &str) -> &'a serde_json::Value {
+            t.params.get(axis).unwrap_or(NULL)
+        }
+        let value_of = |t| value_in(t, axis);
+        let Some(first) = trials.first().map(value_of) else {
+            break;
+        };
+        if trials.iter().all(|t| value_of(t) == first) {
+            continue;
+        }
         let drawn = space.and_then(|s| {
             s.params
                 .iter()
                 .find(|p| p.name == *axis && matches!(p.domain, Domain::Drawn(_)))
         });
         if let Some(param) = drawn {
-            let valued: Vec<(&TrialListing, f64)> = trials
+            let valued: Vec<(usize, f64)> = trials
                 .iter()
-                .zip(&objects)
-                .filter_map(|(t, o)| Some((t, o.get(*axis)?.as_f64()?)))
+                .enumerate()
+                .filter_map(|(i, t)| Some((i, value_of(t).as_f64()?)))
                 .collect();
             if valued.len() < 2 {
                 continue;
@@ -177,7 +188,7 @@ pub fn what_mattered(
             );
             let groups = (0..=bins.iter().copied().max().unwrap_or(0))
                 .filter_map(|bin| {
-                    let members: Vec<(&TrialListing, f64)> = valued
+                    let members: Vec<(usize, f64)> = valued
                         .iter()
                         .zip(&bins)
                         .filter(|(_, b)| **b == bin)
@@ -189,7 +200,7 @@ pub fn what_mattered(
                         .map(|m| m.1)
                         .fold(f64::NEG_INFINITY, f64::max);
                     let label = format!("{} – {}", human(low), human(high));
-                    let members: Vec<&TrialListing> = members.iter().map(|m| m.0).collect();
+                    let members: Vec<usize> = members.iter().map(|m| m.0).collect();
                     (!members.is_empty()).then(|| summarise(label, &members))
                 })
                 .collect();
@@ -200,21 +211,18 @@ pub fn what_mattered(
             });
             continue;
         }
-        // Each trial's value, read once: grouping is one pass, in first-seen order.
+        // One pass, groups in first-seen order.
         let mut order: Vec<String> = Vec::new();
         let mut labels: HashMap<String, String> = HashMap::new();
-        let mut members: HashMap<String, Vec<&TrialListing>> = HashMap::new();
-        for (trial, object) in trials.iter().zip(&objects) {
-            let value = object.get(*axis).unwrap_or(&serde_json::Value::Null);
+        let mut members: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, trial) in trials.iter().enumerate() {
+            let value = value_of(trial);
             let key = super::cell(value);
             if !members.contains_key(&key) {
                 order.push(key.clone());
                 labels.insert(key.clone(), human_value(value));
             }
-            members.entry(key).or_default().push(trial);
-        }
-        if order.len() < 2 {
-            continue;
+            members.entry(key).or_default().push(i);
         }
         let groups = order
             .iter()

@@ -3,7 +3,8 @@
 //! and turn its error into a status: 400 for bad input, 404 for what does not exist, 503 while
 //! the database cannot be reached. Never a panic, never a 500 for a bad request.
 
-use super::views::{self, Cache, PageParams};
+use super::analysis::{self, Cache};
+use super::views::{self, PageParams};
 use super::{assets, auth};
 use crate::error::Error;
 use crate::store::Store;
@@ -48,7 +49,9 @@ type Answer = Result<axum::Json<serde_json::Value>, ApiError>;
 /// Runs a view on a blocking thread.
 async fn answer(
     app: &App,
-    view: impl FnOnce(&Store, &Cache) -> crate::error::Result<serde_json::Value> + Send + 'static,
+    view: impl FnOnce(&Arc<Store>, &Arc<Cache>) -> crate::error::Result<serde_json::Value>
+    + Send
+    + 'static,
 ) -> Answer {
     let (store, cache) = (Arc::clone(&app.store), Arc::clone(&app.cache));
     match tokio::task::spawn_blocking(move || view(&store, &cache)).await {
@@ -61,17 +64,19 @@ async fn answer(
 }
 
 /// The application: pages, assets and API, behind the token check when there is a token.
+/// Starts computing every sweep's analysis in the background.
 pub fn router(store: Arc<Store>, token: Option<String>) -> Router {
     let app = App {
         store,
         cache: Arc::new(Cache::default()),
     };
+    analysis::warm(Arc::clone(&app.store), Arc::clone(&app.cache));
     let api = Router::new()
         .route("/api/sweeps", get(sweeps))
         .route("/api/sweeps/{name}", get(sweep))
         .route("/api/sweeps/{name}/version", get(version))
         .route("/api/sweeps/{name}/trials", get(trials))
-        .route("/api/sweeps/{name}/analysis", get(analysis))
+        .route("/api/sweeps/{name}/analysis", get(sweep_analysis))
         .route("/api/sweeps/{name}/curves", get(curves))
         .route("/api/trials/{id}", get(trial))
         .route("/api/compare", get(compare))
@@ -126,9 +131,9 @@ async fn trials(
     .await
 }
 
-async fn analysis(State(app): State<App>, Path(name): Path<String>) -> Answer {
+async fn sweep_analysis(State(app): State<App>, Path(name): Path<String>) -> Answer {
     answer(&app, move |store, cache| {
-        views::analysis(store, cache, &name)
+        analysis::analysis(store, cache, &name)
     })
     .await
 }

@@ -3,6 +3,7 @@
 //! reads the store through a read-only connection while `sweep run` and `sweep worker` write,
 //! and answers each request from the same computations as `sweep report`.
 
+mod analysis;
 mod api;
 mod assets;
 mod auth;

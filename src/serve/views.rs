@@ -1,34 +1,20 @@
-//! What each API route answers, built from the store and from the report's computations (the
-//! "what mattered" tables, the optimisation history, the importance table): never a second
-//! copy of them. Large sweeps are aggregated, paginated and thinned here, on the server, so a
-//! page's data stays small at 100,000 trials.
+//! What each API route answers, built from the store: sweeps, versions, table pages (paginated
+//! and filtered in the database), curves, trials and comparisons. The analyses are in
+//! [`super::analysis`].
 
 use crate::error::{Error, Result};
 use crate::experiment::Experiment;
-use crate::report::{self, Format, Measure, Outcome, SearchInput};
+use crate::report::{self, Format, Measure};
 use crate::search::Sampler;
 use crate::store::{
-    Store, SweepOverview, SweepVersion, TrialListing, TrialQuery, field_names, parse_filter,
-    parse_sort,
+    Store, SweepOverview, TrialListing, TrialQuery, field_names, parse_filter, parse_sort,
 };
 use crate::trial::{TrialId, TrialStatus};
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::sync::Mutex;
 
-/// The most points a chart of a sweep is sent; more are thinned (the best ones always kept).
-const MOST_POINTS: usize = 2_000;
-/// The most curves the intermediate-values chart is sent.
-const MOST_CURVES: usize = 200;
 /// The most trials a table page holds.
 const MOST_PER_PAGE: usize = 500;
-
-/// Computed analyses by sweep, kept while the sweep's [`SweepVersion`] stays the same: a
-/// finished sweep is analysed once, a running one again only after it changed.
-#[derive(Default)]
-pub struct Cache {
-    analyses: Mutex<HashMap<String, (SweepVersion, Value)>>,
-}
 
 /// A table page's request: `page`, `per_page`, `sort`, `where`, `group`.
 pub struct PageParams {
@@ -97,7 +83,7 @@ pub fn number_param(
 }
 
 /// A sweep's stored experiment and the measure it is ranked by.
-fn experiment_of(store: &Store, name: &str) -> Result<(Experiment, Measure)> {
+pub(super) fn experiment_of(store: &Store, name: &str) -> Result<(Experiment, Measure)> {
     let experiment = store.require_experiment(name)?;
     let measure = Measure::from(experiment.spec.sweep.metric);
     Ok((experiment, measure))
@@ -163,7 +149,7 @@ pub fn sweep(store: &Store, name: &str) -> Result<Value> {
     Ok(object)
 }
 
-fn sweep_id(store: &Store, name: &str) -> Result<i64> {
+pub(super) fn sweep_id(store: &Store, name: &str) -> Result<i64> {
     match store.sweep_id(name)? {
         Some(id) => Ok(id),
         None => Err(store.unknown_sweep(name)?),
@@ -320,118 +306,6 @@ fn mean_std(values: &[f64]) -> (Option<f64>, Option<f64>) {
     let std = (values.len() > 1)
         .then(|| (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt());
     (Some(mean), std)
-}
-
-/// `/api/sweeps/NAME/analysis`: the report's "what mattered" tables and, for a search, its
-/// history, intermediate values, metric against each parameter and importance table, thinned
-/// to at most [`MOST_POINTS`] points per chart. Cached until the sweep changes.
-pub fn analysis(store: &Store, cache: &Cache, name: &str) -> Result<Value> {
-    let id = sweep_id(store, name)?;
-    let version = store.sweep_version(id)?;
-    if let Some((seen, value)) = cache
-        .analyses
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(name)
-        && *seen == version
-    {
-        return Ok(value.clone());
-    }
-    let (_, measure) = experiment_of(store, name)?;
-    let trials = store.list_trials(Some(name))?;
-    let search = report::search_input(store, name)?;
-    let mattered = report::what_mattered(&trials, measure, search.as_ref().map(|s| &s.space));
-    let value = json!({
-        "metric": measure.name(),
-        "higher_is_better": measure.higher_is_better(),
-        "what_mattered": mattered,
-        "search": search.as_ref().map(search_json),
-    });
-    cache
-        .analyses
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(name.to_string(), (version, value.clone()));
-    Ok(value)
-}
-
-/// Every `n`th item so that at most `most` remain, always keeping those `keep` marks.
-fn thin<T: Clone>(items: &[T], most: usize, keep: impl Fn(&T) -> bool) -> Vec<T> {
-    if items.len() <= most {
-        return items.to_vec();
-    }
-    let stride = items.len().div_ceil(most);
-    items
-        .iter()
-        .enumerate()
-        .filter(|(i, item)| i % stride == 0 || keep(item))
-        .map(|(_, item)| item.clone())
-        .collect()
-}
-
-fn search_json(input: &SearchInput) -> Value {
-    let points = input.points();
-    // The running best, so that thinning never drops a point the best-so-far line steps on.
-    let mut best: Option<f64> = None;
-    let mut record = std::collections::HashSet::new();
-    for p in points.iter().filter(|p| p.outcome == Outcome::Done) {
-        if best.is_none_or(|b| input.better(p.value, b)) {
-            best = Some(p.value);
-            record.insert(p.id);
-        }
-    }
-    let history = thin(&points, MOST_POINTS, |p| record.contains(&p.id));
-    let curves = report::intermediate_curves(input);
-    let final_value = |values: &Vec<Option<f64>>| values.iter().rev().find_map(|v| *v);
-    let mut ranked: Vec<&(i64, Outcome, Vec<Option<f64>>)> = curves.iter().collect();
-    ranked.sort_by(|a, b| {
-        let (x, y) = (final_value(&a.2), final_value(&b.2));
-        let order = x.unwrap_or(f64::NAN).total_cmp(&y.unwrap_or(f64::NAN));
-        if input.better(1.0, 0.0) {
-            order.reverse()
-        } else {
-            order
-        }
-    });
-    // The best half of the budget, then an even sample of the rest (pruned ones included).
-    let mut shown: Vec<&(i64, Outcome, Vec<Option<f64>>)> =
-        ranked.iter().take(MOST_CURVES / 2).copied().collect();
-    let rest: Vec<&(i64, Outcome, Vec<Option<f64>>)> =
-        ranked.iter().skip(MOST_CURVES / 2).copied().collect();
-    shown.extend(thin(&rest, MOST_CURVES / 2, |_| false));
-    let intermediate: Vec<Value> = shown
-        .iter()
-        .map(|(id, outcome, values)| json!({ "id": id, "outcome": outcome, "values": values }))
-        .collect();
-    let panels: Vec<Value> = report::param_panels(input, &points)
-        .into_iter()
-        .map(|panel| {
-            json!({
-                "name": panel.name,
-                "log": panel.log,
-                "points": thin(&panel.points, MOST_POINTS, |p| record.contains(&p.3)),
-            })
-        })
-        .collect();
-    json!({
-        "method": input.method,
-        "metric": input.metric.name(),
-        "trials": input.trials.len(),
-        "results": points.len(),
-        "history": history,
-        "intermediate": intermediate,
-        "intermediate_total": curves.len(),
-        "panels": panels,
-        "params": input.space.params.iter().map(|p| json!({
-            "name": p.name,
-            "log": matches!(&p.domain, crate::search::Domain::Drawn(d) if d.kind.is_log()),
-            "choices": match &p.domain {
-                crate::search::Domain::Choice(labels) => json!(labels),
-                crate::search::Domain::Drawn(_) => Value::Null,
-            },
-        })).collect::<Vec<_>>(),
-        "importance": report::importance_table(input),
-    })
 }
 
 /// `/api/sweeps/NAME/curves`: the epochs of the `top` best done trials and of every running

@@ -139,7 +139,9 @@ impl Store {
             _ => location.url(create),
         };
         let options = AnyPoolOptions::new()
-            .max_connections(1)
+            // The web view answers several requests at once (and computes analyses in the
+            // background); everything else is one thread of work per store.
+            .max_connections(if read_only { 4 } else { 1 })
             // Short, so that a server that is down fails each attempt quickly and the caller's
             // retries (with their own backoff) decide how long to wait.
             .acquire_timeout(Duration::from_secs(5))
