@@ -8,7 +8,7 @@ starts the real `optuna-dashboard` on it and times, over HTTP, the study page's 
 (`GET /api/studies/1?after=0`, which the page loads first and which holds every trial) the
 first time and after, with its size.
 
-  VENV/bin/python3 benches/serve_optuna.py --trials 10000 [--db FILE] [--repeats 3]
+  VENV/bin/python3 benches/serve_optuna.py --trials 10000 [--db FILE] [--repeats 3] [--build-only]
 """
 import argparse, math, os, socket, subprocess, sys, tempfile, time, urllib.request
 
@@ -69,6 +69,7 @@ def main():
     parser.add_argument("--trials", type=int, default=10000)
     parser.add_argument("--db")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--build-only", action="store_true")
     args = parser.parse_args()
     path = args.db or os.path.join(tempfile.mkdtemp(), "optuna.db")
     url = "sqlite:///" + path
@@ -76,6 +77,8 @@ def main():
         at = time.perf_counter()
         build(url, args.trials)
         print(f"built {args.trials} synthetic trials x 10 intermediate values through Optuna's storage in {time.perf_counter() - at:.0f} s")
+    if args.build_only:
+        return
     port = free_port()
     dashboard = os.path.join(os.path.dirname(sys.executable), "optuna-dashboard")
     server = subprocess.Popen([dashboard, url, "--host", "127.0.0.1", "--port", str(port)],

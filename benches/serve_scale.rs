@@ -8,7 +8,8 @@
 //! server's resident memory over 1,000 page loads. `benches/serve.sh` runs it beside
 //! optuna-dashboard.
 //!
-//! `cargo bench --bench serve_scale` (SWEEP_BENCH_DB=FILE keeps the database there and reuses it).
+//! `cargo bench --bench serve_scale` (SWEEP_BENCH_DB=FILE keeps the database there and reuses it;
+//! SWEEP_BENCH_BUILD_ONLY=1 only builds it).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
@@ -164,6 +165,9 @@ fn main() {
             "built {trials} synthetic trials x 10 epochs through the store in {:.0} s",
             at.elapsed().as_secs_f64()
         );
+    }
+    if std::env::var_os("SWEEP_BENCH_BUILD_ONLY").is_some() {
+        return;
     }
     let mut server = Command::new(env!("CARGO_BIN_EXE_sweep"))
         .args([

@@ -129,7 +129,8 @@ function lineChart(title, xLabel, yLabel, xs, series, opts = {}) {
         { label: yLabel, size: 56 }],
       series: [{}].concat(series.map((s, i) => ({
         label: s.label, stroke: s.color || PALETTE[i % PALETTE.length], width: s.width || 1.5,
-        points: { show: !!s.points || xs.length <= 3, size: 5, fill: s.color || PALETTE[i % PALETTE.length] },
+        // A line of one or two points would not show: draw its points.
+        points: { show: !!s.points || s.values.filter((v) => v !== null).length <= 2, size: 5, fill: s.color || PALETTE[i % PALETTE.length] },
         paths: s.points ? () => null : undefined, spanGaps: true,
       }))),
       hooks: {
