@@ -211,7 +211,7 @@ fn main() {
     };
     println!("| viewer | trials | request | time | size |\n| --- | --- | --- | --- | --- |");
     report(
-        "sweep page, first data (summary, version, table page 1, curves)",
+        "sweep page, first data (summary, version, table page 1, curves), right after start",
         &first_data,
     );
     report("sweep page, first data again", &first_data);
@@ -219,10 +219,10 @@ fn main() {
         report(&format!("  of which {path}"), &[path]);
     }
     report(
-        "analysis (history, what mattered, importance), first",
+        "analysis (history, intermediate values, parameters, importance, what mattered), first request: waits for the computation the server starts at start-up",
         &["/api/sweeps/scale/analysis"],
     );
-    report("analysis, cached", &["/api/sweeps/scale/analysis"]);
+    report("analysis, kept", &["/api/sweeps/scale/analysis"]);
     let deep = format!(
         "/api/sweeps/scale/trials?page={}&per_page=50&sort=-val_acc",
         trials / 100

@@ -29,7 +29,8 @@ pub struct SweepOverview {
     pub started_at: Option<String>,
     /// When its last run ended.
     pub finished_at: Option<String>,
-    /// The latest heartbeat or end of any of its trials: when something last happened.
+    /// The latest heartbeat of any of its trials (every start, epoch and end moves it): when
+    /// something last happened.
     pub last_activity: Option<String>,
     /// Trials by status.
     pub counts: BTreeMap<String, i64>,
@@ -40,16 +41,14 @@ pub struct SweepOverview {
 }
 
 /// What changes whenever a sweep's trials do: the counts by status move on every status
-/// change, and a running trial's heartbeat on every epoch it records. Cheap to read (an index
-/// scan), so an open page can ask every second.
+/// change, and the latest heartbeat on every start, epoch and end (and while a trial runs).
+/// Two index lookups, so an open page can ask every second.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SweepVersion {
     /// Trials by status.
     pub counts: BTreeMap<String, i64>,
-    /// The latest heartbeat of its running trials.
-    pub running_heartbeat: Option<String>,
-    /// The latest end of any trial.
-    pub last_finished: Option<String>,
+    /// The latest heartbeat of any of its trials.
+    pub last_heartbeat: Option<String>,
 }
 
 /// One epoch row with the trial it belongs to and when it was recorded.
@@ -109,8 +108,7 @@ impl Store {
                              WHERE t.sweep_id = s.id AND t.status = 'done'),
                             (SELECT MIN(t.best_val_loss) FROM trials t
                              WHERE t.sweep_id = s.id AND t.status = 'done'),
-                            (SELECT MAX(COALESCE(t.heartbeat_at, t.finished_at)) FROM trials t
-                             WHERE t.sweep_id = s.id)
+                            (SELECT MAX(t.heartbeat_at) FROM trials t WHERE t.sweep_id = s.id)
                      FROM sweeps s WHERE (? IS NULL OR s.name = ?) ORDER BY s.id",
                 ))
                 .bind(only)
@@ -155,20 +153,16 @@ impl Store {
                 .bind(sweep_id)
                 .fetch_all(&self.pool)
                 .await?;
-                let (running_heartbeat, last_finished): (Option<String>, Option<String>) =
-                    sqlx::query_as(self.backend.sql(
-                        "SELECT (SELECT MAX(heartbeat_at) FROM trials
-                                 WHERE sweep_id = ?1 AND status = 'running'),
-                                (SELECT MAX(finished_at) FROM trials
-                                 WHERE sweep_id = ?1 AND status <> 'running')",
-                    ))
-                    .bind(sweep_id)
-                    .fetch_one(&self.pool)
-                    .await?;
+                let last_heartbeat: Option<String> = sqlx::query_scalar(
+                    self.backend
+                        .sql("SELECT MAX(heartbeat_at) FROM trials WHERE sweep_id = ?"),
+                )
+                .bind(sweep_id)
+                .fetch_one(&self.pool)
+                .await?;
                 Ok(SweepVersion {
                     counts: counts_of(&counts, sweep_id),
-                    running_heartbeat,
-                    last_finished,
+                    last_heartbeat,
                 })
             })
             .map_err(|e| self.err(e))
