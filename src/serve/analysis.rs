@@ -111,10 +111,19 @@ pub fn warm(store: Arc<Store>, cache: Arc<Cache>) {
 fn compute(store: &Store, name: &str) -> Result<Value> {
     let started = std::time::Instant::now();
     let (_, measure) = experiment_of(store, name)?;
-    let trials = store.list_trials(Some(name))?;
-    let listed = started.elapsed();
-    let search = report::search_input(store, name)?;
-    let histories = started.elapsed();
+    // The listing and the histories are two long reads on connections of their own: side by
+    // side they take the time of the longer.
+    let (trials, listed, search, histories) = std::thread::scope(|scope| {
+        let listing = scope.spawn(|| {
+            let trials = store.list_trials(Some(name));
+            (trials, started.elapsed())
+        });
+        let search = report::search_input(store, name);
+        let histories = started.elapsed();
+        let (trials, listed) = listing.join().expect("the listing thread does not panic");
+        (trials, listed, search, histories)
+    });
+    let (trials, search) = (trials?, search?);
     let mattered = report::what_mattered(&trials, measure, search.as_ref().map(|s| &s.space));
     let search = search.as_ref().map(search_json);
     tracing::debug!(
