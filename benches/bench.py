@@ -3,9 +3,10 @@
 1. One epoch of training (54,000 images, batch 64, Adam 0.001, dropout 0.2) per architecture (and
    for cnn with batch norm, with batch norm and flip+crop, and resnet) on
    each sweep backend (flex; tch-cpu when the binary has it) and with ../shared/bench/torch_ref.py
-   at the same thread count. Reported: median training seconds (the batches alone: sweep's
-   epochs.train_seconds, torch_ref's train_s), the ratio sweep / PyTorch, peak memory of the
-   one-trial process, and where the rest of sweep's wall time went.
+   at the same thread count, back to back within each run. Reported: median training seconds
+   (the batches alone: sweep's epochs.train_seconds, torch_ref's train_s), the ratio sweep /
+   PyTorch of each run and their median and range, peak memory of the one-trial process, and
+   where the rest of sweep's wall time went.
 2. Forward + backward per CNN layer, burn flex against PyTorch (cargo bench --bench layers).
 3. A whole 12-trial sweep (mlp, cnn, lenet5 x adam, sgd momentum 0.9 x lr 0.001, 0.01; 1 epoch on
    10k images, batch 64): sweep run --jobs 2, a loop of torch_ref.py processes, and Optuna's
@@ -14,7 +15,8 @@
 
 Run with a Python that has torch 2.9 (and optuna):
   VENV/bin/python3 benches/bench.py --sweep target/release/sweep [--runs 3] [--out BENCHMARKS.md]
-      [--before OLD_BENCHMARKS.md --before-label LABEL] [--no-layers]
+      [--backends cpu,tch-cpu] [--no-layers] [--archs mlp,cnn,...]
+The raw results go to benches/bench-results.json (--raw), the tables to BENCHMARKS.md.
 Nothing else should run meanwhile (2 cores: a build distorts every timing).
 """
 import argparse, datetime, json, os, platform, re, sqlite3, statistics, subprocess, sys, tempfile, time
@@ -150,38 +152,23 @@ def optuna12(args, tmp, i):
     return wall, json.loads(out.strip().splitlines()[-1])
 
 
-def before_and_after(args, ratios, whole):
-    """Ratio table of an earlier run (raw JSON from its BENCHMARKS.md) beside this one's."""
-    text = open(args.before).read()
-    if "```json" in text:
-        text = text.split("```json", 1)[1].split("```", 1)[0]
-    old = json.loads(text)
-    md = ["", f"## Against {args.before_label}", "",
-          f"Ratios to PyTorch measured in the same run, {args.before_label} (`{os.path.basename(args.before)}`) "
-          "and now; each run timed PyTorch afresh, so machine drift between the runs stays in the "
-          "seconds and cancels out of the ratios only in part: a backend that the changes between the runs "
-          "did not touch (tch-cpu, for a change to flex) shows how far the ratios moved with the "
-          "machine alone.", "",
-          f"| architecture | flex / PyTorch {args.before_label} | now | tch-cpu / PyTorch {args.before_label} | now |",
-          "| --- | --- | --- | --- | --- |"]
-    for arch in [a for a in ARCHS if a in old["epoch"]]:
-        ep = old["epoch"][arch]
-        t = med([r["train_s"] for r in ep["torch"]])
-        f = med([r["train_s"] for r in ep["cpu"]]) / t
-        c = med([r["train_s"] for r in ep["tch-cpu"]]) / t
-        md.append(f"| {arch} | {f:.2f}x | {ratios[arch][0]:.2f}x | {c:.2f}x | {ratios[arch][1]:.2f}x |")
-    if old.get("sweep12", {}).get("sweep") and whole["sweep"]:
-        o_old = med(old["sweep12"]["optuna"]) / med(old["sweep12"]["sweep"])
-        o_new = med(whole["optuna"]) / med(whole["sweep"])
-        md += ["", f"Whole 12-trial sweep, sweep's throughput relative to Optuna's: {args.before_label} "
-               f"{o_old:.2f}x, now {o_new:.2f}x with every trial tested, "
-               f"{med(whole['optuna']) / med(whole['sweep_notest']):.2f}x with `test_limit = 0`."]
-    return md
-
-
 def med(values):
     values = [v for v in values if v == v]
     return statistics.median(values) if values else float("nan")
+
+
+def ratios(numerators, denominators):
+    """Each run's ratio (the two measured back to back in that run)."""
+    return [n / d for n, d in zip(numerators, denominators) if n == n and d == d and d > 0]
+
+
+def ratio_cell(values):
+    """Median of per-run ratios and their range."""
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.2f}x"
+    return f"{med(values):.2f}x ({min(values):.2f}-{max(values):.2f})"
 
 
 def main():
@@ -193,11 +180,14 @@ def main():
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--out", default="BENCHMARKS.md")
     p.add_argument("--skip-sweep12", action="store_true")
-    p.add_argument("--before", help="an earlier BENCHMARKS.md (or its raw JSON) to compare ratios with")
-    p.add_argument("--before-label", default="before", help="what to call the earlier run")
+    p.add_argument("--backends", default="cpu,tch-cpu", help="sweep devices to time (tch-cpu only when built)")
+    p.add_argument("--raw", default=os.path.join(HERE, "bench-results.json"))
     p.add_argument("--no-layers", action="store_true", help="skip the per-layer table (cargo bench)")
     p.add_argument("--archs", default=",".join(ARCHS), help="comma-separated subset (a quick check)")
+    p.add_argument("--from-raw", action="store_true", help="only rewrite the tables from --raw")
     args = p.parse_args()
+    if args.from_raw:
+        return write_markdown(args, json.load(open(args.raw)))
     ARCHS[:] = args.archs.split(",")
     args.ref = os.path.abspath(args.ref)
     tmp = tempfile.mkdtemp(prefix="sweep-bench-")
@@ -211,7 +201,7 @@ def main():
         layers = [l for l in out.stdout.splitlines() if l.startswith("|")]
         print("\n".join(layers), flush=True)
     results = {arch: {"cpu": [], "tch-cpu": [], "torch": []} for arch in ARCHS}
-    has_tch = True
+    has_tch = "tch-cpu" in args.backends.split(",")
     for i in range(args.runs):
         for arch in ARCHS:
             for device in ["cpu", "tch-cpu"] if has_tch else ["cpu"]:
@@ -239,43 +229,59 @@ def main():
                   f"{whole['sweep_notest'][-1]:.1f} s), torch loop "
                   f"{whole['loop'][-1]:.1f} s, optuna {wall:.1f} s", flush=True)
 
-    version = subprocess.run([args.sweep, "--version"], capture_output=True, text=True).stdout.strip()
-    torch_version = results[ARCHS[0]]["torch"][0]["torch"]
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    meta = {"date": str(datetime.date.today()), "cpu": cpu, "cores": os.cpu_count(),
+            "os": f"{platform.system()} {platform.release()}",
+            "sweep": subprocess.run([args.sweep, "--version"], capture_output=True, text=True).stdout.strip(),
+            "torch": results[ARCHS[0]]["torch"][0]["torch"], "python": platform.python_version(),
+            "optuna": optuna_version, "runs": args.runs, "threads": args.threads}
+    raw = {"meta": meta, "epoch": results, "sweep12": whole, "layers": layers}
+    with open(args.raw, "w") as f:
+        json.dump(raw, f, indent=1)
+    write_markdown(args, raw)
+
+
+def write_markdown(args, raw):
+    """BENCHMARKS.md's sections from the raw results (also on their own: --from-raw)."""
+    meta, results, whole, layers = raw["meta"], raw["epoch"], raw["sweep12"], raw["layers"]
+    archs = list(results)
+    raw_link = os.path.relpath(args.raw, os.path.dirname(os.path.abspath(args.out)))
     md = ["# Benchmarks", "",
-          f"Generated by `benches/bench.py` on {datetime.date.today()}: {cpu}, {os.cpu_count()} cores, "
-          f"{platform.system()} {platform.release()}; {version}, PyTorch {torch_version} CPU, "
-          f"Python {platform.python_version()}, Optuna {optuna_version}. Medians of {args.runs} runs, each "
-          "program run one after the other on an otherwise idle machine.", "",
+          f"Generated by `benches/bench.py` on {meta['date']}: {meta['cpu']}, {meta['cores']} cores, "
+          f"{meta['os']}; {meta['sweep']}, PyTorch {meta['torch']} CPU, Python {meta['python']}, "
+          f"Optuna {meta['optuna']}. {meta['runs']} runs; in each run every program ran one after the other "
+          "on an otherwise idle machine, so each run's ratio compares programs measured back to back. "
+          f"Raw results: [`{raw_link}`]({raw_link}).", "",
           "## One epoch of training per architecture", "",
-          f"54,000 training images, batch 64, Adam lr 0.001, dropout 0.2, {args.threads} threads. Seconds "
+          f"54,000 training images, batch 64, Adam lr 0.001, dropout 0.2, {meta['threads']} threads. Seconds "
           "of the training batches alone (sweep: `epochs.train_seconds`; PyTorch: `torch_ref.py` `train_s`, "
-          "preloaded tensors). Ratio = sweep / PyTorch (lower is better; 1.00x is parity).", "",
+          "preloaded tensors; `parity_torch.py` for the batch-norm, augmented and resnet rows). Seconds are "
+          "medians over the runs; a ratio is sweep / PyTorch within each run, then the median of those "
+          "ratios (range in brackets). Lower is better; 1.00x is parity.", "",
           "| architecture | PyTorch | flex | flex / PyTorch | tch-cpu | tch-cpu / PyTorch | "
           "val acc PyTorch / flex / tch-cpu |",
           "| --- | --- | --- | --- | --- | --- | --- |"]
-    ratios = {}
-    for arch in ARCHS:
-        t = med([r["train_s"] for r in results[arch]["torch"]])
-        f = med([r["train_s"] for r in results[arch]["cpu"]])
-        c = med([r["train_s"] for r in results[arch]["tch-cpu"]])
-        ratios[arch] = (f / t, c / t)
-        tch = f"{c:.2f} s | {c / t:.2f}x" if c == c else "not built | -"
+    for arch in archs:
+        train = {k: [r["train_s"] for r in results[arch][k]] for k in ["torch", "cpu", "tch-cpu"]}
+        t, f, c = med(train["torch"]), med(train["cpu"]), med(train["tch-cpu"])
+        tch = (f"{c:.2f} s | {ratio_cell(ratios(train['tch-cpu'], train['torch']))}" if c == c
+               else "not measured | -")
         acc = " / ".join(f"{med([r['val_acc'] for r in results[arch][k]]):.4f}" if results[arch][k] else "-"
                          for k in ["torch", "cpu", "tch-cpu"])
-        md.append(f"| {arch} | {t:.2f} s | {f:.2f} s | {f / t:.2f}x | {tch} | {acc} |")
+        md.append(f"| {arch} | {t:.2f} s | {f:.2f} s | {ratio_cell(ratios(train['cpu'], train['torch']))} "
+                  f"| {tch} | {acc} |")
     md += ["", "Validation accuracy after the epoch (6,000 images, one seed each; sweep and PyTorch draw "
            "different initial weights and batch orders, so single-epoch figures differ by up to about a "
            "point from that alone)."]
     md += ["", "## Peak memory and time outside training (flex, one trial per process)", "",
-           "Peak RSS of the whole `sweep run` process (one trial) and of `torch_ref.py`. Outside training: "
-           "the share of sweep's process wall time not spent in training batches (process start, data "
-           "loading, validation and test evaluation, checkpoints, database); database writes are timed "
-           "by the writer thread.", "",
+           "Peak RSS of the whole `sweep run` process (one trial) and of the PyTorch script. Outside "
+           "training: the share of sweep's process wall time not spent in training batches (process start, "
+           "data loading, validation and test evaluation, checkpoints, database); database writes are "
+           "timed by the writer thread. Medians over the runs.", "",
            "| architecture | sweep peak RSS | PyTorch peak RSS | sweep wall | training | validation | "
            "outside training | database writes |",
            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for arch in ARCHS:
+    for arch in archs:
         rs = results[arch]["cpu"]
         wall = med([r["wall_s"] for r in rs])
         train = med([r["train_s"] for r in rs])
@@ -287,35 +293,36 @@ def main():
     if layers:
         md += ["", "## Per layer: where flex stands", "",
                "`cargo bench --bench layers`: one forward + backward of each CNN layer at batch 64, loss "
-               "sum(y * y), in burn flex and in PyTorch (`benches/layers_torch.py`), same threads. Rows "
-               "marked (sweep) are `sweep::model::layers`, the formulations the models use on flex for "
-               "each convolution + pool pair (the first layer's, and the inner one's through "
-               "`src/kernels/conv_pool.rs`); the unmarked rows are burn's own kernels.", ""] + layers
-    if not args.skip_sweep12:
+               "sum(y * y), gradients of the input and the weights read back, in burn flex and in PyTorch "
+               "(`benches/layers_torch.py`, gradients zeroed before each repeat), same threads; milliseconds, "
+               "median of the repeats. Rows marked (sweep) are `sweep::model::layers`, the formulations the "
+               "models use on flex for each convolution + pool pair (the first layer's, and the inner one's "
+               "through `src/kernels/conv_pool.rs`); the unmarked rows are burn's own kernels.", ""] + layers
+    if whole["sweep"]:
         s, n, l, o = (med(whole["sweep"]), med(whole["sweep_notest"]), med(whole["loop"]),
                       med(whole["optuna"]))
+        rel = lambda other, ours: ratio_cell(ratios(whole[other], whole[ours]))
         md += ["", "## A whole sweep: 12 trials", "",
                "mlp, cnn, lenet5 x Adam, SGD momentum 0.9 x lr 0.001, 0.01; 1 epoch on the first 10,000 "
                "training images (90/10 split), batch 64. Wall time of the whole command, data loading "
                "included. sweep: `sweep run --jobs 2` (1 thread per trial, flex). PyTorch loop: one "
                "`torch_ref.py` process per trial, one after the other (the seed scripts' way). Optuna: "
-               "GridSampler, SQLite storage, `n_jobs=2`, in one process (`benches/optuna_grid.py`). sweep "
-               "by default also tests every trial on the 10,000 test images and records per-class results; "
-               "Optuna's objective only trains and validates, which is what sweep does with "
-               "`test_limit = 0`.", "",
+               "GridSampler, SQLite storage, `n_jobs=2` with one PyTorch thread per job, in one process "
+               "(`benches/optuna_grid.py`). sweep by default also tests every trial on the 10,000 test "
+               "images and records per-class results; Optuna's objective only trains and validates, which "
+               "is what sweep does with `test_limit = 0`. Throughput relative: the other runner's wall time "
+               "over sweep's within each run, median of the runs (range).", "",
                "| runner | wall | trials per hour | sweep's throughput relative to it | "
                "sweep's (test_limit = 0) relative to it |",
                "| --- | --- | --- | --- | --- |",
                f"| sweep (flex, --jobs 2), every trial tested | {s:.1f} s | {12 * 3600 / s:.0f} | 1.00x | "
-               f"{s / n:.2f}x |",
-               f"| sweep (flex, --jobs 2), test_limit = 0 | {n:.1f} s | {12 * 3600 / n:.0f} | {n / s:.2f}x | "
-               "1.00x |",
-               f"| PyTorch process loop | {l:.1f} s | {12 * 3600 / l:.0f} | {l / s:.2f}x | {l / n:.2f}x |",
-               f"| Optuna in-process | {o:.1f} s | {12 * 3600 / o:.0f} | {o / s:.2f}x | {o / n:.2f}x |"]
-    if args.before:
-        md += before_and_after(args, ratios, whole)
-    md += ["", "Raw results (JSON):", "", "```json",
-           json.dumps({"epoch": results, "sweep12": whole}, indent=None)[:20000], "```", ""]
+               f"{rel('sweep', 'sweep_notest')} |",
+               f"| sweep (flex, --jobs 2), test_limit = 0 | {n:.1f} s | {12 * 3600 / n:.0f} | "
+               f"{rel('sweep_notest', 'sweep')} | 1.00x |",
+               f"| PyTorch process loop | {l:.1f} s | {12 * 3600 / l:.0f} | {rel('loop', 'sweep')} | "
+               f"{rel('loop', 'sweep_notest')} |",
+               f"| Optuna in-process | {o:.1f} s | {12 * 3600 / o:.0f} | {rel('optuna', 'sweep')} | "
+               f"{rel('optuna', 'sweep_notest')} |"]
     # The sections other scripts and runs write (between `<!-- name -->` and `<!-- /name -->`:
     # the search benchmark, the ingredients, the store, fused trials) are kept as they were.
     if os.path.exists(args.out):

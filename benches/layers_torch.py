@@ -19,8 +19,12 @@ def conv(cin, cout, k, pad):
     return torch.nn.Conv2d(cin, cout, k, padding=pad)
 
 
+CONVS = []
+
+
 def conv_pool(cin, cout, k, pad):
     c = conv(cin, cout, k, pad)
+    CONVS.append(c)
     return lambda x: F.max_pool2d(c(x), 2)
 
 
@@ -43,10 +47,17 @@ cases = [
     ("relu 32x28x28", (B, 32, 28, 28), True, F.relu),
     ("cnn fc1 3136->256", (B, 64, 7, 7), True, lambda x: fc1(x.flatten(1))),
 ]
+modules = [m for _, _, _, m in cases if isinstance(m, torch.nn.Module)] + CONVS + [fc1]
 for name, shape, input_grad, layer in cases:
     x = torch.randn(shape, requires_grad=input_grad)
+    params = [p for m in modules for p in m.parameters()]
 
     def step():
+        # Fresh gradients every repeat, as an optimizer's zero_grad(set_to_none=True): without
+        # it backward() adds into .grad on every repeat, work that burn's side never does.
+        x.grad = None
+        for p in params:
+            p.grad = None
         y = layer(x)
         (y * y).sum().backward()
 

@@ -1,6 +1,8 @@
 """The 12-trial grid of benches/bench.py run by Optuna in one Python process: GridSampler, SQLite
 storage, n_jobs=2 -- the strongest peer for a sweep of small models. Training is torch_ref.py's
-(same models, same loop). Prints one JSON line: wall seconds and trials finished."""
+(same models, same loop). One PyTorch thread per job, as sweep's `--jobs 2 --threads 1`: two jobs
+of the default two threads each would oversubscribe the 2 cores. Prints one JSON line: wall
+seconds and trials finished."""
 import argparse, json, os, sys, time
 
 import optuna
@@ -16,6 +18,8 @@ p.add_argument("--split", type=float, default=0.9)
 a = p.parse_args()
 sys.path.insert(0, a.ref)
 import torch_ref  # noqa: E402
+
+torch.set_num_threads(1)
 
 t0 = time.perf_counter()
 xs = torch.from_numpy(torch_ref.read_idx(f"{a.data}/train-images-idx3-ubyte.gz").copy()).float().div_(255).unsqueeze(1)

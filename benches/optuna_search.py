@@ -1,9 +1,9 @@
 """The search of experiments/search.toml run by Optuna in one Python process: TPESampler with
 SuccessiveHalvingPruner (rungs at 1, 3, 9 epochs, reduction factor 3), SQLite storage,
 n_jobs=2, one torch thread per job. Training is torch_ref.py's (same models, same loop). Each
-trial reports its validation accuracy after every epoch and returns the best one, which is what
-sweep's TPE optimises; a trial that trains every epoch is then tested on the 10,000 test
-images. Its training and validation images are the ones sweep uses with the same seed. Prints
+trial reports its validation accuracy after every epoch (the pruner is asked after every epoch
+but the last) and returns the best one, which is what sweep's TPE optimises; a trial that
+trains every epoch is then tested on the 10,000 test images. Its training and validation images are the ones sweep uses with the same seed. Prints
 one JSON line: wall seconds and, per trial, its state, value, test accuracy
 and when it finished (seconds after the process started)."""
 import argparse, json, os, sys, time
@@ -21,7 +21,7 @@ p.add_argument("--storage", required=True, help="SQLite file (replaced)")
 p.add_argument("--trials", type=int, default=30)
 p.add_argument("--epochs", type=int, default=9)
 p.add_argument("--limit", type=int, default=10000)
-p.add_argument("--split", type=float, default=0.9)
+p.add_argument("--split", type=float, default=0.5)
 p.add_argument("--seed", type=int, default=1)
 a = p.parse_args()
 sys.path.insert(0, a.ref)
@@ -92,7 +92,9 @@ def objective(trial):
             acc = torch_ref.evaluate(model, xva, yva, batch)
             best = max(best, acc)
             trial.report(acc, epoch)
-            if trial.should_prune():
+            # The usual Optuna objective: the pruner decides between epochs, and a trial that
+            # trained the last one returns its value (asking then would mark it pruned).
+            if epoch < a.epochs and trial.should_prune():
                 raise optuna.TrialPruned()
         trial.set_user_attr("test_acc", torch_ref.evaluate(model, xt, yt, 1000))
         return best

@@ -2,18 +2,21 @@
 
 The space and budget of experiments/search.toml (four architectures, adam / sgd momentum 0.9,
 lr log-uniform 1e-4..1e-1, dropout 0..0.5, batch 32/64/128, up to 9 epochs on 10,000 training
-images split 90/10), three runners, each with every seed:
-  - sweep, random sampler, no early stopping;
+images split in half: 5,000 to train, 5,000 to validate), each runner with every seed:
   - sweep, TPE with ASHA (rungs at 1, 3, 9 epochs);
-  - Optuna: TPESampler + SuccessiveHalvingPruner, SQLite, n_jobs=2 (benches/optuna_search.py).
+  - Optuna: TPESampler + SuccessiveHalvingPruner, SQLite, n_jobs=2 (benches/optuna_search.py);
+  - with --runners, also sweep's random sampler without early stopping.
 Every runner trains two trials at a time with one compute thread each, and tests each trial
 that trains every epoch on the 10,000 test images. A runner's best is its best validation
-accuracy among trials that trained every epoch; its time to target is when a trial that
-trained every epoch first reached the target (Optuna's median best minus 0.2 points).
+accuracy among trials that trained every epoch. Like for like:
+  - time to target: when a trial that trained every epoch first reached the target (Optuna's
+    median best minus 0.2 points), for each runner; a run that never reached it counts as
+    infinitely late, so a median over seeds is finite only when most runs reached it;
+  - best so far at 25%, 50% and 100% of Optuna's wall time on the same seed.
 
 Run with a Python that has torch 2.9 and optuna:
-  VENV/bin/python3 benches/search_bench.py --sweep target/release/sweep [--seeds 1,2,3]
-      [--trials 30] [--out BENCHMARKS.md]
+  VENV/bin/python3 benches/search_bench.py --sweep target/release/sweep [--seeds 1,2,3,4,5]
+      [--trials 30] [--runners tpe,optuna[,random]] [--out BENCHMARKS.md]
 Writes the section between the search-bench markers of BENCHMARKS.md, the best-so-far figure
 benches/search-best-so-far.svg and the raw results benches/search-results.json.
 Nothing else should run meanwhile (2 cores: a build distorts every timing).
@@ -28,6 +31,11 @@ RUNNERS = {
     "sweep tpe + asha": [],
     "Optuna tpe + successive halving": None,
 }
+RUNNER_KEYS = {"random": "sweep random", "tpe": "sweep tpe + asha",
+               "optuna": "Optuna tpe + successive halving"}
+OPTUNA = RUNNER_KEYS["optuna"]
+OURS = RUNNER_KEYS["tpe"]
+FRACTIONS = (0.25, 0.5, 1.0)
 COLORS = {"sweep random": "#7f7f7f", "sweep tpe + asha": "#d62728",
           "Optuna tpe + successive halving": "#1f77b4"}
 
@@ -43,7 +51,8 @@ def run_sweep(args, tmp, label, seed):
     cmd = [args.sweep, "run", os.path.join(ROOT, "experiments", "search.toml"), "--db", db,
            "--runs", db + ".runs", "--data", args.data, "--jobs", "2", "--threads", "1", "-q",
            "--set", f"sweep.seed={seed}", "--set", f"sweep.trials={args.trials}",
-           "--set", "data.test_limit=10000", "--set", f"grid.epochs={args.epochs}"] + RUNNERS[label]
+           "--set", "data.test_limit=10000", "--set", f"grid.epochs={args.epochs}",
+           "--set", f"data.limit={args.limit}", "--set", f"data.split={args.split}"] + RUNNERS[label]
     start = time.time()
     t0 = time.perf_counter()
     out = subprocess.run(cmd, capture_output=True, text=True)
@@ -62,7 +71,8 @@ def run_sweep(args, tmp, label, seed):
 def run_optuna(args, tmp, seed):
     cmd = [sys.executable, os.path.join(HERE, "optuna_search.py"), "--data", args.data,
            "--ref", args.ref, "--storage", os.path.join(tmp, f"optuna-{seed}.db"),
-           "--trials", str(args.trials), "--epochs", str(args.epochs), "--seed", str(seed)]
+           "--trials", str(args.trials), "--epochs", str(args.epochs), "--seed", str(seed),
+           "--limit", str(args.limit), "--split", str(args.split)]
     t0 = time.perf_counter()
     out = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -86,7 +96,14 @@ def summarise(result, target=None):
             reached = t["finished_s"]
     return {"best": best["value"] if best else None, "test": best["test_acc"] if best else None,
             "epochs": sum(t["epochs"] for t in result["trials"]),
-            "complete": len(done), "line": line, "reached_s": reached}
+            "complete": len(done), "line": line,
+            "reached_s": reached if reached is not None else float("inf")}
+
+
+def best_at(line, seconds):
+    """The best value among trials done by `seconds` (None before the first)."""
+    values = [v for s, v in line if s <= seconds]
+    return values[-1] if values else None
 
 
 def med(values):
@@ -99,6 +116,14 @@ def spread(values, fmt):
     if not values:
         return "-"
     return f"{fmt(statistics.median(values))} ({fmt(min(values))} to {fmt(max(values))})"
+
+
+def secs(v):
+    return "not reached" if v == float("inf") else f"{v:.0f} s"
+
+
+def pct(v):
+    return f"{100 * v:.2f}" if v is not None else "-"
 
 
 def svg(results, target, path):
@@ -155,102 +180,141 @@ def main():
     p.add_argument("--sweep", default="target/release/sweep")
     p.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
     p.add_argument("--ref", default=os.path.join(ROOT, "..", "shared", "bench"))
-    p.add_argument("--seeds", default="1,2,3")
+    p.add_argument("--seeds", default="1,2,3,4,5")
     p.add_argument("--trials", type=int, default=30)
+    p.add_argument("--runners", default="tpe,optuna", help="of random, tpe, optuna")
+    p.add_argument("--limit", type=int, default=10000)
+    p.add_argument("--split", type=float, default=0.5)
     p.add_argument("--epochs", type=int, default=9, help="fewer only for a quick check of the script")
     p.add_argument("--out", default=os.path.join(ROOT, "BENCHMARKS.md"))
     p.add_argument("--figure", default=os.path.join(HERE, "search-best-so-far.svg"))
     p.add_argument("--raw", default=os.path.join(HERE, "search-results.json"))
-    p.add_argument("--replot", action="store_true", help="only redraw the figure from --raw")
+    p.add_argument("--replot", action="store_true", help="only redraw the figure and the section from --raw")
     args = p.parse_args()
+    labels = [RUNNER_KEYS[k] for k in args.runners.split(",")]
+    if OURS not in labels or OPTUNA not in labels:
+        sys.exit("--runners needs tpe and optuna: the verdict compares them")
     if args.replot:
         raw = json.load(open(args.raw))
         results = {label: {int(seed): r for seed, r in runs.items()}
                    for label, runs in raw["results"].items()}
-        return svg(results, raw["target"], args.figure)
-    seeds = [int(s) for s in args.seeds.split(",")]
-    version = subprocess.run([args.sweep, "--version"], capture_output=True, text=True).stdout.strip()
-    results = {label: {} for label in RUNNERS}
-    with tempfile.TemporaryDirectory() as tmp:
-        for seed in seeds:
-            for label in RUNNERS:
-                print(f"seed {seed}: {label} ...", file=sys.stderr, flush=True)
-                r = run_optuna(args, tmp, seed) if RUNNERS[label] is None else run_sweep(args, tmp, label, seed)
-                results[label][seed] = r
-                print(f"  {r['wall_s']:.0f} s, best {summarise(r)['best']}", file=sys.stderr, flush=True)
-    optuna_label = "Optuna tpe + successive halving"
-    optuna_wall = med(r["wall_s"] for r in results[optuna_label].values())
-    target = med(summarise(r)["best"] for r in results[optuna_label].values()) - 0.002
+        seeds, versions = sorted(results[OPTUNA]), raw["versions"]
+        vars(args).update(raw["args"])
+    else:
+        seeds = [int(s) for s in args.seeds.split(",")]
+        import torch, optuna  # noqa: E401  (versions for the header only)
+        versions = {"sweep": subprocess.run([args.sweep, "--version"], capture_output=True,
+                                            text=True).stdout.strip(),
+                    "optuna": optuna.__version__, "torch": torch.__version__,
+                    "date": str(datetime.date.today())}
+        results = {label: {} for label in labels}
+        with tempfile.TemporaryDirectory() as tmp:
+            for seed in seeds:
+                for label in labels:
+                    print(f"seed {seed}: {label} ...", file=sys.stderr, flush=True)
+                    r = (run_optuna(args, tmp, seed) if RUNNERS[label] is None
+                         else run_sweep(args, tmp, label, seed))
+                    results[label][seed] = r
+                    print(f"  {r['wall_s']:.0f} s, best {summarise(r)['best']}", file=sys.stderr, flush=True)
+    target = med(summarise(r)["best"] for r in results[OPTUNA].values()) - 0.002
     with open(args.raw, "w") as f:
-        json.dump({"target": target, "results": results}, f, indent=1)
+        json.dump({"target": target, "versions": versions,
+                   "args": {k: vars(args)[k] for k in ["trials", "limit", "split", "epochs"]},
+                   "results": results}, f, indent=1)
     svg(results, target, args.figure)
+    write_section(args, seeds, versions, results, target)
 
-    pct = lambda v: f"{100 * v:.2f}"
-    secs = lambda v: f"{v:.0f} s"
+
+def write_section(args, seeds, versions, results, target):
+    """The BENCHMARKS.md section: per runner, medians over seeds; the verdict; per run."""
+    optuna_wall = {seed: results[OPTUNA][seed]["wall_s"] for seed in seeds}
+    stats = {label: {seed: summarise(runs[seed], target) for seed in seeds} for label, runs in results.items()}
+    at = {label: {f: [best_at(stats[label][seed]["line"], f * optuna_wall[seed]) for seed in seeds]
+                  for f in FRACTIONS} for label in results}
+    # A run that never reached the target sorts last; None (no trial done yet) counts as 0.
+    median_at = {label: {f: statistics.median([v or 0.0 for v in at[label][f]]) for f in FRACTIONS}
+                 for label in results}
+    reached = {label: [stats[label][seed]["reached_s"] for seed in seeds] for label in results}
+    median_reached = {label: statistics.median(reached[label]) for label in results}
+    count = lambda f: lambda v: f"{v:.0f}"
     rows = []
     for label, runs in results.items():
-        s = {seed: summarise(r, target) for seed, r in runs.items()}
-        reached = [s[seed]["reached_s"] for seed in seeds]
+        s = stats[label]
+        hits = sum(r != float("inf") for r in reached[label])
         rows.append(
-            f"| {label} | {spread([r['wall_s'] for r in runs.values()], secs)} "
-            f"| {spread([x['epochs'] for x in s.values()], lambda v: f'{v:.0f}')} "
-            f"| {spread([x['complete'] for x in s.values()], lambda v: f'{v:.0f}')} "
-            f"| {spread([x['best'] for x in s.values()], pct)} "
+            f"| {label} | {secs(median_reached[label])}; {hits} of {len(seeds)} "
+            + "".join(f"| {pct(median_at[label][f])} " for f in FRACTIONS)
+            + f"| {spread([x['best'] for x in s.values()], pct)} "
             f"| {spread([x['test'] for x in s.values()], pct)} "
-            f"| {spread(reached, secs)}; {sum(r is not None for r in reached)} of {len(seeds)} "
-            f"| {(med(reached) / optuna_wall if med(reached) is not None and sum(r is not None for r in reached) * 2 > len(seeds) else float('nan')):.2f} |")
+            f"| {spread([r['wall_s'] for r in runs.values()], lambda v: f'{v:.0f} s')} "
+            f"| {spread([x['epochs'] for x in s.values()], count(0))} "
+            f"| {spread([x['complete'] for x in s.values()], count(0))} |")
     per_seed = []
     for label, runs in results.items():
-        for seed in seeds:
-            x = summarise(runs[seed], target)
-            per_seed.append(f"| {label} | {seed} | {runs[seed]['wall_s']:.0f} s | {x['epochs']} | {x['complete']} "
-                            f"| {pct(x['best']) if x['best'] else '-'} | {pct(x['test']) if x['test'] else '-'} "
-                            f"| {secs(x['reached_s']) if x['reached_s'] is not None else 'not reached'} |")
-    ours = [summarise(results["sweep tpe + asha"][seed], target)["reached_s"] for seed in seeds]
-    ours_med = med(ours) if sum(r is not None for r in ours) * 2 > len(seeds) else None
-    verdict = (f"sweep tpe + asha reached the target in a median {ours_med:.0f} s, "
-               f"{ours_med / optuna_wall:.2f}x Optuna's median wall time of {optuna_wall:.0f} s: the "
-               f"target of at most 0.50x is {'met' if ours_med / optuna_wall <= 0.5 else 'not met'}."
-               if ours_med is not None else
-               f"sweep tpe + asha reached the target in only {sum(r is not None for r in ours)} of "
-               f"{len(seeds)} runs: the target is not met.")
-    import torch, optuna  # noqa: E401  (versions for the header only)
+        for i, seed in enumerate(seeds):
+            x = stats[label][seed]
+            per_seed.append(
+                f"| {label} | {seed} | {secs(x['reached_s'])} "
+                + "".join(f"| {pct(at[label][f][i])} " for f in FRACTIONS)
+                + f"| {pct(x['best'])} | {pct(x['test'])} | {runs[seed]['wall_s']:.0f} s | {x['epochs']} "
+                f"| {x['complete']} |")
+    ours, theirs = median_reached[OURS], median_reached[OPTUNA]
+    ratio = ours / theirs if theirs not in (0, float("inf")) else float("nan")
+    ahead = [f for f in FRACTIONS if median_at[OURS][f] >= median_at[OPTUNA][f]]
+    verdict = [
+        f"- Time to the target, like for like (median over the seeds): sweep {secs(ours)}, Optuna "
+        f"{secs(theirs)}: " + (f"{ratio:.2f}x" if ratio == ratio else "no ratio")
+        + f"; the target of at most 0.50x is {'met' if ratio <= 0.5 else 'not met'}.",
+        "- Best so far at 25%, 50% and 100% of Optuna's wall time (medians): sweep "
+        + " / ".join(pct(median_at[OURS][f]) for f in FRACTIONS) + ", Optuna "
+        + " / ".join(pct(median_at[OPTUNA][f]) for f in FRACTIONS) + ": sweep is at or above Optuna at "
+        + (f"{len(ahead)} of 3 points" if len(ahead) < 3 else "all 3 points")
+        + f"; the target (all 3) is {'met' if len(ahead) == 3 else 'not met'}.",
+    ]
+    header = "| runner | time to target; runs reaching it | best so far at 25% | at 50% | at 100% of Optuna's wall | best val acc % | test acc % of best | wall | epochs trained | trials trained every epoch |"
+    rule = "| --- " * 10 + "|"
     section = [
         BEGIN,
         "## Searching: sweep against Optuna",
         "",
-        f"Generated by `benches/search_bench.py` on {datetime.date.today()}: {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} cores; {version}, Optuna {optuna.__version__}, PyTorch {torch.__version__} CPU. "
-        f"Seeds {', '.join(map(str, seeds))}; every run one after the other on an otherwise idle machine.",
+        f"Generated by `benches/search_bench.py` on {versions['date']}: {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cores; {versions['sweep']}, Optuna {versions['optuna']}, PyTorch {versions['torch']} CPU. "
+        f"Seeds {', '.join(map(str, seeds))}; every run one after the other on an otherwise idle machine. "
+        f"Raw results: [`benches/search-results.json`](benches/search-results.json).",
         "",
         f"The space of `experiments/search.toml`: mlp, cnn, lenet5, convnet; adam or sgd with momentum 0.9; lr "
-        f"log-uniform 1e-4..1e-1; dropout uniform 0..0.5; batch 32, 64 or 128; up to 9 epochs on the first "
-        f"10,000 training images split 90/10. Budget: {args.trials} trials. Each runner trains two trials at a "
-        f"time with one compute thread each, and tests every trial that trains all {args.epochs} epochs on the "
-        f"10,000 test images. sweep: `sweep run experiments/search.toml --jobs 2 --threads 1` with the seed, budget and "
-        f"testing set by `--set` (random: also `sweep.sampler=random`, `prune.method=none`). Optuna: "
-        f"`benches/optuna_search.py`, TPESampler(seed) + SuccessiveHalvingPruner(min_resource=1, "
+        f"log-uniform 1e-4..1e-1; dropout uniform 0..0.5; batch 32, 64 or 128; up to {args.epochs} epochs on the "
+        f"first {args.limit:,} training images, {int(args.limit * args.split):,} to train and "
+        f"{args.limit - int(args.limit * args.split):,} to validate. Budget: {args.trials} trials. Each runner "
+        f"trains two trials at a time with one compute thread each, and tests every trial that trains all "
+        f"{args.epochs} epochs on the 10,000 test images. sweep: `sweep run experiments/search.toml --jobs 2 "
+        f"--threads 1` with the seed, budget and testing set by `--set`"
+        + (" (random: also `sweep.sampler=random`, `prune.method=none`)" if "sweep random" in results else "")
+        + ". Optuna: `benches/optuna_search.py`, TPESampler(seed) + SuccessiveHalvingPruner(min_resource=1, "
         f"reduction_factor=3), SQLite storage, `n_jobs=2`, `torch.set_num_threads(1)`, torch_ref.py's models "
-        f"and loop; each trial reports validation accuracy after every epoch and returns the best.",
+        f"and loop; each trial reports validation accuracy after every epoch, the pruner is asked after every "
+        f"epoch but the last, and the objective returns the best.",
         "",
         f"Best = best validation accuracy among trials that trained every epoch; with the same seed both "
         f"runners train and validate on the same images (optuna_search.py re-implements sweep's split), and "
-        f"the test accuracy of that trial is on the 10,000 test images. Target = Optuna's median best minus 0.2 points = {pct(target)}%. Time to target = "
-        f"when a trial that trained every epoch first reached it, seconds after the runner started. "
-        f"Cells: median (min to max) over the seeds.",
+        f"the test accuracy of that trial is on the 10,000 test images. Target = Optuna's median best minus "
+        f"0.2 points (10 validation images) = {pct(target)}%. Time to target = when a trial that trained every "
+        f"epoch first reached it, seconds after the runner's process started; a run that never reached it "
+        f"counts as last. Best so far at a fraction of Optuna's wall time: on each seed, the best among the "
+        f"runner's trials done by then. Cells: median over the seeds (min to max where shown).",
         "",
-        "| runner | wall | epochs trained | trials trained every epoch | best val acc % | test acc % of best | time to target; runs reaching it | time to target / Optuna's wall |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        header,
+        rule,
         *rows,
         "",
-        verdict,
+        *verdict,
         "",
         f"![best so far against time](benches/{os.path.basename(args.figure)})",
         "",
         "Per run:",
         "",
-        "| runner | seed | wall | epochs trained | trials trained every epoch | best val acc % | test acc % of best | time to target |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| runner | seed | time to target | best so far at 25% | at 50% | at 100% of Optuna's wall | best val acc % | test acc % of best | wall | epochs trained | trials trained every epoch |",
+        "| --- " * 11 + "|",
         *per_seed,
         END,
     ]
@@ -261,7 +325,7 @@ def main():
         text = text.rstrip("\n") + "\n\n" + "\n".join(section) + "\n"
     with open(args.out, "w") as f:
         f.write(text)
-    print(verdict)
+    print("\n".join(verdict))
 
 
 if __name__ == "__main__":

@@ -5,12 +5,14 @@
 //! Parts: [`im2col`] unfolds images into columns and back, [`gemm`] multiplies them, [`pool`]
 //! pools a convolution's output, [`conv_pool`] makes these one layer, [`batch_norm`] is
 //! training-mode batch norm, [`adam`] one Adam or AdamW step; [`autodiff`] is the backward glue
-//! they share and [`flex`] how they read and make flex tensors.
+//! they share and [`flex`] how they read and make flex tensors; [`denormals`] keeps subnormal
+//! floats off the compute threads.
 
 mod adam;
 mod autodiff;
 mod batch_norm;
 mod conv_pool;
+mod denormals;
 mod flex;
 mod gemm;
 mod im2col;
@@ -20,6 +22,7 @@ pub use adam::{AdamKernel, AdamRule, Scalars};
 pub use autodiff::LayerGradients;
 pub use batch_norm::{BatchNormKernels, BatchNormOp, NormLayout, NormSaved, Planes};
 pub use conv_pool::{ConvPool, ConvPoolKernels, Saved};
+pub use denormals::flush_denormals;
 
 use burn::prelude::Device;
 

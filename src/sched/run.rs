@@ -402,8 +402,10 @@ fn work_slot(
         // The writer only goes away after the workers finish.
         let _ = sender.send(Message::Event(event));
     };
+    crate::kernels::flush_denormals();
     let compute = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
+        .start_handler(|_| crate::kernels::flush_denormals())
         .build()
         .map_err(|e| format!("cannot start {threads} compute threads: {e}"));
     let slot = Slot {
