@@ -29,6 +29,9 @@ pub enum Outcome {
         /// The metric at that epoch, negated when higher is better.
         loss: f64,
     },
+    /// Being trained now: counted as the worst outcome (Optuna's constant liar), so that
+    /// draws made while it runs look elsewhere instead of beside it.
+    Running,
 }
 
 /// A past trial: where it was in the space and how it ended.
@@ -107,7 +110,8 @@ impl Sampler {
     }
 
     /// The observations TPE learns from: finished trials by their best value, pruned and
-    /// paused ones by their last value (running, failed and other-space trials are left out).
+    /// paused ones by their last value, running ones as the worst (failed and other-space
+    /// trials are left out).
     fn history(&self, past: &[PastTrial]) -> Vec<Observation> {
         let loss = |x: f64| match self.metric {
             Metric::ValAcc => -x,
@@ -124,10 +128,68 @@ impl Sampler {
                         epoch: t.values.len(),
                         loss: loss(t.values.last().copied().flatten().unwrap_or(f64::NAN)),
                     },
+                    TrialStatus::Running => Outcome::Running,
                     _ => return None,
                 };
                 Some(Observation { point, outcome })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::experiment::Experiment;
+
+    #[test]
+    fn running_trials_push_draws_away_from_where_they_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("search.toml");
+        std::fs::write(
+            &path,
+            "[sweep]\nsampler = \"tpe\"\ntrials = 40\n[grid]\narch = \"mlp\"\n\
+             dropout = { uniform = [0.0, 0.5] }\n",
+        )
+        .unwrap();
+        let sampler = Sampler::new(&Experiment::load(&path, &[]).unwrap().spec).unwrap();
+        let trial = |x: f64, status, best| PastTrial {
+            id: 0,
+            spec: sampler.space().trials(&[x], 0).remove(0),
+            status,
+            best,
+            values: vec![],
+        };
+        // 20 finished trials across the range; the closer to dropout 0.1, the better.
+        let mut past: Vec<PastTrial> = (0..20)
+            .map(|i| {
+                let x = 0.025 * i as f64;
+                trial(x, TrialStatus::Done, Some(0.9 - (x - 0.1).abs()))
+            })
+            .collect();
+        let mean_distance = |past: &[PastTrial]| {
+            let draws = 400;
+            (0..draws)
+                .map(|d| (sampler.draw(100 + d, past)[0].dropout - 0.1).abs())
+                .sum::<f64>()
+                / draws as f64
+        };
+        let alone = mean_distance(&past);
+        past.extend((0..4).map(|_| trial(0.1, TrialStatus::Running, None)));
+        let beside_running = mean_distance(&past);
+        assert!(
+            beside_running > alone * 1.2,
+            "mean distance from 0.1: {alone} without running trials, {beside_running} with"
+        );
+        // Running trials are not ended trials: they do not shorten the random start-up.
+        let early: Vec<PastTrial> = (0..9)
+            .map(|i| trial(0.05 * i as f64, TrialStatus::Done, Some(0.5)))
+            .chain((0..4).map(|_| trial(0.1, TrialStatus::Running, None)))
+            .collect();
+        let random = Sampler {
+            kind: SamplerName::Random,
+            ..sampler.clone()
+        };
+        assert_eq!(sampler.draw(7, &early), random.draw(7, &early));
     }
 }

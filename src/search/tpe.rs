@@ -3,6 +3,9 @@
 //! magic clip on, endpoints off, weights ramping down the oldest trials past 25, each axis
 //! modelled independently (Optuna's default, univariate). Pruned and paused trials count as
 //! Optuna counts pruned ones: after every finished trial, those that went further first.
+//! Running trials count as worse than all of them, as with Optuna's `constant_liar=True`, which
+//! its documentation advises for parallel workers: two slots drawing from the same history
+//! would otherwise draw beside each other. Start-up counts only trials that have ended.
 //!
 //! Written here rather than taken from the `tpe` crate, whose estimator differs from Optuna's
 //! (no prior component, no magic clip, no handling of stopped trials), because matching Optuna
@@ -18,7 +21,11 @@ const PRIOR_WEIGHT: f64 = 1.0;
 
 /// Draws the next point from the history (in draw order), or at random during start-up.
 pub fn draw(space: &Space, history: &[Observation], rng: &mut Rng) -> Point {
-    if history.len() < STARTUP_TRIALS {
+    let ended = history
+        .iter()
+        .filter(|o| o.outcome != Outcome::Running)
+        .count();
+    if ended < STARTUP_TRIALS {
         return random::draw(space, rng);
     }
     let (below, above) = split(history);
@@ -77,6 +84,7 @@ fn rank_key(o: &Observation) -> (u8, f64, f64) {
     match o.outcome {
         Outcome::Finished { loss: l } => (0, 0.0, loss(l)),
         Outcome::Stopped { epoch, loss: l } => (1, -(epoch as f64), loss(l)),
+        Outcome::Running => (2, 0.0, f64::INFINITY),
     }
 }
 
