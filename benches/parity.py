@@ -4,6 +4,7 @@ full training set (90/10 split), one run after the other. Prints a markdown tabl
 accuracy (mean over the seeds) and the difference; the target is within 0.5 points.
 
   VENV/bin/python3 benches/parity.py --sweep target/release/sweep [--seeds 1,2] [--epochs 5]
+      [--only LABEL] [--skip LABEL] > benches/parity-results.txt
 """
 import argparse, json, os, sqlite3, statistics, subprocess, sys, tempfile
 
@@ -52,8 +53,9 @@ def main():
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--only", default="", help="run the configurations whose label contains this")
+    p.add_argument("--skip", default=None, help="leave out the configurations whose label contains this")
     args = p.parse_args()
-    CONFIGS[:] = [c for c in CONFIGS if args.only in c[0]]
+    CONFIGS[:] = [c for c in CONFIGS if args.only in c[0] and not (args.skip and args.skip in c[0])]
     seeds = [int(s) for s in args.seeds.split(",")]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
