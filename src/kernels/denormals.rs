@@ -1,8 +1,8 @@
 //! Flush-to-zero for the compute threads. Adam's moments of weights whose gradient is zero for a
 //! while (dead units, a crop's black border) decay by `beta` each step into subnormal floats,
-//! and every multiply or divide touching one takes a microcode assist: a 72-epoch run slowed
-//! from 19 s to 28 s per epoch by epoch 7. Values below 1.2e-38 carry nothing a network can use,
-//! so the compute threads treat them as zero, as TensorFlow's threads do by default.
+//! and every multiply or divide touching one takes a microcode assist, so a long run slows
+//! epoch after epoch (benches/ftz-check.txt). Values below 1.2e-38 carry nothing a network can
+//! use, so the compute threads treat them as zero, as TensorFlow's threads do by default.
 
 /// Sets flush-to-zero and denormals-are-zero on the calling thread (x86-64; a no-op elsewhere).
 pub fn flush_denormals() {
