@@ -48,9 +48,9 @@ cases = [
     ("cnn fc1 3136->256", (B, 64, 7, 7), True, lambda x: fc1(x.flatten(1))),
 ]
 modules = [m for _, _, _, m in cases if isinstance(m, torch.nn.Module)] + CONVS + [fc1]
+params = [p for m in modules for p in m.parameters()]
 for name, shape, input_grad, layer in cases:
     x = torch.randn(shape, requires_grad=input_grad)
-    params = [p for m in modules for p in m.parameters()]
 
     def step():
         # Fresh gradients every repeat, as an optimizer's zero_grad(set_to_none=True): without
