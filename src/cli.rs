@@ -274,6 +274,10 @@ pub struct LsArgs {
     /// At most N trials.
     #[arg(long)]
     pub limit: Option<usize>,
+    /// Only the Pareto front: the finished trials no other matching trial of their sweep beats
+    /// on every objective (`[sweep] objectives`), sorted by the first objective unless --sort.
+    #[arg(long)]
+    pub pareto: bool,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     pub format: Format,
@@ -299,9 +303,10 @@ pub struct BestArgs {
     /// Only this sweep.
     #[arg(long)]
     pub sweep: Option<String>,
-    /// What "best" means: accuracies are better higher, losses and duration_s lower.
-    #[arg(long, value_enum, default_value = "val_acc")]
-    pub metric: Measure,
+    /// What "best" means: accuracies are better higher, losses, sizes and times lower
+    /// [default: val_acc; for a sweep with several objectives, its Pareto front]
+    #[arg(long, value_enum)]
+    pub metric: Option<Measure>,
     /// The best trial per value of this parameter (e.g. arch, optimizer, lr).
     #[arg(long)]
     pub by: Option<String>,

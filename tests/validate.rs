@@ -158,6 +158,60 @@ fn invalid_values_name_key_value_and_rule() {
 }
 
 #[test]
+fn bad_objectives_are_refused_with_the_key_named() {
+    let search = "[sweep]\nsampler = \"tpe\"\ntrials = 10\n";
+    let grid = "[grid]\nlr = { log_uniform = [1e-4, 1e-1] }\nepochs = 3\n";
+    let with = |sweep: &str, rest: &str| format!("{search}{sweep}\n{grid}{rest}");
+    rejected(
+        &with("objectives = [\"val_acc\", \"flops\"]", ""),
+        &["sweep.objectives", "flops", "params", "latency_ms"],
+    );
+    rejected(
+        &with("objectives = [\"params\", \"val_acc\", \"params\"]", ""),
+        &["sweep.objectives", "params is listed twice"],
+    );
+    rejected(
+        &with("objectives = [\"val_acc\", \"val_loss\"]", ""),
+        &["sweep.objectives", "keep one"],
+    );
+    rejected(
+        &with(
+            "objectives = [\"val_acc\", \"params\"]\nmetric = \"val_acc\"",
+            "",
+        ),
+        &["sweep.metric", "remove metric"],
+    );
+    rejected(
+        &with(
+            "objectives = [\"val_acc\", \"params\", \"epoch_seconds\", \"latency_ms\"]",
+            "",
+        ),
+        &["sweep.objectives", "at most three"],
+    );
+    rejected(
+        &format!("[sweep]\nsampler = \"nsga2\"\ntrials = 10\n{grid}"),
+        &["sweep.sampler", "use sampler = \"tpe\""],
+    );
+    rejected(
+        &with(
+            "objectives = [\"val_acc\", \"params\"]",
+            "[prune]\nmethod = \"median\"\n",
+        ),
+        &["prune.method", "\"asha\""],
+    );
+    // One objective is today's metric; two with ASHA are fine.
+    let ws = Workspace::new();
+    for sweep in [
+        "objectives = [\"val_loss\"]",
+        "objectives = [\"val_acc\", \"params\"]\n[prune]\nmethod = \"asha\"",
+    ] {
+        let file = ws.experiment("ok.toml", &with(sweep, ""));
+        let out = ws.sweep(&["validate", file.to_str().unwrap()]);
+        assert!(out.status.success(), "{sweep}: {}", stderr(&out));
+    }
+}
+
+#[test]
 fn an_empty_axis_is_an_empty_grid() {
     rejected("[grid]\noptimizer = []\n", &["grid.optimizer", "empty"]);
 }

@@ -5,7 +5,7 @@ use super::output::print;
 use crate::cli::{BestArgs, CompareArgs, ExportArgs, LsArgs, ReportArgs, ShowArgs};
 use std::collections::HashMap;
 use sweep::disk::DirUsage;
-use sweep::report::{self, Format, ReportInput, Rows, TrialDetail, TrialDisk};
+use sweep::report::{self, Format, Measure, ReportInput, Rows, TrialDetail, TrialDisk};
 use sweep::store::{Store, TrialListing, TrialQuery, parse_filter, parse_sort};
 use sweep::trial::TrialId;
 use sweep::{Error, Result};
@@ -58,17 +58,50 @@ pub fn ls(args: LsArgs) -> Result<i32> {
         .collect::<Result<Vec<_>>>()?;
     let store = Store::open_existing(&args.db.db)?;
     store.require_sweep(args.sweep.as_deref())?;
-    let listings = store.query_trials(&TrialQuery {
+    let sorted = !sort.is_empty();
+    let mut listings = store.query_trials(&TrialQuery {
         sweep: args.sweep,
         filter,
         sort,
-        limit: args.limit,
+        limit: if args.pareto { None } else { args.limit },
         offset: 0,
     })?;
+    if args.pareto {
+        listings = fronts(&store, &listings, sorted)?;
+        listings.truncate(args.limit.unwrap_or(usize::MAX));
+    }
     if empty_note(&store, &listings, args.format) {
         return Ok(0);
     }
     print(&report::listings(&listings, args.format))
+}
+
+/// The Pareto front of each sweep among `listings`, sweep by sweep; each front in the order of
+/// `listings` when `keep_order`, else by its first objective.
+fn fronts(store: &Store, listings: &[TrialListing], keep_order: bool) -> Result<Vec<TrialListing>> {
+    let mut sweeps: Vec<&str> = Vec::new();
+    for listing in listings {
+        if !sweeps.contains(&listing.sweep.as_str()) {
+            sweeps.push(&listing.sweep);
+        }
+    }
+    let mut on_front: Vec<TrialListing> = Vec::new();
+    for sweep in sweeps {
+        let objectives = store.require_experiment(sweep)?.spec.sweep.objectives();
+        let members: Vec<TrialListing> = listings
+            .iter()
+            .filter(|l| l.sweep == sweep)
+            .cloned()
+            .collect();
+        let front = report::pareto_front(&members, &objectives);
+        if keep_order {
+            let ids: Vec<i64> = front.iter().map(|t| t.id).collect();
+            on_front.extend(members.iter().filter(|m| ids.contains(&m.id)).cloned());
+        } else {
+            on_front.extend(front.into_iter().cloned());
+        }
+    }
+    Ok(on_front)
 }
 
 /// `sweep show`.
@@ -82,8 +115,34 @@ pub fn best(args: BestArgs) -> Result<i32> {
     let store = Store::open_existing(&args.db.db)?;
     store.require_sweep(args.sweep.as_deref())?;
     let listings = store.list_trials(args.sweep.as_deref())?;
+    let multi_objective = |sweep: &str| -> Result<bool> {
+        Ok(store
+            .require_experiment(sweep)?
+            .spec
+            .sweep
+            .is_multi_objective())
+    };
+    let single_sweep = listings
+        .first()
+        .map(|l| l.sweep.clone())
+        .filter(|first| listings.iter().all(|l| l.sweep == *first));
+    if args.metric.is_none()
+        && args.by.is_none()
+        && let Some(sweep) = single_sweep
+        && multi_objective(&sweep)?
+    {
+        let front = fronts(&store, &listings, false)?;
+        if front.is_empty() {
+            return Err(Error::NotFound(format!(
+                "no finished trial of sweep {sweep} has every objective recorded in {}",
+                store.location()
+            )));
+        }
+        return print(&report::listings(&front, args.format));
+    }
+    let metric = args.metric.unwrap_or(Measure::ValAcc);
     let chosen: Vec<TrialListing> = match &args.by {
-        None => report::ranked(&listings, args.metric)
+        None => report::ranked(&listings, metric)
             .into_iter()
             .take(1)
             .cloned()
@@ -100,7 +159,7 @@ pub fn best(args: BestArgs) -> Result<i32> {
                     known.join(", ")
                 )));
             }
-            report::best_per_group(&listings, args.metric, by)
+            report::best_per_group(&listings, metric, by)
                 .into_iter()
                 .map(|(_, t)| t.clone())
                 .collect()
@@ -109,7 +168,7 @@ pub fn best(args: BestArgs) -> Result<i32> {
     if chosen.is_empty() {
         return Err(Error::NotFound(format!(
             "no finished trial with a {} in {}",
-            args.metric,
+            metric,
             store.location()
         )));
     }

@@ -7,6 +7,7 @@ mod axis;
 mod data_section;
 mod grid;
 mod grid_section;
+mod objective;
 mod optimizer_options;
 mod problems;
 mod prune_section;
@@ -21,6 +22,7 @@ pub use axis::{Axis, Distribution, DistributionKind};
 pub use data_section::DataSection;
 pub use grid::{AxisValues, TrialSpec, expand, omitted_defaults, trial};
 pub use grid_section::{ArchName, Augment, GridSection, OptimizerName, ScheduleName};
+pub use objective::{ALL_OBJECTIVES, Objective};
 pub use optimizer_options::{AdamOptions, OptimizerOptions, SgdOptions};
 pub use prune_section::{PruneMethod, PruneSection};
 pub use schedule_options::{ScheduleOptions, StepOptions};
@@ -102,12 +104,13 @@ impl Experiment {
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "sweep".into()),
         };
-        let experiment = Experiment {
+        let mut experiment = Experiment {
             path: path.to_path_buf(),
             name,
             spec,
         };
         experiment.validate(&figment)?;
+        experiment.spec.sweep.settle_metric();
         Ok(experiment)
     }
 

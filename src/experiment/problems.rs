@@ -35,6 +35,14 @@ impl<'a> Problems<'a> {
         }
     }
 
+    /// Whether `key` was given by the file, a `SWEEP_*` variable or `--set`, not left at its
+    /// default.
+    pub(super) fn is_set(&self, key: &str) -> bool {
+        self.figment
+            .find_metadata(key)
+            .is_some_and(|meta| !meta.name.ends_with("ExperimentSpec"))
+    }
+
     /// Every problem in one error, or `Ok` when there is none.
     pub(super) fn into_result(self) -> Result<()> {
         if self.found.is_empty() {

@@ -5,7 +5,7 @@ use super::data_section::DataSection;
 use super::grid_section::GridSection;
 use super::optimizer_options::OptimizerOptions;
 use super::problems::Problems;
-use super::prune_section::PruneSection;
+use super::prune_section::{PruneMethod, PruneSection};
 use super::schedule_options::ScheduleOptions;
 use super::sweep_section::{SamplerName, SweepSection};
 use serde::{Deserialize, Serialize};
@@ -48,5 +48,15 @@ impl ExperimentSpec {
         self.schedule.validate(problems);
         self.arch.validate(problems);
         self.optimizer.validate(problems);
+        if self.sweep.is_multi_objective() {
+            problems.check(
+                self.prune.method != PruneMethod::Median,
+                "prune.method",
+                "\"median\"".into(),
+                "the median rule compares one value per epoch and cannot rank several \
+                 objectives: use method = \"asha\", which ranks each rung by non-dominated \
+                 sorting",
+            );
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! `[sweep]`: naming, seeding, parallelism, devices, the sampler and its budget, and what is
 //! kept; with the names it takes.
 
+use super::objective::Objective;
 use super::problems::Problems;
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +21,11 @@ pub struct SweepSection {
     pub threads: Option<usize>,
     /// The metric that picks the best epoch and the best trial.
     pub metric: Metric,
+    /// What a multi-objective sweep trades off (two or three); empty: `metric` alone.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub objectives: Vec<Objective>,
+    /// NSGA-II: trials per generation (Optuna's default, 50).
+    pub population: usize,
     /// Where trials run: `cpu` (burn flex), `tch-cpu` (libtorch CPU) or `cuda:N`.
     pub devices: Vec<DeviceName>,
     /// Trials sharing each GPU at once (small models leave a GPU mostly idle).
@@ -48,6 +54,8 @@ impl Default for SweepSection {
             jobs: 1,
             threads: None,
             metric: Metric::ValAcc,
+            objectives: Vec::new(),
+            population: 50,
             devices: vec![DeviceName::Cpu],
             trials_per_gpu: 1,
             sampler: SamplerName::Grid,
@@ -106,6 +114,8 @@ pub enum SamplerName {
     Random,
     /// Tree-structured Parzen Estimator (Optuna's defaults).
     Tpe,
+    /// NSGA-II's genetic search for several objectives (Optuna's defaults).
+    Nsga2,
 }
 
 impl SamplerName {
@@ -115,6 +125,7 @@ impl SamplerName {
             SamplerName::Grid => "grid",
             SamplerName::Random => "random",
             SamplerName::Tpe => "tpe",
+            SamplerName::Nsga2 => "nsga2",
         }
     }
 }
@@ -212,6 +223,32 @@ impl Metric {
 }
 
 impl SweepSection {
+    /// What the sweep optimises: `objectives`, or `metric` alone.
+    pub fn objectives(&self) -> Vec<Objective> {
+        if self.objectives.is_empty() {
+            vec![self.metric.into()]
+        } else {
+            self.objectives.clone()
+        }
+    }
+
+    /// Whether the sweep trades off several objectives.
+    pub fn is_multi_objective(&self) -> bool {
+        self.objectives.len() > 1
+    }
+
+    /// With `objectives`, `metric` becomes the validation metric among them (the one that picks
+    /// each trial's best epoch), or validation accuracy when none is.
+    pub(super) fn settle_metric(&mut self) {
+        if !self.objectives.is_empty() {
+            self.metric = self
+                .objectives
+                .iter()
+                .find_map(|o| o.metric())
+                .unwrap_or(Metric::ValAcc);
+        }
+    }
+
     /// Checks counts, devices and the search budget.
     pub(super) fn validate(&self, problems: &mut Problems) {
         for (key, value) in [
@@ -243,6 +280,66 @@ impl SweepSection {
             "must be at least 1 second (60 suits most clusters)",
         );
         self.validate_budget(problems);
+        self.validate_objectives(problems);
+    }
+
+    fn validate_objectives(&self, problems: &mut Problems) {
+        let shown = format!(
+            "{:?}",
+            self.objectives.iter().map(|o| o.name()).collect::<Vec<_>>()
+        );
+        problems.check(
+            self.objectives.len() <= 3,
+            "sweep.objectives",
+            shown.clone(),
+            "at most three objectives: a front of more is too large to read or to search",
+        );
+        let repeated = self
+            .objectives
+            .iter()
+            .enumerate()
+            .find(|(i, o)| self.objectives[..*i].contains(o));
+        problems.check(
+            repeated.is_none(),
+            "sweep.objectives",
+            shown.clone(),
+            &format!(
+                "{} is listed twice: list each objective once",
+                repeated.map_or("", |(_, o)| o.name())
+            ),
+        );
+        problems.check(
+            self.objectives
+                .iter()
+                .filter(|o| o.metric().is_some())
+                .count()
+                <= 1,
+            "sweep.objectives",
+            shown.clone(),
+            "val_acc and val_loss measure the same thing: keep one of them",
+        );
+        problems.check(
+            self.objectives.is_empty() || !problems.is_set("sweep.metric"),
+            "sweep.metric",
+            format!("{:?}", self.metric.name()),
+            &format!(
+                "objectives = {shown} already says what is optimised: remove metric (the                  validation metric among the objectives picks each trial's best epoch)"
+            ),
+        );
+        problems.check(
+            self.sampler != SamplerName::Nsga2 || self.is_multi_objective(),
+            "sweep.sampler",
+            "\"nsga2\"".into(),
+            "NSGA-II trades off several objectives; with one, use sampler = \"tpe\" (or list              two or three objectives, e.g. objectives = [\"val_acc\", \"params\"])",
+        );
+        if self.sampler == SamplerName::Nsga2 {
+            problems.check(
+                self.population >= 2,
+                "sweep.population",
+                self.population.to_string(),
+                "NSGA-II needs at least 2 trials per generation (Optuna's default is 50)",
+            );
+        }
     }
 
     fn validate_devices(&self, problems: &mut Problems) {
@@ -296,7 +393,7 @@ impl SweepSection {
                 "sweep.trials",
                 n.to_string(),
                 "a grid runs every combination: remove trials, or set [sweep] sampler = \
-                 \"random\" or \"tpe\"",
+                 \"random\", \"tpe\" or \"nsga2\"",
             ),
             (false, None) => {}
         }

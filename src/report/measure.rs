@@ -1,7 +1,7 @@
 //! The figures a trial is ranked by in `sweep best` and in reports, each knowing which way is
 //! better, so no name is judged by its spelling.
 
-use crate::experiment::Metric;
+use crate::experiment::{Metric, Objective};
 use crate::store::TrialListing;
 use std::fmt;
 
@@ -25,6 +25,14 @@ pub enum Measure {
     TrainLoss,
     /// Wall-clock seconds the trial took.
     DurationS,
+    /// The lowest validation loss of any epoch.
+    BestValLoss,
+    /// Trainable parameters of the model.
+    Params,
+    /// Mean seconds of an epoch's training batches.
+    EpochSeconds,
+    /// Milliseconds per image evaluated at batch 1.
+    LatencyMs,
 }
 
 impl Measure {
@@ -39,6 +47,10 @@ impl Measure {
             Measure::TestLoss => "test_loss",
             Measure::TrainLoss => "train_loss",
             Measure::DurationS => "duration_s",
+            Measure::BestValLoss => "best_val_loss",
+            Measure::Params => "params",
+            Measure::EpochSeconds => "epoch_seconds",
+            Measure::LatencyMs => "latency_ms",
         }
     }
 
@@ -62,6 +74,23 @@ impl Measure {
             Measure::TestLoss => listing.test_loss,
             Measure::TrainLoss => listing.train_loss,
             Measure::DurationS => listing.duration_s,
+            Measure::BestValLoss => listing.best_val_loss,
+            Measure::Params => listing.param_count.map(|n| n as f64),
+            Measure::EpochSeconds => listing.epoch_seconds,
+            Measure::LatencyMs => listing.latency_ms,
+        }
+    }
+}
+
+impl From<Objective> for Measure {
+    /// Where a listing keeps an objective: the validation metrics' best epoch values.
+    fn from(objective: Objective) -> Measure {
+        match objective {
+            Objective::ValAcc => Measure::BestValAcc,
+            Objective::ValLoss => Measure::BestValLoss,
+            Objective::Params => Measure::Params,
+            Objective::EpochSeconds => Measure::EpochSeconds,
+            Objective::LatencyMs => Measure::LatencyMs,
         }
     }
 }
@@ -112,6 +141,10 @@ mod tests {
             test_loss: Some(6.0),
             test_acc: Some(7.0),
             duration_s: Some(8.0),
+            best_val_loss: Some(9.0),
+            param_count: Some(10),
+            epoch_seconds: Some(11.0),
+            latency_ms: Some(12.0),
             ..TrialListing::default()
         };
         for measure in Measure::value_variants() {

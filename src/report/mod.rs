@@ -3,6 +3,7 @@
 
 mod csv;
 mod detail;
+mod front;
 mod json;
 mod markdown;
 mod measure;
@@ -14,6 +15,7 @@ mod sweep_report;
 mod table;
 
 pub use detail::{MEASURED, TrialDetail, TrialDisk, class_name, compare, show};
+pub use front::pareto_front;
 pub use json::{listings_json, trials_json};
 pub use measure::Measure;
 pub use number::{human, human_value};

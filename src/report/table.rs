@@ -1,6 +1,6 @@
 //! Plain-text tables with aligned columns.
 
-use super::Rows;
+use super::{Measure, Rows};
 use crate::experiment::TrialSpec;
 use crate::store::TrialListing;
 
@@ -76,6 +76,16 @@ pub fn listing_rows(listings: &[TrialListing]) -> Rows {
         .map(|(key, _)| key)
         .collect();
     let mut header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
+    // Sizes and speeds get a column once a listed trial has one (multi-objective sweeps).
+    let measured: Vec<(&str, Measure, usize)> = [
+        ("params", Measure::Params, 0),
+        ("epoch_s", Measure::EpochSeconds, 2),
+        ("ms/img", Measure::LatencyMs, 3),
+    ]
+    .into_iter()
+    .filter(|(_, m, _)| listings.iter().any(|l| m.of(l).is_some()))
+    .collect();
+    header.extend(measured.iter().map(|(name, _, _)| name.to_string()));
     let at = header
         .iter()
         .position(|h| h == "seed")
@@ -102,6 +112,7 @@ pub fn listing_rows(listings: &[TrialListing]) -> Rows {
                 opt(l.test_acc, 4),
                 opt(l.duration_s, 1),
             ];
+            row.extend(measured.iter().map(|&(_, m, digits)| opt(m.of(l), digits)));
             for (i, key) in varied.iter().enumerate() {
                 row.insert(at + i, param(l, key));
             }

@@ -389,6 +389,7 @@ pub(super) fn curves(past: &[PastTrial]) -> Vec<Curve> {
             trial: t.id,
             status: t.status,
             values: t.values.clone(),
+            measures: t.measures,
         })
         .collect()
 }

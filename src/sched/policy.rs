@@ -411,6 +411,7 @@ mod tests {
                 trial: i as i64 + 1,
                 status: TrialStatus::Paused,
                 values: vec![Some(v)],
+                measures: Default::default(),
             })
             .collect();
         let mut promoted = Vec::new();

@@ -112,6 +112,7 @@ impl Progress {
                     self.bars.insert(*trial, bar);
                 }
             }
+            TrainEvent::Measured { .. } => {}
             TrainEvent::Progress { trial, position } => {
                 if let Some(bar) = self.bars.get(trial) {
                     bar.set_length(position.batches as u64);

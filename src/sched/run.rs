@@ -145,7 +145,8 @@ pub fn run_sweep(experiment: &Experiment, options: &RunOptions) -> Result<RunSum
         },
         in_flight.clone(),
     );
-    let pruner = Pruner::new(&spec.prune, spec.sweep.metric);
+    let pruner =
+        Pruner::new(&spec.prune, spec.sweep.metric).with_objectives(&spec.sweep.objectives());
     let runs_dir = registered.runs_dir;
     let workers = slots.len().min(work.slots_needed());
     let dispenser = Mutex::new(Dispenser {

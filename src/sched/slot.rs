@@ -4,7 +4,7 @@
 use super::device;
 use super::group;
 use crate::data::Dataset;
-use crate::experiment::{DeviceName, Experiment};
+use crate::experiment::{DeviceName, Experiment, Objective};
 use crate::search::Verdict;
 use crate::train::{self, TrainEvent, TrialEnd, TrialRun};
 use std::panic::AssertUnwindSafe;
@@ -85,6 +85,11 @@ impl Slot<'_> {
                 threads: self.threads,
                 dir: self.runs_dir.join(member.id.to_string()),
                 metric: experiment.spec.sweep.metric,
+                measure_latency: experiment
+                    .spec
+                    .sweep
+                    .objectives()
+                    .contains(&Objective::LatencyMs),
                 stop: self.stop,
                 lost: member.lost,
                 holds: member.holds,

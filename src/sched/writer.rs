@@ -38,6 +38,7 @@ pub(super) fn event_trial(event: &TrainEvent) -> i64 {
     match event {
         TrainEvent::Started { trial, .. }
         | TrainEvent::Epoch { trial, .. }
+        | TrainEvent::Measured { trial, .. }
         | TrainEvent::Progress { trial, .. }
         | TrainEvent::Finished { trial, .. } => *trial,
     }

@@ -2,6 +2,8 @@
 //! trial goes on after an epoch. Samplers and pruners decide from the sweep's history, handed
 //! to them by the scheduler from the store; they never train and never touch the database.
 
+mod nsga2;
+pub mod pareto;
 mod prune;
 mod random;
 mod space;
@@ -10,7 +12,7 @@ mod tpe;
 pub use prune::{Curve, Pruner, Verdict};
 pub use space::{Domain, Param, Point, Space};
 
-use crate::experiment::{ExperimentSpec, Metric, SamplerName, TrialSpec};
+use crate::experiment::{ExperimentSpec, Metric, Objective, SamplerName, TrialSpec};
 use crate::rng::Rng;
 use crate::trial::TrialStatus;
 
@@ -41,6 +43,22 @@ pub struct Observation {
     pub point: Point,
     /// Its result.
     pub outcome: Outcome,
+    /// Every objective in loss form where it ended (NaN where not measured); with one
+    /// objective, the loss of `outcome`.
+    pub losses: Vec<f64>,
+    /// The draw that made it.
+    pub draw: u64,
+}
+
+/// What a trial measured besides its validation curve.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Measures {
+    /// Trainable parameters.
+    pub params: Option<f64>,
+    /// Mean seconds of an epoch's training batches.
+    pub epoch_seconds: Option<f64>,
+    /// Milliseconds per image at batch 1.
+    pub latency_ms: Option<f64>,
 }
 
 /// A stored trial as the scheduler hands it to a sampler.
@@ -56,6 +74,32 @@ pub struct PastTrial {
     pub best: Option<f64>,
     /// Its metric by epoch.
     pub values: Vec<Option<f64>>,
+    /// Its size and speed.
+    pub measures: Measures,
+}
+
+impl PastTrial {
+    /// Its value of `objective` after `epoch` epochs (the metric at that epoch; the others as
+    /// measured), or at its end (`None`: the metric's best).
+    pub fn objective(&self, objective: Objective, epoch: Option<usize>) -> Option<f64> {
+        match objective {
+            Objective::ValAcc | Objective::ValLoss => match epoch {
+                Some(e) => self.values.get(e.checked_sub(1)?).copied().flatten(),
+                None => self.best,
+            },
+            Objective::Params => self.measures.params,
+            Objective::EpochSeconds => self.measures.epoch_seconds,
+            Objective::LatencyMs => self.measures.latency_ms,
+        }
+    }
+
+    /// Its objectives in loss form (NaN where missing), after `epoch` epochs or at its end.
+    pub fn losses(&self, objectives: &[Objective], epoch: Option<usize>) -> Vec<f64> {
+        objectives
+            .iter()
+            .map(|&o| self.objective(o, epoch).map_or(f64::NAN, |v| o.loss(v)))
+            .collect()
+    }
 }
 
 /// A searching sampler bound to an experiment.
@@ -64,6 +108,8 @@ pub struct Sampler {
     kind: SamplerName,
     seed: u64,
     metric: Metric,
+    objectives: Vec<Objective>,
+    population: usize,
     space: Space,
     repeats: u32,
     budget: usize,
@@ -77,6 +123,8 @@ impl Sampler {
             kind,
             seed: spec.sweep.seed,
             metric: spec.sweep.metric,
+            objectives: spec.sweep.objectives(),
+            population: spec.sweep.population,
             space: Space::new(spec),
             repeats: spec.sweep.repeats,
             budget: spec.sweep.trials.unwrap_or(0),
@@ -104,34 +152,58 @@ impl Sampler {
         let mut rng = Rng::for_draw(self.seed, draw);
         let point = match self.kind {
             SamplerName::Tpe => tpe::draw(&self.space, &self.history(past), &mut rng),
-            _ => random::draw(&self.space, &mut rng),
+            SamplerName::Nsga2 => nsga2::draw(
+                &self.space,
+                &self.history(past),
+                draw,
+                self.population,
+                &mut rng,
+            ),
+            SamplerName::Random | SamplerName::Grid => random::draw(&self.space, &mut rng),
         };
         self.space.trials(&point, draw)
     }
 
-    /// The observations TPE learns from: finished trials by their best value, pruned and
-    /// paused ones by their last value, running ones as the worst (failed and other-space
-    /// trials are left out).
+    /// The observations samplers learn from, in draw order: finished trials by their best
+    /// value, pruned and paused ones by their last value, running ones as the worst (failed and
+    /// other-space trials are left out).
     fn history(&self, past: &[PastTrial]) -> Vec<Observation> {
         let loss = |x: f64| match self.metric {
             Metric::ValAcc => -x,
             Metric::ValLoss => x,
         };
         past.iter()
-            .filter_map(|t| {
+            .enumerate()
+            .filter_map(|(index, t)| {
                 let point = self.space.point_of(&t.spec)?;
-                let outcome = match t.status {
-                    TrialStatus::Done => Outcome::Finished {
-                        loss: loss(t.best?),
-                    },
-                    TrialStatus::Pruned | TrialStatus::Paused => Outcome::Stopped {
-                        epoch: t.values.len(),
-                        loss: loss(t.values.last().copied().flatten().unwrap_or(f64::NAN)),
-                    },
-                    TrialStatus::Running => Outcome::Running,
+                let (outcome, at) = match t.status {
+                    TrialStatus::Done => (
+                        Outcome::Finished {
+                            loss: loss(t.best?),
+                        },
+                        None,
+                    ),
+                    TrialStatus::Pruned | TrialStatus::Paused => (
+                        Outcome::Stopped {
+                            epoch: t.values.len(),
+                            loss: loss(t.values.last().copied().flatten().unwrap_or(f64::NAN)),
+                        },
+                        Some(t.values.len()),
+                    ),
+                    TrialStatus::Running => (Outcome::Running, None),
                     _ => return None,
                 };
-                Some(Observation { point, outcome })
+                let losses = if outcome == Outcome::Running {
+                    vec![f64::INFINITY; self.objectives.len()]
+                } else {
+                    t.losses(&self.objectives, at)
+                };
+                Some(Observation {
+                    point,
+                    outcome,
+                    losses,
+                    draw: t.spec.draw.unwrap_or(index as u64),
+                })
             })
             .collect()
     }
@@ -159,6 +231,7 @@ mod tests {
             status,
             best,
             values: vec![],
+            measures: Measures::default(),
         };
         // 20 finished trials across the range; the closer to dropout 0.1, the better.
         let mut past: Vec<PastTrial> = (0..20)

@@ -1,7 +1,15 @@
 //! Early stopping: decides from the per-epoch validation values of the sweep's trials whether a
 //! trial goes on, and which paused trial a free slot should continue first.
+//!
+//! With several objectives, ASHA ranks the trials at a rung as multi-objective ASHA does
+//! (Schmucker et al. 2021, "Multi-objective Asynchronous Successive Halving"; Syne Tune's
+//! `MOASHA` with its NSGA-II ranking): by their front in the non-dominated sorting of their
+//! objectives at that rung (the metric at the rung's epoch, the others as measured), then within
+//! a front by crowding distance, widest first, so that a rung keeps both ends of the front and
+//! its spread rather than one crowded corner. The top 1/reduction_factor of that order go on.
 
-use crate::experiment::{Metric, PruneMethod, PruneSection};
+use super::{Measures, pareto};
+use crate::experiment::{Metric, Objective, PruneMethod, PruneSection};
 use crate::trial::TrialStatus;
 
 /// One trial's validation metric by epoch, as stored.
@@ -13,6 +21,8 @@ pub struct Curve {
     pub status: TrialStatus,
     /// The metric after epoch 1, 2, ... (`None` where it was not finite).
     pub values: Vec<Option<f64>>,
+    /// Its size and speed, for objectives other than the metric.
+    pub measures: Measures,
 }
 
 /// What a trial does after an epoch.
@@ -31,6 +41,8 @@ pub enum Verdict {
 pub struct Pruner {
     settings: PruneSection,
     metric: Metric,
+    /// Empty, or the objectives a multi-objective ASHA ranks.
+    objectives: Vec<Objective>,
 }
 
 impl Pruner {
@@ -39,7 +51,18 @@ impl Pruner {
         Pruner {
             settings: settings.clone(),
             metric,
+            objectives: Vec::new(),
         }
+    }
+
+    /// The same rule ranking several objectives at each rung (one: the metric alone).
+    pub fn with_objectives(mut self, objectives: &[Objective]) -> Self {
+        self.objectives = if objectives.len() > 1 {
+            objectives.to_vec()
+        } else {
+            Vec::new()
+        };
+        self
     }
 
     /// Whether this rule ever stops trials.
@@ -75,7 +98,11 @@ impl Pruner {
                     return Verdict::Continue;
                 }
                 let value = own[epoch - 1];
-                if self.qualifies(value, epoch, others) {
+                let measures = curves
+                    .iter()
+                    .find(|c| c.trial == trial)
+                    .map_or_else(Measures::default, |c| c.measures);
+                if self.qualifies(trial, (value, &measures), epoch, others) {
                     Verdict::Continue
                 } else {
                     Verdict::Pause
@@ -134,17 +161,21 @@ impl Pruner {
         rung == epoch
     }
 
-    /// Whether `value` at rung `epoch` is in the top 1/reduction_factor of every value recorded
-    /// at that rung (itself included; with fewer than reduction_factor values, only the best
-    /// qualifies, as in Optuna's successive halving).
+    /// Whether trial `trial`, with `value` and `measures` at rung `epoch`, is in the top
+    /// 1/reduction_factor of every trial recorded at that rung (itself included; with fewer than
+    /// reduction_factor values, only the best qualifies, as in Optuna's successive halving).
     fn qualifies<'a>(
         &self,
-        value: f64,
+        trial: i64,
+        (value, measures): (f64, &Measures),
         epoch: usize,
         others: impl Iterator<Item = &'a Curve>,
     ) -> bool {
         if value.is_nan() {
             return false;
+        }
+        if !self.objectives.is_empty() {
+            return self.qualifies_on_front(trial, (value, measures), epoch, others);
         }
         let competitors: Vec<f64> = others
             .filter_map(|c| c.values.get(epoch - 1).copied().flatten())
@@ -156,6 +187,42 @@ impl Pruner {
             .filter(|&&x| self.better(x, value))
             .count();
         ahead < top
+    }
+
+    /// Multi-objective ASHA's rule (see the module's notes).
+    fn qualifies_on_front<'a>(
+        &self,
+        trial: i64,
+        (value, measures): (f64, &Measures),
+        epoch: usize,
+        others: impl Iterator<Item = &'a Curve>,
+    ) -> bool {
+        let mut ids = vec![trial];
+        let mut points = vec![self.losses(value, measures)];
+        for c in others {
+            if let Some(v) = c.values.get(epoch - 1).copied().flatten() {
+                ids.push(c.trial);
+                points.push(self.losses(v, &c.measures));
+            }
+        }
+        let top = (points.len() / self.settings.reduction_factor.max(2)).max(1);
+        pareto::ranking(&points, &ids)[..top].contains(&0)
+    }
+
+    /// The objectives of a trial whose metric is `value`, in loss form.
+    fn losses(&self, value: f64, measures: &Measures) -> Vec<f64> {
+        self.objectives
+            .iter()
+            .map(|&o| {
+                let v = match o {
+                    Objective::ValAcc | Objective::ValLoss => Some(value),
+                    Objective::Params => measures.params,
+                    Objective::EpochSeconds => measures.epoch_seconds,
+                    Objective::LatencyMs => measures.latency_ms,
+                };
+                v.map_or(f64::NAN, |v| o.loss(v))
+            })
+            .collect()
     }
 
     /// The paused trial a free slot should continue now: of those that now qualify at their
@@ -171,7 +238,7 @@ impl Pruner {
                 let epoch = c.values.len();
                 let value = c.values[epoch - 1]?;
                 let others = curves.iter().filter(|o| o.trial != c.trial);
-                self.qualifies(value, epoch, others)
+                self.qualifies(c.trial, (value, &c.measures), epoch, others)
                     .then_some((epoch, value, c.trial))
             })
             .max_by(|a, b| {
@@ -207,6 +274,7 @@ mod tests {
             trial,
             status,
             values: values.iter().map(|&v| Some(v)).collect(),
+            measures: Measures::default(),
         }
     }
 
@@ -251,6 +319,47 @@ mod tests {
         ];
         assert_eq!(loss.judge(9, 3, &[1.6], &history), Verdict::Prune);
         assert_eq!(loss.judge(9, 3, &[1.4], &history), Verdict::Continue);
+    }
+
+    #[test]
+    fn multi_objective_asha_keeps_the_ends_of_the_front_at_a_rung() {
+        let pruner = Pruner::new(&settings(PruneMethod::Asha, 1, 0), Metric::ValAcc)
+            .with_objectives(&[Objective::ValAcc, Objective::Params]);
+        let trial = |id: i64, acc: f64, params: f64| Curve {
+            measures: Measures {
+                params: Some(params),
+                ..Measures::default()
+            },
+            ..curve(id, TrialStatus::Running, &[acc])
+        };
+        // Front 0: 1 (0.90, 1000), 2 (0.80, 100), 3 (0.70, 10). Front 1: 4 (0.85, 2000, below
+        // 1), 5 (0.60, 50, below 3), 6 (0.75, 500, below 2). Six at the rung keep two: within
+        // front 0 the ends have infinite crowding distance, so 1 and 3 go on and 2 pauses,
+        // though single-objective ASHA would keep 1 and 4, the two most accurate.
+        let rung = vec![
+            trial(1, 0.90, 1000.0),
+            trial(2, 0.80, 100.0),
+            trial(3, 0.70, 10.0),
+            trial(4, 0.85, 2000.0),
+            trial(5, 0.60, 50.0),
+            trial(6, 0.75, 500.0),
+        ];
+        let verdict = |id: i64| {
+            let acc = rung[id as usize - 1].values[0].unwrap();
+            pruner.judge(id, 9, &[acc], &rung)
+        };
+        assert_eq!(verdict(1), Verdict::Continue);
+        assert_eq!(verdict(3), Verdict::Continue);
+        for id in [2, 4, 5, 6] {
+            assert_eq!(verdict(id), Verdict::Pause, "trial {id}");
+        }
+        let single = Pruner::new(&settings(PruneMethod::Asha, 1, 0), Metric::ValAcc);
+        assert_eq!(single.judge(4, 9, &[0.85], &rung), Verdict::Continue);
+        assert_eq!(single.judge(3, 9, &[0.70], &rung), Verdict::Pause);
+        // A missing measure counts as the worst: without its size, trial 3 falls behind.
+        let mut unmeasured = rung.clone();
+        unmeasured[2].measures = Measures::default();
+        assert_eq!(pruner.judge(3, 9, &[0.70], &unmeasured), Verdict::Pause);
     }
 
     #[test]

@@ -7,12 +7,20 @@
 //! its documentation advises for parallel workers: two slots drawing from the same history
 //! would otherwise draw beside each other. Start-up counts only trials that have ended.
 //!
+//!
+//! With several objectives, Optuna's multi-objective rule: the good group is gamma(n) =
+//! ceil(0.1 n) observations (no cap), filled front by front of the non-dominated sorting of the
+//! finished trials, the front that does not fit whole cut by greedy hypervolume subset
+//! selection; then stopped trials, those that went further first, then by their front among
+//! themselves. Every good observation weighs the same (Optuna 4+ dropped the hypervolume
+//! weights), n counts only ended trials, and the bad group is modelled as above.
+//!
 //! Written here rather than taken from the `tpe` crate, whose estimator differs from Optuna's
 //! (no prior component, no magic clip, no handling of stopped trials), because matching Optuna
 //! is what makes the two comparable.
 
 use super::space::{Domain, Point, Space};
-use super::{Observation, Outcome, random};
+use super::{Observation, Outcome, pareto, random};
 use crate::rng::Rng;
 
 const STARTUP_TRIALS: usize = 10;
@@ -28,7 +36,12 @@ pub fn draw(space: &Space, history: &[Observation], rng: &mut Rng) -> Point {
     if ended < STARTUP_TRIALS {
         return random::draw(space, rng);
     }
-    let (below, above) = split(history);
+    let multi = history.first().is_some_and(|o| o.losses.len() > 1);
+    let (below, above) = if multi {
+        split_multi(history)
+    } else {
+        split(history)
+    };
     space
         .params
         .iter()
@@ -39,8 +52,8 @@ pub fn draw(space: &Space, history: &[Observation], rng: &mut Rng) -> Point {
             let (good, bad) = (coordinates(&below), coordinates(&above));
             match &param.domain {
                 Domain::Choice(labels) => {
-                    let good = Categorical::new(&good, labels.len());
-                    let bad = Categorical::new(&bad, labels.len());
+                    let good = Categorical::new(&good, labels.len(), multi);
+                    let bad = Categorical::new(&bad, labels.len(), false);
                     best_candidate(
                         rng,
                         |rng| good.sample(rng),
@@ -49,8 +62,8 @@ pub fn draw(space: &Space, history: &[Observation], rng: &mut Rng) -> Point {
                 }
                 Domain::Drawn(d) => {
                     let scale = Scale::of(d);
-                    let good = Parzen::new(&good, &scale);
-                    let bad = Parzen::new(&bad, &scale);
+                    let good = Parzen::new(&good, &scale, multi);
+                    let bad = Parzen::new(&bad, &scale, false);
                     let internal = best_candidate(
                         rng,
                         |rng| good.sample(rng),
@@ -76,6 +89,45 @@ fn split(history: &[Observation]) -> (Vec<&Observation>, Vec<&Observation>) {
     (
         below.into_iter().map(|(_, o)| o).collect(),
         above.into_iter().map(|(_, o)| o).collect(),
+    )
+}
+
+/// The multi-objective split (see the module's notes), each group in draw order.
+fn split_multi(history: &[Observation]) -> (Vec<&Observation>, Vec<&Observation>) {
+    let ended = history
+        .iter()
+        .filter(|o| o.outcome != Outcome::Running)
+        .count();
+    let mut n_below = (ended as f64 * 0.1).ceil() as usize;
+    let finished: Vec<usize> = (0..history.len())
+        .filter(|&i| matches!(history[i].outcome, Outcome::Finished { .. }))
+        .collect();
+    let losses = |set: &[usize]| -> Vec<Vec<f64>> {
+        set.iter().map(|&i| history[i].losses.clone()).collect()
+    };
+    let mut below: Vec<usize> =
+        pareto::best_subset(&losses(&finished), n_below.min(finished.len()))
+            .into_iter()
+            .map(|k| finished[k])
+            .collect();
+    n_below -= below.len();
+    let stopped: Vec<usize> = (0..history.len())
+        .filter(|&i| matches!(history[i].outcome, Outcome::Stopped { .. }))
+        .collect();
+    let fronts = pareto::non_domination_ranks(&losses(&stopped));
+    let mut ranked: Vec<(usize, usize)> = stopped.iter().copied().zip(fronts).collect();
+    ranked.sort_by_key(|&(i, front)| {
+        let Outcome::Stopped { epoch, .. } = history[i].outcome else {
+            unreachable!("only stopped trials here")
+        };
+        (std::cmp::Reverse(epoch), front, i)
+    });
+    below.extend(ranked.iter().take(n_below).map(|&(i, _)| i));
+    below.sort_unstable();
+    let above = (0..history.len()).filter(|i| below.binary_search(i).is_err());
+    (
+        below.iter().map(|&i| &history[i]).collect(),
+        above.map(|i| &history[i]).collect(),
     )
 }
 
@@ -108,9 +160,10 @@ fn weights(n: usize) -> Vec<f64> {
     w
 }
 
-/// Mixture weights for `n` observations plus the prior, summing to 1.
-fn mixture_weights(n: usize) -> Vec<f64> {
-    let mut w = weights(n);
+/// Mixture weights for `n` observations plus the prior, summing to 1; `flat`: every
+/// observation weighs the same (the good group of a multi-objective search).
+fn mixture_weights(n: usize, flat: bool) -> Vec<f64> {
+    let mut w = if flat { vec![1.0; n] } else { weights(n) };
     w.push(PRIOR_WEIGHT);
     let total: f64 = w.iter().sum();
     w.iter().map(|x| x / total).collect()
@@ -153,7 +206,7 @@ struct Categorical {
 }
 
 impl Categorical {
-    fn new(observed: &[f64], choices: usize) -> Self {
+    fn new(observed: &[f64], choices: usize, flat: bool) -> Self {
         let n = observed.len();
         let base = PRIOR_WEIGHT / (n + 1) as f64;
         let mut rows: Vec<Vec<f64>> = observed
@@ -170,7 +223,7 @@ impl Categorical {
             row.iter_mut().for_each(|x| *x /= total);
         }
         Categorical {
-            weights: mixture_weights(n),
+            weights: mixture_weights(n, flat),
             rows,
         }
     }
@@ -248,7 +301,7 @@ struct Parzen {
 }
 
 impl Parzen {
-    fn new(observed: &[f64], scale: &Scale) -> Self {
+    fn new(observed: &[f64], scale: &Scale, flat: bool) -> Self {
         let (low, high, step) = (scale.low, scale.high, scale.step);
         let mus: Vec<f64> = observed.iter().map(|&x| scale.to_internal(x)).collect();
         let n = mus.len();
@@ -284,7 +337,7 @@ impl Parzen {
         mus.push(prior_mu);
         sigmas.push(width);
         Parzen {
-            weights: mixture_weights(n),
+            weights: mixture_weights(n, flat),
             mus,
             sigmas,
             low: low - step / 2.0,

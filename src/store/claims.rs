@@ -4,7 +4,7 @@
 use super::{Backend, Store};
 use crate::error::{Error, Result};
 use crate::experiment::{Metric, TrialSpec};
-use crate::search::PastTrial;
+use crate::search::{Measures, PastTrial};
 use crate::trial::{Lease, TrialId, TrialStatus};
 use sqlx::Row;
 use std::collections::HashMap;
@@ -411,13 +411,22 @@ async fn read_past_trials(
         Metric::ValAcc => ("best_val_acc", "val_acc"),
         Metric::ValLoss => ("best_val_loss", "val_loss"),
     };
-    let trials: Vec<(i64, TrialStatus, String, Option<f64>)> =
-        sqlx::query_as(backend.sql(&format!(
-            "SELECT id, status, params_json, {best} FROM trials WHERE sweep_id = ? ORDER BY ordinal"
-        )))
-        .bind(sweep_id)
-        .fetch_all(&mut *conn)
-        .await?;
+    type Row = (
+        i64,
+        TrialStatus,
+        String,
+        Option<f64>,
+        Option<i64>,
+        Option<f64>,
+        Option<f64>,
+    );
+    let trials: Vec<Row> = sqlx::query_as(backend.sql(&format!(
+        "SELECT id, status, params_json, {best}, params, epoch_seconds, latency_ms
+         FROM trials WHERE sweep_id = ? ORDER BY ordinal"
+    )))
+    .bind(sweep_id)
+    .fetch_all(&mut *conn)
+    .await?;
     let epochs: Vec<(i64, i64, Option<f64>)> = sqlx::query_as(backend.sql(&format!(
         "SELECT e.trial_id, e.epoch, e.{value} FROM epochs e JOIN trials t ON t.id = e.trial_id
          WHERE t.sweep_id = ? ORDER BY e.trial_id, e.epoch"
@@ -434,15 +443,22 @@ async fn read_past_trials(
     }
     Ok(trials
         .into_iter()
-        .filter_map(|(id, status, params, best)| {
-            Some(PastTrial {
-                id,
-                spec: serde_json::from_str(&params).ok()?,
-                status,
-                best,
-                values: curves.remove(&id).unwrap_or_default(),
-            })
-        })
+        .filter_map(
+            |(id, status, params, best, size, epoch_seconds, latency_ms)| {
+                Some(PastTrial {
+                    id,
+                    spec: serde_json::from_str(&params).ok()?,
+                    status,
+                    best,
+                    values: curves.remove(&id).unwrap_or_default(),
+                    measures: Measures {
+                        params: size.map(|n| n as f64),
+                        epoch_seconds,
+                        latency_ms,
+                    },
+                })
+            },
+        )
         .collect())
 }
 

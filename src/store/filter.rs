@@ -80,6 +80,9 @@ const FIELDS: &[(&str, &str, Kind)] = &[
     ("best_val_loss", "t.best_val_loss", Kind::Number),
     ("test_loss", "t.test_loss", Kind::Number),
     ("test_acc", "t.test_acc", Kind::Number),
+    ("params", "t.params", Kind::Number),
+    ("epoch_seconds", "t.epoch_seconds", Kind::Number),
+    ("latency_ms", "t.latency_ms", Kind::Number),
     ("error", "t.error", Kind::Text),
 ];
 

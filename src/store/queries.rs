@@ -40,12 +40,21 @@ pub struct TrialListing {
     pub best_epoch: Option<i64>,
     /// Best validation accuracy over the epochs.
     pub best_val_acc: Option<f64>,
+    /// Lowest validation loss over the epochs.
+    pub best_val_loss: Option<f64>,
     /// Test loss of the final model.
     pub test_loss: Option<f64>,
     /// Test accuracy of the final model.
     pub test_acc: Option<f64>,
     /// Why it failed or diverged.
     pub error: Option<String>,
+    /// Trainable parameters of its model.
+    #[serde(rename = "params")]
+    pub param_count: Option<i64>,
+    /// Mean seconds of an epoch's training batches.
+    pub epoch_seconds: Option<f64>,
+    /// Milliseconds per image evaluated at batch 1 (measured when a sweep optimises it).
+    pub latency_ms: Option<f64>,
     /// The trials it trained fused with, comma-separated (`[sweep] fuse`); absent when it
     /// trained alone.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -142,7 +151,8 @@ impl Store {
         let columns = "SELECT t.id, s.name, t.status, t.params_json, t.device, t.threads,
                     t.epochs_done, t.duration_s, t.train_loss, t.train_acc, t.val_loss,
                     t.val_acc, t.best_epoch, t.best_val_acc, t.test_loss, t.test_acc,
-                    t.error, t.fused_with";
+                    t.error, t.fused_with, t.params, t.epoch_seconds, t.latency_ms,
+                    t.best_val_loss";
         // A page is chosen by sorting ids alone, then only its rows are read: sorting whole
         // rows (their parameters' JSON included) to keep 50 of 100,000 costs ten times more.
         let sql = if query.limit.is_some() || query.offset > 0 {
@@ -221,6 +231,10 @@ impl Store {
             test_acc: row.get(15),
             error: row.get(16),
             fused_with: row.get(17),
+            param_count: row.get(18),
+            epoch_seconds: row.get(19),
+            latency_ms: row.get(20),
+            best_val_loss: row.get(21),
         })
     }
 

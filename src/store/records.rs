@@ -39,6 +39,7 @@ impl Store {
         let trial = match event {
             TrainEvent::Started { trial, .. }
             | TrainEvent::Epoch { trial, .. }
+            | TrainEvent::Measured { trial, .. }
             | TrainEvent::Progress { trial, .. }
             | TrainEvent::Finished { trial, .. } => *trial,
         };
@@ -83,6 +84,22 @@ impl Store {
                         for checkpoint in checkpoints {
                             record_checkpoint(&mut tx, self.backend, *trial, checkpoint).await?;
                         }
+                    }
+                    TrainEvent::Measured {
+                        trial,
+                        params,
+                        latency_ms,
+                    } => {
+                        sqlx::query(self.backend.sql(
+                            "UPDATE trials SET params = ?,
+                                 latency_ms = COALESCE(nan_null(?), latency_ms)
+                             WHERE id = ?",
+                        ))
+                        .bind(*params as i64)
+                        .bind(missing(*latency_ms))
+                        .bind(trial)
+                        .execute(&mut *tx)
+                        .await?;
                     }
                     TrainEvent::Progress { .. } => {}
                     TrainEvent::Finished {
@@ -251,7 +268,9 @@ async fn record_epoch(
              best_val_acc = CASE WHEN best_val_acc IS NULL OR nan_null(?5) > best_val_acc
                                  THEN nan_null(?5) ELSE best_val_acc END,
              best_val_loss = CASE WHEN best_val_loss IS NULL OR nan_null(?4) < best_val_loss
-                                  THEN nan_null(?4) ELSE best_val_loss END
+                                  THEN nan_null(?4) ELSE best_val_loss END,
+             epoch_seconds = (SELECT AVG(COALESCE(train_seconds, seconds)) FROM epochs
+                              WHERE trial_id = ?6)
          WHERE id = ?6",
     ))
     .bind(m.epoch as i64)

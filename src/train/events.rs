@@ -141,6 +141,15 @@ pub enum TrainEvent {
         /// The checkpoint files this epoch wrote (none when it diverged).
         checkpoints: Vec<CheckpointInfo>,
     },
+    /// The trial's model was built: its size, and its speed when asked for.
+    Measured {
+        /// Database id of the trial.
+        trial: i64,
+        /// Trainable parameters.
+        params: u64,
+        /// Milliseconds per image evaluated at batch 1, when the sweep optimises latency.
+        latency_ms: Option<f64>,
+    },
     /// Training is under way within an epoch (sent a few times a second at most).
     Progress {
         /// Database id of the trial.

@@ -162,6 +162,25 @@ impl<'r, 'a> Learner<'r, 'a> {
         }))
     }
 
+    /// The model's size, and its evaluation time per image when the sweep asks for it
+    /// (measured on the validation images; it depends on the architecture and the device,
+    /// not on the weights, so measuring it before training gives the pruner it early).
+    pub(super) fn measured(&self) -> TrainEvent {
+        let model = self.model();
+        TrainEvent::Measured {
+            trial: self.run.id,
+            params: model.num_params() as u64,
+            latency_ms: (self.run.measure_latency && !self.data.split.val.is_empty()).then(|| {
+                super::latency_ms(
+                    model,
+                    &self.data.pool,
+                    &self.data.split.val,
+                    &self.data.table,
+                )
+            }),
+        }
+    }
+
     /// The trial's model.
     pub(super) fn model(&self) -> &Net {
         self.model

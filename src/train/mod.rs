@@ -54,6 +54,8 @@ pub struct TrialRun<'a> {
     pub dir: PathBuf,
     /// Metric that picks the best epoch.
     pub metric: Metric,
+    /// Whether to time evaluation at batch 1 (the sweep optimises `latency_ms`).
+    pub measure_latency: bool,
     /// Set when the run should stop early.
     pub stop: &'a AtomicBool,
     /// Set when another process took this trial over: training it further would be wasted.
@@ -99,7 +101,11 @@ pub fn run_group(runs: &[TrialRun], emit: &(dyn Fn(TrainEvent) + Sync)) -> Vec<T
     let device = first.device.clone().autodiff();
     let mut learners = Vec::new();
     for (index, run) in runs.iter().enumerate() {
-        match Learner::start(run, &device) {
+        let started = Learner::start(run, &device);
+        if let Ok(Some(learner)) = &started {
+            emit(learner.measured());
+        }
+        match started {
             // Resumed after its last epoch's files: only its test is missing.
             Ok(Some(learner)) if learner.state.epoch >= run.spec.epochs => {
                 ends.finish(index, learner.done())
@@ -364,6 +370,31 @@ fn count_correct(logits: Tensor<2>, labels: Tensor<1, Int>) -> i64 {
         .int()
         .sum()
         .into_scalar::<i64>()
+}
+
+/// Images timed one at a time for `latency_ms`, after as many untimed ones to warm caches.
+const LATENCY_IMAGES: usize = 50;
+
+/// Milliseconds per image when `model` evaluates the images at `indices` of `set` one at a
+/// time (the first ones untimed, to warm caches and allocators).
+pub fn latency_ms(model: &Net, set: &ImageSet, indices: &[u32], table: &[f32; 256]) -> f64 {
+    let model = model.valid();
+    let device = model
+        .devices()
+        .into_iter()
+        .next()
+        .expect("a model has parameters")
+        .without_autodiff();
+    let images = &indices[..LATENCY_IMAGES.min(indices.len())];
+    let one = |i: &u32| {
+        let (image, _) = batch_tensors(set, std::slice::from_ref(i), table, &device);
+        // Reading the prediction back waits for the device to finish.
+        let _ = model.forward(image, None).argmax(1).into_data();
+    };
+    images.iter().for_each(one);
+    let start = Instant::now();
+    images.iter().for_each(one);
+    1000.0 * start.elapsed().as_secs_f64() / images.len() as f64
 }
 
 /// Evaluates `model` on the images at `indices` of `set`, with dropout off and no autodiff.
