@@ -1,6 +1,8 @@
 """The search of experiments/search.toml run by Optuna in one Python process: TPESampler with
 SuccessiveHalvingPruner (rungs at 1, 3, 9 epochs, reduction factor 3), SQLite storage,
-n_jobs=2, one torch thread per job. Training is torch_ref.py's (same models, same loop). Each
+n_jobs=2, one torch thread per job. With --objectives val_acc,params: a multi-objective study
+(best validation accuracy, maximised; trainable parameters, minimised) with --sampler tpe or
+nsga2 at Optuna's defaults and no pruner (Optuna cannot prune several objectives). Training is torch_ref.py's (same models, same loop). Each
 trial reports its validation accuracy after every epoch (the pruner is asked after every epoch
 but the last) and returns the best one, which is what sweep's TPE optimises; a trial that
 trains every epoch is then tested on the 10,000 test images. Its training and validation images are the ones sweep uses with the same seed. Prints
@@ -23,7 +25,11 @@ p.add_argument("--epochs", type=int, default=9)
 p.add_argument("--limit", type=int, default=10000)
 p.add_argument("--split", type=float, default=0.5)
 p.add_argument("--seed", type=int, default=1)
+p.add_argument("--objectives", default="val_acc", help="val_acc, or val_acc,params")
+p.add_argument("--sampler", default="tpe", choices=["tpe", "nsga2"])
+p.add_argument("--no-test", action="store_true", help="skip the test pass of finished trials")
 a = p.parse_args()
+MULTI = a.objectives == "val_acc,params"
 sys.path.insert(0, a.ref)
 import torch_ref  # noqa: E402
 
@@ -94,9 +100,14 @@ def objective(trial):
             trial.report(acc, epoch)
             # The usual Optuna objective: the pruner decides between epochs, and a trial that
             # trained the last one returns its value (asking then would mark it pruned).
-            if epoch < a.epochs and trial.should_prune():
+            if not MULTI and epoch < a.epochs and trial.should_prune():
                 raise optuna.TrialPruned()
-        trial.set_user_attr("test_acc", torch_ref.evaluate(model, xt, yt, 1000))
+        if not a.no_test:
+            trial.set_user_attr("test_acc", torch_ref.evaluate(model, xt, yt, 1000))
+        if MULTI:
+            size = sum(p.numel() for p in model.parameters() if p.requires_grad)
+            trial.set_user_attr("params", size)
+            return best, size
         return best
     finally:
         finished[trial.number] = time.perf_counter() - T0
@@ -105,19 +116,26 @@ def objective(trial):
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 if os.path.exists(a.storage):
     os.remove(a.storage)
-study = optuna.create_study(
-    sampler=optuna.samplers.TPESampler(seed=a.seed),
-    pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3),
-    direction="maximize",
-    storage=f"sqlite:///{a.storage}",
-)
+if MULTI:
+    sampler = (optuna.samplers.NSGAIISampler(seed=a.seed) if a.sampler == "nsga2"
+               else optuna.samplers.TPESampler(seed=a.seed))
+    study = optuna.create_study(sampler=sampler, directions=["maximize", "minimize"],
+                                storage=f"sqlite:///{a.storage}")
+else:
+    study = optuna.create_study(
+        sampler=optuna.samplers.TPESampler(seed=a.seed),
+        pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3),
+        direction="maximize",
+        storage=f"sqlite:///{a.storage}",
+    )
 study.optimize(objective, n_trials=a.trials, n_jobs=2)
 trials = [
     {
         "number": t.number,
         "state": t.state.name.lower(),
-        "value": t.value if t.value is not None else (max(t.intermediate_values.values())
-                                                      if t.intermediate_values else None),
+        "value": (t.values[0] if MULTI and t.values else t.value) if t.values is not None
+        else (max(t.intermediate_values.values()) if t.intermediate_values else None),
+        "size": t.user_attrs.get("params"),
         "epochs": len(t.intermediate_values),
         "test_acc": t.user_attrs.get("test_acc"),
         "finished_s": round(finished.get(t.number, float("nan")), 2),

@@ -246,6 +246,15 @@ pub fn report(args: ReportArgs) -> Result<i32> {
         None => None,
     };
     let search = report::search_input(&store, &args.sweep)?;
+    let objectives = store
+        .require_experiment(&args.sweep)?
+        .spec
+        .sweep
+        .objectives();
+    let finished_s = match store.sweep_id(&args.sweep)? {
+        Some(id) => store.result_times(id)?,
+        None => HashMap::new(),
+    };
     let input = ReportInput {
         sweep: args.sweep.clone(),
         trials,
@@ -256,6 +265,8 @@ pub fn report(args: ReportArgs) -> Result<i32> {
         baseline,
         search,
         disk: sweep_disk(&store, &args.sweep)?,
+        objectives,
+        finished_s,
     };
     let figures = report::write_report(&input, &args.output)?;
     note!(

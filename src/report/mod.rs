@@ -4,6 +4,7 @@
 mod csv;
 mod detail;
 mod front;
+mod front_plot;
 mod json;
 mod markdown;
 mod measure;
@@ -15,7 +16,8 @@ mod sweep_report;
 mod table;
 
 pub use detail::{MEASURED, TrialDetail, TrialDisk, class_name, compare, show};
-pub use front::pareto_front;
+pub use front::{front_section, pareto_front};
+pub use front_plot::ON_FRONT;
 pub use json::{listings_json, trials_json};
 pub use measure::Measure;
 pub use number::{human, human_value};

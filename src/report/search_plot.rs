@@ -34,9 +34,9 @@ const DONE: RGBColor = RGBColor(31, 119, 180);
 const STOPPED: RGBColor = RGBColor(150, 150, 150);
 const BEST: RGBColor = RGBColor(214, 39, 40);
 
-type Draw = std::result::Result<(), Box<dyn std::error::Error>>;
+pub(super) type Draw = std::result::Result<(), Box<dyn std::error::Error>>;
 
-fn svg_error(path: &Path, e: Box<dyn std::error::Error>) -> Error {
+pub(super) fn svg_error(path: &Path, e: Box<dyn std::error::Error>) -> Error {
     Error::Io {
         path: path.to_path_buf(),
         source: std::io::Error::other(e.to_string()),

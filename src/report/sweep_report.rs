@@ -9,6 +9,7 @@ use super::table::{listing_rows, opt};
 use super::{Format, Measure, Rows, text_field};
 use crate::disk::DirUsage;
 use crate::error::{Error, Result};
+use crate::experiment::Objective;
 use crate::search::{Domain, Space};
 use crate::store::{EpochRow, TrialListing};
 use crate::trial::TrialStatus;
@@ -37,6 +38,10 @@ pub struct ReportInput {
     pub search: Option<SearchInput>,
     /// What the sweep's checkpoint directory takes.
     pub disk: Option<DirUsage>,
+    /// What the sweep optimises; with several, the report draws their Pareto front.
+    pub objectives: Vec<Objective>,
+    /// Seconds from the sweep's first epoch to each trial's latest, by trial id.
+    pub finished_s: HashMap<i64, f64>,
 }
 
 /// Finished trials with a value for `metric`, best first.
@@ -433,6 +438,18 @@ pub fn write_report(input: &ReportInput, out: &Path) -> Result<Vec<PathBuf>> {
             let _ = writeln!(md, "![{name} per epoch]({file})\n");
             figures.push(path);
         }
+    }
+
+    if input.objectives.len() > 1 {
+        let (section, front_figures) = super::front_section(
+            &input.trials,
+            &input.objectives,
+            &input.finished_s,
+            dir,
+            &stem,
+        )?;
+        md.push_str(&section);
+        figures.extend(front_figures);
     }
 
     if let Some(search) = &input.search {
