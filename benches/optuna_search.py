@@ -97,7 +97,8 @@ def objective(trial):
                 opt.step()
             acc = torch_ref.evaluate(model, xva, yva, batch)
             best = max(best, acc)
-            trial.report(acc, epoch)
+            if not MULTI:  # Optuna refuses intermediate values with several objectives
+                trial.report(acc, epoch)
             # The usual Optuna objective: the pruner decides between epochs, and a trial that
             # trained the last one returns its value (asking then would mark it pruned).
             if not MULTI and epoch < a.epochs and trial.should_prune():
@@ -136,7 +137,8 @@ trials = [
         "value": (t.values[0] if MULTI and t.values else t.value) if t.values is not None
         else (max(t.intermediate_values.values()) if t.intermediate_values else None),
         "size": t.user_attrs.get("params"),
-        "epochs": len(t.intermediate_values),
+        "epochs": (a.epochs if t.state.name == "COMPLETE" else 0) if MULTI
+        else len(t.intermediate_values),
         "test_acc": t.user_attrs.get("test_acc"),
         "finished_s": round(finished.get(t.number, float("nan")), 2),
         "params": t.params,
