@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::browser::{Browser, Server, get};
 use common::{Db, Workspace, stderr, stdout};
 use std::collections::BTreeSet;
 use std::process::Stdio;
@@ -239,7 +240,47 @@ fn two_processes_share_a_multi_objective_budget(db: Db) {
     assert_eq!(draws, (0..10).collect(), "each draw number once");
 }
 
+fn the_web_view_shows_the_front(db: Db) {
+    let ws = Workspace::on(db);
+    let out = ws.run(&ws.experiment("mo.toml", &space("tpe", 12, ASHA)), &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let front = front_by_hand(&ws.ls_json());
+    let server = Server::start(&ws, &[]);
+    let (status, body) = get(&server.base, "/api/sweeps/mo/analysis", &[]);
+    assert_eq!(status, 200, "{body}");
+    let analysis: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let listed: BTreeSet<i64> = analysis["front"]["front"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|id| id.as_i64().unwrap())
+        .collect();
+    assert_eq!(listed, front, "{body}");
+    let hypervolume = analysis["front"]["hypervolume_by_trial"]
+        .as_array()
+        .unwrap();
+    assert!(!hypervolume.is_empty(), "{body}");
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let browser = Browser::start().await;
+        browser.open(&format!("{}/sweeps/mo", server.base)).await;
+        let rows = browser
+            .wait_for(
+                "the front's table",
+                20,
+                "return document.querySelectorAll('#front tbody tr').length",
+            )
+            .await;
+        assert_eq!(rows.as_u64(), Some(front.len() as u64));
+        let text = browser.eval("return document.body.innerText").await;
+        let text = text.as_str().unwrap();
+        assert!(text.contains("Pareto front"), "{text}");
+        assert!(text.contains("params against val_acc"), "{text}");
+        browser.close().await;
+    });
+}
+
 on_both_databases!(
+    the_web_view_shows_the_front,
     a_search_for_two_objectives_records_and_shows_its_front,
     a_grid_with_three_objectives_trains_every_point_and_reports_the_front,
     an_nsga2_search_killed_midway_ends_with_exactly_its_budget,

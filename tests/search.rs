@@ -161,6 +161,7 @@ fn bad_spaces_are_refused_before_anything_runs() {
         "batch_size      int_log_uniform [16, 64]",
         "arch            fixed at mlp",
         "sampler tpe, 7 configurations x 1 repeats = 7 trials, seed 5",
+        "objectives: val_acc (max)",
     ] {
         assert!(printed.contains(line), "{line}\n{printed}");
     }

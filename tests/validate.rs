@@ -201,13 +201,21 @@ fn bad_objectives_are_refused_with_the_key_named() {
     );
     // One objective is today's metric; two with ASHA are fine.
     let ws = Workspace::new();
-    for sweep in [
-        "objectives = [\"val_loss\"]",
-        "objectives = [\"val_acc\", \"params\"]\n[prune]\nmethod = \"asha\"",
+    for (sweep, shown) in [
+        (
+            "objectives = [\"val_loss\"]",
+            "objectives: val_loss (min)\n",
+        ),
+        (
+            "objectives = [\"val_acc\", \"params\"]\n[prune]\nmethod = \"asha\"",
+            "objectives: val_acc (max), params (min)\nearly stopping: asha, rungs at 1 x 3^k \
+             epochs, ranked by non-dominated sorting then crowding distance",
+        ),
     ] {
         let file = ws.experiment("ok.toml", &with(sweep, ""));
         let out = ws.sweep(&["validate", file.to_str().unwrap()]);
         assert!(out.status.success(), "{sweep}: {}", stderr(&out));
+        assert!(stdout(&out).contains(shown), "{}", stdout(&out));
     }
 }
 
@@ -227,7 +235,12 @@ fn a_missing_file_is_a_clear_error() {
 #[test]
 fn shipped_experiment_files_are_valid() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments");
-    let mut files = vec![root.join("grid.toml"), root.join("quick.toml")];
+    let mut files = vec![
+        root.join("grid.toml"),
+        root.join("quick.toml"),
+        root.join("search.toml"),
+        root.join("pareto.toml"),
+    ];
     for entry in std::fs::read_dir(root.join("seeds")).unwrap() {
         files.push(entry.unwrap().path());
     }

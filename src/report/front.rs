@@ -9,6 +9,7 @@ use crate::experiment::Objective;
 use crate::search::pareto;
 use crate::store::TrialListing;
 use crate::trial::TrialStatus;
+use serde::Serialize;
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
@@ -47,93 +48,170 @@ pub fn pareto_front<'a>(
     front.into_iter().map(|(t, _)| t).collect()
 }
 
+/// A finished trial as the Pareto plot draws it.
+#[derive(Debug, Clone, Serialize)]
+pub struct FrontPoint {
+    /// Database id.
+    pub id: i64,
+    /// Its objectives, in their own units.
+    pub values: Vec<f64>,
+    /// Whether no other finished trial beats it on every objective.
+    pub on_front: bool,
+}
+
+/// A multi-objective sweep's front and the growth of its hypervolume, as the report and the
+/// web view show them.
+#[derive(Debug, Clone, Serialize)]
+pub struct FrontSummary {
+    /// The objectives' names.
+    pub objectives: Vec<&'static str>,
+    /// Which of them are maximised.
+    pub maximised: Vec<bool>,
+    /// Every finished trial with every objective recorded, in draw order.
+    pub trials: Vec<FrontPoint>,
+    /// The ids on the front, best first by the first objective.
+    pub front: Vec<i64>,
+    /// The hypervolume's reference point, in the objectives' units: each one's worst finished
+    /// value pushed 10% further out (Optuna's rule), fixed for the whole history.
+    pub reference: Vec<f64>,
+    /// (trials finished in draw order, hypervolume) after each.
+    pub hypervolume_by_trial: Vec<(f64, f64)>,
+    /// (seconds since the sweep's first epoch, hypervolume) after each trial, by time.
+    pub hypervolume_by_time: Vec<(f64, f64)>,
+}
+
+impl FrontSummary {
+    /// The front of `trials` (in draw order) under `objectives`; `finished_s`: seconds from
+    /// the sweep's first epoch to each trial's last, by id.
+    pub fn of(
+        trials: &[TrialListing],
+        objectives: &[Objective],
+        finished_s: &HashMap<i64, f64>,
+    ) -> FrontSummary {
+        let (members, points): (Vec<&TrialListing>, Vec<Vec<f64>>) = trials
+            .iter()
+            .filter(|t| t.status == TrialStatus::Done)
+            .filter_map(|t| Some((t, losses(t, objectives)?)))
+            .unzip();
+        let front: Vec<i64> = pareto_front(trials, objectives)
+            .iter()
+            .map(|t| t.id)
+            .collect();
+        let reference = pareto::reference_point(&points);
+        let growth = |order: &mut dyn Iterator<Item = (f64, usize)>| -> Vec<(f64, f64)> {
+            let mut so_far = Running::default();
+            order
+                .map(|(x, i)| (x, so_far.add(&points[i], &reference)))
+                .collect()
+        };
+        let mut timed: Vec<(f64, usize)> = (0..members.len())
+            .filter_map(|i| Some((*finished_s.get(&members[i].id)?, i)))
+            .collect();
+        timed.sort_by(|a, b| a.0.total_cmp(&b.0));
+        FrontSummary {
+            objectives: objectives.iter().map(|o| o.name()).collect(),
+            maximised: objectives.iter().map(|o| o.maximised()).collect(),
+            trials: members
+                .iter()
+                .zip(&points)
+                .map(|(t, p)| FrontPoint {
+                    id: t.id,
+                    values: objectives.iter().zip(p).map(|(o, v)| o.loss(*v)).collect(),
+                    on_front: front.contains(&t.id),
+                })
+                .collect(),
+            front,
+            reference: objectives
+                .iter()
+                .zip(&reference)
+                .map(|(o, r)| o.loss(*r))
+                .collect(),
+            hypervolume_by_trial: growth(&mut (0..points.len()).map(|i| ((i + 1) as f64, i))),
+            hypervolume_by_time: growth(&mut timed.into_iter()),
+        }
+    }
+}
+
+/// The front of the points added so far and its hypervolume: only a point that no earlier one
+/// dominates changes it, so each step measures the front, not the whole history.
+#[derive(Default)]
+struct Running {
+    front: Vec<Vec<f64>>,
+    volume: f64,
+}
+
+impl Running {
+    fn add(&mut self, point: &[f64], reference: &[f64]) -> f64 {
+        if !self
+            .front
+            .iter()
+            .any(|f| pareto::dominates(f, point) || f == point)
+        {
+            self.front.retain(|f| !pareto::dominates(point, f));
+            self.front.push(point.to_vec());
+            self.volume = pareto::hypervolume(&self.front, reference);
+        }
+        self.volume
+    }
+}
+
 /// The report's section for a sweep with several objectives: the front as a table, the
-/// Pareto plot, and the hypervolume against trial number and time. `trials` in draw order;
-/// `finished_s`: seconds from the sweep's first epoch to each trial's last.
+/// Pareto plot, and the hypervolume against trial number and time.
 pub fn front_section(
     trials: &[TrialListing],
-    objectives: &[Objective],
-    finished_s: &HashMap<i64, f64>,
+    summary: &FrontSummary,
     dir: &Path,
     stem: &str,
 ) -> Result<(String, Vec<PathBuf>)> {
-    let mut md = String::from(
-        "## Pareto front
-
-",
-    );
-    let names: Vec<String> = objectives
+    let mut md = String::from("## Pareto front\n\n");
+    let names: Vec<String> = summary
+        .objectives
         .iter()
-        .map(|o| format!("`{o}` ({})", if o.maximised() { "max" } else { "min" }))
+        .zip(&summary.maximised)
+        .map(|(o, &max)| format!("`{o}` ({})", if max { "max" } else { "min" }))
         .collect();
-    let (members, points): (Vec<&TrialListing>, Vec<Vec<f64>>) = trials
-        .iter()
-        .filter(|t| t.status == TrialStatus::Done)
-        .filter_map(|t| Some((t, losses(t, objectives)?)))
-        .unzip();
-    let front = pareto_front(trials, objectives);
     let _ = writeln!(
         md,
         "Objectives {}. Of {} trials that trained every epoch with every objective recorded, {} \
          are on the front: no other finished trial is at least as good on every objective and \
          better on one. Sorted by the first objective.\n",
         names.join(", "),
-        members.len(),
-        front.len()
+        summary.trials.len(),
+        summary.front.len()
     );
     let mut figures = Vec::new();
-    if front.is_empty() {
+    if summary.front.is_empty() {
         return Ok((md, figures));
     }
-    let owned: Vec<TrialListing> = front.iter().map(|t| (*t).clone()).collect();
-    md.push_str(&listing_rows(&owned).render(Format::Md));
+    let on_front: Vec<TrialListing> = summary
+        .front
+        .iter()
+        .filter_map(|id| trials.iter().find(|t| t.id == *id).cloned())
+        .collect();
+    md.push_str(&listing_rows(&on_front).render(Format::Md));
     md.push('\n');
 
-    let on_front: Vec<bool> = members
-        .iter()
-        .map(|m| front.iter().any(|f| f.id == m.id))
-        .collect();
-    let axes: Vec<Axis> = objectives
+    let axes: Vec<Axis> = summary
+        .objectives
         .iter()
         .enumerate()
-        .map(|(k, o)| Axis {
-            name: o.name(),
-            maximised: o.maximised(),
-            values: points.iter().map(|p| o.loss(p[k])).collect(),
+        .map(|(k, name)| Axis {
+            name,
+            maximised: summary.maximised[k],
+            values: summary.trials.iter().map(|p| p.values[k]).collect(),
         })
         .collect();
+    let flags: Vec<bool> = summary.trials.iter().map(|p| p.on_front).collect();
     let file = format!("{stem}-pareto.svg");
-    front_plot::pareto(&dir.join(&file), &axes, &on_front)?;
+    front_plot::pareto(&dir.join(&file), &axes, &flags)?;
     let _ = writeln!(md, "![Pareto front]({file})\n");
     figures.push(dir.join(file));
 
-    // One reference point for the whole history, so that the curve only ever rises.
-    let reference = pareto::reference_point(&points);
-    let growth =
-        |order: &[usize]| -> Vec<Vec<f64>> { order.iter().map(|&i| points[i].clone()).collect() };
-    let by_number: Vec<(f64, f64)> = (1..=points.len())
-        .map(|k| {
-            let order: Vec<usize> = (0..k).collect();
-            (k as f64, pareto::hypervolume(&growth(&order), &reference))
-        })
-        .collect();
-    let mut timed: Vec<(f64, usize)> = (0..members.len())
-        .filter_map(|i| Some((*finished_s.get(&members[i].id)?, i)))
-        .collect();
-    timed.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let by_time: Vec<(f64, f64)> = (1..=timed.len())
-        .map(|k| {
-            let order: Vec<usize> = timed[..k].iter().map(|&(_, i)| i).collect();
-            (
-                timed[k - 1].0,
-                pareto::hypervolume(&growth(&order), &reference),
-            )
-        })
-        .collect();
-    let shown: Vec<String> = objectives
+    let shown: Vec<String> = summary
+        .objectives
         .iter()
-        .zip(&reference)
-        .map(|(o, r)| format!("{o} {}", super::human(o.loss(*r))))
+        .zip(&summary.reference)
+        .map(|(o, r)| format!("{o} {}", super::human(*r)))
         .collect();
     let _ = writeln!(
         md,
@@ -141,10 +219,14 @@ pub fn front_section(
          objective's worst finished value pushed 10% further out, Optuna's rule), in the \
          objectives' own units. Final: {}.\n",
         shown.join(", "),
-        super::human(by_number.last().map_or(0.0, |p| p.1))
+        super::human(summary.hypervolume_by_trial.last().map_or(0.0, |p| p.1))
     );
     let file = format!("{stem}-hypervolume.svg");
-    front_plot::hypervolume(&dir.join(&file), &by_number, &by_time)?;
+    front_plot::hypervolume(
+        &dir.join(&file),
+        &summary.hypervolume_by_trial,
+        &summary.hypervolume_by_time,
+    )?;
     let _ = writeln!(md, "![hypervolume]({file})\n");
     figures.push(dir.join(file));
     Ok((md, figures))
@@ -177,5 +259,26 @@ mod tests {
             .map(|t| t.id)
             .collect();
         assert_eq!(ids, vec![2, 7, 1, 6]);
+
+        // The hypervolume after each trial equals the hypervolume of all trials so far.
+        let objectives = [Objective::ValAcc, Objective::Params];
+        let summary = FrontSummary::of(&trials, &objectives, &HashMap::new());
+        assert_eq!(summary.front, vec![2, 7, 1, 6]);
+        assert_eq!(summary.trials.len(), 5);
+        let loss_points: Vec<Vec<f64>> = trials
+            .iter()
+            .filter(|t| t.status == TrialStatus::Done)
+            .filter_map(|t| losses(t, &objectives))
+            .collect();
+        let reference = pareto::reference_point(&loss_points);
+        for (k, &(n, volume)) in summary.hypervolume_by_trial.iter().enumerate() {
+            assert_eq!(n, (k + 1) as f64);
+            let direct = pareto::hypervolume(&loss_points[..=k], &reference);
+            assert!(
+                (volume - direct).abs() < 1e-9,
+                "after {n}: {volume} vs {direct}"
+            );
+        }
+        assert!(summary.hypervolume_by_time.is_empty(), "no times given");
     }
 }

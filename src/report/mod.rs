@@ -16,7 +16,7 @@ mod sweep_report;
 mod table;
 
 pub use detail::{MEASURED, TrialDetail, TrialDisk, class_name, compare, show};
-pub use front::{front_section, pareto_front};
+pub use front::{FrontPoint, FrontSummary, front_section, pareto_front};
 pub use front_plot::ON_FRONT;
 pub use json::{listings_json, trials_json};
 pub use measure::Measure;
@@ -175,6 +175,12 @@ pub fn search_space(
         trials * s.repeats as usize,
         s.seed
     ));
+    let objectives: Vec<String> = s
+        .objectives()
+        .iter()
+        .map(|o| format!("{o} ({})", if o.maximised() { "max" } else { "min" }))
+        .collect();
+    out.push_str(&format!("objectives: {}\n", objectives.join(", ")));
     let p = &spec.prune;
     out.push_str(&match p.method {
         crate::experiment::PruneMethod::None => "early stopping: none\n".to_string(),
@@ -183,8 +189,14 @@ pub fn search_space(
             p.min_epochs, p.startup_trials
         ),
         crate::experiment::PruneMethod::Asha => format!(
-            "early stopping: asha, rungs at {} x {}^k epochs\n",
-            p.min_epochs, p.reduction_factor
+            "early stopping: asha, rungs at {} x {}^k epochs{}\n",
+            p.min_epochs,
+            p.reduction_factor,
+            if s.is_multi_objective() {
+                ", ranked by non-dominated sorting then crowding distance"
+            } else {
+                ""
+            }
         ),
     });
     out

@@ -441,13 +441,8 @@ pub fn write_report(input: &ReportInput, out: &Path) -> Result<Vec<PathBuf>> {
     }
 
     if input.objectives.len() > 1 {
-        let (section, front_figures) = super::front_section(
-            &input.trials,
-            &input.objectives,
-            &input.finished_s,
-            dir,
-            &stem,
-        )?;
+        let summary = super::FrontSummary::of(&input.trials, &input.objectives, &input.finished_s);
+        let (section, front_figures) = super::front_section(&input.trials, &summary, dir, &stem)?;
         md.push_str(&section);
         figures.extend(front_figures);
     }

@@ -53,14 +53,28 @@ pub fn non_domination_ranks(points: &[Vec<f64>]) -> Vec<usize> {
     ranks
 }
 
-/// The indices of the non-dominated points, in their given order.
+/// The indices of the non-dominated points, in their given order. In lexicographic order no
+/// point can be dominated by a later one, so one pass against the front found so far decides
+/// each point: O(n log n + n x front) rather than the full sort's O(n^2), for the web view's
+/// sweeps of 100,000 trials.
 pub fn front(points: &[Vec<f64>]) -> Vec<usize> {
-    non_domination_ranks(points)
-        .into_iter()
-        .enumerate()
-        .filter(|&(_, rank)| rank == 0)
-        .map(|(i, _)| i)
-        .collect()
+    let mut order: Vec<usize> = (0..points.len()).collect();
+    order.sort_by(|&a, &b| {
+        points[a]
+            .iter()
+            .zip(&points[b])
+            .map(|(&x, &y)| worst_if_nan(x).total_cmp(&worst_if_nan(y)))
+            .find(|o| o.is_ne())
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+    let mut on_front: Vec<usize> = Vec::new();
+    for i in order {
+        if !on_front.iter().any(|&f| dominates(&points[f], &points[i])) {
+            on_front.push(i);
+        }
+    }
+    on_front.sort_unstable();
+    on_front
 }
 
 /// The indices of `points` best first, as NSGA-II ranks them: by front, then within a front by
@@ -261,6 +275,28 @@ mod tests {
         assert_eq!(non_domination_ranks(&p), vec![0, 0, 0, 0, 1, 2, 1, 0]);
         assert_eq!(front(&p), vec![0, 1, 2, 3, 7]);
         assert!(!dominates(&p[1], &p[2]) && !dominates(&p[2], &p[1]));
+    }
+
+    #[test]
+    fn the_one_pass_front_is_the_first_rank() {
+        let mut state = 7u64;
+        let mut next = || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            // Few distinct values, so that ties and duplicates are common.
+            ((state >> 33) % 8) as f64
+        };
+        for dims in [2, 3] {
+            for _ in 0..50 {
+                let p: Vec<Vec<f64>> = (0..30)
+                    .map(|_| (0..dims).map(|_| next()).collect())
+                    .collect();
+                let ranks = non_domination_ranks(&p);
+                let first: Vec<usize> = (0..p.len()).filter(|&i| ranks[i] == 0).collect();
+                assert_eq!(front(&p), first, "{p:?}");
+            }
+        }
     }
 
     #[test]

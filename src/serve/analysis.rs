@@ -110,7 +110,7 @@ pub fn warm(store: Arc<Store>, cache: Arc<Cache>) {
 /// points per chart.
 fn compute(store: &Store, name: &str) -> Result<Value> {
     let started = std::time::Instant::now();
-    let (_, measure) = experiment_of(store, name)?;
+    let (experiment, measure) = experiment_of(store, name)?;
     // The listing and the histories are two long reads on connections of their own: side by
     // side they take the time of the longer.
     let (trials, listed, search, histories) = std::thread::scope(|scope| {
@@ -126,6 +126,17 @@ fn compute(store: &Store, name: &str) -> Result<Value> {
     let (trials, search) = (trials?, search?);
     let mattered = report::what_mattered(&trials, measure, search.as_ref().map(|s| &s.space));
     let search = search.as_ref().map(search_json);
+    let objectives = experiment.spec.sweep.objectives();
+    let front = if objectives.len() > 1 {
+        let finished_s = store.result_times(sweep_id(store, name)?)?;
+        Some(front_json(report::FrontSummary::of(
+            &trials,
+            &objectives,
+            &finished_s,
+        )))
+    } else {
+        None
+    };
     tracing::debug!(
         "analysis of sweep {name}: {} trials listed in {listed:.2?}, histories read by {histories:.2?}, \
          computed by {:.2?}",
@@ -137,7 +148,33 @@ fn compute(store: &Store, name: &str) -> Result<Value> {
         "higher_is_better": measure.higher_is_better(),
         "what_mattered": mattered,
         "search": search,
+        "front": front,
     }))
+}
+
+/// The Pareto front as the web view draws it, each series thinned to [`MOST_POINTS`] (the
+/// trials on the front always kept).
+fn front_json(mut summary: report::FrontSummary) -> Value {
+    summary.trials = thin(&summary.trials, MOST_POINTS, |p| p.on_front);
+    summary.hypervolume_by_trial = steps(&summary.hypervolume_by_trial);
+    summary.hypervolume_by_time = steps(&summary.hypervolume_by_time);
+    json!(summary)
+}
+
+/// A rising step curve by the points where it rises, and its last point.
+fn steps(line: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    let mut kept: Vec<(f64, f64)> = Vec::new();
+    for &(x, y) in line {
+        if kept.last().is_none_or(|&(_, last)| y != last) {
+            kept.push((x, y));
+        }
+    }
+    if let (Some(&end), Some(&kept_end)) = (line.last(), kept.last())
+        && end != kept_end
+    {
+        kept.push(end);
+    }
+    thin(&kept, MOST_POINTS, |_| false)
 }
 
 /// Every `n`th item so that at most `most` remain, always keeping those `keep` marks.

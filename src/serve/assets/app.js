@@ -195,6 +195,17 @@ function scatterChart(title, xLabel, yLabel, points, opts = {}) {
   return chart;
 }
 
+// One pair of objectives: every finished trial, red where it is on the front.
+function frontChart(title, xLabel, yLabel, points) {
+  const sorted = points.slice().sort((a, b) => a[0] - b[0]);
+  const ids = sorted.map((p) => p[3]);
+  const series = [
+    { label: "on the front", values: sorted.map((p) => (p[2] ? p[1] : null)), points: true, color: PALETTE[1], idAt: (i) => ids[i] },
+    { label: "dominated", values: sorted.map((p) => (p[2] ? null : p[1])), points: true, color: STOPPED, idAt: (i) => ids[i] },
+  ];
+  return lineChart(title, xLabel, yLabel, sorted.map((p) => p[0]), series);
+}
+
 // Parallel coordinates over the searched parameters, drawn on a canvas; each trial a line,
 // coloured by its value (darker is better). Hover names the nearest trial, click opens it.
 function parallelChart(params, panels, metric, higher) {
@@ -425,6 +436,27 @@ async function sweepView(name) {
   const refreshAnalysis = async () => {
     const a = await api("/api/sweeps/" + encodeURIComponent(name) + "/analysis");
     const parts = [];
+    if (a.front) {
+      const f = a.front;
+      parts.push(el("h2", {}, "Pareto front"), el("p", { class: "muted" }, f.front.length + " of " + f.trials.length +
+        " finished trials are on the front of " + f.objectives.map((o, i) => o + (f.maximised[i] ? " (max)" : " (min)")).join(", ") +
+        ": no other finished trial is at least as good on every objective and better on one."));
+      const charts = el("div", { class: "charts" });
+      for (let i = 0; i < f.objectives.length; i++) {
+        for (let j = i + 1; j < f.objectives.length; j++) {
+          charts.append(frontChart(f.objectives[j] + " against " + f.objectives[i], f.objectives[i], f.objectives[j],
+            f.trials.map((t) => [t.values[i], t.values[j], t.on_front, t.id])));
+        }
+      }
+      const hv = f.hypervolume_by_trial;
+      charts.append(lineChart("Hypervolume against trials finished", "trial", "hypervolume", hv.map((p) => p[0]),
+        [{ label: "hypervolume", values: hv.map((p) => p[1]), color: PALETTE[1], width: 2 }]));
+      const byId = new Map(f.trials.map((t) => [t.id, t]));
+      parts.push(charts, el("table", { id: "front" },
+        el("thead", {}, el("tr", {}, ["trial"].concat(f.objectives).map((h) => el("th", {}, h)))),
+        el("tbody", {}, f.front.map((id) => el("tr", {}, el("td", {}, el("a", { href: trialHref(id) }, "#" + id)),
+          ...byId.get(id).values.map((v) => el("td", { class: "num" }, fmt(v))))))));
+    }
     if (a.search) {
       const s = a.search;
       const higher = a.higher_is_better;
