@@ -372,12 +372,8 @@ fn count_correct(logits: Tensor<2>, labels: Tensor<1, Int>) -> i64 {
         .into_scalar::<i64>()
 }
 
-/// Images timed one at a time for `latency_ms`, after as many untimed ones to warm caches.
-const LATENCY_IMAGES: usize = 50;
-
-/// Milliseconds per image when `model` evaluates the images at `indices` of `set` one at a
-/// time (the first ones untimed, to warm caches and allocators).
-pub fn latency_ms(model: &Net, set: &ImageSet, indices: &[u32], table: &[f32; 256]) -> f64 {
+/// `model` with dropout off and no autodiff, and the device it is on.
+fn for_evaluation(model: &Net) -> (Net, Device) {
     let model = model.valid();
     let device = model
         .devices()
@@ -385,6 +381,16 @@ pub fn latency_ms(model: &Net, set: &ImageSet, indices: &[u32], table: &[f32; 25
         .next()
         .expect("a model has parameters")
         .without_autodiff();
+    (model, device)
+}
+
+/// Images timed one at a time for `latency_ms`, after as many untimed ones to warm caches.
+const LATENCY_IMAGES: usize = 50;
+
+/// Milliseconds per image when `model` evaluates the images at `indices` of `set` one at a
+/// time (the first ones untimed, to warm caches and allocators).
+pub fn latency_ms(model: &Net, set: &ImageSet, indices: &[u32], table: &[f32; 256]) -> f64 {
+    let (model, device) = for_evaluation(model);
     let images = &indices[..LATENCY_IMAGES.min(indices.len())];
     let one = |i: &u32| {
         let (image, _) = batch_tensors(set, std::slice::from_ref(i), table, &device);
@@ -405,13 +411,7 @@ pub fn evaluate(
     table: &[f32; 256],
     loss_fn: &CrossEntropyLoss,
 ) -> Evaluation {
-    let model = model.valid();
-    let device = model
-        .devices()
-        .into_iter()
-        .next()
-        .expect("a model has parameters")
-        .without_autodiff();
+    let (model, device) = for_evaluation(model);
     let mut confusion = Confusion::default();
     let mut predictions = Vec::with_capacity(indices.len());
     let mut loss_sum = 0f64;
