@@ -24,7 +24,9 @@ Each run is added to benches/mo-results.json as it ends (rerunning skips the run
 markers of BENCHMARKS.md and the figure benches/mo-hypervolume.svg. Nothing else should run
 meanwhile (2 cores: a build distorts every timing).
 """
-import argparse, datetime, json, os, platform, sqlite3, statistics, subprocess, sys, tempfile, time
+import argparse, json, os, platform, sqlite3, subprocess, sys, tempfile, time
+
+from search_bench import med, secs, spread, when  # same clock and summaries as the search bench
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.join(HERE, "..")
@@ -36,11 +38,6 @@ RUNNERS = [OURS, NSGA2, MOTPE]
 COLORS = {OURS: "#d62728", NSGA2: "#2ca02c", MOTPE: "#1f77b4"}
 REFERENCE = (1.0, 1.0)  # (1 - val_acc, millions of parameters)
 
-
-def when(text):
-    """SQLite's '%Y-%m-%dT%H:%M:%fZ' as a UTC timestamp in seconds."""
-    return datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(
-        tzinfo=datetime.timezone.utc).timestamp()
 
 
 def run_sweep(args, tmp, seed):
@@ -110,18 +107,7 @@ def final(line):
     return line[-1][1] if line else 0.0
 
 
-def med(values):
-    return statistics.median(values) if values else None
 
-
-def spread(values, fmt):
-    if not values:
-        return "-"
-    return f"{fmt(statistics.median(values))} ({fmt(min(values))} to {fmt(max(values))})"
-
-
-def secs(v):
-    return "not reached" if v == float("inf") else f"{v:.0f} s"
 
 
 def svg(results, path):

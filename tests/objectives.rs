@@ -5,7 +5,7 @@
 mod common;
 
 use common::browser::{Browser, Server, get};
-use common::{Db, Workspace, stderr, stdout};
+use common::{Db, Workspace, draw_numbers, stderr, stdout};
 use std::collections::BTreeSet;
 use std::process::Stdio;
 
@@ -206,18 +206,13 @@ fn an_nsga2_search_killed_midway_ends_with_exactly_its_budget(db: Db) {
         "mo.toml",
         &space("nsga2", 12, "").replace("epochs = 3", "epochs = 6"),
     );
-    let mut child = ws.spawn_run(&file, Stdio::null());
-    ws.wait_for_epochs(&mut child, 8);
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let before = ws.ls_json();
+    let before = ws.killed_after_epochs(&file, 8);
     assert!(before.len() < 12, "killed before the budget was drawn");
     let out = ws.run(&file, &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     let trials = ws.ls_json();
     assert_eq!(trials.len(), 12, "exactly the budget");
-    let draws: BTreeSet<i64> = trials.iter().map(|t| t["draw"].as_i64().unwrap()).collect();
-    assert_eq!(draws, (0..12).collect(), "none drawn twice");
+    assert_eq!(draw_numbers(&trials), (0..12).collect(), "none drawn twice");
     assert!(trials.iter().all(|t| t["status"] == "done"));
     for old in &before {
         let now = trials.iter().find(|t| t["id"] == old["id"]).unwrap();
@@ -236,8 +231,11 @@ fn two_processes_share_a_multi_objective_budget(db: Db) {
     }
     let trials = ws.ls_json();
     assert_eq!(trials.len(), 10, "the budget holds across processes");
-    let draws: BTreeSet<i64> = trials.iter().map(|t| t["draw"].as_i64().unwrap()).collect();
-    assert_eq!(draws, (0..10).collect(), "each draw number once");
+    assert_eq!(
+        draw_numbers(&trials),
+        (0..10).collect(),
+        "each draw number once"
+    );
 }
 
 fn the_web_view_shows_the_front(db: Db) {

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Db, Workspace, stderr};
+use common::{Db, Workspace, draw_numbers, stderr};
 use std::process::Stdio;
 use sweep::store::Store;
 use sweep::trial::TrialId;
@@ -182,9 +182,11 @@ fn two_processes_share_the_budget_exactly(db: Db) {
     let trials = ws.ls_json();
     assert_eq!(trials.len(), 8, "the budget holds across processes");
     assert!(trials.iter().all(|t| t["status"] == "done"));
-    let draws: std::collections::BTreeSet<i64> =
-        trials.iter().map(|t| t["draw"].as_i64().unwrap()).collect();
-    assert_eq!(draws, (0..8).collect(), "each draw number once");
+    assert_eq!(
+        draw_numbers(&trials),
+        (0..8).collect(),
+        "each draw number once"
+    );
 }
 
 /// One epoch's figures: epoch, train loss, val loss, val acc.
@@ -284,20 +286,14 @@ fn a_search_killed_midway_ends_with_exactly_its_budget(db: Db) {
         .replace("jobs = 1", "jobs = 2")
         .replace("epochs = 2", "epochs = 8"),
     );
-    let mut child = ws.spawn_run(&file, Stdio::null());
-    ws.wait_for_epochs(&mut child, 6);
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let before = ws.ls_json();
+    let before = ws.killed_after_epochs(&file, 6);
     assert!(before.len() < 12, "killed before the budget was drawn");
 
     let out = ws.run(&file, &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     let trials = ws.ls_json();
     assert_eq!(trials.len(), 12, "exactly the budget");
-    let draws: std::collections::BTreeSet<i64> =
-        trials.iter().map(|t| t["draw"].as_i64().unwrap()).collect();
-    assert_eq!(draws, (0..12).collect(), "none drawn twice");
+    assert_eq!(draw_numbers(&trials), (0..12).collect(), "none drawn twice");
     for t in &trials {
         assert!(t["status"] == "done" || t["status"] == "pruned", "{t}");
         let epochs: Vec<i64> = figures(&ws, t["id"].as_i64().unwrap())

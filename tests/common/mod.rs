@@ -276,6 +276,21 @@ impl Workspace {
             other => panic!("ls json is not an array: {other}"),
         }
     }
+
+    /// Kills a run of `experiment` once it has recorded `epochs` epochs; returns the trials it
+    /// left.
+    pub fn killed_after_epochs(&self, experiment: &Path, epochs: usize) -> Vec<serde_json::Value> {
+        let mut child = self.spawn_run(experiment, Stdio::null());
+        self.wait_for_epochs(&mut child, epochs);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        self.ls_json()
+    }
+}
+
+/// The draw numbers of listed trials, each once.
+pub fn draw_numbers(trials: &[serde_json::Value]) -> std::collections::BTreeSet<i64> {
+    trials.iter().map(|t| t["draw"].as_i64().unwrap()).collect()
 }
 
 /// Trial ids a process's log says it started.
