@@ -2,6 +2,7 @@
 //! holds it under. Every room speaks of trials with these types; only the store turns them into
 //! SQL values.
 
+use crate::experiment::{Change, Hyper};
 use std::fmt;
 
 /// A trial's database id.
@@ -94,6 +95,40 @@ impl TrialStatus {
     /// a new run does not start it again.
     pub fn is_settled(self) -> bool {
         self.is_final() || self == TrialStatus::Paused
+    }
+}
+
+/// One exploit step of population-based training: after epoch `epoch`, the member continued
+/// from member `donor`'s weights, optimizer state and generators, with new hyperparameters.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct MemberCopy {
+    /// The epoch after which the copy was made (the member trains `epoch + 1` next).
+    pub epoch: usize,
+    /// The member copied (database id).
+    pub donor: i64,
+    /// The donor's metric at that epoch.
+    pub donor_value: f64,
+    /// The member's own metric at that epoch.
+    pub value: f64,
+    /// The explored hyperparameters before the copy (the member's own).
+    pub before: Vec<(Hyper, f64)>,
+    /// The explored hyperparameters from `epoch + 1` on.
+    pub after: Vec<(Hyper, f64)>,
+}
+
+impl MemberCopy {
+    /// The hyperparameter changes a member carries after `copies`, in order.
+    pub fn changes(copies: &[MemberCopy]) -> Vec<Change> {
+        let mut changes: Vec<Change> = Vec::new();
+        for copy in copies {
+            changes.retain(|c| c.epoch <= copy.epoch);
+            changes.extend(copy.after.iter().map(|&(hyper, value)| Change {
+                epoch: copy.epoch + 1,
+                hyper,
+                value,
+            }));
+        }
+        changes
     }
 }
 

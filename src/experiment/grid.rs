@@ -1,5 +1,6 @@
 //! Grid expansion: the cartesian product of every axis, times the repeats.
 
+use super::hyper::Change;
 use super::{ArchName, Augment, ExperimentSpec, OptimizerName, ScheduleName};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -112,6 +113,9 @@ pub struct TrialSpec {
     /// Batch norm after each convolution.
     #[serde(default, skip_serializing_if = "is_default")]
     pub batch_norm: bool,
+    /// Hyperparameters that change from a later epoch on (`[schedule]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<Change>,
 }
 
 fn is_default<T: Default + PartialEq>(value: &T) -> bool {
@@ -248,6 +252,7 @@ pub fn trial(
             crop_padding: values.augment.crops().then_some(spec.data.crop_padding),
             step_every: None,
             step_gamma: None,
+            changes: spec.schedule.changes(),
         }
     );
     if values.schedule == ScheduleName::Step {

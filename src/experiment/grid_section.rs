@@ -186,6 +186,30 @@ impl GridSection {
         most(&self.epochs)
     }
 
+    /// The axes that list several values or name a distribution.
+    pub fn searched_names(&self) -> Vec<&'static str> {
+        fn varies<T>(axis: &Axis<T>) -> bool {
+            axis.distribution().is_some() || axis.values().len() > 1
+        }
+        [
+            ("arch", varies(&self.arch)),
+            ("optimizer", varies(&self.optimizer)),
+            ("lr", varies(&self.lr)),
+            ("batch_size", varies(&self.batch_size)),
+            ("epochs", varies(&self.epochs)),
+            ("dropout", varies(&self.dropout)),
+            ("weight_decay", varies(&self.weight_decay)),
+            ("augment", varies(&self.augment)),
+            ("schedule", varies(&self.schedule)),
+            ("warmup_epochs", varies(&self.warmup_epochs)),
+            ("label_smoothing", varies(&self.label_smoothing)),
+            ("batch_norm", self.batch_norm.as_ref().is_some_and(varies)),
+        ]
+        .into_iter()
+        .filter_map(|(name, varies)| varies.then_some(name))
+        .collect()
+    }
+
     /// Checks every axis (distributions only when `searching`) and the rules between axes.
     pub(super) fn validate(&self, problems: &mut Problems, searching: bool) {
         self.validate_choices(problems);

@@ -116,6 +116,9 @@ pub enum SamplerName {
     Tpe,
     /// NSGA-II's genetic search for several objectives (Optuna's defaults).
     Nsga2,
+    /// Population-based training: members copy better members' weights and explore their
+    /// hyperparameters as they train (`[pbt]`).
+    Pbt,
 }
 
 impl SamplerName {
@@ -126,6 +129,7 @@ impl SamplerName {
             SamplerName::Random => "random",
             SamplerName::Tpe => "tpe",
             SamplerName::Nsga2 => "nsga2",
+            SamplerName::Pbt => "pbt",
         }
     }
 }
@@ -373,7 +377,19 @@ impl SweepSection {
 
     /// A searching sampler needs a budget; a grid must not have one.
     fn validate_budget(&self, problems: &mut Problems) {
-        let searching = self.sampler != SamplerName::Grid;
+        let searching = !matches!(self.sampler, SamplerName::Grid | SamplerName::Pbt);
+        if self.sampler == SamplerName::Pbt {
+            if let Some(n) = self.trials {
+                problems.check(
+                    false,
+                    "sweep.trials",
+                    n.to_string(),
+                    "population-based training trains [pbt] population members: remove \
+                     trials and set [pbt] population = N",
+                );
+            }
+            return;
+        }
         match (searching, self.trials) {
             (true, None) => problems.check(
                 false,
@@ -393,7 +409,7 @@ impl SweepSection {
                 "sweep.trials",
                 n.to_string(),
                 "a grid runs every combination: remove trials, or set [sweep] sampler = \
-                 \"random\", \"tpe\" or \"nsga2\"",
+                 \"random\", \"tpe\", \"nsga2\" or \"pbt\"",
             ),
             (false, None) => {}
         }

@@ -5,12 +5,13 @@
 
 use super::holdings::Holdings;
 use super::policy::{ClaimPolicy, Otherwise, Outage, Source, Waiting};
+use super::population::member_spec;
 use super::writer::Message;
 use crate::error::{Error, Result};
 use crate::experiment::{Metric, TrialSpec};
 use crate::model::fused;
 use crate::process;
-use crate::search::{Curve, PastTrial, Pruner, Sampler, Verdict};
+use crate::search::{Curve, PastTrial, Pbt, Pruner, Sampler, Verdict};
 use crate::store::Store;
 use crate::train::ResumeState;
 use crate::trial::{Lease, TrialId, TrialStatus};
@@ -29,6 +30,8 @@ pub(super) struct Dispenser<'a> {
     pub(super) next: usize,
     pub(super) sampler: Option<Sampler>,
     pub(super) pruner: Pruner,
+    /// Population-based training's step, in a PBT sweep.
+    pub(super) pbt: Option<Pbt>,
     pub(super) metric: Metric,
     /// What to claim next, and when to wait or leave.
     pub(super) policy: ClaimPolicy,
@@ -131,7 +134,7 @@ impl Dispenser<'_> {
             match self.claim_candidate(id, &trial) {
                 Ok(Some(resume)) => {
                     self.started(id);
-                    return Some((id, trial, resume));
+                    return Some((id, member_spec(trial, resume.as_ref()), resume));
                 }
                 Ok(None) => {
                     self.taken_elsewhere.insert(id);
@@ -240,7 +243,10 @@ impl Dispenser<'_> {
         while let Some((id, trial)) = self.candidates.get(self.next).cloned() {
             self.next += 1;
             match self.claim_candidate(id, &trial) {
-                Ok(Some(resume)) => return Ok(Some(Next::Run(id, trial, resume))),
+                Ok(Some(resume)) => {
+                    let trial = member_spec(trial, resume.as_ref());
+                    return Ok(Some(Next::Run(id, trial, resume)));
+                }
                 Ok(None) => {
                     tracing::debug!(trial = id, "finished or running in another process");
                     self.taken_elsewhere.insert(id);
@@ -365,7 +371,11 @@ impl Dispenser<'_> {
         };
         tracing::info!(trial = id, "promoted");
         self.promoted += 1;
-        Ok(Some(Next::Run(id, trial, resume)))
+        Ok(Some(Next::Run(
+            id,
+            member_spec(trial, resume.as_ref()),
+            resume,
+        )))
     }
 
     /// The early-stopping verdict for trial `id` of `epochs` epochs after the epochs in `curve`.

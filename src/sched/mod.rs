@@ -12,6 +12,7 @@ mod dispenser;
 mod group;
 mod holdings;
 mod policy;
+mod population;
 mod progress;
 mod register;
 mod resume;

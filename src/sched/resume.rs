@@ -10,8 +10,9 @@ use crate::trial::{Lease, TrialId};
 
 impl Dispenser<'_> {
     /// Where a trial claimed under `lease` continues from, or `None` when this process lost it
-    /// since the claim (it was stopped past the heartbeat timeout, say): then its files and
-    /// rows are the new holder's to read and write.
+    /// since the claim (it was stopped past the heartbeat timeout, say: then its files and
+    /// rows are the new holder's to read and write), or when it is a population-based training
+    /// member paused again to wait for the rest of its population.
     pub(super) fn resume_claimed(
         &mut self,
         id: i64,
@@ -20,11 +21,17 @@ impl Dispenser<'_> {
     ) -> Result<Option<Option<ResumeState>>> {
         let resume = if self.still_holds(id, lease) {
             self.resume_or_reset(id, lease, trial)
+                .and_then(|resume| match resume {
+                    Some(state) => self
+                        .population_step(id, lease, trial, state)
+                        .map(|state| state.map(Some)),
+                    None => Ok(Some(None)),
+                })
         } else {
             Err(Error::LeaseLost { trial: id })
         };
         match resume {
-            Ok(resume) => Ok(Some(resume)),
+            Ok(resume) => Ok(resume),
             Err(e @ Error::LeaseLost { .. }) => {
                 tracing::warn!("{e}; going on with other trials");
                 Ok(None)

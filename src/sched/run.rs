@@ -15,7 +15,7 @@ use crate::data::{self, Dataset};
 use crate::error::Result;
 use crate::experiment::{DeviceName, Experiment, ExperimentSpec, TrialSpec};
 use crate::process;
-use crate::search::Pruner;
+use crate::search::{Pbt, Pruner};
 use crate::store::{Location, Store, StoredTrial};
 use crate::train::{TrainEvent, TrialEnd};
 use crate::trial::TrialStatus;
@@ -142,11 +142,13 @@ pub fn run_sweep(experiment: &Experiment, options: &RunOptions) -> Result<RunSum
         Tidy {
             runs_dir: registered.runs_dir.clone(),
             keep: spec.sweep.keep,
+            together: spec.pbt_settings().is_some(),
         },
         in_flight.clone(),
     );
-    let pruner =
-        Pruner::new(&spec.prune, spec.sweep.metric).with_objectives(&spec.sweep.objectives());
+    let pruner = Pruner::new(&spec.prune, spec.sweep.metric)
+        .with_objectives(&spec.sweep.objectives())
+        .with_pbt(spec.pbt_settings().as_ref());
     let runs_dir = registered.runs_dir;
     let workers = slots.len().min(work.slots_needed());
     let dispenser = Mutex::new(Dispenser {
@@ -157,6 +159,7 @@ pub fn run_sweep(experiment: &Experiment, options: &RunOptions) -> Result<RunSum
         next: 0,
         sampler: registered.sampler,
         pruner: pruner.clone(),
+        pbt: Pbt::new(spec),
         metric: spec.sweep.metric,
         policy: ClaimPolicy::new(options.max_trials, options.idle_exit, Instant::now()),
         holdings: holdings.clone(),
@@ -191,7 +194,10 @@ pub fn run_sweep(experiment: &Experiment, options: &RunOptions) -> Result<RunSum
         return Err(error);
     }
     let ends = reclassify_lost(ends, &holdings);
-    let finalized = if pruner.pauses() && !options.stop.load(Ordering::SeqCst) {
+    let finalized = if pruner.waits_for_population() {
+        tidy_population(&store, registered.sweep_id, &runs_dir, spec)?;
+        0
+    } else if pruner.pauses() && !options.stop.load(Ordering::SeqCst) {
         prune_paused(&store, registered.sweep_id, &runs_dir, spec)?
     } else {
         0
@@ -475,9 +481,33 @@ fn prune_paused(
     let tidy = Tidy {
         runs_dir: runs_dir.to_path_buf(),
         keep: spec.sweep.keep,
+        together: false,
     };
     for &id in &pruned {
         tidy.trial(store, id)?;
     }
     Ok(pruned.len())
+}
+
+/// Once every member of a population-based training sweep is final, tidies them all (their
+/// snapshots included): until then any of them may be copied from.
+fn tidy_population(
+    store: &Store,
+    sweep_id: i64,
+    runs_dir: &std::path::Path,
+    spec: &ExperimentSpec,
+) -> Result<()> {
+    let members = store.sweep_trials(sweep_id)?;
+    if !members.iter().all(|(row, _)| row.status.is_final()) {
+        return Ok(());
+    }
+    let tidy = Tidy {
+        runs_dir: runs_dir.to_path_buf(),
+        keep: spec.sweep.keep,
+        together: false,
+    };
+    for (row, _) in members {
+        tidy.trial(store, row.id)?;
+    }
+    Ok(())
 }

@@ -90,6 +90,7 @@ impl Slot<'_> {
                     .sweep
                     .objectives()
                     .contains(&Objective::LatencyMs),
+                snapshot_every: experiment.spec.pbt_settings().map(|pbt| pbt.interval),
                 stop: self.stop,
                 lost: member.lost,
                 holds: member.holds,

@@ -60,6 +60,9 @@ pub(super) enum Message {
 pub(super) struct Tidy {
     pub(super) runs_dir: PathBuf,
     pub(super) keep: Keep,
+    /// Population-based training: a final member's snapshots may still be copied by members
+    /// behind it, so members are tidied together once the whole population is final.
+    pub(super) together: bool,
 }
 
 impl Tidy {
@@ -129,6 +132,7 @@ pub(super) fn write_events(
                     }
                     if let (Ok(()), TrainEvent::Finished { trial, end, .. }) = (&written, &event)
                         && !lost.load(Ordering::SeqCst)
+                        && !tidy.together
                         && end.status().is_some_and(TrialStatus::is_final)
                     {
                         written = retrying(|| tidy.trial(&store, TrialId(*trial)));

@@ -4,12 +4,14 @@
 
 mod nsga2;
 pub mod pareto;
+mod pbt;
 mod prune;
 mod random;
 mod space;
 mod tpe;
 
-pub use prune::{Curve, Pruner, Verdict};
+pub use pbt::{Member, Pbt, Step};
+pub use prune::{Curve, Pruner, Verdict, population_reached};
 pub use space::{Domain, Param, Point, Space};
 
 use crate::experiment::{ExperimentSpec, Metric, Objective, SamplerName, TrialSpec};
@@ -127,7 +129,9 @@ impl Sampler {
             population: spec.sweep.population,
             space: Space::new(spec),
             repeats: spec.sweep.repeats,
-            budget: spec.sweep.trials.unwrap_or(0),
+            budget: spec
+                .pbt_settings()
+                .map_or(spec.sweep.trials.unwrap_or(0), |pbt| pbt.population),
         })
     }
 
@@ -159,7 +163,10 @@ impl Sampler {
                 self.population,
                 &mut rng,
             ),
-            SamplerName::Random | SamplerName::Grid => random::draw(&self.space, &mut rng),
+            // PBT's first population is drawn at random; its members then explore as they train.
+            SamplerName::Random | SamplerName::Pbt | SamplerName::Grid => {
+                random::draw(&self.space, &mut rng)
+            }
         };
         self.space.trials(&point, draw)
     }

@@ -43,6 +43,9 @@ pub struct Pruner {
     metric: Metric,
     /// Empty, or the objectives a multi-objective ASHA ranks.
     objectives: Vec<Objective>,
+    /// Population-based training's population and interval: members pause after every
+    /// interval until the whole population has reached that epoch.
+    pbt: Option<(usize, usize)>,
 }
 
 impl Pruner {
@@ -52,7 +55,15 @@ impl Pruner {
             settings: settings.clone(),
             metric,
             objectives: Vec::new(),
+            pbt: None,
         }
+    }
+
+    /// The same rule for population-based training (`settings` given): members pause after
+    /// every interval, and continue once every member has reached that epoch.
+    pub fn with_pbt(mut self, settings: Option<&crate::experiment::PbtSection>) -> Self {
+        self.pbt = settings.map(|s| (s.population, s.interval.max(1)));
+        self
     }
 
     /// The same rule ranking several objectives at each rung (one: the metric alone).
@@ -67,12 +78,18 @@ impl Pruner {
 
     /// Whether this rule ever stops trials.
     pub fn is_active(&self) -> bool {
-        self.settings.method != PruneMethod::None
+        self.settings.method != PruneMethod::None || self.pbt.is_some()
     }
 
     /// Whether trials may be paused (and so free slots should look for promotions).
     pub fn pauses(&self) -> bool {
-        self.settings.method == PruneMethod::Asha
+        self.settings.method == PruneMethod::Asha || self.pbt.is_some()
+    }
+
+    /// Whether paused trials wait for each other (population-based training) rather than
+    /// being pruned when nothing is left to draw.
+    pub fn waits_for_population(&self) -> bool {
+        self.pbt.is_some()
     }
 
     fn better(&self, a: f64, b: f64) -> bool {
@@ -88,6 +105,13 @@ impl Pruner {
         let epoch = own.len();
         if epoch == 0 || epoch >= epochs {
             return Verdict::Continue;
+        }
+        if let Some((_, interval)) = self.pbt {
+            return if epoch % interval == 0 {
+                Verdict::Pause
+            } else {
+                Verdict::Continue
+            };
         }
         let others = curves.iter().filter(|c| c.trial != trial);
         match self.settings.method {
@@ -228,6 +252,9 @@ impl Pruner {
     /// The paused trial a free slot should continue now: of those that now qualify at their
     /// rung, the one at the highest rung, then with the best value.
     pub fn promotion(&self, curves: &[Curve]) -> Option<i64> {
+        if let Some((population, _)) = self.pbt {
+            return population_step(curves, population);
+        }
         if !self.pauses() {
             return None;
         }
@@ -252,6 +279,29 @@ impl Pruner {
             })
             .map(|(_, _, trial)| trial)
     }
+}
+
+/// Population-based training's next member to continue: of the members paused after an
+/// epoch that the whole population has reached, the one paused earliest, then the lowest id.
+fn population_step(curves: &[Curve], population: usize) -> Option<i64> {
+    curves
+        .iter()
+        .filter(|c| {
+            c.status == TrialStatus::Paused
+                && population_reached(curves, c.values.len(), population)
+        })
+        .min_by_key(|c| (c.values.len(), c.trial))
+        .map(|c| c.trial)
+}
+
+/// Whether every member of a population of `population` has trained `epoch` epochs or ended
+/// before (a failed member is retried by a later run, from its own files, and must not hold
+/// the others back meanwhile).
+pub fn population_reached(curves: &[Curve], epoch: usize, population: usize) -> bool {
+    curves.len() >= population
+        && curves.iter().all(|c| {
+            c.values.len() >= epoch || c.status.is_final() || c.status == TrialStatus::Failed
+        })
 }
 
 /// The median as numpy's percentile computes it (linear interpolation).
@@ -397,5 +447,40 @@ mod tests {
         // A qualifying trial at a higher rung goes first.
         more.push(curve(7, TrialStatus::Paused, &[0.9, 0.9, 0.9]));
         assert_eq!(pruner.promotion(&more), Some(7));
+    }
+
+    #[test]
+    fn population_members_pause_every_interval_and_wait_for_the_whole_population() {
+        let settings = crate::experiment::PbtSection {
+            population: 3,
+            interval: 2,
+            ..Default::default()
+        };
+        let pruner =
+            Pruner::new(&PruneSection::default(), Metric::ValAcc).with_pbt(Some(&settings));
+        assert!(pruner.pauses() && pruner.waits_for_population());
+        assert_eq!(pruner.judge(1, 6, &[0.5], &[]), Verdict::Continue);
+        assert_eq!(pruner.judge(1, 6, &[0.5, 0.6], &[]), Verdict::Pause);
+        assert_eq!(
+            pruner.judge(1, 6, &[0.5, 0.6, 0.7, 0.8, 0.8, 0.9], &[]),
+            Verdict::Continue
+        );
+        let mut population = vec![
+            curve(1, TrialStatus::Paused, &[0.5, 0.6]),
+            curve(2, TrialStatus::Running, &[0.4]),
+        ];
+        // A member not yet drawn, then one short of the epoch: nobody goes on.
+        assert_eq!(pruner.promotion(&population), None);
+        population.push(curve(3, TrialStatus::Paused, &[0.3, 0.2]));
+        assert_eq!(pruner.promotion(&population), None);
+        // Every member has reached epoch 2: the lowest id goes first.
+        population[1] = curve(2, TrialStatus::Paused, &[0.4, 0.45]);
+        assert_eq!(pruner.promotion(&population), Some(1));
+        // A member that ended early (diverged) no longer holds the others back.
+        population[1] = curve(2, TrialStatus::Diverged, &[0.4]);
+        assert_eq!(pruner.promotion(&population), Some(1));
+        // The earliest step first.
+        population[0] = curve(1, TrialStatus::Paused, &[0.5, 0.6, 0.6, 0.7]);
+        assert_eq!(pruner.promotion(&population), Some(3));
     }
 }

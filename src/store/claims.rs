@@ -338,6 +338,7 @@ impl Store {
                 "DELETE FROM checkpoints WHERE trial_id = ?",
                 "DELETE FROM class_metrics WHERE trial_id = ?",
                 "DELETE FROM confusion WHERE trial_id = ?",
+                "DELETE FROM trial_copies WHERE trial_id = ?",
                 "UPDATE trials SET epochs_done = 0, started_at = NULL,
                      finished_at = NULL, duration_s = NULL,
                      train_loss = NULL, train_acc = NULL, val_loss = NULL, val_acc = NULL,

@@ -9,6 +9,7 @@ mod dialect;
 mod encoding;
 mod filter;
 mod housekeeping;
+mod lineage;
 mod location;
 mod queries;
 mod records;

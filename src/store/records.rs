@@ -284,7 +284,7 @@ async fn record_epoch(
     .map(|_| ())
 }
 
-async fn record_checkpoint(
+pub(super) async fn record_checkpoint(
     tx: &mut sqlx::AnyConnection,
     backend: Backend,
     trial: i64,

@@ -17,8 +17,8 @@ use burn::module::Module;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
-const OPTIMIZER_FILE: &str = "optimizer.bpk";
-const STATE_FILE: &str = "state.json";
+pub(super) const OPTIMIZER_FILE: &str = "optimizer.bpk";
+pub(super) const STATE_FILE: &str = "state.json";
 /// Staging directories are `staging-HOST-PID`: a process that lost the trial (stopped past the
 /// heartbeat timeout, then continued) and the one that took it over never share scratch files,
 /// and only a final trial's tidying removes another process's: a stale process that continues
@@ -29,7 +29,7 @@ const STAGING_PREFIX: &str = "staging";
 
 /// This process's staging directory in `dir`. The host is in the name because a runs directory
 /// on a shared file system sees processes of several machines, whose pids may coincide.
-fn staging_dir(dir: &Path) -> PathBuf {
+pub(super) fn staging_dir(dir: &Path) -> PathBuf {
     static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let name = NAME.get_or_init(|| {
         format!(
@@ -78,6 +78,9 @@ pub struct ResumeState {
     pub checkpoints: Vec<CheckpointInfo>,
     /// sha256 of `optimizer.bpk` as of that epoch.
     pub optimizer_sha256: String,
+    /// Population-based training: the members this one continued from, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub copies: Vec<crate::trial::MemberCopy>,
 }
 
 /// Why a trial directory cannot be continued from.
@@ -102,7 +105,7 @@ impl std::fmt::Display for Unresumable {
 }
 
 impl CheckpointKind {
-    fn file_name(self) -> &'static str {
+    pub(super) fn file_name(self) -> &'static str {
         match self {
             CheckpointKind::Last => "last.bpk",
             CheckpointKind::Best => "best.bpk",
@@ -125,12 +128,15 @@ pub fn optimizer_path(dir: &Path) -> PathBuf {
 /// their files can never match this attempt's hashes.
 pub fn clear(dir: &Path) -> Result<()> {
     remove_if_present(&dir.join(STATE_FILE))?;
+    for snapshot in snapshot_dirs(dir) {
+        remove_dir_if_present(&snapshot)?;
+    }
     empty_own_staging(dir)
 }
 
 /// Removes what an earlier commit of this process left in its staging directory, so that
 /// publishing moves only this epoch's files.
-fn empty_own_staging(dir: &Path) -> Result<()> {
+pub(super) fn empty_own_staging(dir: &Path) -> Result<()> {
     let staging = staging_dir(dir);
     match std::fs::remove_dir_all(&staging) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(&staging, e)),
@@ -177,7 +183,7 @@ pub fn tidy_final(dir: &Path, keep: Keep) -> Result<u64> {
         }
         Ok(())
     };
-    for staging in staging_dirs(dir) {
+    for staging in staging_dirs(dir).into_iter().chain(snapshot_dirs(dir)) {
         remove(staging)?;
     }
     remove(dir.join(STATE_FILE))?;
@@ -201,6 +207,8 @@ pub struct EpochCommit<'a> {
     pub state: ResumeState,
     /// Whether this epoch is the best so far, so `best.bpk` becomes a copy of it.
     pub improved: bool,
+    /// Whether to keep this epoch's files as a snapshot other members may copy.
+    pub snapshot: bool,
 }
 
 /// Commits one epoch's files and returns the resume state as written, whose `checkpoints` are
@@ -211,6 +219,7 @@ pub fn commit_epoch(dir: &Path, commit: EpochCommit) -> Result<ResumeState> {
         optimizer,
         mut state,
         improved,
+        snapshot,
     } = commit;
     empty_own_staging(dir)?;
     let staging = staging_dir(dir);
@@ -250,12 +259,70 @@ pub fn commit_epoch(dir: &Path, commit: EpochCommit) -> Result<ResumeState> {
     }
     state.checkpoints.sort_by_key(|c| c.kind.as_str());
     state.optimizer_sha256 = size_and_sha256(&staged_optimizer)?.1;
+    if snapshot {
+        // Before the state names this epoch: whoever reads the epoch finds its snapshot.
+        write_snapshot(dir, &staging, &state)?;
+    }
     crate::fault::kill_point("before-state", state.epoch);
 
     write_state(dir, &state)?;
     crate::fault::kill_point("after-state", state.epoch);
     publish_staged(dir)?;
     Ok(state)
+}
+
+/// The snapshot of a trial's files after epoch `epoch` (population-based training).
+pub(super) fn snapshot_dir(dir: &Path, epoch: usize) -> PathBuf {
+    dir.join(format!("{SNAPSHOT_PREFIX}{epoch}"))
+}
+
+/// Snapshots are `rung-EPOCH`: the model, optimizer and resume state after that epoch, hard
+/// links to the epoch's files (which are only ever replaced by rename, never rewritten), so
+/// a member copying them never reads files its donor is writing.
+const SNAPSHOT_PREFIX: &str = "rung-";
+
+/// Keeps the staged epoch's files as its snapshot, replacing one an earlier attempt at the
+/// same epoch left.
+fn write_snapshot(dir: &Path, staging: &Path, state: &ResumeState) -> Result<()> {
+    let done = snapshot_dir(dir, state.epoch);
+    let scratch = dir.join(format!(
+        "{SNAPSHOT_PREFIX}{}.{}.tmp",
+        state.epoch,
+        std::process::id()
+    ));
+    remove_dir_if_present(&scratch)?;
+    std::fs::create_dir_all(&scratch).map_err(|e| Error::io(&scratch, e))?;
+    for name in [CheckpointKind::Last.file_name(), OPTIMIZER_FILE] {
+        let to = scratch.join(name);
+        std::fs::hard_link(staging.join(name), &to).map_err(|e| Error::io(&to, e))?;
+    }
+    write_state(&scratch, state)?;
+    remove_dir_if_present(&done)?;
+    std::fs::rename(&scratch, &done).map_err(|e| Error::io(&done, e))
+}
+
+/// Every snapshot directory in `dir`, scratch ones included.
+fn snapshot_dirs(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| {
+                    e.file_name()
+                        .to_str()
+                        .is_some_and(|n| n.starts_with(SNAPSHOT_PREFIX))
+                })
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn remove_dir_if_present(path: &Path) -> Result<()> {
+    match std::fs::remove_dir_all(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(path, e)),
+        _ => Ok(()),
+    }
 }
 
 /// Reads a trial directory's resume state, finishing an epoch commit a kill interrupted.
@@ -313,7 +380,7 @@ pub fn read_resume_state(dir: &Path) -> Result<ResumeState, Unresumable> {
     Ok(state)
 }
 
-fn write_state(dir: &Path, state: &ResumeState) -> Result<()> {
+pub(super) fn write_state(dir: &Path, state: &ResumeState) -> Result<()> {
     let json = serde_json::to_vec(state).expect("resume state serialises");
     // Write, fsync, rename: the state file is either the old one or the new one, never partial.
     let tmp = dir.join(format!("{STATE_FILE}.{}.tmp", std::process::id()));
@@ -328,7 +395,7 @@ fn write_state(dir: &Path, state: &ResumeState) -> Result<()> {
     write().map_err(|e| Error::io(&path, e))
 }
 
-fn publish_staged(dir: &Path) -> Result<()> {
+pub(super) fn publish_staged(dir: &Path) -> Result<()> {
     let staging = staging_dir(dir);
     let entries = std::fs::read_dir(&staging).map_err(|e| Error::io(&staging, e))?;
     for entry in entries {
@@ -361,7 +428,7 @@ fn state_scratch_files(dir: &Path) -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
-fn copy_synced(from: &Path, to: &Path) -> Result<()> {
+pub(super) fn copy_synced(from: &Path, to: &Path) -> Result<()> {
     std::fs::copy(from, to).map_err(|e| Error::io(to, e))?;
     std::fs::File::open(to)
         .and_then(|f| f.sync_all())
@@ -375,7 +442,7 @@ fn remove_if_present(path: &Path) -> Result<()> {
     }
 }
 
-fn size_and_sha256(path: &Path) -> Result<(u64, String)> {
+pub(super) fn size_and_sha256(path: &Path) -> Result<(u64, String)> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     Ok((bytes.len() as u64, hex::encode(Sha256::digest(&bytes))))
 }

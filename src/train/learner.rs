@@ -44,6 +44,13 @@ pub(super) struct Learner<'r, 'a> {
     tally: Tally,
 }
 
+/// The training loss of `spec`: cross-entropy with its label smoothing.
+fn train_loss(spec: &crate::experiment::TrialSpec, device: &Device) -> CrossEntropyLoss {
+    CrossEntropyLossConfig::new()
+        .with_smoothing((spec.label_smoothing > 0.0).then_some(spec.label_smoothing as f32))
+        .init(device)
+}
+
 /// The current epoch's running figures.
 struct Tally {
     start: Instant,
@@ -69,17 +76,18 @@ impl<'r, 'a> Learner<'r, 'a> {
     /// Sets the trial up on `device` (with autodiff): fresh, or from its files when it resumes.
     /// `None` when the process no longer holds the trial.
     pub(super) fn start(run: &'r TrialRun<'a>, device: &Device) -> Result<Option<Self>> {
-        let spec = run.spec;
-        let data = TrialData::new(spec, run.data)?;
+        let data = TrialData::new(run.spec, run.data)?;
+        // The hyperparameters of the first epoch it trains now.
+        let spec = &run
+            .spec
+            .at_epoch(run.resume.as_ref().map_or(1, |s| s.epoch + 1));
         let fresh = Net::new(
             spec,
             device,
             Rng::for_stream(spec.seed, Stream::Init).next_u64(),
         );
         let loss_fn = CrossEntropyLossConfig::new().init(device);
-        let train_loss_fn = CrossEntropyLossConfig::new()
-            .with_smoothing((spec.label_smoothing > 0.0).then_some(spec.label_smoothing as f32))
-            .init(device);
+        let train_loss_fn = train_loss(spec, device);
         let augmentation = Augmentation {
             kind: spec.augment,
             padding: spec.crop_padding.unwrap_or(0),
@@ -134,6 +142,7 @@ impl<'r, 'a> Learner<'r, 'a> {
                     history: Vec::new(),
                     checkpoints: Vec::new(),
                     optimizer_sha256: String::new(),
+                    copies: Vec::new(),
                 };
                 (
                     fresh,
@@ -202,11 +211,31 @@ impl<'r, 'a> Learner<'r, 'a> {
         self.state.epoch + 1 == epoch && epoch <= self.run.spec.epochs
     }
 
-    /// Starts an epoch: its order of images and fresh figures. Returns its number of batches.
-    pub(super) fn begin_epoch(&mut self) -> usize {
+    /// Starts epoch `epoch`: its hyperparameters when they change there, its order of images
+    /// and fresh figures. Returns its number of batches.
+    pub(super) fn begin_epoch(&mut self, epoch: usize) -> usize {
+        if self.run.spec.changes_at(epoch) {
+            self.change_hyperparameters(epoch);
+        }
         self.shuffle.shuffle(&mut self.order);
         self.tally = Tally::new();
         self.order.len().div_ceil(self.run.spec.batch_size)
+    }
+
+    /// Carries the model's weights and the optimizer's state over to the hyperparameters of
+    /// epoch `epoch`: exactly what resuming from the files with them would build.
+    fn change_hyperparameters(&mut self, epoch: usize) {
+        let spec = &self.run.spec.at_epoch(epoch);
+        let model = self
+            .model
+            .take()
+            .expect("the optimizer hands the model back");
+        let device = model.devices().remove(0);
+        self.model = Some(Net::new(spec, &device, 0).load_record(model.into_record()));
+        let optimizer = std::mem::replace(&mut self.optimizer, optim::build(spec));
+        self.optimizer = optim::build(spec).load_record(optimizer.to_record());
+        self.schedule = LrSchedule::new(spec, self.order.len().div_ceil(spec.batch_size));
+        self.train_loss_fn = train_loss(spec, &device);
     }
 
     /// Why the trial must stop now, if it must: it was lost, or the run is stopping.
@@ -342,6 +371,9 @@ impl<'r, 'a> Learner<'r, 'a> {
                 optimizer: &self.optimizer,
                 state,
                 improved,
+                snapshot: run
+                    .snapshot_every
+                    .is_some_and(|every| epoch % every == 0 && epoch < run.spec.epochs),
             },
         )?;
         crate::fault::kill_point("before-event", epoch);

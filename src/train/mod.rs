@@ -4,6 +4,7 @@
 mod checkpoint;
 mod events;
 mod learner;
+mod member_copy;
 mod metrics;
 mod one_pass;
 mod optim;
@@ -14,6 +15,7 @@ pub use checkpoint::{
     verify_checkpoint,
 };
 pub use events::{BatchPosition, CheckpointInfo, CheckpointKind, TrainEvent, TrialEnd};
+pub use member_copy::copy_member;
 pub use metrics::{Confusion, EpochMetrics, Evaluation};
 pub use schedule::LrSchedule;
 
@@ -56,6 +58,9 @@ pub struct TrialRun<'a> {
     pub metric: Metric,
     /// Whether to time evaluation at batch 1 (the sweep optimises `latency_ms`).
     pub measure_latency: bool,
+    /// Keep the files of every epoch that is a multiple of this (before the last) as a
+    /// snapshot other members may copy (population-based training's interval).
+    pub snapshot_every: Option<usize>,
     /// Set when the run should stop early.
     pub stop: &'a AtomicBool,
     /// Set when another process took this trial over: training it further would be wasted.
@@ -125,7 +130,7 @@ pub fn run_group(runs: &[TrialRun], emit: &(dyn Fn(TrainEvent) + Sync)) -> Vec<T
             .collect();
         let batches = active
             .iter_mut()
-            .map(|(_, l)| l.begin_epoch())
+            .map(|(_, l)| l.begin_epoch(epoch))
             .max()
             .unwrap_or(0);
         for index in 0..batches {
