@@ -290,9 +290,25 @@ pub struct ShowArgs {
     pub trial: TrialId,
     #[command(flatten)]
     pub db: DbArg,
-    /// Output format (csv: the per-epoch table).
+    /// Output format (csv: the per-epoch table; toml: an experiment file that trains the trial
+    /// again, replaying a population-based training member's hyperparameter schedule).
     #[arg(long, value_enum, default_value = "table")]
-    pub format: Format,
+    pub format: ShowFormat,
+}
+
+/// `sweep show`'s formats: the common ones, and the trial as an experiment file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ShowFormat {
+    /// Titled sections for people.
+    Table,
+    /// The per-epoch table.
+    Csv,
+    /// One JSON object.
+    Json,
+    /// Markdown sections.
+    Md,
+    /// An experiment file that trains the trial again.
+    Toml,
 }
 
 /// `sweep best`.

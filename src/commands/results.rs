@@ -2,7 +2,7 @@
 
 use super::output::note;
 use super::output::print;
-use crate::cli::{BestArgs, CompareArgs, ExportArgs, LsArgs, ReportArgs, ShowArgs};
+use crate::cli::{BestArgs, CompareArgs, ExportArgs, LsArgs, ReportArgs, ShowArgs, ShowFormat};
 use std::collections::HashMap;
 use sweep::disk::DirUsage;
 use sweep::report::{self, Format, Measure, ReportInput, Rows, TrialDetail, TrialDisk};
@@ -26,12 +26,14 @@ fn detail(store: &Store, id: TrialId) -> Result<TrialDetail> {
         trial: DirUsage::of(sweep.dir.join(id.to_string())),
         sweep,
     });
+    let found = report::trial_lineage(store, &trial.sweep, id.0, trial.epochs_done as usize)?;
     Ok(TrialDetail {
-        trial,
         epochs: store.epochs(id)?,
         checkpoints: store.checkpoints(id)?,
         confusion: TrialDetail::confusion_from(&store.confusion(id)?),
         disk,
+        lineage: found.member.then_some(found.lineage),
+        trial,
     })
 }
 
@@ -107,7 +109,18 @@ fn fronts(store: &Store, listings: &[TrialListing], keep_order: bool) -> Result<
 /// `sweep show`.
 pub fn show(args: ShowArgs) -> Result<i32> {
     let store = Store::open_existing(&args.db.db)?;
-    print(&report::show(&detail(&store, args.trial)?, args.format))
+    let format = match args.format {
+        ShowFormat::Toml => {
+            let t = trial(&store, args.trial)?;
+            let found = report::trial_lineage(&store, &t.sweep, t.id, t.epochs_done as usize)?;
+            return print(&report::replay_toml(&t.sweep, t.id, &found)?);
+        }
+        ShowFormat::Table => Format::Table,
+        ShowFormat::Csv => Format::Csv,
+        ShowFormat::Json => Format::Json,
+        ShowFormat::Md => Format::Md,
+    };
+    print(&report::show(&detail(&store, args.trial)?, format))
 }
 
 /// `sweep best`.

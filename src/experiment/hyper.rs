@@ -1,7 +1,9 @@
 //! The hyperparameters that may change while a trial trains (population-based training's
 //! explore step, or a `[schedule]` replaying one), and a trial's changes to them by epoch.
 
+use super::axis::Axis;
 use super::grid::TrialSpec;
+use super::grid_section::GridSection;
 use serde::{Deserialize, Serialize};
 
 /// A hyperparameter a trial can change between two epochs without rebuilding its model's
@@ -86,6 +88,17 @@ impl Hyper {
             Hyper::WeightDecay => trial.weight_decay = value,
             Hyper::LabelSmoothing => trial.label_smoothing = value,
         }
+    }
+
+    /// Makes its `[grid]` axis the one value `value`.
+    pub fn set_axis(self, grid: &mut GridSection, value: f64) {
+        let axis = match self {
+            Hyper::Lr => &mut grid.lr,
+            Hyper::Dropout => &mut grid.dropout,
+            Hyper::WeightDecay => &mut grid.weight_decay,
+            Hyper::LabelSmoothing => &mut grid.label_smoothing,
+        };
+        *axis = Axis::one(value);
     }
 
     /// Why `value` cannot be this hyperparameter's, if it cannot.

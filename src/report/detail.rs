@@ -1,5 +1,7 @@
 //! Views of single trials: `sweep show` and `sweep compare`.
 
+use super::lineage::Lineage;
+use super::number::human;
 use super::table::opt;
 use super::{Format, Rows, cell};
 use crate::data::FASHION_CLASSES;
@@ -21,6 +23,9 @@ pub struct TrialDetail {
     /// Disk taken by the trial's directory and by its sweep's, when the sweep recorded where
     /// they are.
     pub disk: Option<TrialDisk>,
+    /// Population-based training members: the copies into it and its ancestry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lineage: Option<Lineage>,
 }
 
 /// What a trial's checkpoint files take, and its sweep's.
@@ -206,6 +211,9 @@ pub fn show(detail: &TrialDetail, format: Format) -> String {
             out.push_str(&parameter_rows(t).render(format));
             out.push_str(&title("Epochs"));
             out.push_str(&epoch_rows(&detail.epochs).render(format));
+            if let Some(lineage) = &detail.lineage {
+                out.push_str(&lineage_sections(lineage, format, &title));
+            }
             if !detail.checkpoints.is_empty() {
                 out.push_str(&title("Checkpoints"));
                 let rows = Rows {
@@ -268,6 +276,97 @@ pub fn show(detail: &TrialDetail, format: Format) -> String {
             out
         }
     }
+}
+
+/// A member's copies, ancestry and schedule as titled tables.
+fn lineage_sections(lineage: &Lineage, format: Format, title: &dyn Fn(&str) -> String) -> String {
+    let pairs = |params: &[(crate::experiment::Hyper, f64)]| {
+        params
+            .iter()
+            .map(|(h, v)| format!("{}={}", h.name(), human(*v)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let mut out = title("Copies (population-based training)");
+    if lineage.copies.is_empty() {
+        out.push_str("none: this member kept its own weights throughout\n");
+    } else {
+        out.push_str(
+            &Rows {
+                header: [
+                    "after epoch",
+                    "copied trial",
+                    "its value",
+                    "own value",
+                    "before",
+                    "after",
+                ]
+                .map(String::from)
+                .to_vec(),
+                rows: lineage
+                    .copies
+                    .iter()
+                    .map(|c| {
+                        vec![
+                            c.epoch.to_string(),
+                            c.donor.to_string(),
+                            format!("{:.4}", c.donor_value),
+                            format!("{:.4}", c.value),
+                            pairs(&c.before),
+                            pairs(&c.after),
+                        ]
+                    })
+                    .collect(),
+            }
+            .render(format),
+        );
+    }
+    out.push_str(&title("Ancestry of the final weights"));
+    out.push_str(
+        &Rows {
+            header: ["epochs", "trained by trial", "hyperparameters"]
+                .map(String::from)
+                .to_vec(),
+            rows: lineage
+                .ancestry
+                .iter()
+                .map(|s| {
+                    vec![
+                        format!("{}-{}", s.first_epoch, s.last_epoch),
+                        s.member.to_string(),
+                        pairs(&s.params),
+                    ]
+                })
+                .collect(),
+        }
+        .render(format),
+    );
+    out.push_str(&title(
+        "Schedule (`sweep show ID --format toml` writes it as an experiment)",
+    ));
+    out.push_str(
+        &Rows {
+            header: ["hyperparameter", "from epoch: value"]
+                .map(String::from)
+                .to_vec(),
+            rows: lineage
+                .schedule
+                .iter()
+                .map(|(h, values)| {
+                    vec![
+                        h.name().to_string(),
+                        values
+                            .iter()
+                            .map(|(e, v)| format!("{e}: {}", human(*v)))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    ]
+                })
+                .collect(),
+        }
+        .render(format),
+    );
+    out
 }
 
 /// Fields of a listing that are measured, not chosen: shown to 4 decimals in tables.

@@ -385,12 +385,14 @@ fn require_trial(store: &Store, id: TrialId) -> Result<TrialListing> {
 pub fn trial(store: &Store, id: &str) -> Result<Value> {
     let id = parse_trial_id(id)?;
     let listing = require_trial(store, id)?;
+    let found = report::trial_lineage(store, &listing.sweep, id.0, listing.epochs_done as usize)?;
     let detail = report::TrialDetail {
-        trial: listing,
         epochs: store.epochs(id)?,
         checkpoints: store.checkpoints(id)?,
         confusion: report::TrialDetail::confusion_from(&store.confusion(id)?),
         disk: None,
+        lineage: found.member.then_some(found.lineage),
+        trial: listing,
     };
     let classes: Vec<Value> = detail
         .class_counts()
@@ -417,6 +419,7 @@ pub fn trial(store: &Store, id: &str) -> Result<Value> {
     object["commands"] = json!([
         format!("sweep show {id}{db_arg}"),
         format!("sweep predict {id}{db_arg} -o predictions.txt"),
+        format!("sweep show {id}{db_arg} --format toml > replay-{id}.toml"),
     ]);
     Ok(object)
 }

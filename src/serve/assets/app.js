@@ -555,6 +555,27 @@ async function trialView(id) {
         el("table", { id: "classes" }, el("tbody", {}, t.classes.map((c) => el("tr", {}, el("th", {}, c.name), el("td", { class: "num" }, fmt(c.accuracy)),
           el("td", {}, el("span", { class: "bar" }, el("span", { style: "width:" + (100 * (c.accuracy || 0)).toFixed(1) + "%" }))))))));
     }
+    if (t.lineage) {
+      const pairs = (ps) => ps.map(([h, v]) => h + "=" + fmt(v)).join(" ");
+      parts.push(el("h2", {}, "Copies (population-based training)"), t.lineage.copies.length
+        ? el("div", { class: "table-wrap" }, el("table", { id: "copies" },
+          el("thead", {}, el("tr", {}, ["after epoch", "copied trial", "its value", "own value", "before", "after"].map((h) => el("th", {}, h)))),
+          el("tbody", {}, t.lineage.copies.map((c) => el("tr", {}, el("td", { class: "num" }, c.epoch), el("td", {}, el("a", { href: trialHref(c.donor) }, "#" + c.donor)),
+            el("td", { class: "num" }, fmt(c.donor_value)), el("td", { class: "num" }, fmt(c.value)), el("td", {}, pairs(c.before)), el("td", {}, pairs(c.after)))))))
+        : el("p", {}, "None: this member kept its own weights throughout."),
+        el("h2", {}, "Ancestry of the final weights and their schedule"),
+        el("div", { class: "table-wrap" }, el("table", { id: "ancestry" },
+          el("thead", {}, el("tr", {}, ["epochs", "trained by", "hyperparameters"].map((h) => el("th", {}, h)))),
+          el("tbody", {}, t.lineage.ancestry.map((a) => el("tr", {}, el("td", {}, a.first_epoch + "–" + a.last_epoch), el("td", {}, el("a", { href: trialHref(a.member) }, "#" + a.member)), el("td", {}, pairs(a.params))))))));
+      const last = t.lineage.ancestry.length ? t.lineage.ancestry[t.lineage.ancestry.length - 1].last_epoch : 1;
+      const scheduleBox = el("div", { class: "charts", id: "schedule" });
+      scheduleBox.append(...t.lineage.schedule.map(([h, values]) => {
+        const xs = Array.from({ length: last }, (_, i) => i + 1);
+        const at = (e) => values.filter(([from]) => from <= e).pop()[1];
+        return lineChart(h + " by epoch", "epoch", h, xs, [{ label: "#" + tr.id, id: tr.id, values: xs.map(at) }], { height: 180 });
+      }));
+      parts.push(scheduleBox);
+    }
     if (t.checkpoints.length) parts.push(el("h2", {}, "Checkpoints"), el("div", { class: "table-wrap" }, el("table", { id: "checkpoints" },
       el("thead", {}, el("tr", {}, ["kind", "epoch", "size", "sha256", "path"].map((h) => el("th", {}, h)))),
       el("tbody", {}, t.checkpoints.map((c) => el("tr", {}, el("td", {}, c.kind), el("td", { class: "num" }, c.epoch), el("td", { class: "num" }, (c.size_bytes / 1024).toFixed(1) + " KiB"), el("td", {}, el("code", {}, c.sha256)), el("td", {}, c.path)))))));
