@@ -120,7 +120,7 @@ impl PbtSection {
                         shown(names),
                         &format!(
                             "{name} has one value in [grid]: declare its range to explore, e.g. \
-                             {name} = {{ loguniform = [1e-4, 1e-1] }} or a list of values"
+                             {name} = {{ log_uniform = [1e-4, 1e-1] }} or a list of values"
                         ),
                     );
                 }
@@ -133,7 +133,7 @@ impl PbtSection {
                 .as_deref()
                 .map_or("(every searched one)".into(), shown),
             "nothing to explore: declare a range for lr, dropout, weight_decay or \
-             label_smoothing in [grid], e.g. lr = { loguniform = [1e-3, 0.3] }",
+             label_smoothing in [grid], e.g. lr = { log_uniform = [1e-3, 0.3] }",
         );
     }
 }

@@ -187,14 +187,14 @@ mod tests {
     use super::*;
     use crate::experiment::Experiment;
 
-    fn pbt(extra: &str) -> (Pbt, Space) {
+    fn bound(extra: &str) -> (Pbt, Space) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pbt.toml");
         std::fs::write(
             &path,
             format!(
                 "[sweep]\nsampler = \"pbt\"\n[pbt]\npopulation = 8\ninterval = 2\n{extra}\n\
-                 [grid]\narch = \"mlp\"\nepochs = 6\nlr = {{ loguniform = [0.001, 0.1] }}\n\
+                 [grid]\narch = \"mlp\"\nepochs = 6\nlr = {{ log_uniform = [0.001, 0.1] }}\n\
                  dropout = [0.0, 0.1, 0.2, 0.3]\n"
             ),
         )
@@ -222,7 +222,8 @@ mod tests {
 
     #[test]
     fn the_bottom_quarter_copies_the_top_quarter_and_explores_near_the_donor() {
-        let (pbt, space) = pbt("quantile = 0.25\nresample_probability = 0.0\nfactors = [0.8, 1.2]");
+        let (pbt, space) =
+            bound("quantile = 0.25\nresample_probability = 0.0\nfactors = [0.8, 1.2]");
         // Accuracies: members 3 and 6 are the worst two, 1 and 4 the best two (8 * 0.25 = 2).
         let members = population(&space, &[0.70, 0.90, 0.75, 0.50, 0.95, 0.80, 0.40, 0.85]);
         for keeper in [100, 101, 102, 104, 105, 107] {
@@ -273,7 +274,7 @@ mod tests {
         assert_eq!(pbt.step(2, &diverged, 100), Step::Keep);
         assert!(matches!(pbt.step(2, &diverged, 106), Step::Exploit { .. }));
         // Minimising a loss turns the ranking around.
-        let (mut by_loss, _) = pbt("resample_probability = 0.0");
+        let (mut by_loss, _) = bound("resample_probability = 0.0");
         by_loss.metric = Metric::ValLoss;
         assert!(matches!(
             by_loss.step(2, &members, 104),
@@ -284,7 +285,7 @@ mod tests {
 
     #[test]
     fn explored_values_stay_inside_the_declared_range() {
-        let (pbt, space) = pbt("resample_probability = 0.5\nfactors = [0.1, 10.0]");
+        let (pbt, space) = bound("resample_probability = 0.5\nfactors = [0.1, 10.0]");
         let members = population(&space, &[0.70, 0.90, 0.75, 0.50, 0.95, 0.80, 0.40, 0.85]);
         for epoch in [2, 4, 6, 8, 10, 12, 14, 16] {
             for weak in [103, 106] {
@@ -299,7 +300,7 @@ mod tests {
 
     #[test]
     fn members_copy_only_members_whose_weights_fit() {
-        let (pbt, space) = pbt("quantile = 0.5");
+        let (pbt, space) = bound("quantile = 0.5");
         let mut members = population(&space, &[0.1, 0.2, 0.9, 0.8]);
         // The two best have other hidden widths: nothing fits, nobody copies.
         for m in &mut members[2..] {
