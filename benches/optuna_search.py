@@ -33,43 +33,12 @@ MULTI = a.objectives == "val_acc,params"
 sys.path.insert(0, a.ref)
 import torch_ref  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from sweep_data import fashion, sweep_split  # noqa: E402
+
 torch.set_num_threads(1)
 torch.manual_seed(a.seed)
-
-
-def load(name):
-    return torch.from_numpy(torch_ref.read_idx(f"{a.data}/{name}").copy())
-
-
-xs = load("train-images-idx3-ubyte.gz").float().div_(255).unsqueeze(1)[: a.limit]
-ys = load("train-labels-idx1-ubyte.gz").long()[: a.limit]
-xt = load("t10k-images-idx3-ubyte.gz").float().div_(255).unsqueeze(1)
-yt = load("t10k-labels-idx1-ubyte.gz").long()
-M64 = (1 << 64) - 1
-
-
-def splitmix(state):
-    """sweep's generator (src/rng.rs): the next state and 64 random bits."""
-    state = (state + 0x9E3779B97F4A7C15) & M64
-    z = ((state ^ (state >> 30)) * 0xBF58476D1CE4E5B9) & M64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
-    return state, z ^ (z >> 31)
-
-
-def sweep_split(n, fraction, seed):
-    """The train and validation indices sweep uses for this seed (src/data Split::new; pinned by
-    its test split_is_the_same_in_every_version), so both runners validate on the same images."""
-    _, offset = splitmix(seed)
-    state = offset ^ 0xD6E8FEB86659FD93  # the split stream (1) times the stream constant
-    order = list(range(n))
-    for i in range(n - 1, 0, -1):
-        state, bits = splitmix(state)
-        j = (bits * (i + 1)) >> 64
-        order[i], order[j] = order[j], order[i]
-    cut = int(n * fraction)
-    return torch.tensor(order[:cut]), torch.tensor(order[cut:])
-
-
+xs, ys, xt, yt = fashion(a.data, torch_ref.read_idx, a.limit)
 train_idx, val_idx = sweep_split(len(xs), a.split, a.seed)
 n_train = len(train_idx)
 xtr, ytr, xva, yva = xs[train_idx], ys[train_idx], xs[val_idx], ys[val_idx]
