@@ -55,6 +55,9 @@ pub enum Command {
     Worker(WorkerArgs),
     /// Register an experiment's sweep and submit a Slurm job array of `sweep worker`s for it.
     Slurm(SlurmArgs),
+    /// Queue a configuration for a search's next draw (running or not): the parameters set are
+    /// taken as given, the others drawn as usual.
+    Enqueue(EnqueueArgs),
     /// Check an experiment file and print its expanded trials without running them.
     Validate(ValidateArgs),
     /// List recorded trials with their parameters, status and final metrics.
@@ -79,6 +82,19 @@ pub enum Command {
     Gc(GcArgs),
     /// Print a shell completion script: `sweep completions bash > ~/.local/share/bash-completion/completions/sweep`.
     Completions(CompletionsArgs),
+}
+
+/// `sweep enqueue`.
+#[derive(Debug, Args)]
+pub struct EnqueueArgs {
+    /// The searched sweep to queue the configuration for.
+    pub sweep: String,
+    /// A searched parameter and its value, e.g. `--set grid.lr=0.003 --set grid.arch=cnn`
+    /// (`data.split` for the split); repeat for several.
+    #[arg(long = "set", value_name = "KEY=VALUE", required = true)]
+    pub set: Vec<String>,
+    #[command(flatten)]
+    pub db: DbArg,
 }
 
 /// `sweep rm`.

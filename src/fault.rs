@@ -4,7 +4,11 @@
 //! `SWEEP_KILL_AT=POINT:EPOCH` makes the process SIGKILL itself when any trial reaches `POINT`
 //! of epoch `EPOCH`. The points: `before-state` (epoch files staged, resume state not yet
 //! replaced), `after-state` (resume state replaced, files not yet moved into place),
-//! `before-event` (files in place, the epoch not yet sent to the database writer).
+//! `before-event` (files in place, the epoch not yet sent to the database writer); and for
+//! population-based training's copy into a member after epoch `EPOCH`: `copy-before-state`
+//! (the donor's files staged), `copy-after-state` (the member's resume state records the copy,
+//! files not yet moved into place), `copy-before-record` (files in place, the copy not yet in
+//! the database).
 //!
 //! `SWEEP_STOP_AT=POINT:TRIAL` makes the process SIGSTOP itself (once) at `POINT` for trial `TRIAL`
 //! (database id; `*` for whichever trial gets there first): `after-claim`, right after it claimed

@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::browser::{Browser, Server, get};
 use common::{Db, Workspace, outcome, stderr, stdout};
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
@@ -188,7 +189,76 @@ fn two_processes_share_one_population_and_no_copy_is_lost_or_doubled(db: Db) {
     assert_eq!(outcome(&ws), outcome(&alone));
 }
 
-on_both_databases!(two_processes_share_one_population_and_no_copy_is_lost_or_doubled);
+fn the_report_and_the_web_view_show_each_members_lineage_and_schedule(db: Db) {
+    let ws = Workspace::on(db);
+    let out = ws.run(&ws.experiment("pbt.toml", &population("jobs = 2")), &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lineage = copies(&ws);
+    let member = lineage.last().unwrap()["trial"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let report = ws.path("report/pbt.md");
+    let out = ws.sweep(&[
+        "report",
+        "pbt",
+        "--db",
+        &ws.db_arg(),
+        "-o",
+        report.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = std::fs::read_to_string(&report).unwrap();
+    assert!(text.contains("## Population-based training"), "{text}");
+    assert!(
+        text.contains(&format!("4 members, {} copies", lineage.len())),
+        "{text}"
+    );
+    for hyper in ["lr", "weight_decay"] {
+        let figure = ws.path(&format!("report/pbt-schedule-{hyper}.svg"));
+        let svg = std::fs::read_to_string(&figure).unwrap();
+        assert!(
+            svg.contains(&format!("{hyper} by epoch")),
+            "{}",
+            figure.display()
+        );
+    }
+
+    let server = Server::start(&ws, &[]);
+    let (status, body) = get(&server.base, &format!("/api/trials/{member}"), &[]);
+    assert_eq!(status, 200, "{body}");
+    let detail: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let copied = detail["lineage"]["copies"].as_array().unwrap();
+    assert!(!copied.is_empty(), "{body}");
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let browser = Browser::start().await;
+        browser
+            .open(&format!("{}/trials/{member}", server.base))
+            .await;
+        let rows = browser
+            .wait_for(
+                "the ancestry table",
+                20,
+                "return document.querySelectorAll('#ancestry tbody tr').length",
+            )
+            .await;
+        let ancestry = detail["lineage"]["ancestry"].as_array().unwrap().len();
+        assert_eq!(rows.as_u64(), Some(ancestry as u64));
+        let copies_shown = browser
+            .eval("return document.querySelectorAll('#copies tbody tr').length")
+            .await;
+        assert_eq!(copies_shown.as_u64(), Some(copied.len() as u64));
+        let text = browser.eval("return document.body.innerText").await;
+        let text = text.as_str().unwrap();
+        assert!(text.contains("lr by epoch"), "{text}");
+        browser.close().await;
+    });
+}
+
+on_both_databases!(
+    two_processes_share_one_population_and_no_copy_is_lost_or_doubled,
+    the_report_and_the_web_view_show_each_members_lineage_and_schedule,
+);
 
 #[test]
 fn bad_pbt_values_are_refused_before_anything_runs() {

@@ -2,6 +2,7 @@
 //! command here.
 
 mod cleanup;
+mod enqueue;
 mod launch;
 mod output;
 mod predict;
@@ -15,6 +16,7 @@ use crate::cli::{Cli, Command};
 pub fn execute(command: Command, quiet: bool) -> sweep::Result<i32> {
     match command {
         Command::Validate(args) => validate::validate(args),
+        Command::Enqueue(args) => enqueue::enqueue(args),
         Command::Run(args) => launch::run(args, quiet),
         Command::Resume(args) => launch::resume(args, quiet),
         Command::Worker(args) => launch::worker(args, quiet),

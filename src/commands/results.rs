@@ -26,13 +26,13 @@ fn detail(store: &Store, id: TrialId) -> Result<TrialDetail> {
         trial: DirUsage::of(sweep.dir.join(id.to_string())),
         sweep,
     });
-    let found = report::trial_lineage(store, &trial.sweep, id.0, trial.epochs_done as usize)?;
+    let lineage = report::member_lineage(store, &trial);
     Ok(TrialDetail {
         epochs: store.epochs(id)?,
         checkpoints: store.checkpoints(id)?,
         confusion: TrialDetail::confusion_from(&store.confusion(id)?),
         disk,
-        lineage: found.member.then_some(found.lineage),
+        lineage,
         trial,
     })
 }
@@ -280,6 +280,7 @@ pub fn report(args: ReportArgs) -> Result<i32> {
         disk: sweep_disk(&store, &args.sweep)?,
         objectives,
         finished_s,
+        population: report::population_lineages(&store, &args.sweep)?,
     };
     let figures = report::write_report(&input, &args.output)?;
     note!(

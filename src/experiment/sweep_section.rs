@@ -43,6 +43,10 @@ pub struct SweepSection {
     /// Trials trained as one model: up to this many unfinished trials of one architecture,
     /// batch size and data split are advanced together by each slot (1: each alone).
     pub fuse: usize,
+    /// Earlier sweeps in the same database whose final trials inside this space join the
+    /// sampler's history (tpe, nsga2, pbt's first population).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warm_start: Vec<String>,
 }
 
 impl Default for SweepSection {
@@ -63,6 +67,7 @@ impl Default for SweepSection {
             keep: Keep::Best,
             heartbeat_timeout: 60,
             fuse: 1,
+            warm_start: Vec::new(),
         }
     }
 }
@@ -285,6 +290,38 @@ impl SweepSection {
         );
         self.validate_budget(problems);
         self.validate_objectives(problems);
+        self.validate_warm_start(problems);
+    }
+
+    fn validate_warm_start(&self, problems: &mut Problems) {
+        if self.warm_start.is_empty() {
+            return;
+        }
+        let shown = format!("{:?}", self.warm_start);
+        problems.check(
+            matches!(
+                self.sampler,
+                SamplerName::Tpe | SamplerName::Nsga2 | SamplerName::Pbt
+            ),
+            "sweep.warm_start",
+            shown.clone(),
+            &format!(
+                "sampler = \"{}\" does not learn from earlier trials: warm starts need \
+                 sampler = \"tpe\", \"nsga2\" or \"pbt\"",
+                self.sampler.as_str()
+            ),
+        );
+        let repeated = self
+            .warm_start
+            .iter()
+            .enumerate()
+            .find(|(i, name)| self.warm_start[..*i].contains(name));
+        problems.check(
+            repeated.is_none() && self.warm_start.iter().all(|n| !n.trim().is_empty()),
+            "sweep.warm_start",
+            shown,
+            "name each earlier sweep once (`sweep ls` lists them)",
+        );
     }
 
     fn validate_objectives(&self, problems: &mut Problems) {

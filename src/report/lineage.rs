@@ -122,6 +122,7 @@ pub fn replay_experiment(
     replay.sweep.trials = None;
     replay.sweep.repeats = 1;
     replay.sweep.seed = root.seed;
+    replay.sweep.warm_start.clear();
     replay.pbt = None;
     let g = &mut replay.grid;
     g.arch = Axis::one(root.arch);
@@ -179,14 +180,8 @@ pub fn trial_lineage(
     epochs: usize,
 ) -> Result<TrialLineage> {
     let experiment = store.require_experiment(sweep)?.spec;
-    let sweep_id = store
-        .sweep_id(sweep)?
-        .ok_or_else(|| Error::NotFound(format!("no sweep {sweep} in {}", store.location())))?;
-    let specs: HashMap<i64, TrialSpec> = store
-        .sweep_trials(sweep_id)?
-        .into_iter()
-        .map(|(row, spec)| (row.id.0, spec))
-        .collect();
+    let (sweep_id, stored) = drawn(store, sweep)?;
+    let specs: HashMap<i64, TrialSpec> = stored.into_iter().collect();
     let own = specs.get(&trial).cloned().ok_or_else(|| {
         Error::NotFound(format!(
             "no trial {trial} in sweep {sweep} of {}",
@@ -235,6 +230,18 @@ pub fn trial_lineage(
     })
 }
 
+/// The lineage of a listed trial when it is a population-based training member. It adds to a
+/// trial's page: a sweep whose stored experiment cannot be read gives none rather than an error.
+pub fn member_lineage(
+    store: &crate::store::Store,
+    trial: &crate::store::TrialListing,
+) -> Option<Lineage> {
+    trial_lineage(store, &trial.sweep, trial.id, trial.epochs_done as usize)
+        .ok()
+        .filter(|found| found.member)
+        .map(|found| found.lineage)
+}
+
 /// The replay of a trial's lineage as an experiment file.
 pub fn replay_toml(sweep: &str, trial: i64, found: &TrialLineage) -> Result<String> {
     let name = format!("{sweep}-replay-{trial}");
@@ -257,4 +264,46 @@ pub fn replay_toml(sweep: &str, trial: i64, found: &TrialLineage) -> Result<Stri
          run it: `sweep run FILE`. With the same data it trains the same weights.\n\n{body}",
         path.join(", then ")
     ))
+}
+
+/// Every member's lineage in a population-based training sweep (by trial id, in draw order);
+/// empty for other sweeps.
+pub fn population_lineages(
+    store: &crate::store::Store,
+    sweep: &str,
+) -> Result<Vec<(i64, Lineage)>> {
+    let Some(experiment) = store.stored_experiment(sweep)?.map(|e| e.spec) else {
+        return Ok(Vec::new());
+    };
+    let Some(pbt) = experiment.pbt_settings() else {
+        return Ok(Vec::new());
+    };
+    let explored = pbt.mutable(&experiment.grid.searched_names());
+    let (sweep_id, stored) = drawn(store, sweep)?;
+    let specs: HashMap<i64, TrialSpec> = stored.iter().cloned().collect();
+    let copies = store.sweep_copies(sweep_id)?;
+    let listings = store.list_trials(Some(sweep))?;
+    Ok(stored
+        .iter()
+        .map(|&(id, _)| {
+            let epochs = listings
+                .iter()
+                .find(|l| l.id == id)
+                .map_or(0, |l| l.epochs_done as usize);
+            (id, lineage(id, epochs, &specs, &copies, &explored))
+        })
+        .collect())
+}
+
+/// A stored sweep's id and its trials' parameters as drawn, by trial id in draw order.
+fn drawn(store: &crate::store::Store, sweep: &str) -> Result<(i64, Vec<(i64, TrialSpec)>)> {
+    let sweep_id = store
+        .sweep_id(sweep)?
+        .ok_or_else(|| Error::NotFound(format!("no sweep {sweep} in {}", store.location())))?;
+    let trials = store
+        .sweep_trials(sweep_id)?
+        .into_iter()
+        .map(|(row, spec)| (row.id.0, spec))
+        .collect();
+    Ok((sweep_id, trials))
 }

@@ -11,6 +11,7 @@ mod markdown;
 mod measure;
 mod number;
 mod plot;
+mod population;
 mod search_plot;
 mod search_report;
 mod sweep_report;
@@ -20,7 +21,10 @@ pub use detail::{MEASURED, TrialDetail, TrialDisk, class_name, compare, show};
 pub use front::{FrontPoint, FrontSummary, front_section, pareto_front};
 pub use front_plot::ON_FRONT;
 pub use json::{listings_json, trials_json};
-pub use lineage::{Lineage, Stretch, TrialLineage, lineage, replay_toml, trial_lineage};
+pub use lineage::{
+    Lineage, Stretch, TrialLineage, lineage, member_lineage, population_lineages, replay_toml,
+    trial_lineage,
+};
 pub use measure::Measure;
 pub use number::{human, human_value};
 pub use search_plot::{Outcome, ParamPanel};
@@ -169,14 +173,41 @@ pub fn search_space(
         }
     }
     let s = &spec.sweep;
-    let trials = s.trials.unwrap_or(0);
-    out.push_str(&format!(
-        "\nsampler {}, {trials} configurations x {} repeats = {} trials, seed {}\n",
-        s.sampler.as_str(),
-        s.repeats,
-        trials * s.repeats as usize,
-        s.seed
-    ));
+    if let Some(pbt) = spec.pbt_settings() {
+        let explored: Vec<&str> = pbt
+            .mutable(&spec.grid.searched_names())
+            .iter()
+            .map(|h| h.name())
+            .collect();
+        out.push_str(&format!(
+            "\nsampler pbt, {} members x {} epochs = {} epochs, seed {}\n\
+             a step every {} epochs: the bottom {} copies the top {}, exploring {} (x{} or \
+             redrawn with probability {})\n",
+            pbt.population,
+            spec.grid.most_epochs(),
+            pbt.population * spec.grid.most_epochs(),
+            s.seed,
+            pbt.interval,
+            pbt.quantile,
+            pbt.quantile,
+            explored.join(", "),
+            pbt.factors
+                .iter()
+                .map(|f| f.to_string())
+                .collect::<Vec<_>>()
+                .join(" or x"),
+            pbt.resample_probability
+        ));
+    } else {
+        let trials = s.trials.unwrap_or(0);
+        out.push_str(&format!(
+            "\nsampler {}, {trials} configurations x {} repeats = {} trials, seed {}\n",
+            s.sampler.as_str(),
+            s.repeats,
+            trials * s.repeats as usize,
+            s.seed
+        ));
+    }
     let objectives: Vec<String> = s
         .objectives()
         .iter()

@@ -43,13 +43,20 @@ pub fn search_input(store: &Store, sweep: &str) -> Result<Option<SearchInput>> {
     Ok(Some(SearchInput {
         space: sampler.space().clone(),
         metric,
-        method: format!(
-            "Sampler `{}` with a budget of {} configurations x {} repeats; early stopping `{}`",
-            spec.sweep.sampler.as_str(),
-            spec.sweep.trials.unwrap_or(0),
-            spec.sweep.repeats,
-            spec.prune.method.as_str()
-        ),
+        method: match spec.pbt_settings() {
+            Some(pbt) => format!(
+                "Population-based training: {} members, a step every {} epochs, quantile {}",
+                pbt.population, pbt.interval, pbt.quantile
+            ),
+            None => format!(
+                "Sampler `{}` with a budget of {} configurations x {} repeats; early stopping \
+                 `{}`",
+                spec.sweep.sampler.as_str(),
+                spec.sweep.trials.unwrap_or(0),
+                spec.sweep.repeats,
+                spec.prune.method.as_str()
+            ),
+        },
         trials: store.past_trials(sweep_id, metric)?,
         result_s: store.result_times(sweep_id)?,
     }))

@@ -42,6 +42,8 @@ pub struct ReportInput {
     pub objectives: Vec<Objective>,
     /// Seconds from the sweep's first epoch to each trial's latest, by trial id.
     pub finished_s: HashMap<i64, f64>,
+    /// Population-based training: each member's lineage, by trial id; empty otherwise.
+    pub population: Vec<(i64, super::Lineage)>,
 }
 
 /// Finished trials with a value for `metric`, best first.
@@ -445,6 +447,13 @@ pub fn write_report(input: &ReportInput, out: &Path) -> Result<Vec<PathBuf>> {
         let (section, front_figures) = super::front_section(&input.trials, &summary, dir, &stem)?;
         md.push_str(&section);
         figures.extend(front_figures);
+    }
+
+    if !input.population.is_empty() {
+        let (section, population_figures) =
+            super::population::population_section(&input.population, &input.trials, dir, &stem)?;
+        md.push_str(&section);
+        figures.extend(population_figures);
     }
 
     if let Some(search) = &input.search {

@@ -180,7 +180,7 @@ impl Dispenser<'_> {
             sampler.total_trials(),
             sampler.repeats(),
             self.metric,
-            |draw, past| sampler.draw(draw, past),
+            |draw, past, enqueued| sampler.draw_with(draw, past, enqueued),
         )?;
         let Some((TrialId(id), trial, lease)) = drawn else {
             return Ok(None);

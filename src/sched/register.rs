@@ -102,7 +102,10 @@ pub fn register(
         &experiment.path,
         &runs_dir,
     )?;
-    let sampler = Sampler::new(spec);
+    let mut sampler = Sampler::new(spec);
+    if let Some(sampler) = &mut sampler {
+        warm_start(&store, experiment, sampler)?;
+    }
     // A grid's trials are all known now; a search's are drawn as slots free up, and those
     // stored by earlier runs or other processes are its candidates.
     let stored: Vec<(StoredTrial, TrialSpec)> = match &sampler {
@@ -120,4 +123,36 @@ pub fn register(
         sampler,
         stored,
     })
+}
+
+/// Lends the sampler the final trials of the sweeps `[sweep] warm_start` names.
+fn warm_start(store: &Store, experiment: &Experiment, sampler: &mut Sampler) -> Result<()> {
+    let spec = &experiment.spec;
+    for name in &spec.sweep.warm_start {
+        if *name == experiment.name {
+            return Err(Error::Spec(format!(
+                "[sweep] warm_start names this sweep ({name}): a sweep learns from its own trials \
+                 already; name earlier sweeps"
+            )));
+        }
+        let Some(id) = store.sweep_id(name)? else {
+            return Err(Error::NotFound(format!(
+                "[sweep] warm_start names sweep {name}, which {} does not hold: `sweep ls --db \
+                 {}` lists the sweeps there",
+                store.location(),
+                store.location()
+            )));
+        };
+        let before = sampler.borrowed();
+        let inside = sampler.borrow(store.past_trials(id, spec.sweep.metric)?) - before;
+        if inside == 0 {
+            tracing::warn!(
+                "warm start: no final trial of sweep {name} lies inside this sweep's space \
+                 (its fixed values or ranges differ), so it adds nothing"
+            );
+        } else {
+            tracing::info!("warm start: {inside} final trials of sweep {name} join the history");
+        }
+    }
+    Ok(())
 }

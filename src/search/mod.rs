@@ -104,6 +104,10 @@ impl PastTrial {
     }
 }
 
+/// The coordinates an enqueued configuration fixes (`sweep enqueue`), by parameter name: a
+/// drawn value, or the index of a listed one.
+pub type Fixed = std::collections::BTreeMap<String, f64>;
+
 /// A searching sampler bound to an experiment.
 #[derive(Debug, Clone)]
 pub struct Sampler {
@@ -115,6 +119,8 @@ pub struct Sampler {
     space: Space,
     repeats: u32,
     budget: usize,
+    /// Final trials of earlier sweeps that fall inside this space (`[sweep] warm_start`).
+    borrowed: Vec<PastTrial>,
 }
 
 impl Sampler {
@@ -132,6 +138,7 @@ impl Sampler {
             budget: spec
                 .pbt_settings()
                 .map_or(spec.sweep.trials.unwrap_or(0), |pbt| pbt.population),
+            borrowed: Vec::new(),
         })
     }
 
@@ -150,24 +157,65 @@ impl Sampler {
         &self.space
     }
 
+    /// How many trials of earlier sweeps it learns from.
+    pub fn borrowed(&self) -> usize {
+        self.borrowed.len()
+    }
+
+    /// Learns also from `trials`, final trials of earlier sweeps (those outside this space are
+    /// left out); returns how many borrowed trials it learns from now.
+    pub fn borrow(&mut self, trials: Vec<PastTrial>) -> usize {
+        self.borrowed.extend(
+            trials
+                .into_iter()
+                .filter(|t| t.status.is_final() && self.space.point_of(&t.spec).is_some()),
+        );
+        self.borrowed.len()
+    }
+
     /// The trials of draw number `draw` (one per repeat), given every stored trial of the sweep
     /// in draw order.
     pub fn draw(&self, draw: u64, past: &[PastTrial]) -> Vec<TrialSpec> {
+        self.draw_with(draw, past, None)
+    }
+
+    /// The same, with the coordinates `fixed` names taken as given (an enqueued configuration):
+    /// the sampler draws as it would, then those parameters are set.
+    pub fn draw_with(
+        &self,
+        draw: u64,
+        past: &[PastTrial],
+        fixed: Option<&Fixed>,
+    ) -> Vec<TrialSpec> {
         let mut rng = Rng::for_draw(self.seed, draw);
-        let point = match self.kind {
-            SamplerName::Tpe => tpe::draw(&self.space, &self.history(past), &mut rng),
+        let borrowed = self.history(&self.borrowed);
+        let mut point = match self.kind {
+            SamplerName::Tpe => {
+                let mut history = borrowed;
+                history.extend(self.history(past));
+                tpe::draw(&self.space, &history, &mut rng)
+            }
             SamplerName::Nsga2 => nsga2::draw(
                 &self.space,
                 &self.history(past),
+                &borrowed,
                 draw,
                 self.population,
                 &mut rng,
             ),
-            // PBT's first population is drawn at random; its members then explore as they train.
-            SamplerName::Random | SamplerName::Pbt | SamplerName::Grid => {
-                random::draw(&self.space, &mut rng)
-            }
+            // PBT's first population starts from the best borrowed configurations, then is
+            // drawn at random; its members then explore as they train.
+            SamplerName::Pbt => match best_first(borrowed).get(draw as usize) {
+                Some(o) => o.point.clone(),
+                None => random::draw(&self.space, &mut rng),
+            },
+            SamplerName::Random | SamplerName::Grid => random::draw(&self.space, &mut rng),
         };
+        for (name, &coordinate) in fixed.into_iter().flatten() {
+            if let Some(i) = self.space.params.iter().position(|p| p.name == name) {
+                point[i] = coordinate;
+            }
+        }
         self.space.trials(&point, draw)
     }
 
@@ -214,6 +262,13 @@ impl Sampler {
             })
             .collect()
     }
+}
+
+/// Finished observations, best first.
+fn best_first(mut history: Vec<Observation>) -> Vec<Observation> {
+    history.retain(|o| matches!(o.outcome, Outcome::Finished { .. }));
+    history.sort_by(|a, b| a.losses[0].total_cmp(&b.losses[0]));
+    history
 }
 
 #[cfg(test)]

@@ -18,15 +18,17 @@ const CROSSOVER_PROBABILITY: f64 = 0.9;
 const SWAPPING_PROBABILITY: f64 = 0.5;
 
 /// Draws the point of draw number `draw` from the history (in draw order).
+/// `borrowed` (final trials of earlier sweeps) are the parents of the first generation.
 pub fn draw(
     space: &Space,
     history: &[Observation],
+    borrowed: &[Observation],
     draw: u64,
     population: usize,
     rng: &mut Rng,
 ) -> Point {
     let generation = draw as usize / population.max(1);
-    let parents = parents(history, generation, population);
+    let parents = parents(history, borrowed, generation, population);
     if parents.is_empty() {
         return random::draw(space, rng);
     }
@@ -62,10 +64,22 @@ pub fn draw(
     child
 }
 
-/// The parents of `generation`: none for the first; else the elite of the previous
-/// generation's finished trials together with that generation's own parents.
-fn parents(history: &[Observation], generation: usize, population: usize) -> Vec<&Observation> {
-    let mut parents: Vec<&Observation> = Vec::new();
+/// The parents of `generation`: for the first, the elite of the borrowed trials (none without
+/// them); else the elite of the previous generation's finished trials together with that
+/// generation's own parents.
+fn parents<'a>(
+    history: &'a [Observation],
+    borrowed: &'a [Observation],
+    generation: usize,
+    population: usize,
+) -> Vec<&'a Observation> {
+    let mut parents: Vec<&Observation> = elite(
+        borrowed
+            .iter()
+            .filter(|o| matches!(o.outcome, Outcome::Finished { .. }))
+            .collect(),
+        population,
+    );
     for previous in 0..generation {
         let members = history.iter().filter(|o| {
             matches!(o.outcome, Outcome::Finished { .. })
@@ -155,7 +169,7 @@ mod tests {
             })
             .collect();
         for d in 8..400 {
-            let child = draw(&space, &history, d, 4, &mut Rng::for_draw(7, d));
+            let child = draw(&space, &history, &[], d, 4, &mut Rng::for_draw(7, d));
             for (value, param) in child.iter().zip(&space.params) {
                 match &param.domain {
                     Domain::Choice(labels) => {
@@ -171,7 +185,7 @@ mod tests {
             }
         }
         // The same seed and draw give the same child.
-        let again = |d| draw(&space, &history, d, 4, &mut Rng::for_draw(7, d));
+        let again = |d| draw(&space, &history, &[], d, 4, &mut Rng::for_draw(7, d));
         assert_eq!(again(9), again(9));
     }
 
@@ -195,7 +209,9 @@ mod tests {
         let two = ids(elite(refs.clone(), 2));
         assert!(two.contains(&0.0) && two.contains(&3.0), "{two:?}");
         // Generation 1 breeds from generation 0's elite; generation 0 has no parents.
-        assert!(parents(&pool, 0, 4).is_empty());
-        assert_eq!(parents(&pool, 1, 4).len(), 4);
+        assert!(parents(&pool, &[], 0, 4).is_empty());
+        assert_eq!(parents(&pool, &[], 1, 4).len(), 4);
+        // Borrowed trials of an earlier sweep are the first generation's parents.
+        assert_eq!(ids(parents(&[], &pool, 0, 2)).len(), 2);
     }
 }

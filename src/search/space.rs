@@ -124,6 +124,54 @@ impl Space {
         }
     }
 
+    /// The coordinate of `value` (as written after `--set grid.NAME=`) for the searched
+    /// parameter `name`, or why it is not a point of this space.
+    pub fn coordinate_of(&self, name: &str, value: &str) -> Result<f64, String> {
+        let value = value.trim().trim_matches('"');
+        let searched: Vec<&str> = self.params.iter().map(|p| p.name).collect();
+        let Some(param) = self.params.iter().find(|p| p.name == name) else {
+            return Err(format!(
+                "{name} is not searched in this sweep (its searched parameters: {}); a fixed \
+                 value cannot be changed for one trial",
+                searched.join(", ")
+            ));
+        };
+        match &param.domain {
+            Domain::Choice(labels) => {
+                let number = value.parse::<f64>().ok();
+                labels
+                    .iter()
+                    .position(|l| {
+                        l == value || number.is_some_and(|n| l.parse::<f64>().ok() == Some(n))
+                    })
+                    .map(|i| i as f64)
+                    .ok_or_else(|| {
+                        format!(
+                            "{value} is not one of {name}'s values ({})",
+                            labels.join(", ")
+                        )
+                    })
+            }
+            Domain::Drawn(d) => {
+                let number: f64 = value
+                    .parse()
+                    .map_err(|_| format!("{name} takes a number, not {value:?}"))?;
+                if !(d.low..=d.high).contains(&number) {
+                    return Err(format!(
+                        "{name} = {value} is outside the space: {} [{}, {}]",
+                        d.kind.as_str(),
+                        d.low,
+                        d.high
+                    ));
+                }
+                if d.kind.is_int() && number.fract() != 0.0 {
+                    return Err(format!("{name} takes a whole number, not {value}"));
+                }
+                Ok(number)
+            }
+        }
+    }
+
     /// The trials of draw `draw` at `point`, one per repeat.
     pub fn trials(&self, point: &[f64], draw: u64) -> Vec<TrialSpec> {
         let values = self.values(point);

@@ -385,13 +385,13 @@ fn require_trial(store: &Store, id: TrialId) -> Result<TrialListing> {
 pub fn trial(store: &Store, id: &str) -> Result<Value> {
     let id = parse_trial_id(id)?;
     let listing = require_trial(store, id)?;
-    let found = report::trial_lineage(store, &listing.sweep, id.0, listing.epochs_done as usize)?;
+    let lineage = report::member_lineage(store, &listing);
     let detail = report::TrialDetail {
         epochs: store.epochs(id)?,
         checkpoints: store.checkpoints(id)?,
         confusion: report::TrialDetail::confusion_from(&store.confusion(id)?),
         disk: None,
-        lineage: found.member.then_some(found.lineage),
+        lineage,
         trial: listing,
     };
     let classes: Vec<Value> = detail

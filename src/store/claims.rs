@@ -1,10 +1,11 @@
 //! Who runs what: sweeps and their trials, claims, heartbeats, and the history samplers and
 //! pruners decide from.
 
+use super::queue::{next_enqueued, take_enqueued};
 use super::{Backend, Store};
 use crate::error::{Error, Result};
 use crate::experiment::{Metric, TrialSpec};
-use crate::search::{Measures, PastTrial};
+use crate::search::{Fixed, Measures, PastTrial};
 use crate::trial::{Lease, TrialId, TrialStatus};
 use sqlx::Row;
 use std::collections::HashMap;
@@ -171,8 +172,9 @@ impl Store {
 
     /// Draws new trials inside one write transaction, so two processes never draw the same
     /// number and the budget holds exactly: when the sweep has fewer than `limit` trials,
-    /// `draw(number, history)` gives the trials of draw `number` (from the sweep's trials in
-    /// draw order), which are added, the first claimed for `owner`. Returns its id, spec and lease.
+    /// `draw(number, history, enqueued)` gives the trials of draw `number` (from the sweep's
+    /// trials in draw order, and the oldest configuration queued for it, which this draw takes),
+    /// which are added, the first claimed for `owner`. Returns its id, spec and lease.
     pub fn claim_new_trial(
         &self,
         sweep_id: i64,
@@ -180,7 +182,7 @@ impl Store {
         limit: usize,
         per_draw: usize,
         metric: Metric,
-        draw: impl FnOnce(u64, &[PastTrial]) -> Vec<TrialSpec>,
+        draw: impl FnOnce(u64, &[PastTrial], Option<&Fixed>) -> Vec<TrialSpec>,
     ) -> Result<Option<(TrialId, TrialSpec, Lease)>> {
         self.runtime
             .block_on(async {
@@ -207,7 +209,12 @@ impl Store {
                         return Ok(None);
                     }
                     let past = read_past_trials(&mut conn, self.backend, sweep_id, metric).await?;
-                    let trials = draw(count as u64 / per_draw.max(1) as u64, &past);
+                    let number = count as u64 / per_draw.max(1) as u64;
+                    let enqueued = next_enqueued(&mut conn, self.backend, sweep_id).await?;
+                    let trials = draw(number, &past, enqueued.as_ref().map(|(_, fixed)| fixed));
+                    if let Some((id, _)) = enqueued {
+                        take_enqueued(&mut conn, self.backend, id, number).await?;
+                    }
                     let mut first = None;
                     for (i, trial) in trials.iter().enumerate() {
                         let id = insert_trial(

@@ -12,6 +12,7 @@ mod housekeeping;
 mod lineage;
 mod location;
 mod queries;
+mod queue;
 mod records;
 mod views;
 
