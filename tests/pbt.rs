@@ -117,7 +117,9 @@ fn one_job_gives_the_same_lineage_and_numbers_and_a_member_replays_bit_for_bit()
     let find = |sweep: &str, id: Option<&str>| {
         trials
             .iter()
-            .find(|t| t["sweep"] == sweep && id.is_none_or(|id| t["id"].to_string() == id))
+            .find(|t| {
+                t["sweep"] == sweep && id.is_none_or(|id| t["id"].as_i64() == id.parse().ok())
+            })
             .cloned()
             .unwrap()
     };

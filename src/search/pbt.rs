@@ -85,7 +85,7 @@ impl Pbt {
 
     /// Whether members stop after `epoch` for a step (never after their last).
     pub fn steps_after(&self, epoch: usize, epochs: usize) -> bool {
-        epoch > 0 && epoch < epochs && epoch % self.settings.interval == 0
+        epoch > 0 && epoch < epochs && epoch.is_multiple_of(self.settings.interval)
     }
 
     /// The step after epoch `epoch` for member `trial`, given the whole population.

@@ -107,7 +107,7 @@ impl Pruner {
             return Verdict::Continue;
         }
         if let Some((_, interval)) = self.pbt {
-            return if epoch % interval == 0 {
+            return if epoch.is_multiple_of(interval) {
                 Verdict::Pause
             } else {
                 Verdict::Continue

@@ -373,7 +373,7 @@ impl<'r, 'a> Learner<'r, 'a> {
                 improved,
                 snapshot: run
                     .snapshot_every
-                    .is_some_and(|every| epoch % every == 0 && epoch < run.spec.epochs),
+                    .is_some_and(|every| epoch.is_multiple_of(every) && epoch < run.spec.epochs),
             },
         )?;
         crate::fault::kill_point("before-event", epoch);
