@@ -24,9 +24,9 @@ Each run is added to benches/mo-results.json as it ends (rerunning skips the run
 markers of BENCHMARKS.md and the figure benches/mo-hypervolume.svg. Nothing else should run
 meanwhile (2 cores: a build distorts every timing).
 """
-import argparse, json, os, platform, sqlite3, subprocess, sys, tempfile, time
+import argparse, json, os, platform, sqlite3, sys, tempfile
 
-from search_bench import med, secs, spread, when  # same clock and summaries as the search bench
+from search_bench import med, secs, spread, timed, when  # same clock and summaries as the search bench
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.join(HERE, "..")
@@ -46,12 +46,7 @@ def run_sweep(args, tmp, seed):
            "--runs", db + ".runs", "--data", args.data, "--jobs", "2", "--threads", "1", "-q",
            "--set", f"sweep.seed={seed}", "--set", f"sweep.trials={args.trials}",
            "--set", 'sweep.objectives=["val_acc", "params"]', "--set", "data.test_limit=0"]
-    start = time.time()
-    t0 = time.perf_counter()
-    out = subprocess.run(cmd, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    if out.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed:\n{out.stderr}")
+    out, wall, start = timed(cmd)
     rows = sqlite3.connect(db).execute(
         "SELECT status, best_val_acc, params, epochs_done, finished_at FROM trials").fetchall()
     trials = [{"state": "complete" if status == "done" else status, "value": best, "size": size,
@@ -66,11 +61,7 @@ def run_optuna(args, tmp, seed, sampler):
            "--ref", args.ref, "--storage", os.path.join(tmp, f"optuna-{sampler}-{seed}.db"),
            "--trials", str(args.trials), "--seed", str(seed), "--objectives", "val_acc,params",
            "--sampler", sampler, "--no-test"]
-    t0 = time.perf_counter()
-    out = subprocess.run(cmd, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    if out.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed:\n{out.stderr}")
+    out, wall, _ = timed(cmd)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     result["wall_s"] = round(wall, 2)  # the whole process, as for sweep
     return result

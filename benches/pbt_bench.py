@@ -23,9 +23,9 @@ Each run is added to benches/pbt-results.json as it ends (rerunning skips the ru
 --from-raw only rewrites the section). Writes the section between the pbt-bench markers of
 BENCHMARKS.md. Nothing else should run meanwhile (2 cores).
 """
-import argparse, json, os, platform, re, sqlite3, subprocess, sys, tempfile, time
+import argparse, json, os, platform, re, sqlite3, sys, tempfile
 
-from search_bench import spread, when  # same clock and summaries as the search bench
+from search_bench import spread, timed, when  # same clock and summaries as the search bench
 from mo_bench import cpu
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -60,12 +60,7 @@ def run_sweep(args, tmp, label, seed):
         f.write(experiment(label))
     cmd = [args.sweep, "run", path, "--db", db, "--runs", db + ".runs", "--data", args.data,
            "--jobs", "2", "--threads", "1", "-q", "--set", f"sweep.seed={seed}"]
-    start = time.time()
-    t0 = time.perf_counter()
-    out = subprocess.run(cmd, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    if out.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed:\n{out.stderr}")
+    out, wall, start = timed(cmd)
     conn = sqlite3.connect(db)
     epochs = conn.execute("SELECT trial_id, epoch, recorded_at FROM epochs").fetchall()
     trials = conn.execute(
@@ -89,11 +84,7 @@ def run_ray(args, seed):
            args.ref, "--seed", str(seed), "--population", str(POPULATION), "--epochs",
            str(EPOCHS), "--interval", "2", "--limit", "6000", "--split", "0.8",
            "--test-limit", "2000"]
-    t0 = time.perf_counter()
-    out = subprocess.run(cmd, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    if out.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed:\n{out.stderr[-3000:]}")
+    out, wall, _ = timed(cmd)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     for m in result["members"]:
         m["within_budget"] = m["epochs"] == EPOCHS and m["error"] is None

@@ -46,6 +46,18 @@ def when(text):
         tzinfo=datetime.timezone.utc).timestamp()
 
 
+def timed(cmd):
+    """Runs `cmd` to its end, leaving with its error output if it fails: its output, its wall
+    seconds, and when it started (Unix time)."""
+    start = time.time()
+    t0 = time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if out.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed:\n{out.stderr[-3000:]}")
+    return out, wall, start
+
+
 def run_sweep(args, tmp, label, seed):
     db = os.path.join(tmp, f"sweep-{seed}-{len(os.listdir(tmp))}.db")
     cmd = [args.sweep, "run", os.path.join(ROOT, "experiments", "search.toml"), "--db", db,
@@ -53,12 +65,7 @@ def run_sweep(args, tmp, label, seed):
            "--set", f"sweep.seed={seed}", "--set", f"sweep.trials={args.trials}",
            "--set", "data.test_limit=10000", "--set", f"grid.epochs={args.epochs}",
            "--set", f"data.limit={args.limit}", "--set", f"data.split={args.split}"] + RUNNERS[label]
-    start = time.time()
-    t0 = time.perf_counter()
-    out = subprocess.run(cmd, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    if out.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed:\n{out.stderr}")
+    out, wall, start = timed(cmd)
     rows = sqlite3.connect(db).execute(
         "SELECT status, best_val_acc, test_acc, epochs_done, finished_at FROM trials").fetchall()
     trials = [{"state": "complete" if status == "done" else status, "value": best,
@@ -73,11 +80,7 @@ def run_optuna(args, tmp, seed):
            "--ref", args.ref, "--storage", os.path.join(tmp, f"optuna-{seed}.db"),
            "--trials", str(args.trials), "--epochs", str(args.epochs), "--seed", str(seed),
            "--limit", str(args.limit), "--split", str(args.split)]
-    t0 = time.perf_counter()
-    out = subprocess.run(cmd, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    if out.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed:\n{out.stderr}")
+    out, wall, _ = timed(cmd)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     result["wall_s"] = round(wall, 2)  # the whole process, as for sweep
     return result

@@ -43,6 +43,11 @@ pub(super) fn staging_dir(dir: &Path) -> PathBuf {
 
 /// Every staging directory in `dir`, this process's and those left by others.
 fn staging_dirs(dir: &Path) -> Vec<PathBuf> {
+    entries_starting(dir, STAGING_PREFIX)
+}
+
+/// The entries of `dir` whose names start with `prefix`.
+fn entries_starting(dir: &Path, prefix: &str) -> Vec<PathBuf> {
     std::fs::read_dir(dir)
         .map(|entries| {
             entries
@@ -50,7 +55,7 @@ fn staging_dirs(dir: &Path) -> Vec<PathBuf> {
                 .filter(|e| {
                     e.file_name()
                         .to_str()
-                        .is_some_and(|n| n.starts_with(STAGING_PREFIX))
+                        .is_some_and(|n| n.starts_with(prefix))
                 })
                 .map(|e| e.path())
                 .collect()
@@ -303,19 +308,7 @@ fn write_snapshot(dir: &Path, staging: &Path, state: &ResumeState) -> Result<()>
 
 /// Every snapshot directory in `dir`, scratch ones included.
 fn snapshot_dirs(dir: &Path) -> Vec<PathBuf> {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .filter(|e| {
-                    e.file_name()
-                        .to_str()
-                        .is_some_and(|n| n.starts_with(SNAPSHOT_PREFIX))
-                })
-                .map(|e| e.path())
-                .collect()
-        })
-        .unwrap_or_default()
+    entries_starting(dir, SNAPSHOT_PREFIX)
 }
 
 fn remove_dir_if_present(path: &Path) -> Result<()> {
@@ -413,19 +406,10 @@ pub(super) fn publish_staged(dir: &Path) -> Result<()> {
 
 /// Scratch copies of the state file that a kill left before their rename.
 fn state_scratch_files(dir: &Path) -> Vec<PathBuf> {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .filter(|e| {
-                    e.file_name().to_str().is_some_and(|n| {
-                        n.starts_with(&format!("{STATE_FILE}.")) && n.ends_with(".tmp")
-                    })
-                })
-                .map(|e| e.path())
-                .collect()
-        })
-        .unwrap_or_default()
+    entries_starting(dir, &format!("{STATE_FILE}."))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "tmp"))
+        .collect()
 }
 
 pub(super) fn copy_synced(from: &Path, to: &Path) -> Result<()> {
