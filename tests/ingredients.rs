@@ -150,6 +150,49 @@ fn augmentation_never_touches_evaluation() {
 }
 
 #[test]
+fn flipped_evaluation_leaves_training_alone_and_predict_evaluates_alike() {
+    let (_, plain) = trained("");
+    let ws = Workspace::new();
+    let text = experiment("").replace("[data]\n", "[data]\neval_flip = true\n");
+    let out = ws.run(&ws.experiment("i.toml", &text), &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let flipped = figures(&ws);
+    // The same training, epoch by epoch; validation also sees each image mirrored.
+    for (a, b) in plain.iter().zip(&flipped) {
+        assert_eq!((a.0, a.1, a.2), (b.0, b.1, b.2));
+    }
+    assert_ne!(
+        plain.iter().map(|e| e.3).collect::<Vec<_>>(),
+        flipped.iter().map(|e| e.3).collect::<Vec<_>>()
+    );
+    let trial = &ws.ls_json()[0];
+    assert_eq!(trial["eval_flip"], true);
+    let best_epoch = trial["best_epoch"].as_i64().unwrap();
+    let recorded = flipped[best_epoch as usize - 1].4.unwrap();
+    let (db, data) = (ws.db_arg(), ws.data());
+    let out = ws.sweep(&[
+        "predict",
+        "1",
+        "--split",
+        "val",
+        "-o",
+        "val.txt",
+        "--db",
+        &db,
+        "--data",
+        data.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("accuracy {recorded:.4}")),
+        "recorded {recorded}: {}",
+        stderr(&out)
+    );
+    let listed = ws.sweep(&["ls", "--db", &db, "--where", "eval_flip = true"]);
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("eval_flip"));
+}
+
+#[test]
 fn label_smoothing_shapes_the_training_loss_and_leaves_validation_loss_plain() {
     let (_, plain) = trained("");
     let (_, smoothed) = trained("label_smoothing = 0.1");

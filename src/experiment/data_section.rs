@@ -23,6 +23,9 @@ pub struct DataSection {
     pub normalize: bool,
     /// Zero pixels added on each side before a random crop (`augment = "crop"`).
     pub crop_padding: usize,
+    /// Test-time augmentation: validation, test and `predict` also classify each image mirrored
+    /// left to right and average the two logits.
+    pub eval_flip: bool,
 }
 
 impl Default for DataSection {
@@ -34,6 +37,7 @@ impl Default for DataSection {
             test_limit: None,
             normalize: false,
             crop_padding: 2,
+            eval_flip: false,
         }
     }
 }

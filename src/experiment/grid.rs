@@ -113,6 +113,9 @@ pub struct TrialSpec {
     /// Batch norm after each convolution.
     #[serde(default, skip_serializing_if = "is_default")]
     pub batch_norm: bool,
+    /// Validation and test also classify each image mirrored and average the logits.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub eval_flip: bool,
     /// Hyperparameters that change from a later epoch on (`[schedule]`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub changes: Vec<Change>,
@@ -124,8 +127,9 @@ fn is_default<T: Default + PartialEq>(value: &T) -> bool {
 
 /// The trial keys left out of stored parameters at their defaults, with those defaults as
 /// listings show them.
-pub fn omitted_defaults() -> [(&'static str, serde_json::Value); 5] {
+pub fn omitted_defaults() -> [(&'static str, serde_json::Value); 6] {
     [
+        ("eval_flip", false.into()),
         ("augment", Augment::None.as_str().into()),
         ("schedule", ScheduleName::Constant.as_str().into()),
         ("warmup_epochs", 0.into()),
@@ -253,6 +257,7 @@ pub fn trial(
             step_every: None,
             step_gamma: None,
             changes: spec.schedule.changes(),
+            eval_flip: spec.data.eval_flip,
         }
     );
     if values.schedule == ScheduleName::Step {

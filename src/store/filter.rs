@@ -67,6 +67,11 @@ const FIELDS: &[(&str, &str, Kind)] = &[
         "CASE WHEN json_bool(t.params_json, batch_norm) THEN 'true' ELSE 'false' END",
         Kind::Text,
     ),
+    (
+        "eval_flip",
+        "CASE WHEN json_bool(t.params_json, eval_flip) THEN 'true' ELSE 'false' END",
+        Kind::Text,
+    ),
     ("device", "t.device", Kind::Text),
     ("threads", "t.threads", Kind::Number),
     ("epochs_done", "t.epochs_done", Kind::Number),

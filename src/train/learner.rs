@@ -325,6 +325,7 @@ impl<'r, 'a> Learner<'r, 'a> {
             &self.data.split.val,
             &self.data.table,
             &self.loss_fn,
+            run.spec.eval_flip,
         );
         let seen = tally.seen as f64;
         let metrics = EpochMetrics {
@@ -416,6 +417,7 @@ impl<'r, 'a> Learner<'r, 'a> {
                 &all_test,
                 &self.data.table,
                 &self.loss_fn,
+                self.run.spec.eval_flip,
             ))
         });
         TrialEnd::Done {

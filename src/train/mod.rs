@@ -415,6 +415,7 @@ pub fn evaluate(
     indices: &[u32],
     table: &[f32; 256],
     loss_fn: &CrossEntropyLoss,
+    flip: bool,
 ) -> Evaluation {
     let (model, device) = for_evaluation(model);
     let mut confusion = Confusion::default();
@@ -422,7 +423,13 @@ pub fn evaluate(
     let mut loss_sum = 0f64;
     for chunk in indices.chunks(EVAL_BATCH) {
         let (images, labels) = batch_tensors(set, chunk, table, &device);
-        let logits = model.forward(images, None);
+        let logits = if flip {
+            // Images are [batch, 1, rows, columns]: mirroring reverses the columns.
+            let mirrored = model.forward(images.clone().flip([3]), None);
+            (model.forward(images, None) + mirrored) / 2.0
+        } else {
+            model.forward(images, None)
+        };
         loss_sum += loss_fn.forward(logits.clone(), labels).into_scalar::<f32>() as f64
             * chunk.len() as f64;
         let predicted: Vec<i64> = logits
@@ -497,5 +504,25 @@ pub fn predict(
     if let Some(n) = limit {
         indices.truncate(n);
     }
-    Ok(evaluate(&model, set, &indices, &data.table, &loss_fn))
+    Ok(evaluate(
+        &model,
+        set,
+        &indices,
+        &data.table,
+        &loss_fn,
+        spec.eval_flip,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mirroring_an_image_reverses_each_of_its_rows() {
+        let device = Device::flex();
+        let image = Tensor::<4>::from_floats([[[[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]]], &device);
+        let mirrored: Vec<f32> = image.flip([3]).into_data().iter::<f32>().collect();
+        assert_eq!(mirrored, [2.0, 1.0, 0.0, 5.0, 4.0, 3.0]);
+    }
 }
