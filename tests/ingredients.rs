@@ -121,32 +121,37 @@ fn each_ingredient_is_deterministic_changes_training_and_resumes_exactly() {
 #[test]
 fn augmentation_never_touches_evaluation() {
     let (ws, _) = trained("augment = \"flip+crop\"");
-    let trial = &ws.ls_json()[0];
-    let (db, data) = (ws.db_arg(), ws.data());
     // The best checkpoint classifies the validation images exactly as recorded at its epoch,
     // twice over: evaluation draws nothing from the augmentation stream.
-    let best_epoch = trial["best_epoch"].as_i64().unwrap();
-    let recorded = figures(&ws)[best_epoch as usize - 1].4.unwrap();
     for _ in 0..2 {
-        let out = ws.sweep(&[
-            "predict",
-            "1",
-            "--split",
-            "val",
-            "-o",
-            "val.txt",
-            "--db",
-            db.as_str(),
-            "--data",
-            data.to_str().unwrap(),
-        ]);
-        assert!(out.status.success(), "{}", stderr(&out));
-        let log = stderr(&out);
-        assert!(
-            log.contains(&format!("accuracy {recorded:.4}")),
-            "recorded {recorded}: {log}"
-        );
+        predict_gives_the_best_epochs_validation_accuracy(&ws);
     }
+}
+
+/// `sweep predict 1 --split val` reports the validation accuracy recorded at trial 1's best
+/// epoch.
+fn predict_gives_the_best_epochs_validation_accuracy(ws: &Workspace) {
+    let best_epoch = ws.ls_json()[0]["best_epoch"].as_i64().unwrap();
+    let recorded = figures(ws)[best_epoch as usize - 1].4.unwrap();
+    let (db, data) = (ws.db_arg(), ws.data());
+    let out = ws.sweep(&[
+        "predict",
+        "1",
+        "--split",
+        "val",
+        "-o",
+        "val.txt",
+        "--db",
+        &db,
+        "--data",
+        data.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let log = stderr(&out);
+    assert!(
+        log.contains(&format!("accuracy {recorded:.4}")),
+        "recorded {recorded}: {log}"
+    );
 }
 
 #[test]
@@ -165,29 +170,9 @@ fn flipped_evaluation_leaves_training_alone_and_predict_evaluates_alike() {
         plain.iter().map(|e| e.3).collect::<Vec<_>>(),
         flipped.iter().map(|e| e.3).collect::<Vec<_>>()
     );
-    let trial = &ws.ls_json()[0];
-    assert_eq!(trial["eval_flip"], true);
-    let best_epoch = trial["best_epoch"].as_i64().unwrap();
-    let recorded = flipped[best_epoch as usize - 1].4.unwrap();
-    let (db, data) = (ws.db_arg(), ws.data());
-    let out = ws.sweep(&[
-        "predict",
-        "1",
-        "--split",
-        "val",
-        "-o",
-        "val.txt",
-        "--db",
-        &db,
-        "--data",
-        data.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains(&format!("accuracy {recorded:.4}")),
-        "recorded {recorded}: {}",
-        stderr(&out)
-    );
+    assert_eq!(ws.ls_json()[0]["eval_flip"], true);
+    predict_gives_the_best_epochs_validation_accuracy(&ws);
+    let db = ws.db_arg();
     let listed = ws.sweep(&["ls", "--db", &db, "--where", "eval_flip = true"]);
     assert!(String::from_utf8_lossy(&listed.stdout).contains("eval_flip"));
 }
