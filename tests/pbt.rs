@@ -66,8 +66,12 @@ fn one_job_gives_the_same_lineage_and_numbers_and_a_member_replays_bit_for_bit()
     let runs: Vec<(Workspace, _, _)> = (0..2)
         .map(|_| {
             let ws = Workspace::new();
-            let out = ws.run(&ws.experiment("pbt.toml", &population("jobs = 1")), &[]);
-            assert!(out.status.success(), "{}", stderr(&out));
+            let file = ws.experiment("pbt.toml", &population("jobs = 1"));
+            let out = ws.run_with_env(&file, &[], &[("RUST_LOG", "sweep=info")]);
+            let log = stderr(&out);
+            assert!(out.status.success(), "{log}");
+            // Pauses between steps are not ends: the count reaches the population once.
+            assert!(log.contains("(4/4)") && !log.contains("(5/4)"), "{log}");
             let (recorded, lineage) = (outcome(&ws), copies(&ws));
             (ws, recorded, lineage)
         })

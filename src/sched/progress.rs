@@ -141,7 +141,14 @@ impl Progress {
                     bar.finish_and_clear();
                     self.multi.remove(&bar);
                 }
-                self.trials_finished += 1;
+                // A paused trial (ASHA, a PBT member between steps) comes back, an interrupted
+                // or lost one is another run's or process's to end: none of them has ended yet.
+                if !matches!(
+                    end,
+                    TrialEnd::Paused { .. } | TrialEnd::Interrupted | TrialEnd::Lost
+                ) {
+                    self.trials_finished += 1;
+                }
                 let (done, total) = (self.trials_finished, self.trials_total);
                 self.overall.set_message(format!("{done}/{total} trials"));
                 let line = match end {
