@@ -24,9 +24,9 @@ Each run is added to benches/mo-results.json as it ends (rerunning skips the run
 markers of BENCHMARKS.md and the figure benches/mo-hypervolume.svg. Nothing else should run
 meanwhile (2 cores: a build distorts every timing).
 """
-import argparse, json, os, platform, sqlite3, sys, tempfile
+import argparse, json, os, platform, sqlite3, sys
 
-from search_bench import med, secs, spread, timed, when  # same clock and summaries as the search bench
+from search_bench import med, replace_section, run_missing, secs, spread, timed, when  # same clock and summaries as the search bench
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.join(HERE, "..")
@@ -161,19 +161,12 @@ def main():
     raw["machine"] = {"cpu": cpu(), "cores": os.cpu_count(), "python": platform.python_version()}
     results = raw["results"]
     if not args.from_raw:
-        with tempfile.TemporaryDirectory() as tmp:
-            for seed in seeds:
-                for label in RUNNERS:
-                    if str(seed) in results[label]:
-                        continue
-                    print(f"seed {seed}: {label}", file=sys.stderr, flush=True)
-                    r = (run_sweep(args, tmp, seed) if label == OURS
-                         else run_optuna(args, tmp, seed, "nsga2" if label == NSGA2 else "tpe"))
-                    results[label][str(seed)] = r
-                    with open(args.raw, "w") as f:
-                        json.dump(raw, f, indent=1)
-                    print(f"  {r['wall_s']:.0f} s, final hypervolume {final(curve(r)):.4f}",
-                          file=sys.stderr, flush=True)
+        def run(label, seed, tmp):
+            if label == OURS:
+                return run_sweep(args, tmp, seed)
+            return run_optuna(args, tmp, seed, "nsga2" if label == NSGA2 else "tpe")
+        run_missing(raw, args.raw, seeds, RUNNERS, run,
+                    lambda r: f"final hypervolume {final(curve(r)):.4f}")
     svg(results, args.figure)
     write_section(args, raw)
 
@@ -240,12 +233,7 @@ def write_section(args, raw):
         END,
     ])
     text = open(args.out).read() if os.path.exists(args.out) else ""
-    if BEGIN in text:
-        text = text[: text.index(BEGIN)] + section + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    with open(args.out, "w") as f:
-        f.write(text)
+    replace_section(args.out, BEGIN, END, section)
 
 
 if __name__ == "__main__":

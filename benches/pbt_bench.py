@@ -23,9 +23,9 @@ Each run is added to benches/pbt-results.json as it ends (rerunning skips the ru
 --from-raw only rewrites the section). Writes the section between the pbt-bench markers of
 BENCHMARKS.md. Nothing else should run meanwhile (2 cores).
 """
-import argparse, json, os, platform, re, sqlite3, sys, tempfile
+import argparse, json, os, platform, re, sqlite3, sys
 
-from search_bench import spread, timed, when  # same clock and summaries as the search bench
+from search_bench import replace_section, run_missing, spread, timed, when  # same clock and summaries as the search bench
 from mo_bench import cpu
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -117,21 +117,11 @@ def main():
         with open(args.raw) as f:
             raw = json.load(f)
     raw["machine"] = {"cpu": cpu(), "cores": os.cpu_count(), "python": platform.python_version()}
-    results = raw["results"]
     if not args.from_raw:
-        with tempfile.TemporaryDirectory() as tmp:
-            for seed in seeds:
-                for label in args.runners.split(","):
-                    if str(seed) in results[label]:
-                        continue
-                    print(f"seed {seed}: {label}", file=sys.stderr, flush=True)
-                    r = run_ray(args, seed) if label == RAY else run_sweep(args, tmp, label, seed)
-                    results[label][str(seed)] = r
-                    with open(args.raw, "w") as f:
-                        json.dump(raw, f, indent=1)
-                    val, test = best(r)
-                    print(f"  {r['wall_s']:.0f} s, best val {val}, its test {test}",
-                          file=sys.stderr, flush=True)
+        def run(label, seed, tmp):
+            return run_ray(args, seed) if label == RAY else run_sweep(args, tmp, label, seed)
+        run_missing(raw, args.raw, seeds, args.runners.split(","), run,
+                    lambda r: "best val {}, its test {}".format(*best(r)))
     write_section(args, raw)
 
 
@@ -185,14 +175,7 @@ def write_section(args, raw):
         "restores members from checkpoints in new worker processes.",
         END,
     ])
-    with open(args.out) as f:
-        text = f.read()
-    if BEGIN in text:
-        text = text[: text.index(BEGIN)] + section + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    with open(args.out, "w") as f:
-        f.write(text)
+    replace_section(args.out, BEGIN, END, section)
 
 
 if __name__ == "__main__":

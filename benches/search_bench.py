@@ -58,6 +58,35 @@ def timed(cmd):
     return out, wall, start
 
 
+def replace_section(path, begin, end, section):
+    """Puts `section` (which starts with `begin` and ends with `end`) in place of the one
+    between those markers in the file at `path`, or at its end."""
+    text = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
+    if begin in text:
+        text = text[: text.index(begin)] + section + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def run_missing(raw, path, seeds, labels, run, summary):
+    """Runs `run(label, seed, tmp)` for each seed and label whose result `raw["results"]` lacks,
+    saving the raw results to `path` after each run, so an interrupted benchmark goes on where
+    it stopped; `summary(result)` is printed after each."""
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in seeds:
+            for label in labels:
+                if str(seed) in raw["results"][label]:
+                    continue
+                print(f"seed {seed}: {label}", file=sys.stderr, flush=True)
+                result = run(label, seed, tmp)
+                raw["results"][label][str(seed)] = result
+                with open(path, "w") as f:
+                    json.dump(raw, f, indent=1)
+                print(f"  {result['wall_s']:.0f} s, {summary(result)}", file=sys.stderr, flush=True)
+
+
 def run_sweep(args, tmp, label, seed):
     db = os.path.join(tmp, f"sweep-{seed}-{len(os.listdir(tmp))}.db")
     cmd = [args.sweep, "run", os.path.join(ROOT, "experiments", "search.toml"), "--db", db,
@@ -321,13 +350,7 @@ def write_section(args, seeds, versions, results, target):
         *per_seed,
         END,
     ]
-    text = open(args.out).read() if os.path.exists(args.out) else "# Benchmarks\n"
-    if BEGIN in text:
-        text = text[: text.index(BEGIN)] + "\n".join(section) + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + "\n".join(section) + "\n"
-    with open(args.out, "w") as f:
-        f.write(text)
+    replace_section(args.out, BEGIN, END, "\n".join(section))
     print("\n".join(verdict))
 
 

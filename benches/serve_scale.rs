@@ -89,7 +89,9 @@ fn build(db: &Location, trials: usize) {
                 lease,
             )
             .unwrap();
-        store.catch_up(TrialId(id.0), lease, &epochs, &[]).unwrap();
+        store
+            .catch_up(TrialId(id.0), lease, &epochs, &[], &[])
+            .unwrap();
         let end = if pruned {
             TrialEnd::Pruned {
                 best_epoch: PRUNED_AT,

@@ -84,7 +84,7 @@ impl Dispenser<'_> {
         }
         if !state.copies.is_empty() {
             self.store
-                .record_copies(TrialId(id), lease, &state.copies, &state.checkpoints)?;
+                .catch_up(TrialId(id), lease, &[], &state.checkpoints, &state.copies)?;
         }
         Ok(Some(state))
     }

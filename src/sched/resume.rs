@@ -116,6 +116,7 @@ impl Dispenser<'_> {
                     lease,
                     &state.history[recorded.len()..],
                     &state.checkpoints,
+                    &state.copies,
                 )
                 .map_err(StartOver::Store)?;
         }

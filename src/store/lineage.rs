@@ -1,57 +1,39 @@
 //! Population-based training's lineage: which member continued from which, after which epoch,
 //! with which hyperparameters before and after.
 
-use super::Store;
-use super::records::{fenced, hold, record_checkpoint};
+use super::{Backend, Store};
 use crate::error::Result;
-use crate::train::CheckpointInfo;
-use crate::trial::{Lease, MemberCopy, TrialId};
+use crate::trial::{MemberCopy, TrialId};
 
 /// A stored copy row: member, epoch, donor, donor's value, member's value, before, after.
 type CopyRow = (i64, i64, i64, Option<f64>, Option<f64>, String, String);
 
-impl Store {
-    /// Records the copies a member's files hold (those already recorded are left as they
-    /// are), and its checkpoint rows as its files now stand, all or none, under `lease`.
-    pub fn record_copies(
-        &self,
-        trial_id: TrialId,
-        lease: Lease,
-        copies: &[MemberCopy],
-        checkpoints: &[CheckpointInfo],
-    ) -> Result<()> {
-        self.runtime
-            .block_on(async {
-                let mut tx = self.pool.begin().await?;
-                if !hold(&mut tx, self.backend, trial_id, lease).await? {
-                    return Ok(false);
-                }
-                for copy in copies {
-                    sqlx::query(self.backend.sql(
-                        "INSERT INTO trial_copies (trial_id, epoch, donor_id, donor_value, value,
-                             before_json, after_json, recorded_at)
-                         VALUES (?, ?, ?, ?, ?, ?, ?, now_utc())
-                         ON CONFLICT (trial_id, epoch) DO NOTHING",
-                    ))
-                    .bind(trial_id.0)
-                    .bind(copy.epoch as i64)
-                    .bind(copy.donor)
-                    .bind(copy.donor_value.is_finite().then_some(copy.donor_value))
-                    .bind(copy.value.is_finite().then_some(copy.value))
-                    .bind(serde_json::to_string(&copy.before).expect("pairs serialise"))
-                    .bind(serde_json::to_string(&copy.after).expect("pairs serialise"))
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                for checkpoint in checkpoints {
-                    record_checkpoint(&mut tx, self.backend, trial_id.0, checkpoint).await?;
-                }
-                tx.commit().await.map(|_| true)
-            })
-            .map_err(|e| self.err(e))
-            .and_then(|held| fenced(held, trial_id))
-    }
+/// Records a copy a member's files hold, unless it is recorded already.
+pub(super) async fn record_copy(
+    tx: &mut sqlx::AnyConnection,
+    backend: Backend,
+    trial: i64,
+    copy: &MemberCopy,
+) -> std::result::Result<(), sqlx::Error> {
+    sqlx::query(backend.sql(
+        "INSERT INTO trial_copies (trial_id, epoch, donor_id, donor_value, value,
+             before_json, after_json, recorded_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, now_utc())
+         ON CONFLICT (trial_id, epoch) DO NOTHING",
+    ))
+    .bind(trial)
+    .bind(copy.epoch as i64)
+    .bind(copy.donor)
+    .bind(copy.donor_value.is_finite().then_some(copy.donor_value))
+    .bind(copy.value.is_finite().then_some(copy.value))
+    .bind(serde_json::to_string(&copy.before).expect("pairs serialise"))
+    .bind(serde_json::to_string(&copy.after).expect("pairs serialise"))
+    .execute(&mut *tx)
+    .await
+    .map(|_| ())
+}
 
+impl Store {
     /// Every copy recorded for the trials of a sweep, by epoch then member.
     pub fn sweep_copies(&self, sweep_id: i64) -> Result<Vec<(TrialId, MemberCopy)>> {
         let rows: Vec<CopyRow> = self

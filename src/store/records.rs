@@ -1,19 +1,22 @@
 //! What training reports: epoch rows, checkpoints, trial ends, written as events arrive.
 
+use super::lineage::record_copy;
 use super::{Backend, Store, measured, missing};
 use crate::error::{Error, Result};
 use crate::train::{CheckpointInfo, Confusion, EpochMetrics, TrainEvent, TrialEnd};
-use crate::trial::{Lease, TrialId};
+use crate::trial::{Lease, MemberCopy, TrialId};
 
 impl Store {
-    /// Writes the epochs and checkpoint rows that a trial's files hold and the database does not
-    /// (a kill came between the two), all or none, under `lease`.
+    /// Writes the epochs, checkpoint rows and population-based training copies that a trial's
+    /// files hold and the database does not (a kill came between the two), all or none, under
+    /// `lease`.
     pub fn catch_up(
         &self,
         trial_id: TrialId,
         lease: Lease,
         epochs: &[EpochMetrics],
         checkpoints: &[CheckpointInfo],
+        copies: &[MemberCopy],
     ) -> Result<()> {
         self.runtime
             .block_on(async {
@@ -26,6 +29,9 @@ impl Store {
                 }
                 for checkpoint in checkpoints {
                     record_checkpoint(&mut tx, self.backend, trial_id.0, checkpoint).await?;
+                }
+                for copy in copies {
+                    record_copy(&mut tx, self.backend, trial_id.0, copy).await?;
                 }
                 tx.commit().await.map(|_| true)
             })
@@ -284,7 +290,7 @@ async fn record_epoch(
     .map(|_| ())
 }
 
-pub(super) async fn record_checkpoint(
+async fn record_checkpoint(
     tx: &mut sqlx::AnyConnection,
     backend: Backend,
     trial: i64,
