@@ -153,12 +153,8 @@ def main():
     p.add_argument("--from-raw", action="store_true")
     args = p.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
-    raw = {"results": {label: {} for label in RUNNERS}}
-    if os.path.exists(args.raw):
-        with open(args.raw) as f:
-            raw = json.load(f)
+    raw = load_raw(args.raw, RUNNERS)
     raw["args"] = {"trials": args.trials, "reference": REFERENCE}
-    raw["machine"] = {"cpu": cpu(), "cores": os.cpu_count(), "python": platform.python_version()}
     results = raw["results"]
     if not args.from_raw:
         def run(label, seed, tmp):
@@ -169,6 +165,17 @@ def main():
                     lambda r: f"final hypervolume {final(curve(r)):.4f}")
     svg(results, args.figure)
     write_section(args, raw)
+
+
+def load_raw(path, runners):
+    """The raw results saved at `path` (none yet for each of `runners` when it is missing), with
+    this machine described."""
+    raw = {"results": {label: {} for label in runners}}
+    if os.path.exists(path):
+        with open(path) as f:
+            raw = json.load(f)
+    raw["machine"] = {"cpu": cpu(), "cores": os.cpu_count(), "python": platform.python_version()}
+    return raw
 
 
 def cpu():

@@ -23,10 +23,10 @@ Each run is added to benches/pbt-results.json as it ends (rerunning skips the ru
 --from-raw only rewrites the section). Writes the section between the pbt-bench markers of
 BENCHMARKS.md. Nothing else should run meanwhile (2 cores).
 """
-import argparse, json, os, platform, re, sqlite3, sys
+import argparse, json, os, re, sqlite3, sys
 
 from search_bench import replace_section, run_missing, spread, timed, when  # same clock and summaries as the search bench
-from mo_bench import cpu
+from mo_bench import load_raw
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.join(HERE, "..")
@@ -112,11 +112,7 @@ def main():
     p.add_argument("--from-raw", action="store_true")
     args = p.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
-    raw = {"results": {label: {} for label in RUNNERS}}
-    if os.path.exists(args.raw):
-        with open(args.raw) as f:
-            raw = json.load(f)
-    raw["machine"] = {"cpu": cpu(), "cores": os.cpu_count(), "python": platform.python_version()}
+    raw = load_raw(args.raw, RUNNERS)
     if not args.from_raw:
         def run(label, seed, tmp):
             return run_ray(args, seed) if label == RAY else run_sweep(args, tmp, label, seed)
