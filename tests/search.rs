@@ -136,6 +136,10 @@ fn bad_spaces_are_refused_before_anything_runs() {
             ),
             "prune.reduction_factor = 1: must be at least 2",
         ),
+        (
+            search("random", 3, "").replace("[sweep]\n", "[sweep]\nmultivariate = true\n"),
+            "sweep.multivariate = true: only TPE models the axes jointly or alone",
+        ),
     ];
     for (toml, message) in cases {
         let file = ws.experiment("bad.toml", &toml);
@@ -160,7 +164,7 @@ fn bad_spaces_are_refused_before_anything_runs() {
         "lr              log_uniform [0.0001, 0.1]",
         "batch_size      int_log_uniform [16, 64]",
         "arch            fixed at mlp",
-        "sampler tpe, 7 configurations x 1 repeats = 7 trials, seed 5",
+        "sampler tpe (multivariate), 7 configurations x 1 repeats = 7 trials, seed 5",
         "objectives: val_acc (max)",
     ] {
         assert!(printed.contains(line), "{line}\n{printed}");

@@ -26,6 +26,10 @@ pub struct SweepSection {
     pub objectives: Vec<Objective>,
     /// NSGA-II: trials per generation (Optuna's default, 50).
     pub population: usize,
+    /// TPE: model every axis jointly (Optuna's multivariate TPE) rather than each alone; unset,
+    /// jointly with one objective and each alone with several, as Optuna 5 does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub multivariate: Option<bool>,
     /// Where trials run: `cpu` (burn flex), `tch-cpu` (libtorch CPU) or `cuda:N`.
     pub devices: Vec<DeviceName>,
     /// Trials sharing each GPU at once (small models leave a GPU mostly idle).
@@ -60,6 +64,7 @@ impl Default for SweepSection {
             metric: Metric::ValAcc,
             objectives: Vec::new(),
             population: 50,
+            multivariate: None,
             devices: vec![DeviceName::Cpu],
             trials_per_gpu: 1,
             sampler: SamplerName::Grid,
@@ -241,6 +246,20 @@ impl SweepSection {
         }
     }
 
+    /// Whether TPE models the axes jointly: `multivariate`, else with one objective only.
+    pub fn tpe_multivariate(&self) -> bool {
+        self.multivariate.unwrap_or(!self.is_multi_objective())
+    }
+
+    /// The sampler's name as reports show it, TPE's modelling included.
+    pub fn sampler_label(&self) -> String {
+        match (self.sampler, self.tpe_multivariate()) {
+            (SamplerName::Tpe, true) => "tpe (multivariate)".into(),
+            (SamplerName::Tpe, false) => "tpe (independent)".into(),
+            (sampler, _) => sampler.as_str().into(),
+        }
+    }
+
     /// Whether the sweep trades off several objectives.
     pub fn is_multi_objective(&self) -> bool {
         self.objectives.len() > 1
@@ -291,6 +310,18 @@ impl SweepSection {
         self.validate_budget(problems);
         self.validate_objectives(problems);
         self.validate_warm_start(problems);
+        if let Some(multivariate) = self.multivariate {
+            problems.check(
+                self.sampler == SamplerName::Tpe,
+                "sweep.multivariate",
+                multivariate.to_string(),
+                &format!(
+                    "only TPE models the axes jointly or alone: remove multivariate, or set \
+                     sampler = \"tpe\" (now \"{}\")",
+                    self.sampler.as_str()
+                ),
+            );
+        }
     }
 
     fn validate_warm_start(&self, problems: &mut Problems) {

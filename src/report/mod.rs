@@ -202,7 +202,7 @@ pub fn search_space(
         let trials = s.trials.unwrap_or(0);
         out.push_str(&format!(
             "\nsampler {}, {trials} configurations x {} repeats = {} trials, seed {}\n",
-            s.sampler.as_str(),
+            s.sampler_label(),
             s.repeats,
             trials * s.repeats as usize,
             s.seed

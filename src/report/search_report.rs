@@ -51,7 +51,7 @@ pub fn search_input(store: &Store, sweep: &str) -> Result<Option<SearchInput>> {
             None => format!(
                 "Sampler `{}` with a budget of {} configurations x {} repeats; early stopping \
                  `{}`",
-                spec.sweep.sampler.as_str(),
+                spec.sweep.sampler_label(),
                 spec.sweep.trials.unwrap_or(0),
                 spec.sweep.repeats,
                 spec.prune.method.as_str()

@@ -116,6 +116,8 @@ pub struct Sampler {
     metric: Metric,
     objectives: Vec<Objective>,
     population: usize,
+    /// TPE models the axes jointly.
+    multivariate: bool,
     space: Space,
     repeats: u32,
     budget: usize,
@@ -133,6 +135,7 @@ impl Sampler {
             metric: spec.sweep.metric,
             objectives: spec.sweep.objectives(),
             population: spec.sweep.population,
+            multivariate: spec.sweep.tpe_multivariate(),
             space: Space::new(spec),
             repeats: spec.sweep.repeats,
             budget: spec
@@ -193,7 +196,7 @@ impl Sampler {
             SamplerName::Tpe => {
                 let mut history = borrowed;
                 history.extend(self.history(past));
-                tpe::draw(&self.space, &history, &mut rng)
+                tpe::draw(&self.space, &history, self.multivariate, &mut rng)
             }
             SamplerName::Nsga2 => nsga2::draw(
                 &self.space,

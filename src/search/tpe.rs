@@ -1,12 +1,15 @@
-//! The Tree-structured Parzen Estimator (Bergstra et al. 2011) with Optuna's defaults: 10
-//! random start-up trials, gamma(n) = min(ceil(0.1 n), 25), 24 candidates, prior weight 1,
-//! magic clip on, endpoints off, weights ramping down the oldest trials past 25, each axis
-//! modelled independently (Optuna's default, univariate). Pruned and paused trials count as
+//! The Tree-structured Parzen Estimator (Bergstra et al. 2011) with Optuna 5's defaults: 10
+//! random start-up trials, gamma(n) = min(ceil(0.1 n), 25) with n the trials that have ended,
+//! 24 candidates, prior weight 1, magic clip on, endpoints off, kernel widths from the gaps
+//! between observations (the prior's centre left out), weights ramping down the oldest trials
+//! past 25. With one objective the axes are modelled jointly (multivariate TPE, Falkner et al.
+//! 2018's product kernels: a candidate takes every coordinate from one observation's kernel, so
+//! a good learning rate for one architecture is not proposed for another); with several, each
+//! axis alone; `[sweep] multivariate` overrides either. Pruned and paused trials count as
 //! Optuna counts pruned ones: after every finished trial, those that went further first.
-//! Running trials count as worse than all of them, as with Optuna's `constant_liar=True`, which
-//! its documentation advises for parallel workers: two slots drawing from the same history
-//! would otherwise draw beside each other. Start-up counts only trials that have ended.
-//!
+//! Running trials count as worse than all of them (Optuna's `constant_liar`, on by default):
+//! two slots drawing from the same history would otherwise draw beside each other. Start-up
+//! counts only trials that have ended.
 //!
 //! With several objectives, Optuna's multi-objective rule: the good group is gamma(n) =
 //! ceil(0.1 n) observations (no cap), filled front by front of the non-dominated sorting of the
@@ -27,8 +30,10 @@ const STARTUP_TRIALS: usize = 10;
 const CANDIDATES: usize = 24;
 const PRIOR_WEIGHT: f64 = 1.0;
 
-/// Draws the next point from the history (in draw order), or at random during start-up.
-pub fn draw(space: &Space, history: &[Observation], rng: &mut Rng) -> Point {
+/// Draws the next point from the history (in draw order), or at random during start-up;
+/// `multivariate`: one mixture over every axis at once (each kernel an observation's whole
+/// point) instead of one mixture per axis.
+pub fn draw(space: &Space, history: &[Observation], multivariate: bool, rng: &mut Rng) -> Point {
     let ended = history
         .iter()
         .filter(|o| o.outcome != Outcome::Running)
@@ -40,45 +45,39 @@ pub fn draw(space: &Space, history: &[Observation], rng: &mut Rng) -> Point {
     let (below, above) = if multi {
         split_multi(history)
     } else {
-        split(history)
+        split(history, ended)
     };
-    space
-        .params
-        .iter()
-        .enumerate()
-        .map(|(axis, param)| {
-            let coordinates =
-                |set: &[&Observation]| set.iter().map(|o| o.point[axis]).collect::<Vec<_>>();
-            let (good, bad) = (coordinates(&below), coordinates(&above));
-            match &param.domain {
-                Domain::Choice(labels) => {
-                    let good = Categorical::new(&good, labels.len(), multi);
-                    let bad = Categorical::new(&bad, labels.len(), false);
-                    best_candidate(
-                        rng,
-                        |rng| good.sample(rng),
-                        |x| good.log_pdf(x) - bad.log_pdf(x),
-                    )
-                }
-                Domain::Drawn(d) => {
-                    let scale = Scale::of(d);
-                    let good = Parzen::new(&good, &scale, multi);
-                    let bad = Parzen::new(&bad, &scale, false);
-                    let internal = best_candidate(
-                        rng,
-                        |rng| good.sample(rng),
-                        |x| good.log_pdf(x) - bad.log_pdf(x),
-                    );
-                    scale.to_value(internal)
-                }
+    let axes = space.params.len();
+    let groups: Vec<Vec<usize>> = if multivariate {
+        vec![(0..axes).collect()]
+    } else {
+        (0..axes).map(|axis| vec![axis]).collect()
+    };
+    let mut point = vec![0.0; axes];
+    for group in groups {
+        let good = Mixture::new(space, &group, &below, multi);
+        let bad = Mixture::new(space, &group, &above, false);
+        let candidates: Vec<Vec<f64>> = (0..CANDIDATES).map(|_| good.sample(rng)).collect();
+        let mut best = &candidates[0];
+        let mut best_score = f64::NEG_INFINITY;
+        for candidate in &candidates {
+            let score = good.log_pdf(candidate) - bad.log_pdf(candidate);
+            if score > best_score {
+                best = candidate;
+                best_score = score;
             }
-        })
-        .collect()
+        }
+        for ((&axis, kernels), &x) in group.iter().zip(&good.axes).zip(best) {
+            point[axis] = kernels.to_value(x);
+        }
+    }
+    point
 }
 
-/// Splits the history into the best `gamma(n)` observations and the rest, each in draw order.
-fn split(history: &[Observation]) -> (Vec<&Observation>, Vec<&Observation>) {
-    let n_below = (history.len() as f64 * 0.1).ceil().min(25.0) as usize;
+/// Splits the history into the best `gamma(n)` observations and the rest, each in draw order;
+/// `n` counts the `ended` trials only, as Optuna's does (running ones always go above).
+fn split(history: &[Observation], ended: usize) -> (Vec<&Observation>, Vec<&Observation>) {
+    let n_below = (ended as f64 * 0.1).ceil().min(25.0) as usize;
     let mut ranked: Vec<(usize, &Observation)> = history.iter().enumerate().collect();
     // Finished trials by loss, then stopped ones by how far they went, then by their loss there.
     ranked.sort_by(|(_, a), (_, b)| rank_key(a).partial_cmp(&rank_key(b)).unwrap());
@@ -169,24 +168,6 @@ fn mixture_weights(n: usize, flat: bool) -> Vec<f64> {
     w.iter().map(|x| x / total).collect()
 }
 
-fn best_candidate(
-    rng: &mut Rng,
-    mut sample: impl FnMut(&mut Rng) -> f64,
-    score: impl Fn(f64) -> f64,
-) -> f64 {
-    let candidates: Vec<f64> = (0..CANDIDATES).map(|_| sample(rng)).collect();
-    let mut best = candidates[0];
-    let mut best_score = f64::NEG_INFINITY;
-    for x in candidates {
-        let s = score(x);
-        if s > best_score {
-            best = x;
-            best_score = s;
-        }
-    }
-    best
-}
-
 fn pick(rng: &mut Rng, weights: &[f64]) -> usize {
     let u = rng.next_f64();
     let mut total = 0.0;
@@ -199,16 +180,65 @@ fn pick(rng: &mut Rng, weights: &[f64]) -> usize {
     weights.len() - 1
 }
 
-/// A categorical axis: one smoothed row per observation plus the uniform prior.
-struct Categorical {
+/// A mixture of product kernels: kernel `i` is observation `i`'s (the last one the prior's),
+/// one factor per modelled axis, all weighted by `weights`.
+struct Mixture {
     weights: Vec<f64>,
-    rows: Vec<Vec<f64>>,
+    axes: Vec<Kernels>,
 }
 
-impl Categorical {
-    fn new(observed: &[f64], choices: usize, flat: bool) -> Self {
-        let n = observed.len();
-        let base = PRIOR_WEIGHT / (n + 1) as f64;
+impl Mixture {
+    /// Over the axes `group` of `space`, from `observed`; `flat`: equal weights.
+    fn new(space: &Space, group: &[usize], observed: &[&Observation], flat: bool) -> Self {
+        let axes = group
+            .iter()
+            .map(|&axis| {
+                let coordinates: Vec<f64> = observed.iter().map(|o| o.point[axis]).collect();
+                match &space.params[axis].domain {
+                    Domain::Choice(labels) => Kernels::choice(&coordinates, labels.len()),
+                    Domain::Drawn(d) => Kernels::numeric(&coordinates, Scale::of(d)),
+                }
+            })
+            .collect();
+        Mixture {
+            weights: mixture_weights(observed.len(), flat),
+            axes,
+        }
+    }
+
+    /// One kernel picked by weight, then each axis drawn from it (modelled coordinates).
+    fn sample(&self, rng: &mut Rng) -> Vec<f64> {
+        let kernel = pick(rng, &self.weights);
+        self.axes.iter().map(|k| k.sample(kernel, rng)).collect()
+    }
+
+    fn log_pdf(&self, x: &[f64]) -> f64 {
+        let terms: Vec<f64> = (0..self.weights.len())
+            .map(|kernel| {
+                self.weights[kernel].ln()
+                    + self
+                        .axes
+                        .iter()
+                        .zip(x)
+                        .map(|(k, &x)| k.log_density(kernel, x))
+                        .sum::<f64>()
+            })
+            .collect();
+        log_sum_exp(&terms)
+    }
+}
+
+/// One axis's factor of every kernel.
+enum Kernels {
+    /// A categorical axis: one smoothed row of choice probabilities per kernel.
+    Choice(Vec<Vec<f64>>),
+    /// A numeric axis: truncated normals over the modelled space.
+    Numeric(Parzen),
+}
+
+impl Kernels {
+    fn choice(observed: &[f64], choices: usize) -> Self {
+        let base = PRIOR_WEIGHT / (observed.len() + 1) as f64;
         let mut rows: Vec<Vec<f64>> = observed
             .iter()
             .map(|&c| {
@@ -222,25 +252,33 @@ impl Categorical {
             let total: f64 = row.iter().sum();
             row.iter_mut().for_each(|x| *x /= total);
         }
-        Categorical {
-            weights: mixture_weights(n, flat),
-            rows,
+        Kernels::Choice(rows)
+    }
+
+    fn numeric(observed: &[f64], scale: Scale) -> Self {
+        Kernels::Numeric(Parzen::new(observed, scale))
+    }
+
+    fn sample(&self, kernel: usize, rng: &mut Rng) -> f64 {
+        match self {
+            Kernels::Choice(rows) => pick(rng, &rows[kernel]) as f64,
+            Kernels::Numeric(parzen) => parzen.sample(kernel, rng),
         }
     }
 
-    fn sample(&self, rng: &mut Rng) -> f64 {
-        let row = &self.rows[pick(rng, &self.weights)];
-        pick(rng, row) as f64
+    fn log_density(&self, kernel: usize, x: f64) -> f64 {
+        match self {
+            Kernels::Choice(rows) => rows[kernel][x as usize].ln(),
+            Kernels::Numeric(parzen) => parzen.log_density(kernel, x),
+        }
     }
 
-    fn log_pdf(&self, choice: f64) -> f64 {
-        let c = choice as usize;
-        self.weights
-            .iter()
-            .zip(&self.rows)
-            .map(|(w, row)| w * row[c])
-            .sum::<f64>()
-            .ln()
+    /// The parameter value of a modelled coordinate.
+    fn to_value(&self, x: f64) -> f64 {
+        match self {
+            Kernels::Choice(_) => x,
+            Kernels::Numeric(parzen) => parzen.scale.to_value(x),
+        }
     }
 }
 
@@ -289,9 +327,9 @@ impl Scale {
     }
 }
 
-/// A mixture of truncated normals over the modelled space: one per observation and the prior.
+/// Truncated normals over the modelled space: one per observation, then the prior's.
 struct Parzen {
-    weights: Vec<f64>,
+    scale: Scale,
     mus: Vec<f64>,
     sigmas: Vec<f64>,
     /// Truncation interval (widened by half a step for linear integers).
@@ -301,20 +339,19 @@ struct Parzen {
 }
 
 impl Parzen {
-    fn new(observed: &[f64], scale: &Scale, flat: bool) -> Self {
-        let (low, high, step) = (scale.low, scale.high, scale.step);
-        let mus: Vec<f64> = observed.iter().map(|&x| scale.to_internal(x)).collect();
+    fn new(observed: &[f64], scale: Scale) -> Self {
+        let (step, low, high) = (scale.step, scale.low - scale.step / 2.0, scale.high + scale.step / 2.0);
+        let mut mus: Vec<f64> = observed.iter().map(|&x| scale.to_internal(x)).collect();
         let n = mus.len();
-        let prior_mu = 0.5 * (low + high);
-        let width = high - low + step;
-        // Each kernel's width is the larger gap to its neighbours (the prior counts as one;
-        // the bounds close the ends), except at the two ends, which take their inner gap.
-        let mut order: Vec<usize> = (0..=n).collect();
-        let with_prior: Vec<f64> = mus.iter().copied().chain([prior_mu]).collect();
-        order.sort_by(|&a, &b| with_prior[a].total_cmp(&with_prior[b]));
-        let mut sorted = vec![low - step / 2.0];
-        sorted.extend(order.iter().map(|&i| with_prior[i]));
-        sorted.push(high + step / 2.0);
+        let width = high - low;
+        // Each kernel's width is the larger gap to its neighbours (the bounds close the ends),
+        // except at the two ends, which take their inner gap; the prior takes no part (Optuna
+        // 5 left it out).
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by(|&a, &b| mus[a].total_cmp(&mus[b]));
+        let mut sorted = vec![low];
+        sorted.extend(order.iter().map(|&i| mus[i]));
+        sorted.push(high);
         let m = sorted.len();
         let mut sorted_sigmas: Vec<f64> = (1..m - 1)
             .map(|i| (sorted[i] - sorted[i - 1]).max(sorted[i + 1] - sorted[i]))
@@ -324,31 +361,31 @@ impl Parzen {
             let last = sorted_sigmas.len() - 1;
             sorted_sigmas[last] = sorted[m - 2] - sorted[m - 3];
         }
-        let mut sigmas = vec![0.0; n + 1];
+        let mut sigmas = vec![0.0; n];
         for (rank, &i) in order.iter().enumerate() {
             sigmas[i] = sorted_sigmas[rank];
         }
-        sigmas.truncate(n);
-        let min_sigma = width / (100f64).min(1.0 + n as f64 + 1.0);
+        // The magic clip: no kernel narrower than the range over the kernels (prior included)
+        // plus one.
+        let min_sigma = width / (100f64).min(n as f64 + 2.0);
         for s in &mut sigmas {
             *s = s.clamp(min_sigma, width);
         }
-        let mut mus = mus;
-        mus.push(prior_mu);
+        mus.push(0.5 * (low + high));
         sigmas.push(width);
         Parzen {
-            weights: mixture_weights(n, flat),
+            scale,
             mus,
             sigmas,
-            low: low - step / 2.0,
-            high: high + step / 2.0,
+            low,
+            high,
             step,
         }
     }
 
-    fn sample(&self, rng: &mut Rng) -> f64 {
-        let i = pick(rng, &self.weights);
-        let x = truncated_normal(rng, self.mus[i], self.sigmas[i], self.low, self.high);
+    fn sample(&self, kernel: usize, rng: &mut Rng) -> f64 {
+        let (mu, sigma) = (self.mus[kernel], self.sigmas[kernel]);
+        let x = truncated_normal(rng, mu, sigma, self.low, self.high);
         if self.step > 0.0 {
             // Linear integers: round to the nearest integer inside the bounds.
             (self.low + (x - self.low).div_euclid(self.step) * self.step + self.step / 2.0)
@@ -358,22 +395,18 @@ impl Parzen {
         }
     }
 
-    fn log_pdf(&self, x: f64) -> f64 {
-        let terms: Vec<f64> = (0..self.mus.len())
-            .map(|i| {
-                let (mu, sigma) = (self.mus[i], self.sigmas[i]);
-                let mass = phi((self.high - mu) / sigma) - phi((self.low - mu) / sigma);
-                let density = if self.step > 0.0 {
-                    let h = self.step / 2.0;
-                    (phi((x + h - mu) / sigma) - phi((x - h - mu) / sigma)).max(1e-300)
-                } else {
-                    let z = (x - mu) / sigma;
-                    (-0.5 * z * z).exp() / (sigma * (2.0 * std::f64::consts::PI).sqrt())
-                };
-                self.weights[i].ln() + density.max(1e-300).ln() - mass.max(1e-300).ln()
-            })
-            .collect();
-        log_sum_exp(&terms)
+    /// The log density of kernel `kernel` at `x`, truncation included.
+    fn log_density(&self, kernel: usize, x: f64) -> f64 {
+        let (mu, sigma) = (self.mus[kernel], self.sigmas[kernel]);
+        let mass = phi((self.high - mu) / sigma) - phi((self.low - mu) / sigma);
+        let density = if self.step > 0.0 {
+            let h = self.step / 2.0;
+            phi((x + h - mu) / sigma) - phi((x - h - mu) / sigma)
+        } else {
+            let z = (x - mu) / sigma;
+            (-0.5 * z * z).exp() / (sigma * (2.0 * std::f64::consts::PI).sqrt())
+        };
+        density.max(1e-300).ln() - mass.max(1e-300).ln()
     }
 }
 
@@ -459,6 +492,115 @@ fn truncated_normal(rng: &mut Rng, mu: f64, sigma: f64, low: f64, high: f64) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::experiment::{Distribution, DistributionKind, Experiment};
+
+    fn scale(kind: DistributionKind, low: f64, high: f64) -> Scale {
+        Scale::of(&Distribution { kind, low, high })
+    }
+
+    fn finished(point: Point, loss: f64, draw: u64) -> Observation {
+        Observation {
+            point,
+            outcome: Outcome::Finished { loss },
+            losses: vec![loss],
+            draw,
+        }
+    }
+
+    /// Figures from Optuna 5.1's `_ParzenEstimator` on the same observations.
+    #[test]
+    fn kernel_widths_and_densities_follow_optuna_5() {
+        let observed = [0.1, 0.15, 0.3, 0.5, 0.55, 0.62, 0.9, 0.95, 0.2, 0.7];
+        let parzen = Parzen::new(&observed, scale(DistributionKind::Uniform, 0.0, 1.0));
+        let clip = 1.0 / 12.0;
+        let expected = [clip, clip, 0.2, 0.2, clip, clip, 0.2, clip, 0.1, 0.2, 1.0];
+        for (got, want) in parzen.sigmas.iter().zip(expected) {
+            assert!((got - want).abs() < 1e-12, "{:?}", parzen.sigmas);
+        }
+        let mixture = Mixture {
+            weights: mixture_weights(observed.len(), false),
+            axes: vec![Kernels::Numeric(parzen)],
+        };
+        for (x, want) in [
+            (0.05, -0.06058493905759177),
+            (0.33, -0.3833029961195935),
+            (0.8, -0.3182822184899685),
+        ] {
+            assert!((mixture.log_pdf(&[x]) - want).abs() < 1e-9, "{x}");
+        }
+        // Jointly over a choice and a log axis: one kernel per observation across both.
+        let lrs = [1e-3, 1e-2, 3e-2, 1e-4];
+        let joint = Mixture {
+            weights: mixture_weights(4, false),
+            axes: vec![
+                Kernels::choice(&[0.0, 1.0, 1.0, 2.0], 3),
+                Kernels::numeric(&lrs, scale(DistributionKind::LogUniform, 1e-4, 1e-1)),
+            ],
+        };
+        for (choice, lr, want) in [
+            (1.0, 0.01f64, -2.468217182278618),
+            (0.0, 0.05, -3.494451919860854),
+        ] {
+            let got = joint.log_pdf(&[choice, lr.ln()]);
+            assert!((got - want).abs() < 1e-9, "{got} against {want}");
+        }
+    }
+
+    #[test]
+    fn the_good_group_counts_only_ended_trials() {
+        let mut history: Vec<Observation> =
+            (0..10).map(|i| finished(vec![0.0], i as f64, i)).collect();
+        history.extend((10..30).map(|i| Observation {
+            point: vec![0.0],
+            outcome: Outcome::Running,
+            losses: vec![f64::NAN],
+            draw: i,
+        }));
+        let (below, above) = split(&history, 10);
+        assert_eq!(below.len(), 1, "ceil(10 / 10), not ceil(30 / 10)");
+        assert_eq!(below[0].draw, 0);
+        assert_eq!(above.len(), 29);
+    }
+
+    /// Good trials pair the MLP with a low learning rate and the CNN with a high one; bad ones
+    /// the other way round. Each axis alone then looks flat, so only the joint model keeps
+    /// proposing the good pairs.
+    #[test]
+    fn the_joint_model_keeps_good_pairs_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pairs.toml");
+        std::fs::write(
+            &path,
+            "[sweep]\nsampler = \"tpe\"\ntrials = 40\n[grid]\narch = [\"mlp\", \"cnn\"]\n\
+             lr = { log_uniform = [1e-4, 1e-1] }\n",
+        )
+        .unwrap();
+        let space = Space::new(&Experiment::load(&path, &[]).unwrap().spec);
+        let mut history = Vec::new();
+        for i in 0..40u64 {
+            let mlp = i % 2 == 0;
+            let low = (i / 2) % 2 == 0;
+            let good = mlp == low;
+            let lr: f64 = if low { 2e-4 } else { 3e-2 } * (1.0 + 0.05 * (i % 5) as f64);
+            let point = vec![if mlp { 0.0 } else { 1.0 }, lr];
+            history.push(finished(point, if good { -0.9 } else { -0.5 } - 1e-3 * i as f64, i));
+        }
+        let good_pairs = |multivariate: bool| {
+            (0..200)
+                .filter(|&draw| {
+                    let point = draw_point(&space, &history, multivariate, draw);
+                    (point[0] == 0.0) == (point[1] < 3e-3)
+                })
+                .count()
+        };
+        let (joint, alone) = (good_pairs(true), good_pairs(false));
+        assert!(joint >= 170, "joint model: {joint} of 200 good pairs");
+        assert!(alone <= 130, "axes alone: {alone} of 200 good pairs");
+    }
+
+    fn draw_point(space: &Space, history: &[Observation], multivariate: bool, seed: u64) -> Point {
+        draw(space, history, multivariate, &mut Rng::new(seed))
+    }
 
     #[test]
     fn the_quantile_inverts_the_distribution_function() {
