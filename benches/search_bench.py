@@ -5,7 +5,8 @@ lr log-uniform 1e-4..1e-1, dropout 0..0.5, batch 32/64/128, up to 9 epochs on 10
 images split in half: 5,000 to train, 5,000 to validate), each runner with every seed:
   - sweep, TPE with ASHA (rungs at 1, 3, 9 epochs);
   - Optuna: TPESampler + SuccessiveHalvingPruner, SQLite, n_jobs=2 (benches/optuna_search.py);
-  - with --runners, also sweep's random sampler without early stopping.
+  - with --runners, also sweep's random sampler without early stopping (random), and sweep's
+    TPE modelling each axis alone (tpe-independent, `sweep.multivariate=false`).
 Every runner trains two trials at a time with one compute thread each, and tests each trial
 that trains every epoch on the 10,000 test images. A runner's best is its best validation
 accuracy among trials that trained every epoch. Like for like:
@@ -16,7 +17,7 @@ accuracy among trials that trained every epoch. Like for like:
 
 Run with a Python that has torch 2.9 and optuna:
   VENV/bin/python3 benches/search_bench.py --sweep target/release/sweep [--seeds 1,2,3,4,5]
-      [--trials 30] [--runners tpe,optuna[,random]] [--out BENCHMARKS.md]
+      [--trials 30] [--runners tpe,optuna[,random][,tpe-independent]] [--out BENCHMARKS.md]
 Writes the section between the search-bench markers of BENCHMARKS.md, the best-so-far figure
 benches/search-best-so-far.svg and the raw results benches/search-results.json.
 Nothing else should run meanwhile (2 cores: a build distorts every timing).
@@ -29,14 +30,17 @@ BEGIN, END = "<!-- search-bench -->", "<!-- /search-bench -->"
 RUNNERS = {
     "sweep random": ["--set", "sweep.sampler=random", "--set", "prune.method=none"],
     "sweep tpe + asha": [],
+    "sweep tpe (independent) + asha": ["--set", "sweep.multivariate=false"],
     "Optuna tpe + successive halving": None,
 }
 RUNNER_KEYS = {"random": "sweep random", "tpe": "sweep tpe + asha",
+               "tpe-independent": "sweep tpe (independent) + asha",
                "optuna": "Optuna tpe + successive halving"}
 OPTUNA = RUNNER_KEYS["optuna"]
 OURS = RUNNER_KEYS["tpe"]
 FRACTIONS = (0.25, 0.5, 1.0)
 COLORS = {"sweep random": "#7f7f7f", "sweep tpe + asha": "#d62728",
+          "sweep tpe (independent) + asha": "#ff9896",
           "Optuna tpe + successive halving": "#1f77b4"}
 
 
@@ -214,7 +218,7 @@ def main():
     p.add_argument("--ref", default=os.path.join(ROOT, "..", "shared", "bench"))
     p.add_argument("--seeds", default="1,2,3,4,5")
     p.add_argument("--trials", type=int, default=30)
-    p.add_argument("--runners", default="tpe,optuna", help="of random, tpe, optuna")
+    p.add_argument("--runners", default="tpe,optuna", help="of random, tpe, tpe-independent, optuna")
     p.add_argument("--limit", type=int, default=10000)
     p.add_argument("--split", type=float, default=0.5)
     p.add_argument("--epochs", type=int, default=9, help="fewer only for a quick check of the script")
@@ -322,7 +326,9 @@ def write_section(args, seeds, versions, results, target):
         f"{args.epochs} epochs on the 10,000 test images. sweep: `sweep run experiments/search.toml --jobs 2 "
         f"--threads 1` with the seed, budget and testing set by `--set`"
         + (" (random: also `sweep.sampler=random`, `prune.method=none`)" if "sweep random" in results else "")
-        + ". Optuna: `benches/optuna_search.py`, TPESampler(seed) + SuccessiveHalvingPruner(min_resource=1, "
+        + (" (independent: also `sweep.multivariate=false`)" if RUNNER_KEYS["tpe-independent"] in results else "")
+        + ". Both TPEs are at Optuna 5's defaults (multivariate with one objective, running trials as the "
+        f"constant liar). Optuna: `benches/optuna_search.py`, TPESampler(seed) + SuccessiveHalvingPruner(min_resource=1, "
         f"reduction_factor=3), SQLite storage, `n_jobs=2`, `torch.set_num_threads(1)`, torch_ref.py's models "
         f"and loop; each trial reports validation accuracy after every epoch, the pruner is asked after every "
         f"epoch but the last, and the objective returns the best.",
