@@ -340,7 +340,11 @@ struct Parzen {
 
 impl Parzen {
     fn new(observed: &[f64], scale: Scale) -> Self {
-        let (step, low, high) = (scale.step, scale.low - scale.step / 2.0, scale.high + scale.step / 2.0);
+        let (step, low, high) = (
+            scale.step,
+            scale.low - scale.step / 2.0,
+            scale.high + scale.step / 2.0,
+        );
         let mut mus: Vec<f64> = observed.iter().map(|&x| scale.to_internal(x)).collect();
         let n = mus.len();
         let width = high - low;
@@ -583,7 +587,11 @@ mod tests {
             let good = mlp == low;
             let lr: f64 = if low { 2e-4 } else { 3e-2 } * (1.0 + 0.05 * (i % 5) as f64);
             let point = vec![if mlp { 0.0 } else { 1.0 }, lr];
-            history.push(finished(point, if good { -0.9 } else { -0.5 } - 1e-3 * i as f64, i));
+            history.push(finished(
+                point,
+                if good { -0.9 } else { -0.5 } - 1e-3 * i as f64,
+                i,
+            ));
         }
         let good_pairs = |multivariate: bool| {
             (0..200)
