@@ -196,7 +196,7 @@ impl Mixture {
                 let coordinates: Vec<f64> = observed.iter().map(|o| o.point[axis]).collect();
                 match &space.params[axis].domain {
                     Domain::Choice(labels) => Kernels::choice(&coordinates, labels.len()),
-                    Domain::Drawn(d) => Kernels::numeric(&coordinates, Scale::of(d)),
+                    Domain::Drawn(d) => Kernels::Numeric(Parzen::new(&coordinates, Scale::of(d))),
                 }
             })
             .collect();
@@ -253,10 +253,6 @@ impl Kernels {
             row.iter_mut().for_each(|x| *x /= total);
         }
         Kernels::Choice(rows)
-    }
-
-    fn numeric(observed: &[f64], scale: Scale) -> Self {
-        Kernels::Numeric(Parzen::new(observed, scale))
     }
 
     fn sample(&self, kernel: usize, rng: &mut Rng) -> f64 {
@@ -538,7 +534,10 @@ mod tests {
             weights: mixture_weights(4, false),
             axes: vec![
                 Kernels::choice(&[0.0, 1.0, 1.0, 2.0], 3),
-                Kernels::numeric(&lrs, scale(DistributionKind::LogUniform, 1e-4, 1e-1)),
+                Kernels::Numeric(Parzen::new(
+                    &lrs,
+                    scale(DistributionKind::LogUniform, 1e-4, 1e-1),
+                )),
             ],
         };
         for (choice, lr, want) in [
