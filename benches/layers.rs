@@ -167,6 +167,29 @@ fn cases() -> Vec<Case> {
             }),
         }
     };
+    // A resnet convolution (no bias, padding 1 for 3x3), as burn computes it or as sweep's
+    // resnet does (`sweep::model::layers::conv2d`).
+    let resnet = |name, channels: [usize; 2], kernel: usize, stride: usize, size, ours: bool| {
+        let pad = kernel / 2;
+        let conv = Conv2dConfig::new(channels, [kernel, kernel])
+            .with_stride([stride, stride])
+            .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
+            .with_bias(false)
+            .init(&device);
+        Case {
+            name,
+            input: [BATCH, channels[0], size, size],
+            input_grad: true,
+            layer: Box::new(move |x| {
+                let y = if ours {
+                    sweep::model::layers::conv2d(&conv, x)
+                } else {
+                    conv.forward(x)
+                };
+                y.flatten(1, 3)
+            }),
+        }
+    };
     let burn: ConvPool = |conv, pool, x| pool.forward(conv.forward(x));
     let first: ConvPool = sweep::model::layers::first_conv2d_max_pool;
     let inner: ConvPool = sweep::model::layers::conv2d_max_pool;
@@ -196,6 +219,98 @@ fn cases() -> Vec<Case> {
         unpooled("cnn conv2 32->64 3x3 14x14 (sweep)", [32, 64], 14),
         norm_pool("batch norm + pool 32x28x28 (sweep)", 32, 28),
         norm_pool("batch norm + pool 64x14x14 (sweep)", 64, 14),
+        resnet("resnet conv 16->16 3x3 28x28", [16, 16], 3, 1, 28, false),
+        resnet(
+            "resnet conv 16->16 3x3 28x28 (sweep)",
+            [16, 16],
+            3,
+            1,
+            28,
+            true,
+        ),
+        resnet("resnet conv 32->32 3x3 14x14", [32, 32], 3, 1, 14, false),
+        resnet(
+            "resnet conv 32->32 3x3 14x14 (sweep)",
+            [32, 32],
+            3,
+            1,
+            14,
+            true,
+        ),
+        resnet("resnet conv 64->64 3x3 7x7", [64, 64], 3, 1, 7, false),
+        resnet(
+            "resnet conv 64->64 3x3 7x7 (sweep)",
+            [64, 64],
+            3,
+            1,
+            7,
+            true,
+        ),
+        resnet(
+            "resnet conv 16->32 3x3 stride 2 28x28",
+            [16, 32],
+            3,
+            2,
+            28,
+            false,
+        ),
+        resnet(
+            "resnet conv 16->32 3x3 stride 2 28x28 (sweep)",
+            [16, 32],
+            3,
+            2,
+            28,
+            true,
+        ),
+        resnet(
+            "resnet conv 32->64 3x3 stride 2 14x14",
+            [32, 64],
+            3,
+            2,
+            14,
+            false,
+        ),
+        resnet(
+            "resnet conv 32->64 3x3 stride 2 14x14 (sweep)",
+            [32, 64],
+            3,
+            2,
+            14,
+            true,
+        ),
+        resnet(
+            "resnet shortcut 16->32 1x1 stride 2 28x28",
+            [16, 32],
+            1,
+            2,
+            28,
+            false,
+        ),
+        resnet(
+            "resnet shortcut 16->32 1x1 stride 2 28x28 (sweep)",
+            [16, 32],
+            1,
+            2,
+            28,
+            true,
+        ),
+        resnet(
+            "resnet shortcut 32->64 1x1 stride 2 14x14",
+            [32, 64],
+            1,
+            2,
+            14,
+            false,
+        ),
+        resnet(
+            "resnet shortcut 32->64 1x1 stride 2 14x14 (sweep)",
+            [32, 64],
+            1,
+            2,
+            14,
+            true,
+        ),
+        norm("batch norm 16x28x28 (sweep)", 16, 28),
         norm("batch norm 32x28x28", 32, 28),
         norm("batch norm 64x14x14", 64, 14),
         pool("max pool 2x2 32x28x28", 32, 28),

@@ -22,6 +22,11 @@ def conv(cin, cout, k, pad):
 CONVS = []
 
 
+def resnet(cin, cout, k, stride):
+    """A resnet convolution: no bias (batch norm follows), padding 1 for 3x3."""
+    return torch.nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, bias=False)
+
+
 def conv_pool(cin, cout, k, pad):
     c = conv(cin, cout, k, pad)
     CONVS.append(c)
@@ -42,6 +47,14 @@ cases = [
     ("convnet conv1 + pool", (B, 1, 28, 28), False, conv_pool(1, 16, 3, 1)),
     ("convnet conv2 16->32 3x3 14x14", (B, 16, 14, 14), True, conv(16, 32, 3, 1)),
     ("convnet conv2 + pool", (B, 16, 14, 14), True, conv_pool(16, 32, 3, 1)),
+    ("resnet conv 16->16 3x3 28x28", (B, 16, 28, 28), True, resnet(16, 16, 3, 1)),
+    ("resnet conv 32->32 3x3 14x14", (B, 32, 14, 14), True, resnet(32, 32, 3, 1)),
+    ("resnet conv 64->64 3x3 7x7", (B, 64, 7, 7), True, resnet(64, 64, 3, 1)),
+    ("resnet conv 16->32 3x3 stride 2 28x28", (B, 16, 28, 28), True, resnet(16, 32, 3, 2)),
+    ("resnet conv 32->64 3x3 stride 2 14x14", (B, 32, 14, 14), True, resnet(32, 64, 3, 2)),
+    ("resnet shortcut 16->32 1x1 stride 2 28x28", (B, 16, 28, 28), True, resnet(16, 32, 1, 2)),
+    ("resnet shortcut 32->64 1x1 stride 2 14x14", (B, 32, 14, 14), True, resnet(32, 64, 1, 2)),
+    ("batch norm 16x28x28", (B, 16, 28, 28), True, torch.nn.BatchNorm2d(16)),
     ("max pool 2x2 32x28x28", (B, 32, 28, 28), True, lambda x: F.max_pool2d(x, 2)),
     ("max pool 2x2 64x14x14", (B, 64, 14, 14), True, lambda x: F.max_pool2d(x, 2)),
     ("relu 32x28x28", (B, 32, 28, 28), True, F.relu),
