@@ -1,4 +1,4 @@
-//! A convolution (stride 1), its bias and optionally a 2x2 max pool as one flex operation with
+//! A convolution (any stride), its bias and optionally a 2x2 max pool as one flex operation with
 //! a hand-written backward pass, reached through a burn backend extension.
 //!
 //! Why: on flex, burn's kernels for a CNN's inner convolution and pool were most of a training
@@ -29,14 +29,15 @@ use rayon::prelude::*;
 #[backend_extension(Flex, Autodiff)]
 pub trait ConvPool: Backend {
     /// `x` `[batch, channels, height, width]`, `weight` `[filters, channels, k, k]`, `bias`
-    /// `[filters]`, `padding` zeros on every side; stride 1, and an even convolution output when
-    /// `pool`. Returns `[batch, filters, out_height / 2, out_width / 2]` when `pool`, the
+    /// `[filters]`, `padding` zeros on every side, `stride` in both directions; an even
+    /// convolution output when `pool`. Returns `[batch, filters, out_height / 2, out_width / 2]` when `pool`, the
     /// convolution's `[batch, filters, out_height, out_width]` otherwise.
     fn fused_conv2d(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
         padding: usize,
+        stride: usize,
         pool: bool,
     ) -> FloatTensor<Self>;
 }
@@ -51,6 +52,7 @@ pub trait ConvPoolKernels: Backend {
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
         padding: usize,
+        stride: usize,
         pool: bool,
     ) -> (FloatTensor<Self>, Saved<Self>);
 
@@ -88,6 +90,7 @@ impl Forward {
         weight: FlexTensor,
         bias: FlexTensor,
         padding: usize,
+        stride: usize,
         pool: bool,
     ) -> Forward {
         let (x, weight, bias) = (
@@ -105,6 +108,7 @@ impl Forward {
             filters: weight_dims[0],
             kernel: weight_dims[2],
             padding,
+            stride,
             pool,
         };
         let g = &geometry;
@@ -156,9 +160,10 @@ impl ConvPool for Flex {
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
         padding: usize,
+        stride: usize,
         pool: bool,
     ) -> FloatTensor<Self> {
-        let forward = Forward::run(x, weight, bias, padding, pool);
+        let forward = Forward::run(x, weight, bias, padding, stride, pool);
         Forward::output(forward.output, &forward.geometry)
     }
 }
@@ -169,9 +174,10 @@ impl ConvPoolKernels for Flex {
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
         padding: usize,
+        stride: usize,
         pool: bool,
     ) -> (FloatTensor<Self>, Saved<Self>) {
-        let forward = Forward::run(x, weight, bias, padding, pool);
+        let forward = Forward::run(x, weight, bias, padding, stride, pool);
         let g = forward.geometry;
         let count = forward.argmax.len();
         let saved = Saved {
@@ -256,6 +262,7 @@ impl<B: Backend + ConvPool + ConvPoolKernels, C: CheckpointStrategy> ConvPool fo
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
         padding: usize,
+        stride: usize,
         pool: bool,
     ) -> FloatTensor<Self> {
         let nodes = [x.node(), weight.node(), bias.node()];
@@ -270,6 +277,7 @@ impl<B: Backend + ConvPool + ConvPoolKernels, C: CheckpointStrategy> ConvPool fo
                     weight.into_primitive(),
                     bias.into_primitive(),
                     padding,
+                    stride,
                     pool,
                 );
                 prep.finish(saved, output)
@@ -279,6 +287,7 @@ impl<B: Backend + ConvPool + ConvPoolKernels, C: CheckpointStrategy> ConvPool fo
                 weight.into_primitive(),
                 bias.into_primitive(),
                 padding,
+                stride,
                 pool,
             )),
         }
@@ -398,23 +407,44 @@ mod tests {
     }
 
     /// Without the pool the operation is burn's convolution, with a bias and without one (as
-    /// before batch norm), in the output and all gradients.
+    /// before batch norm), in the output and all gradients; strided too, as resnet's first
+    /// convolution of a stage and its 1x1 shortcut, on odd sizes where the last kernel position
+    /// leaves input rows and columns unread; and strided followed by the pool.
     #[test]
-    fn unpooled_layer_matches_burn_with_and_without_bias() {
+    fn unpooled_and_strided_layers_match_burn_with_and_without_bias() {
         let device = Device::flex().autodiff();
         device.seed(8);
-        for (bias, pad) in [(true, 1), (false, 1), (false, 0)] {
-            let conv = Conv2dConfig::new([4, 6], [3, 3])
+        let pool = MaxPool2dConfig::new([2, 2]).init();
+        // (bias, padding, kernel, stride, pooled, [height, width])
+        let cases = [
+            (true, 1, 3, 1, false, [7, 9]),
+            (false, 1, 3, 1, false, [7, 9]),
+            (false, 0, 3, 1, false, [7, 9]),
+            (false, 1, 3, 2, false, [7, 9]),
+            (true, 1, 3, 2, false, [8, 10]),
+            (false, 0, 1, 2, false, [7, 9]),
+            (false, 0, 1, 2, false, [8, 8]),
+            (true, 2, 5, 3, false, [11, 10]),
+            (true, 1, 3, 2, true, [7, 11]),
+        ];
+        for (bias, pad, kernel, stride, pooled, [height, width]) in cases {
+            let conv = Conv2dConfig::new([4, 6], [kernel, kernel])
                 .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
+                .with_stride([stride, stride])
                 .with_bias(bias)
                 .init(&device);
-            let x = Tensor::<4>::random([9, 4, 7, 9], Distribution::Normal(0.0, 1.0), &device);
+            let x = Tensor::<4>::random(
+                [9, 4, height, width],
+                Distribution::Normal(0.0, 1.0),
+                &device,
+            );
             let run = |fused: bool| {
                 let x = x.clone().require_grad();
-                let y = if fused {
-                    conv2d(&conv, x.clone())
-                } else {
-                    conv.forward(x.clone())
+                let y = match (fused, pooled) {
+                    (true, true) => conv2d_max_pool(&conv, &pool, x.clone()),
+                    (true, false) => conv2d(&conv, x.clone()),
+                    (false, true) => pool.forward(conv.forward(x.clone())),
+                    (false, false) => conv.forward(x.clone()),
                 };
                 let grads = (y.clone() * y.clone()).sum().backward();
                 let weight = conv.weight.val().grad(&grads).unwrap();
@@ -422,15 +452,11 @@ mod tests {
             };
             let (y0, x0, w0) = run(false);
             let (y1, x1, w1) = run(true);
-            assert!(relative_difference(y0, y1) < 1e-5, "output, bias {bias}");
-            assert!(
-                relative_difference(x0, x1) < 1e-5,
-                "input grad, bias {bias}"
-            );
-            assert!(
-                relative_difference(w0, w1) < 1e-5,
-                "weight grad, bias {bias}"
-            );
+            let case = format!("bias {bias}, k{kernel} p{pad} s{stride}, pooled {pooled}");
+            assert_eq!(y0.dims(), y1.dims(), "output shape, {case}");
+            assert!(relative_difference(y0, y1) < 1e-5, "output, {case}");
+            assert!(relative_difference(x0, x1) < 1e-5, "input grad, {case}");
+            assert!(relative_difference(w0, w1) < 1e-5, "weight grad, {case}");
         }
     }
 }

@@ -21,6 +21,8 @@ pub struct Geometry {
     pub(super) filters: usize,
     pub(super) kernel: usize,
     pub(super) padding: usize,
+    /// The step between kernel positions, in both directions.
+    pub(super) stride: usize,
     /// Whether a 2x2 max pool follows the convolution.
     pub(super) pool: bool,
 }
@@ -28,11 +30,8 @@ pub struct Geometry {
 impl Geometry {
     /// The convolution's output height and width.
     pub(super) fn conv_size(&self) -> (usize, usize) {
-        let grow = 2 * self.padding + 1;
-        (
-            self.height + grow - self.kernel,
-            self.width + grow - self.kernel,
-        )
+        let size = |input: usize| (input + 2 * self.padding - self.kernel) / self.stride + 1;
+        (size(self.height), size(self.width))
     }
 
     /// The layer's output height and width: the convolution's, halved when pooled.
@@ -86,20 +85,39 @@ impl Geometry {
         self.batch * height * width
     }
 
-    /// The output columns `x0..x1` whose input column `x + j - padding` lies inside the image,
-    /// for kernel column `j`.
+    /// The output columns `x0..x1` whose input column `x * stride + j - padding` lies inside
+    /// the image, for kernel column `j`.
     pub(super) fn valid_columns(&self, j: usize) -> (usize, usize) {
         let (_, out_width) = self.conv_size();
-        let x0 = self.padding.saturating_sub(j);
-        let x1 = (self.width + self.padding).saturating_sub(j).min(out_width);
+        let x0 = self.padding.saturating_sub(j).div_ceil(self.stride);
+        let x1 = (self.width + self.padding)
+            .saturating_sub(j)
+            .div_ceil(self.stride)
+            .min(out_width);
         (x0, x1.max(x0))
     }
 
     /// The input row that output row `y` reads at kernel row `i`, if inside the image.
     pub(super) fn input_row(&self, y: usize, i: usize) -> Option<usize> {
-        (y + i)
+        (y * self.stride + i)
             .checked_sub(self.padding)
             .filter(|&row| row < self.height)
+    }
+
+    /// The input values of one output row's valid columns `x0..x1` at kernel column `j`:
+    /// `line[x * stride + j - padding]` for each.
+    fn row_inputs(
+        &self,
+        line: &[f32],
+        (x0, x1): (usize, usize),
+        j: usize,
+    ) -> impl Iterator<Item = f32> {
+        let first = x0 * self.stride + j - self.padding;
+        line[first..]
+            .iter()
+            .step_by(self.stride)
+            .take(x1 - x0)
+            .copied()
     }
 }
 
@@ -121,7 +139,7 @@ pub(super) fn unfold(x: &[f32], g: &Geometry) -> Vec<f32> {
                 let (x0, x1) = g.valid_columns(j);
                 for (image, out) in out.chunks_exact_mut(out_height * out_width).enumerate() {
                     let input = &x[(image * g.channels + channel) * plane..][..plane];
-                    if out_width == g.width {
+                    if g.stride == 1 && out_width == g.width {
                         unfold_same_width(input, out, (i, j), g);
                         continue;
                     }
@@ -136,11 +154,19 @@ pub(super) fn unfold(x: &[f32], g: &Geometry) -> Vec<f32> {
                         left.fill(ZERO);
                         // A loop, not `copy_from_slice`: these runs are a dozen values long,
                         // too short to pay for a call to memcpy.
-                        for (value, &input) in middle
-                            .iter_mut()
-                            .zip(&line[x0 + j - g.padding..x1 + j - g.padding])
-                        {
-                            *value = MaybeUninit::new(input);
+                        if g.stride == 1 {
+                            for (value, &input) in middle
+                                .iter_mut()
+                                .zip(&line[x0 + j - g.padding..x1 + j - g.padding])
+                            {
+                                *value = MaybeUninit::new(input);
+                            }
+                        } else {
+                            for (value, input) in
+                                middle.iter_mut().zip(g.row_inputs(line, (x0, x1), j))
+                            {
+                                *value = MaybeUninit::new(input);
+                            }
                         }
                         right.fill(ZERO);
                     }
@@ -223,10 +249,16 @@ pub(super) fn fold(columns: &[f32], g: &Geometry) -> Vec<f32> {
                     for y in 0..out_height {
                         if let Some(target) = g.input_row(y, i) {
                             let line = &mut plane[target * g.width..][..g.width];
-                            let line = &mut line[x0 + j - g.padding..x1 + j - g.padding];
+                            let line = &mut line[x0 * g.stride + j - g.padding..];
                             let source = &source[y * out_width + x0..y * out_width + x1];
-                            for (value, add) in line.iter_mut().zip(source) {
-                                *value += add;
+                            if g.stride == 1 {
+                                for (value, add) in line.iter_mut().zip(source) {
+                                    *value += add;
+                                }
+                            } else {
+                                for (value, add) in line.iter_mut().step_by(g.stride).zip(source) {
+                                    *value += add;
+                                }
                             }
                         }
                     }

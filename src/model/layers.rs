@@ -62,7 +62,7 @@ pub fn first_conv2d_max_pool(conv: &Conv2d, pool: &MaxPool2d, images: Tensor<4>)
 }
 
 /// `pool.forward(conv.forward(x))` for an inner layer, whose input needs a gradient: on flex,
-/// for a stride-1 square convolution with symmetric padding followed by a 2x2 max pool, it is
+/// for a square convolution with symmetric padding and stride followed by a 2x2 max pool, it is
 /// one operation with its own backward pass ([`crate::kernels::ConvPool`]); elsewhere burn's layers.
 pub fn conv2d_max_pool(conv: &Conv2d, pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
     match fused(conv, Some(pool), &x) {
@@ -72,7 +72,9 @@ pub fn conv2d_max_pool(conv: &Conv2d, pool: &MaxPool2d, x: Tensor<4>) -> Tensor<
 }
 
 /// `conv.forward(x)` for an inner layer: the same operation as [`conv2d_max_pool`] without the
-/// pool, for a stride-1 square convolution with symmetric padding on flex.
+/// pool, for a square convolution with symmetric padding and stride on flex (resnet's strided
+/// and 1x1 shortcut convolutions too: burn's took 2.5-4x PyTorch's time, `cargo bench --bench
+/// layers`).
 pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     match fused(conv, None, &x) {
         Some(bias) => fused_conv2d(conv, bias, x, false),
@@ -92,16 +94,22 @@ fn fused(conv: &Conv2d, pool: Option<&MaxPool2d>, x: &Tensor<4>) -> Option<Tenso
         PaddingConfig2d::Same => false,
     };
     let [_, _, height, width] = x.dims();
-    let even_output = |size: usize| {
-        (size + 2 * padding_of(conv) + 1)
+    let stride = conv.stride[0];
+    let output = |size: usize| {
+        (size + 2 * padding_of(conv))
             .checked_sub(kernel_h)
-            .is_some_and(|n| n >= 2 && n % 2 == 0)
+            .map(|n| n / stride.max(1) + 1)
     };
-    let pool_fits =
-        pool.is_none_or(|pool| is_2x2_pool(pool) && even_output(height) && even_output(width));
+    let even = |size| output(size).is_some_and(|n| n >= 2 && n % 2 == 0);
+    let pool_fits = pool.is_none_or(|pool| is_2x2_pool(pool) && even(height) && even(width));
     let applies = symmetric
+        && output(height).is_some()
+        && output(width).is_some()
+        && stride >= 1
         && pool_fits
-        && is_plain(conv)
+        && conv.stride[0] == conv.stride[1]
+        && conv.dilation == [1, 1]
+        && conv.groups == 1
         && kernel_h == kernel_w
         && x.dtype() == burn::tensor::DType::F32
         && is_flex(&x.device());
@@ -125,6 +133,7 @@ fn fused_conv2d(conv: &Conv2d, bias: Tensor<1>, x: Tensor<4>, pool: bool) -> Ten
         conv.weight.val().into_dispatch(),
         bias.into_dispatch(),
         padding_of(conv),
+        conv.stride[0],
         pool,
     ))
 }
