@@ -116,6 +116,15 @@ fn cases() -> Vec<Case> {
             layer: Box::new(move |x| layer.forward(x, true).flatten(1, 3)),
         }
     };
+    let norm_relu = |name, channels, size| {
+        let layer = BatchNorm2d::new(channels, &device);
+        Case {
+            name,
+            input: [BATCH, channels, size, size],
+            input_grad: true,
+            layer: Box::new(move |x| layer.forward_relu(x, true).flatten(1, 3)),
+        }
+    };
     let norm_pool = |name, channels, size| {
         let layer = BatchNorm2d::new(channels, &device);
         let pool = MaxPool2dConfig::new([2, 2]).init();
@@ -311,6 +320,7 @@ fn cases() -> Vec<Case> {
             true,
         ),
         norm("batch norm 16x28x28 (sweep)", 16, 28),
+        norm_relu("batch norm + relu 16x28x28 (sweep)", 16, 28),
         norm("batch norm 32x28x28", 32, 28),
         norm("batch norm 64x14x14", 64, 14),
         pool("max pool 2x2 32x28x28", 32, 28),

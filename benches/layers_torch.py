@@ -34,6 +34,7 @@ def conv_pool(cin, cout, k, pad):
 
 
 fc1 = torch.nn.Linear(64 * 7 * 7, 256)
+BN16 = torch.nn.BatchNorm2d(16)
 cases = [
     ("cnn conv1 1->32 3x3 28x28", (B, 1, 28, 28), False, conv(1, 32, 3, 1)),
     ("cnn conv1 + pool", (B, 1, 28, 28), False, conv_pool(1, 32, 3, 1)),
@@ -55,12 +56,13 @@ cases = [
     ("resnet shortcut 16->32 1x1 stride 2 28x28", (B, 16, 28, 28), True, resnet(16, 32, 1, 2)),
     ("resnet shortcut 32->64 1x1 stride 2 14x14", (B, 32, 14, 14), True, resnet(32, 64, 1, 2)),
     ("batch norm 16x28x28", (B, 16, 28, 28), True, torch.nn.BatchNorm2d(16)),
+    ("batch norm + relu 16x28x28", (B, 16, 28, 28), True, lambda x: F.relu(BN16(x))),
     ("max pool 2x2 32x28x28", (B, 32, 28, 28), True, lambda x: F.max_pool2d(x, 2)),
     ("max pool 2x2 64x14x14", (B, 64, 14, 14), True, lambda x: F.max_pool2d(x, 2)),
     ("relu 32x28x28", (B, 32, 28, 28), True, F.relu),
     ("cnn fc1 3136->256", (B, 64, 7, 7), True, lambda x: fc1(x.flatten(1))),
 ]
-modules = [m for _, _, _, m in cases if isinstance(m, torch.nn.Module)] + CONVS + [fc1]
+modules = [m for _, _, _, m in cases if isinstance(m, torch.nn.Module)] + CONVS + [fc1, BN16]
 params = [p for m in modules for p in m.parameters()]
 for name, shape, input_grad, layer in cases:
     x = torch.randn(shape, requires_grad=input_grad)

@@ -33,14 +33,15 @@ pub enum NormLayout {
 #[backend_extension(Flex, Autodiff)]
 pub trait BatchNormOp: Backend {
     /// `x` as `layout` says, `gamma` and `beta` `[channels]`; pooling needs an even height and
-    /// width. Returns the normalised output and `[2, channels]`: the batch mean and biased
-    /// variance per channel (constants, for the running statistics).
+    /// width; `relu`: through a ReLU too. Returns the normalised output and `[2, channels]`:
+    /// the batch mean and biased variance per channel (constants, for the running statistics).
     fn batch_norm_2d(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         epsilon: f64,
         layout: NormLayout,
+        relu: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 }
 
@@ -53,6 +54,7 @@ pub trait BatchNormKernels: Backend {
         beta: FloatTensor<Self>,
         epsilon: f64,
         layout: NormLayout,
+        relu: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, NormSaved);
 
     /// Gradients of the input (when `input_grad`), gamma and beta from the output's.
@@ -63,8 +65,9 @@ pub trait BatchNormKernels: Backend {
     ) -> LayerGradients<Self>;
 }
 
-/// What the backward pass needs: the input, its statistics, gamma, and where each pooled
-/// output's maximum was in its plane.
+/// What the backward pass needs: the input, its statistics, gamma, where each pooled
+/// output's maximum was in its plane, and with a ReLU each channel's shift (the ReLU's gradient
+/// is recomputed from the input: no mask kept).
 #[derive(Clone, Debug)]
 pub struct NormSaved {
     x: FlexTensor,
@@ -73,6 +76,14 @@ pub struct NormSaved {
     gamma: Vec<f32>,
     argmax: Option<Vec<u32>>,
     planes: Planes,
+    relu_shift: Option<Vec<f32>>,
+}
+
+/// The ReLU after batch norm, keeping NaN (a diverging trial must show it, and `f32::max`
+/// would turn it into 0).
+#[inline(always)]
+fn rectify(value: f32) -> f32 {
+    if value < 0.0 { 0.0 } else { value }
 }
 
 /// The layout of the activations: `batch` images of `channels` planes of `height x width`,
@@ -173,6 +184,7 @@ fn run(
     beta: FlexTensor,
     epsilon: f64,
     layout: NormLayout,
+    relu: bool,
 ) -> (FlexTensor, FlexTensor, NormSaved) {
     let x = x.to_contiguous();
     let planes = Planes::of(x.layout().shape(), layout == NormLayout::ChannelMajorPooled);
@@ -239,14 +251,24 @@ fn run(
                         arg,
                         (2 * py * width) as u32,
                     );
+                    if relu {
+                        out.iter_mut().for_each(|o| *o = rectify(*o));
+                    }
                 }
             });
         (output, Some(argmax), pooled.shape())
     } else {
         let output = per_plane(planes, |image, c, out| {
             let source = &input[planes.range(image, c)];
-            for (o, &v) in out.iter_mut().zip(source) {
-                *o = v * scale[c] + shift[c];
+            let (scale, shift) = (scale[c], shift[c]);
+            if relu {
+                for (o, &v) in out.iter_mut().zip(source) {
+                    *o = rectify(v * scale + shift);
+                }
+            } else {
+                for (o, &v) in out.iter_mut().zip(source) {
+                    *o = v * scale + shift;
+                }
             }
         });
         (output, None, planes.shape())
@@ -259,6 +281,7 @@ fn run(
         gamma,
         argmax,
         planes,
+        relu_shift: relu.then_some(shift),
     };
     (
         flex_tensor(output, out_shape),
@@ -274,8 +297,9 @@ impl BatchNormOp for Flex {
         beta: FloatTensor<Self>,
         epsilon: f64,
         layout: NormLayout,
+        relu: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let (output, stats, _) = run(x, gamma, beta, epsilon, layout);
+        let (output, stats, _) = run(x, gamma, beta, epsilon, layout, relu);
         (output, stats)
     }
 }
@@ -287,8 +311,9 @@ impl BatchNormKernels for Flex {
         beta: FloatTensor<Self>,
         epsilon: f64,
         layout: NormLayout,
+        relu: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, NormSaved) {
-        run(x, gamma, beta, epsilon, layout)
+        run(x, gamma, beta, epsilon, layout, relu)
     }
 
     fn batch_norm_2d_backward(
@@ -303,18 +328,50 @@ impl BatchNormKernels for Flex {
             gamma,
             argmax,
             planes,
+            relu_shift,
         } = saved;
         let grad = grad.to_contiguous();
-        let grad = values(&grad);
         let input = values(&x);
         // Behind a pool only each window's maximum has a gradient: the sums read those (a
         // quarter of the values) and the input's gradient adds them at their positions, never
         // laying out the mostly-zero unpooled gradient.
-        let pooled_size = grad.len() / planes.count();
+        let pooled_size = values(&grad).len() / planes.count();
         let window = |image: usize, c: usize| {
             let index = image * planes.channels + c;
             index * pooled_size..(index + 1) * pooled_size
         };
+        // Through the ReLU: the output's gradient where the normalised value was positive.
+        let rectified = relu_shift.map(|shift| {
+            let grad = values(&grad);
+            let mut masked = vec![0.0f32; grad.len()];
+            masked
+                .par_chunks_mut(pooled_size)
+                .enumerate()
+                .for_each(|(index, out)| {
+                    let (image, c) = (index / planes.channels, index % planes.channels);
+                    let (scale, shift) = (gamma[c] * inv_std[c], shift[c]);
+                    let (g, x) = (&grad[window(image, c)], &input[planes.range(image, c)]);
+                    match &argmax {
+                        Some(argmax) => {
+                            let at = &argmax[window(image, c)];
+                            for ((o, &g), &at) in out.iter_mut().zip(g).zip(at) {
+                                *o = if x[at as usize] * scale + shift > 0.0 {
+                                    g
+                                } else {
+                                    0.0
+                                };
+                            }
+                        }
+                        None => {
+                            for ((o, &g), &x) in out.iter_mut().zip(g).zip(x) {
+                                *o = if x * scale + shift > 0.0 { g } else { 0.0 };
+                            }
+                        }
+                    }
+                });
+            masked
+        });
+        let grad = rectified.as_deref().unwrap_or(values(&grad));
         let beta_grad = channel_sums(planes, |image, c| {
             let r = window(image, c);
             lane_sum(&grad[r.clone()], &grad[r], |g, _| g)
@@ -380,6 +437,7 @@ impl<B: Backend + BatchNormOp + BatchNormKernels, C: CheckpointStrategy> BatchNo
         beta: FloatTensor<Self>,
         epsilon: f64,
         layout: NormLayout,
+        relu: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         let nodes = [x.node(), gamma.node(), beta.node()];
         match LayerBackward::<BatchNormBackward>::new()
@@ -394,6 +452,7 @@ impl<B: Backend + BatchNormOp + BatchNormKernels, C: CheckpointStrategy> BatchNo
                     beta.into_primitive(),
                     epsilon,
                     layout,
+                    relu,
                 );
                 (prep.finish(saved, output), Self::from_inner(stats))
             }
@@ -404,6 +463,7 @@ impl<B: Backend + BatchNormOp + BatchNormKernels, C: CheckpointStrategy> BatchNo
                     beta.into_primitive(),
                     epsilon,
                     layout,
+                    relu,
                 );
                 (prep.finish(output), Self::from_inner(stats))
             }

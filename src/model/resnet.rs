@@ -72,10 +72,9 @@ impl Resnet {
     /// Logits for a batch of images.
     pub fn forward(&self, images: Tensor<4>, dropout: &mut Dropout) -> Tensor<2> {
         let training = dropout.is_training();
-        let mut x = relu(
-            self.stem_norm
-                .forward(first_conv2d(&self.stem, images), training),
-        );
+        let mut x = self
+            .stem_norm
+            .forward_relu(first_conv2d(&self.stem, images), training);
         for block in &self.blocks {
             x = block.forward(x, training);
         }
@@ -104,7 +103,9 @@ impl BasicBlock {
     }
 
     fn forward(&self, x: Tensor<4>, training: bool) -> Tensor<4> {
-        let out = relu(self.norm1.forward(conv2d(&self.conv1, x.clone()), training));
+        let out = self
+            .norm1
+            .forward_relu(conv2d(&self.conv1, x.clone()), training);
         let out = self.norm2.forward(conv2d(&self.conv2, out), training);
         let shortcut = match &self.shortcut {
             Some(p) => p.norm.forward(p.conv.forward(x), training),
