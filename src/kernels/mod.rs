@@ -4,11 +4,13 @@
 //!
 //! Parts: [`im2col`] unfolds images into columns and back, [`gemm`] multiplies them, [`pool`]
 //! pools a convolution's output, [`conv_pool`] makes these one layer, [`batch_norm`] is
-//! training-mode batch norm, [`adam`] one Adam or AdamW step; [`autodiff`] is the backward glue
+//! training-mode batch norm, [`add_relu`] a residual block's `relu(a + b)`, [`adam`] one Adam or
+//! AdamW step; [`autodiff`] is the backward glue
 //! they share and [`flex`] how they read and make flex tensors; [`denormals`] keeps subnormal
 //! floats off the compute threads.
 
 mod adam;
+mod add_relu;
 mod autodiff;
 mod batch_norm;
 mod conv_pool;
@@ -19,6 +21,7 @@ mod im2col;
 mod pool;
 
 pub use adam::{AdamKernel, AdamRule, Scalars};
+pub use add_relu::{AddRelu, AddReluKernels};
 pub use autodiff::LayerGradients;
 pub use batch_norm::{BatchNormKernels, BatchNormOp, NormLayout, NormSaved, Planes};
 pub use conv_pool::{ConvPool, ConvPoolKernels, Saved};

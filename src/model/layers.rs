@@ -4,7 +4,7 @@
 //! operation of [`crate::kernels::ConvPool`]. On other backends they are burn's layers.
 
 use super::norm::BatchNorm2d;
-use crate::kernels::{ConvPool, is_flex};
+use crate::kernels::{AddRelu, ConvPool, is_flex};
 use burn::backend::Dispatch;
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
@@ -203,6 +203,20 @@ pub fn two_conv_blocks(
         BlockInput::Activations,
         training,
     )
+}
+
+/// `relu(a + b)` (a residual block's output): on flex one operation of ours
+/// ([`crate::kernels::AddRelu`]), elsewhere burn's.
+pub fn add_relu(a: Tensor<4>, b: Tensor<4>) -> Tensor<4> {
+    let f32s = a.dtype() == burn::tensor::DType::F32 && b.dtype() == burn::tensor::DType::F32;
+    if f32s && a.dims() == b.dims() && is_flex(&a.device()) {
+        Tensor::from_dispatch(<Dispatch as AddRelu>::add_relu(
+            a.into_dispatch(),
+            b.into_dispatch(),
+        ))
+    } else {
+        relu(a + b)
+    }
 }
 
 /// Whether `pool` is a 2x2 max pool with stride 2 and no padding.

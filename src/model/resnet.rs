@@ -3,13 +3,12 @@
 //! stage after the first halving the image, then global average pooling, dropout and one
 //! linear layer. Convolutions followed by batch norm have no bias, as in torchvision.
 
-use super::layers::{conv2d, first_conv2d};
+use super::layers::{add_relu, conv2d, first_conv2d};
 use super::norm::BatchNorm2d;
 use super::{Dropout, OUTPUTS};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
-use burn::tensor::activation::relu;
 
 /// The residual network.
 #[derive(Module, Debug)]
@@ -111,6 +110,6 @@ impl BasicBlock {
             Some(p) => p.norm.forward(p.conv.forward(x), training),
             None => x,
         };
-        relu(out + shortcut)
+        add_relu(out, shortcut)
     }
 }

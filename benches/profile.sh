@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Where one architecture's training time goes on flex: `perf record` of one epoch of `sweep run`
+# on a subset (2 threads, batch 64, Adam), then the share of CPU samples under each of sweep's
+# and burn's operations (inclusive, from DWARF call stacks), and the hottest functions on their
+# own. Writes benches/profile-ARCH-results.txt.
+#
+#   benches/profile.sh [ARCH] [IMAGES]      (default: resnet 2500; needs perf: apt-get install linux-perf)
+#
+# Shares are of all samples on both compute threads, so they add up across threads; data loading
+# is a fixed cost that a full epoch spreads thinner. Nothing else should run meanwhile.
+set -euo pipefail
+arch=${1:-resnet}
+limit=${2:-2500}
+here=$(cd "$(dirname "$0")" && pwd)
+sweep=${SWEEP:-$here/../target/release/sweep}
+out=$here/profile-$arch-results.txt
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+cat > "$tmp/profile.toml" <<EOF
+[sweep]
+name = "profile-$arch"
+threads = 2
+[data]
+limit = $limit
+split = 0.9
+test_limit = 0
+[grid]
+arch = "$arch"
+optimizer = "adam"
+lr = 0.001
+batch_size = 64
+epochs = 1
+dropout = 0.2
+EOF
+perf record -q --call-graph dwarf,16384 -F 499 -o "$tmp/perf.data" \
+    "$sweep" run "$tmp/profile.toml" --db "$tmp/profile.db" -q 2>/dev/null
+{
+    echo "# benches/profile.sh $arch $limit on $(date -u +%F): $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores"
+    echo "# $("$sweep" --version)"
+    echo "# training: $(sqlite3 "$tmp/profile.db" 'SELECT printf("%.2f", train_seconds) FROM epochs') s for $((limit * 9 / 10)) images"
+    echo
+    echo "## Inclusive share of samples under each operation (sweep's and burn's)"
+    perf report -i "$tmp/perf.data" --children --sort symbol -g none 2>/dev/null |
+        grep -E '^ +[0-9.]+%' |
+        grep -E 'sweep::kernels::[a-z_:]+|sweep::model::[a-z_]+::[A-Za-z_:]+|burn_flex::ops::[a-z_]+::[a-z_0-9]+$|burn_flex::ops::[a-z_]+::[a-z_0-9]+_f32' |
+        grep -v 'closure' | head -40
+    echo
+    echo "## Hottest functions, own samples"
+    perf report -i "$tmp/perf.data" --no-children --sort symbol -g none 2>/dev/null |
+        grep -E '^ +[0-9.]+%' | head -30
+} | sed 's/ *$//' > "$out"
+echo "wrote $out"
