@@ -33,7 +33,9 @@ epochs = 1
 dropout = 0.2
 EOF
 perf record -q --call-graph dwarf,16384 -F 499 -o "$tmp/perf.data" \
-    "$sweep" run "$tmp/profile.toml" --db "$tmp/profile.db" -q 2>/dev/null
+    "$sweep" run "$tmp/profile.toml" --db "$tmp/profile.db" -q
+# `head` closes the pipes early: not a failure.
+set +o pipefail
 {
     echo "# benches/profile.sh $arch $limit on $(date -u +%F): $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores"
     echo "# $("$sweep" --version)"
