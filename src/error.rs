@@ -23,8 +23,8 @@ pub enum Error {
         /// What went wrong, with the fix where one is known.
         message: String,
     },
-    /// The database server could not be reached (stopped, restarting, network lost): the same
-    /// operation may succeed later.
+    /// The database server could not be reached (stopped, restarting, network lost), or a
+    /// SQLite file stayed locked by other processes: the same operation may succeed later.
     #[error("database {path} is unreachable: {message}")]
     Unreachable {
         /// The database, its password hidden.

@@ -357,16 +357,31 @@ impl Store {
 /// Whether an error says the server is out of reach rather than that the statement is wrong:
 /// a broken or refused connection, PostgreSQL shutting down, starting up or dropping us (25P03:
 /// it ended our transaction after [`POSTGRES_STALLED_TRANSACTION_MS`] stalled; the write is
-/// tried again on a new connection, and refused there if the trial was taken over meanwhile).
+/// tried again on a new connection, and refused there if the trial was taken over meanwhile);
+/// and a SQLite file that other processes kept locked ([`sqlite_busy`]).
 fn unreachable(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_) => true,
         sqlx::Error::Protocol(_) => true,
         sqlx::Error::Database(db) => db.code().is_some_and(|code| {
-            code.starts_with("08") || code.starts_with("57P") || code == "25P03"
+            code.starts_with("08")
+                || code.starts_with("57P")
+                || code == "25P03"
+                || sqlite_busy(&code, db.message())
         }),
         _ => false,
     }
+}
+
+/// SQLite's "database is locked" (`SQLITE_BUSY`, `SQLITE_LOCKED` and their extended codes):
+/// another connection held the lock past the busy timeout, or SQLite returned at once rather
+/// than wait where waiting could deadlock. The same statement succeeds once the other
+/// transaction ends, so callers retry it as they retry an unreachable server (seen under load:
+/// a worker taking a trial over quit on it, losing nothing but leaving the trial to the next).
+fn sqlite_busy(code: &str, message: &str) -> bool {
+    code.parse::<u32>()
+        .is_ok_and(|code| matches!(code & 0xff, 5 | 6))
+        && message.contains("locked")
 }
 
 /// A measurement as bound: NaN and infinities (and missing values, see [`missing`]) become NaN,
@@ -386,6 +401,38 @@ mod tests {
     use super::*;
     use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
     use std::str::FromStr;
+
+    /// A real SQLite "database is locked" (a second writer that may not wait) is retried like
+    /// an unreachable server; a wrong statement is not.
+    #[test]
+    fn a_locked_sqlite_file_is_retried_and_a_wrong_statement_is_not() {
+        use sqlx::{Connection, Executor};
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("busy.db").display());
+        sqlx::any::install_default_drivers();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (locked, wrong) = runtime.block_on(async {
+            let mut holder = sqlx::AnyConnection::connect(&url).await.unwrap();
+            holder
+                .execute("PRAGMA journal_mode = WAL; CREATE TABLE t (x INTEGER)")
+                .await
+                .unwrap();
+            holder.execute("BEGIN IMMEDIATE").await.unwrap();
+            let mut other = sqlx::AnyConnection::connect(&url).await.unwrap();
+            other.execute("PRAGMA busy_timeout = 0").await.unwrap();
+            let locked = other.execute("INSERT INTO t VALUES (1)").await.unwrap_err();
+            let wrong = other
+                .execute("INSERT INTO missing VALUES (1)")
+                .await
+                .unwrap_err();
+            (locked, wrong)
+        });
+        assert!(unreachable(&locked), "{locked}");
+        assert!(!unreachable(&wrong), "{wrong}");
+    }
 
     /// A database made by the migrations before `pruned`/`paused`, with a trial and its
     /// children, keeps every row when opened by this version, and takes the new statuses.
