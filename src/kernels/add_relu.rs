@@ -37,17 +37,10 @@ impl AddRelu for Flex {
         let (a, b) = (a.to_contiguous(), b.to_contiguous());
         let shape = a.layout().shape().to_vec();
         assert_eq!(shape, b.layout().shape().to_vec(), "add_relu of two shapes");
-        let (a, b) = (values(&a), values(&b));
-        let mut output = vec![0.0f32; a.len()];
-        output
-            .par_chunks_mut(CHUNK)
-            .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
-            .for_each(|(out, (a, b))| {
-                for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
-                    let sum = a + b;
-                    *o = if sum < 0.0 { 0.0 } else { sum };
-                }
-            });
+        let output = elementwise(values(&a), values(&b), |a, b| {
+            let sum = a + b;
+            if sum < 0.0 { 0.0 } else { sum }
+        });
         flex_tensor(output, shape)
     }
 }
@@ -56,18 +49,25 @@ impl AddReluKernels for Flex {
     fn add_relu_backward(grad: FloatTensor<Self>, output: FloatTensor<Self>) -> FloatTensor<Self> {
         let grad = grad.to_contiguous();
         let shape = grad.layout().shape().to_vec();
-        let (grad, output) = (values(&grad), values(&output));
-        let mut masked = vec![0.0f32; grad.len()];
-        masked
-            .par_chunks_mut(CHUNK)
-            .zip(grad.par_chunks(CHUNK).zip(output.par_chunks(CHUNK)))
-            .for_each(|(out, (grad, output))| {
-                for ((o, &g), &y) in out.iter_mut().zip(grad).zip(output) {
-                    *o = if y > 0.0 { g } else { 0.0 };
-                }
-            });
+        let masked = elementwise(values(&grad), values(&output), |g, y| {
+            if y > 0.0 { g } else { 0.0 }
+        });
         flex_tensor(masked, shape)
     }
+}
+
+/// `f(a[i], b[i])` for every `i`, spread over the compute threads.
+fn elementwise(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
+    let mut output = vec![0.0f32; a.len()];
+    output
+        .par_chunks_mut(CHUNK)
+        .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
+        .for_each(|(out, (a, b))| {
+            for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
+                *o = f(a, b);
+            }
+        });
+    output
 }
 
 impl<B: Backend + AddRelu + AddReluKernels, C: CheckpointStrategy> AddRelu for Autodiff<B, C> {
