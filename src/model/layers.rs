@@ -73,8 +73,8 @@ pub fn conv2d_max_pool(conv: &Conv2d, pool: &MaxPool2d, x: Tensor<4>) -> Tensor<
 
 /// `conv.forward(x)` for an inner layer: the same operation as [`conv2d_max_pool`] without the
 /// pool, for a square convolution with symmetric padding and stride on flex (resnet's strided
-/// and 1x1 shortcut convolutions too: burn's took 2.5-4x PyTorch's time, `cargo bench --bench
-/// layers`).
+/// and 1x1 shortcut convolutions too: burn's took more than twice PyTorch's time, `cargo bench
+/// --bench layers`).
 pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     match fused(conv, None, &x) {
         Some(bias) => fused_conv2d(conv, bias, x, false),

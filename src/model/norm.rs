@@ -50,8 +50,9 @@ impl BatchNorm2d {
     }
 
     /// `relu(self.forward(x, training))`, the ReLU inside our operation when training on flex:
-    /// burn-flex's ReLU took longer than the batch norm before it (`cargo bench --bench layers`,
-    /// `relu` and `batch norm` rows), and resnet has one after most of its batch norms.
+    /// burn-flex's ReLU is more passes over the activations forward and backward, and trails
+    /// PyTorch's (`cargo bench --bench layers`, `relu` row); resnet has one after most of its
+    /// batch norms.
     pub fn forward_relu(&self, x: Tensor<4>, training: bool) -> Tensor<4> {
         if training && fits_op(&x) {
             self.normalize(x, training, NormLayout::Plain, true)
