@@ -33,7 +33,7 @@ pub enum NormLayout {
 #[backend_extension(Flex, Autodiff)]
 pub trait BatchNormOp: Backend {
     /// `x` as `layout` says, `gamma` and `beta` `[channels]`; pooling needs an even height and
-    /// width; `relu`: through a ReLU too. Returns the normalised output and `[2, channels]`:
+    /// width; `relu` (with [`NormLayout::Plain`] only): through a ReLU too. Returns the normalised output and `[2, channels]`:
     /// the batch mean and biased variance per channel (constants, for the running statistics).
     fn batch_norm_2d(
         x: FloatTensor<Self>,
@@ -189,6 +189,10 @@ fn run(
     let x = x.to_contiguous();
     let planes = Planes::of(x.layout().shape(), layout == NormLayout::ChannelMajorPooled);
     let pool = layout != NormLayout::Plain;
+    assert!(
+        !(pool && relu),
+        "batch norm's ReLU is fused only without a pool"
+    );
     let (gamma, beta) = (gamma.to_contiguous(), beta.to_contiguous());
     let (gamma, beta) = (values(&gamma).to_vec(), values(&beta));
     let input = values(&x);
@@ -251,9 +255,6 @@ fn run(
                         arg,
                         (2 * py * width) as u32,
                     );
-                    if relu {
-                        out.iter_mut().for_each(|o| *o = rectify(*o));
-                    }
                 }
             });
         (output, Some(argmax), pooled.shape())
@@ -340,36 +341,17 @@ impl BatchNormKernels for Flex {
             let index = image * planes.channels + c;
             index * pooled_size..(index + 1) * pooled_size
         };
-        // Through the ReLU: the output's gradient where the normalised value was positive.
+        // Through the ReLU (never behind a pool): the output's gradient where the normalised
+        // value was positive.
         let rectified = relu_shift.map(|shift| {
             let grad = values(&grad);
-            let mut masked = vec![0.0f32; grad.len()];
-            masked
-                .par_chunks_mut(pooled_size)
-                .enumerate()
-                .for_each(|(index, out)| {
-                    let (image, c) = (index / planes.channels, index % planes.channels);
-                    let (scale, shift) = (gamma[c] * inv_std[c], shift[c]);
-                    let (g, x) = (&grad[window(image, c)], &input[planes.range(image, c)]);
-                    match &argmax {
-                        Some(argmax) => {
-                            let at = &argmax[window(image, c)];
-                            for ((o, &g), &at) in out.iter_mut().zip(g).zip(at) {
-                                *o = if x[at as usize] * scale + shift > 0.0 {
-                                    g
-                                } else {
-                                    0.0
-                                };
-                            }
-                        }
-                        None => {
-                            for ((o, &g), &x) in out.iter_mut().zip(g).zip(x) {
-                                *o = if x * scale + shift > 0.0 { g } else { 0.0 };
-                            }
-                        }
-                    }
-                });
-            masked
+            per_plane(planes, |image, c, out| {
+                let (scale, shift) = (gamma[c] * inv_std[c], shift[c]);
+                let (g, x) = (&grad[window(image, c)], &input[planes.range(image, c)]);
+                for ((o, &g), &x) in out.iter_mut().zip(g).zip(x) {
+                    *o = if x * scale + shift > 0.0 { g } else { 0.0 };
+                }
+            })
         });
         let grad = rectified.as_deref().unwrap_or(values(&grad));
         let beta_grad = channel_sums(planes, |image, c| {
