@@ -46,15 +46,26 @@ impl Rng {
     /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        mix(self.state)
     }
 
     /// Uniform in [0, 1).
     pub fn next_f32(&mut self) -> f32 {
         (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
+    }
+
+    /// Fills `mask` with dropout factors: each is `scale` where [`Rng::next_f32`] would have drawn
+    /// below `keep`, else 0, drawing exactly what as many `next_f32` calls would. Why not those
+    /// calls: the state stays in a register and the choice is a select, not a branch that a
+    /// random draw mispredicts one time in five (`perf` put that at 6% of an MLP's epoch).
+    pub fn fill_dropout_mask(&mut self, mask: &mut [f32], keep: f32, scale: f32) {
+        let mut state = self.state;
+        for m in mask {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let drawn = (mix(state) >> 40) as f32 / (1u64 << 24) as f32;
+            *m = if drawn < keep { scale } else { 0.0 };
+        }
+        self.state = state;
     }
 
     /// The generator of a sampler's draw number `draw` under `seed`: the same file and seed give
@@ -83,6 +94,14 @@ impl Rng {
     }
 }
 
+/// SplitMix64's output function of a state.
+fn mix(state: u64) -> u64 {
+    let mut z = state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,6 +116,30 @@ mod tests {
         let zs: Vec<u64> = (0..4).map(|_| c.next_u64()).collect();
         assert_eq!(xs, ys);
         assert_ne!(xs, zs);
+    }
+
+    #[test]
+    fn a_dropout_mask_draws_what_next_f32_would() {
+        let (keep, scale) = (0.8f32, 1.25f32);
+        let mut one_by_one = Rng::new(11);
+        let expected: Vec<f32> = (0..1000)
+            .map(|_| {
+                if one_by_one.next_f32() < keep {
+                    scale
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let mut filled = Rng::new(11);
+        let mut mask = vec![f32::NAN; 1000];
+        filled.fill_dropout_mask(&mut mask, keep, scale);
+        assert_eq!(mask, expected);
+        assert_eq!(
+            filled, one_by_one,
+            "the generator continues where the calls would"
+        );
+        assert!(mask.contains(&0.0) && mask.contains(&scale));
     }
 
     #[test]

@@ -189,9 +189,7 @@ fn dropout(x: Tensor<3>, rates: &[f64], rngs: &mut [&mut Rng]) -> Tensor<3> {
         .for_each(|(mask, (&p, rng))| {
             let keep = 1.0 - p as f32;
             let scale = 1.0 / keep;
-            for m in mask {
-                *m = if rng.next_f32() < keep { scale } else { 0.0 };
-            }
+            rng.fill_dropout_mask(mask, keep, scale);
         });
     let mask = Tensor::<3>::from_data(TensorData::new(mask, dims), &x.device());
     x * mask

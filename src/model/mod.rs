@@ -125,9 +125,8 @@ impl Dropout<'_> {
         let count: usize = dims.iter().product();
         let keep = 1.0 - p as f32;
         let scale = 1.0 / keep;
-        let mask: Vec<f32> = (0..count)
-            .map(|_| if rng.next_f32() < keep { scale } else { 0.0 })
-            .collect();
+        let mut mask = vec![0.0; count];
+        rng.fill_dropout_mask(&mut mask, keep, scale);
         let mask = Tensor::<D>::from_data(TensorData::new(mask, dims), &x.device());
         x * mask
     }
