@@ -106,8 +106,36 @@ pub fn parse_idx(bytes: &[u8], expected_rank: usize) -> std::result::Result<IdxA
     }
     Ok(IdxArray {
         dims,
-        values: body.to_vec(),
+        values: on_huge_pages(body),
     })
+}
+
+/// A copy of `bytes` in memory backed by 2 MiB pages where the kernel allows it (Linux's
+/// transparent huge pages on request, `madvise`). Why: batches read images at random from all
+/// 47 MB of a training set, so with 4 KiB pages nearly every image costs a TLB miss, dear in a
+/// virtual machine; a measured half of the time spent gathering batches.
+pub(super) fn on_huge_pages(bytes: &[u8]) -> Vec<u8> {
+    let mut values = Vec::with_capacity(bytes.len());
+    #[cfg(target_os = "linux")]
+    {
+        const HUGE: usize = 1 << 21;
+        let start = values.as_mut_ptr() as usize;
+        let (first, end) = (start.next_multiple_of(HUGE), start + bytes.len());
+        if end >= first + HUGE {
+            // SAFETY: the range lies inside the allocation just made and not yet touched;
+            // the advice changes how its pages are backed, never their contents. Refused
+            // advice (huge pages off) leaves ordinary pages, so the result is ignored.
+            unsafe {
+                libc::madvise(
+                    first as *mut libc::c_void,
+                    (end - first) / HUGE * HUGE,
+                    libc::MADV_HUGEPAGE,
+                );
+            }
+        }
+    }
+    values.extend_from_slice(bytes);
+    values
 }
 
 /// Encodes an array as an uncompressed IDX file (used by tests and tools that write data sets).

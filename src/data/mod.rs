@@ -184,7 +184,7 @@ impl ImageSet {
     pub fn truncated(&self, n: usize) -> ImageSet {
         let n = n.min(self.len());
         ImageSet {
-            pixels: self.pixels[..n * self.image_size()].to_vec(),
+            pixels: idx::on_huge_pages(&self.pixels[..n * self.image_size()]),
             labels: self.labels[..n].to_vec(),
             rows: self.rows,
             cols: self.cols,
@@ -287,13 +287,36 @@ impl Split {
     }
 }
 
+/// Asks the CPU to start loading `bytes` into its caches.
+fn prefetch(bytes: &[u8]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in bytes.chunks(64) {
+        // SAFETY: a prefetch only hints at an address, here one inside `bytes`; it never faults.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                line.as_ptr().cast(),
+            )
+        };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = bytes;
+}
+
 /// Gathers the images at `indices` into a flat input buffer and their labels.
 pub fn gather(set: &ImageSet, indices: &[u32], table: &[f32; 256]) -> (Vec<f32>, Vec<i64>) {
     let size = set.image_size();
     // A filled buffer and zipped slices leave the loop without bounds or capacity checks: a
     // third faster than extending, and this runs on the training thread before every batch.
+    // The images lie at random in memory that training keeps evicting from the caches, so each
+    // is asked for two images ahead.
     let mut pixels = vec![0.0; indices.len() * size];
-    for (image, &i) in pixels.chunks_exact_mut(size).zip(indices) {
+    for &i in indices.iter().take(2) {
+        prefetch(&set.pixels[i as usize * size..][..size]);
+    }
+    for (k, (image, &i)) in pixels.chunks_exact_mut(size).zip(indices).enumerate() {
+        if let Some(&ahead) = indices.get(k + 2) {
+            prefetch(&set.pixels[ahead as usize * size..][..size]);
+        }
         let i = i as usize;
         for (value, &byte) in image.iter_mut().zip(&set.pixels[i * size..(i + 1) * size]) {
             *value = table[byte as usize];

@@ -4,7 +4,8 @@
 //!
 //! Parts: [`im2col`] unfolds images into columns and back, [`gemm`] multiplies them, [`pool`]
 //! pools a convolution's output, [`conv_pool`] makes these one layer, [`batch_norm`] is
-//! training-mode batch norm, [`add_relu`] a residual block's `relu(a + b)`, [`adam`] one Adam or
+//! training-mode batch norm, [`add_relu`] a residual block's `relu(a + b)`, [`linear`] a fully connected layer with its
+//! ReLU and dropout, [`adam`] one Adam or
 //! AdamW step; [`autodiff`] is the backward glue
 //! they share and [`flex`] how they read and make flex tensors; [`denormals`] keeps subnormal
 //! floats off the compute threads.
@@ -18,6 +19,7 @@ mod denormals;
 mod flex;
 mod gemm;
 mod im2col;
+mod linear;
 mod pool;
 
 pub use adam::{AdamKernel, AdamRule, Scalars};
@@ -26,6 +28,7 @@ pub use autodiff::LayerGradients;
 pub use batch_norm::{BatchNormKernels, BatchNormOp, NormLayout, NormSaved, Planes};
 pub use conv_pool::{ConvPool, ConvPoolKernels, Saved};
 pub use denormals::flush_denormals;
+pub use linear::{Activation, LinearKernels, LinearOp, LinearSaved};
 
 use burn::prelude::Device;
 

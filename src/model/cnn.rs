@@ -1,6 +1,7 @@
 //! Seed 002's CNN: conv3x3 -> ReLU -> pool, conv3x3 -> ReLU -> pool, then three linear layers
 //! with dropout after the first two. LeNet-5 shares the shape with other layer sizes.
 
+use super::dense::{linear, linear_relu_dropout};
 use super::layers::two_conv_blocks;
 use super::norm::BatchNorm2d;
 use super::{Dropout, OUTPUTS};
@@ -8,7 +9,6 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
-use burn::tensor::activation::relu;
 
 /// Two conv + two pool + three linear layers.
 #[derive(Module, Debug)]
@@ -82,9 +82,9 @@ impl Cnn {
             images,
             dropout.is_training(),
         );
-        let x = dropout.apply(relu(self.fc1.forward(x.flatten(1, 3))), self.dropout);
-        let x = dropout.apply(relu(self.fc2.forward(x)), self.dropout);
-        self.fc3.forward(x)
+        let x = linear_relu_dropout(&self.fc1, x.flatten(1, 3), self.dropout, dropout);
+        let x = linear_relu_dropout(&self.fc2, x, self.dropout, dropout);
+        linear(&self.fc3, x)
     }
 }
 

@@ -1,10 +1,9 @@
 //! Fully connected network (seeds 001 and 003): 784 -> hidden... -> 10, ReLU, dropout after each
 //! hidden layer.
 
-use super::{Dropout, OUTPUTS};
+use super::{Dropout, OUTPUTS, dense};
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
-use burn::tensor::activation::relu;
 
 /// Multi-layer perceptron.
 #[derive(Module, Debug)]
@@ -38,8 +37,8 @@ impl Mlp {
     pub fn forward(&self, images: Tensor<4>, dropout: &mut Dropout) -> Tensor<2> {
         let mut x: Tensor<2> = images.flatten(1, 3);
         for layer in &self.hidden {
-            x = dropout.apply(relu(layer.forward(x)), self.dropout);
+            x = dense::linear_relu_dropout(layer, x, self.dropout, dropout);
         }
-        self.output.forward(x)
+        dense::linear(&self.output, x)
     }
 }

@@ -3,6 +3,7 @@
 mod cnn;
 
 mod convnet;
+mod dense;
 pub mod fused;
 pub mod layers;
 mod lenet5;
@@ -115,20 +116,25 @@ impl Dropout<'_> {
     /// Zeroes each element with probability `p` and scales the rest by `1 / (1 - p)`; the
     /// identity when evaluating or when `p` is 0.
     pub fn apply<const D: usize>(&mut self, x: Tensor<D>, p: f64) -> Tensor<D> {
-        let Some(rng) = self.0.as_deref_mut() else {
-            return x;
-        };
-        if p <= 0.0 {
-            return x;
-        }
         let dims = x.dims();
-        let count: usize = dims.iter().product();
+        match self.factors(dims.iter().product(), p) {
+            Some((mask, _)) => {
+                let mask = Tensor::<D>::from_data(TensorData::new(mask, dims), &x.device());
+                x * mask
+            }
+            None => x,
+        }
+    }
+
+    /// The factors [`Dropout::apply`] multiplies `count` values by (each `0` or `1 / (1 - p)`)
+    /// and that scale, drawn as it draws them; `None` where it leaves the values as they are.
+    fn factors(&mut self, count: usize, p: f64) -> Option<(Vec<f32>, f32)> {
+        let rng = self.0.as_deref_mut().filter(|_| p > 0.0)?;
         let keep = 1.0 - p as f32;
         let scale = 1.0 / keep;
         let mut mask = vec![0.0; count];
         rng.fill_dropout_mask(&mut mask, keep, scale);
-        let mask = Tensor::<D>::from_data(TensorData::new(mask, dims), &x.device());
-        x * mask
+        Some((mask, scale))
     }
 }
 
