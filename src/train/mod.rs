@@ -1,6 +1,7 @@
 //! Training one trial: the epoch loop, evaluation and checkpoints. It reports through
 //! [`TrainEvent`]s and never touches storage.
 
+mod awake;
 mod checkpoint;
 mod events;
 mod learner;
@@ -133,22 +134,24 @@ pub fn run_group(runs: &[TrialRun], emit: &(dyn Fn(TrainEvent) + Sync)) -> Vec<T
             .map(|(_, l)| l.begin_epoch(epoch))
             .max()
             .unwrap_or(0);
-        for index in 0..batches {
-            active.retain(|(i, l)| match l.interrupted() {
-                Some(end) => {
-                    ends.finish(*i, end);
-                    false
+        awake::with_threads_awake(|| {
+            for index in 0..batches {
+                active.retain(|(i, l)| match l.interrupted() {
+                    Some(end) => {
+                        ends.finish(*i, end);
+                        false
+                    }
+                    None => true,
+                });
+                if active.is_empty() {
+                    break;
                 }
-                None => true,
-            });
-            if active.is_empty() {
-                break;
+                for (i, end) in train_batch(&mut active, (epoch, index), &device, emit) {
+                    ends.finish(i, end);
+                }
+                active.retain(|(i, _)| !ends.over(*i));
             }
-            for (i, end) in train_batch(&mut active, (epoch, index), &device, emit) {
-                ends.finish(i, end);
-            }
-            active.retain(|(i, _)| !ends.over(*i));
-        }
+        });
         let ended: Vec<(usize, Result<Option<TrialEnd>>)> = active
             .into_par_iter()
             .with_min_len(members_per_thread(&device))
