@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Runs `work` on the calling compute thread while every other thread of its pool takes the
 /// jobs `work` shares out as soon as they appear, without sleeping in between. Outside a pool,
-/// or in a pool of one thread, just runs `work`.
+/// or in a pool of one thread, just runs `work`. Only for work whose parallel jobs are rayon's
+/// (flex): a waiting thread keeps its core busy.
 pub(super) fn with_threads_awake<T: Send>(work: impl FnOnce() -> T + Send) -> T {
     let others = rayon::current_num_threads().saturating_sub(1);
     if others == 0 || rayon::current_thread_index().is_none() {
@@ -25,7 +26,9 @@ pub(super) fn with_threads_awake<T: Send>(work: impl FnOnce() -> T + Send) -> T 
             scope.spawn(|_| {
                 while !done.load(Ordering::Acquire) {
                     if rayon::yield_now() != Some(rayon::Yield::Executed) {
-                        std::hint::spin_loop();
+                        // Cheap when each thread has a core; when more threads than cores
+                        // run, this hands the core to one that has work.
+                        std::thread::yield_now();
                     }
                 }
             });

@@ -134,7 +134,7 @@ pub fn run_group(runs: &[TrialRun], emit: &(dyn Fn(TrainEvent) + Sync)) -> Vec<T
             .map(|(_, l)| l.begin_epoch(epoch))
             .max()
             .unwrap_or(0);
-        awake::with_threads_awake(|| {
+        let mut train_batches = || {
             for index in 0..batches {
                 active.retain(|(i, l)| match l.interrupted() {
                     Some(end) => {
@@ -151,7 +151,13 @@ pub fn run_group(runs: &[TrialRun], emit: &(dyn Fn(TrainEvent) + Sync)) -> Vec<T
                 }
                 active.retain(|(i, _)| !ends.over(*i));
             }
-        });
+        };
+        // Other backends run their own threads, which waiting ones would slow.
+        if crate::kernels::is_flex(&device) {
+            awake::with_threads_awake(train_batches);
+        } else {
+            train_batches();
+        }
         let ended: Vec<(usize, Result<Option<TrialEnd>>)> = active
             .into_par_iter()
             .with_min_len(members_per_thread(&device))
