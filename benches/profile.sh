@@ -4,7 +4,8 @@
 # and burn's operations (inclusive, from DWARF call stacks), and the hottest functions on their
 # own. Writes benches/profile-ARCH-results.txt.
 #
-#   benches/profile.sh [ARCH] [IMAGES]      (default: resnet 2500; needs perf: apt-get install linux-perf)
+#   [FREQ=HZ] benches/profile.sh [ARCH] [IMAGES]    (default: 499 Hz, resnet 2500; needs perf:
+#                                                     apt-get install linux-perf)
 #
 # Shares are of all samples on both compute threads, so they add up across threads; data loading
 # is a fixed cost that a full epoch spreads thinner. Nothing else should run meanwhile.
@@ -32,7 +33,7 @@ batch_size = 64
 epochs = 1
 dropout = 0.2
 EOF
-perf record -q --call-graph dwarf,16384 -F 499 -o "$tmp/perf.data" \
+perf record -q --call-graph dwarf,16384 -F "${FREQ:-499}" -o "$tmp/perf.data" \
     "$sweep" run "$tmp/profile.toml" --db "$tmp/profile.db" -q
 # `head` closes the pipes early: not a failure.
 set +o pipefail
@@ -46,6 +47,48 @@ set +o pipefail
         grep -E '^ +[0-9.]+%' |
         grep -E 'sweep::kernels::[a-z_:]+|sweep::model::[a-z_]+::[A-Za-z_:]+|burn_flex::ops::[a-z_]+::[a-z_0-9]+$|burn_flex::ops::[a-z_]+::[a-z_0-9]+_f32' |
         grep -v 'closure' | head -40
+    echo
+    echo "## The two busiest threads: share of each one's samples by the step it was in"
+    # A sample counts under the first of these frames on its call stack; without one, as a job
+    # shared out by another thread or as waiting for one (by its innermost function). Shows
+    # how much of the training thread's time is work no other thread shares.
+    perf script -i "$tmp/perf.data" -F tid,ip,sym 2>/dev/null | python3 -c '
+import collections, sys
+steps = [("batch gather", "sweep::data::gather"), ("adam", "adam_step"),
+         ("linear layers, backward", "fused_linear_backward"), ("linear layers, forward", "kernels::linear::forward"),
+         ("conv layers, backward", "fused_conv2d_backward"), ("conv layers, forward", "ConvPool"),
+         ("first conv layer", "first_conv2d"), ("batch norm", "batch_norm"),
+         ("dropout masks", "dense::linear_relu_dropout"), ("loss", "cross_entropy"),
+         ("rest of the backward pass", "backward_impl"), ("rest of the step", "run_group")]
+waits = ["sched", "yield", "syscall", "futex", "steal", "crossbeam", "rayon_core", "switch",
+         "spin", "wake", "irq", "poll"]
+counts, totals, tid, stack = collections.Counter(), collections.Counter(), None, []
+def flush():
+    if tid is None:
+        return
+    totals[tid] += 1
+    frames = "\n".join(stack)
+    step = next((name for name, frame in steps if frame in frames), None)
+    if step is None:
+        # No step on the stack: a job another thread shared out, or waiting for one.
+        leaf = stack[0] if stack else ""
+        idle = any(w in leaf for w in waits)
+        step = "waiting for work" if idle else "jobs shared out (products, elementwise)"
+    counts[tid, step] += 1
+for line in sys.stdin:
+    if not line.strip():
+        flush(); tid, stack = None, []
+    elif tid is None:
+        tid = line.split()[0]
+    else:
+        stack.append(line)
+flush()
+for rank, (thread, total) in enumerate(totals.most_common(2)):
+    print(f"thread {rank + 1}: {total} samples")
+    for (t, name), n in counts.most_common():
+        if t == thread and n * 100 >= total:
+            print(f"  {100 * n / total:5.1f}%  {name}")
+'
     echo
     echo "## Hottest functions, own samples"
     perf report -i "$tmp/perf.data" --no-children --sort symbol -g none 2>/dev/null |
