@@ -33,8 +33,9 @@ pub enum NormLayout {
 #[backend_extension(Flex, Autodiff)]
 pub trait BatchNormOp: Backend {
     /// `x` as `layout` says, `gamma` and `beta` `[channels]`; pooling needs an even height and
-    /// width; `relu` (with [`NormLayout::Plain`] only): through a ReLU too. Returns the normalised output and `[2, channels]`:
-    /// the batch mean and biased variance per channel (constants, for the running statistics).
+    /// width; `relu` (with [`NormLayout::Plain`] only): through a ReLU too. Returns the
+    /// normalised output and `[2, channels]`: the batch mean and biased variance per channel
+    /// (constants, for the running statistics).
     fn batch_norm_2d(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,

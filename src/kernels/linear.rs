@@ -20,6 +20,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Flex, backend_extension};
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
+use std::borrow::Cow;
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
@@ -243,17 +244,19 @@ impl LinearKernels for Flex {
         // The gradient of the product: the output's, through the mask and the ReLU. A kept
         // value is positive exactly where the ReLU passed it and dropout kept it (a dropped
         // one is 0), and then its factor was `scale`.
-        let grad = match &saved.relu {
-            None => values(&grad).to_vec(),
-            Some((output, scale)) => values(&grad)
-                .iter()
-                .zip(values(output))
-                .map(|(&g, &y)| {
-                    // A select by bits, not a branch: which values pass is as good as random.
-                    let pass = if y > 0.0 { u32::MAX } else { 0 };
-                    f32::from_bits((g * scale).to_bits() & pass)
-                })
-                .collect(),
+        let grad: Cow<[f32]> = match &saved.relu {
+            None => Cow::Borrowed(values(&grad)),
+            Some((output, scale)) => Cow::Owned(
+                values(&grad)
+                    .iter()
+                    .zip(values(output))
+                    .map(|(&g, &y)| {
+                        // A select by bits, not a branch: which values pass is as good as random.
+                        let pass = if y > 0.0 { u32::MAX } else { 0 };
+                        f32::from_bits((g * scale).to_bits() & pass)
+                    })
+                    .collect(),
+            ),
         };
         let mut bias_grad = vec![0.0f32; sizes.outputs];
         for row in grad.chunks_exact(sizes.outputs) {
