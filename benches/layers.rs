@@ -13,7 +13,7 @@ use burn::tensor::Distribution;
 use burn::tensor::activation::relu;
 use std::collections::HashMap;
 use std::time::Instant;
-use sweep::model::layers::{BlockInput, conv_block};
+use sweep::model::layers::conv_block;
 use sweep::model::norm::BatchNorm2d;
 
 const BATCH: usize = 64;
@@ -135,24 +135,16 @@ fn cases() -> Vec<Case> {
             layer: Box::new(move |x| layer.forward_pooled(x, true, &pool).flatten(1, 3)),
         }
     };
-    // sweep's 3x3 convolutions without a pool: unfolded for a first layer, fused for others.
+    // sweep's 3x3 convolutions without a pool (a first layer's input needs no gradient).
     let unpooled = |name, channels: [usize; 2], size| {
         let conv = Conv2dConfig::new(channels, [3, 3])
             .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
             .init(&device);
-        let first = channels[0] == 1;
         Case {
             name,
             input: [BATCH, channels[0], size, size],
-            input_grad: !first,
-            layer: Box::new(move |x| {
-                let y = if first {
-                    sweep::model::layers::first_conv2d(&conv, x)
-                } else {
-                    sweep::model::layers::conv2d(&conv, x)
-                };
-                y.flatten(1, 3)
-            }),
+            input_grad: channels[0] > 1,
+            layer: Box::new(move |x| sweep::model::layers::conv2d(&conv, x).flatten(1, 3)),
         }
     };
     // Convolution, batch norm, ReLU and 2x2 max pool, as sweep's CNN blocks with batch_norm.
@@ -162,18 +154,11 @@ fn cases() -> Vec<Case> {
             .init(&device);
         let norm = BatchNorm2d::new(channels[1], &device);
         let pool = MaxPool2dConfig::new([2, 2]).init();
-        let input = if channels[0] == 1 {
-            BlockInput::Images
-        } else {
-            BlockInput::Activations
-        };
         Case {
             name,
             input: [BATCH, channels[0], size, size],
             input_grad: channels[0] > 1,
-            layer: Box::new(move |x| {
-                conv_block(&conv, Some(&norm), &pool, x, input, true).flatten(1, 3)
-            }),
+            layer: Box::new(move |x| conv_block(&conv, Some(&norm), &pool, x, true).flatten(1, 3)),
         }
     };
     // A resnet convolution (no bias, padding 1 for 3x3), as burn computes it or as sweep's
@@ -200,28 +185,27 @@ fn cases() -> Vec<Case> {
         }
     };
     let burn: ConvPool = |conv, pool, x| pool.forward(conv.forward(x));
-    let first: ConvPool = sweep::model::layers::first_conv2d_max_pool;
-    let inner: ConvPool = sweep::model::layers::conv2d_max_pool;
+    let fused: ConvPool = sweep::model::layers::conv2d_max_pool;
     let fc1 = LinearConfig::new(64 * 7 * 7, 256).init(&device);
     vec![
         conv("cnn conv1 1->32 3x3 28x28", [1, 32], 3, 1, 28, false),
         pooled("cnn conv1 + pool", [1, 32], 3, 1, 28, burn),
-        pooled("cnn conv1 + pool (sweep)", [1, 32], 3, 1, 28, first),
+        pooled("cnn conv1 + pool (sweep)", [1, 32], 3, 1, 28, fused),
         conv("cnn conv2 32->64 3x3 14x14", [32, 64], 3, 1, 14, true),
         pooled("cnn conv2 + pool", [32, 64], 3, 1, 14, burn),
-        pooled("cnn conv2 + pool (sweep)", [32, 64], 3, 1, 14, inner),
+        pooled("cnn conv2 + pool (sweep)", [32, 64], 3, 1, 14, fused),
         conv("lenet5 conv1 1->6 5x5 28x28", [1, 6], 5, 2, 28, false),
         pooled("lenet5 conv1 + pool", [1, 6], 5, 2, 28, burn),
-        pooled("lenet5 conv1 + pool (sweep)", [1, 6], 5, 2, 28, first),
+        pooled("lenet5 conv1 + pool (sweep)", [1, 6], 5, 2, 28, fused),
         conv("lenet5 conv2 6->16 5x5 14x14", [6, 16], 5, 0, 14, true),
         pooled("lenet5 conv2 + pool", [6, 16], 5, 0, 14, burn),
-        pooled("lenet5 conv2 + pool (sweep)", [6, 16], 5, 0, 14, inner),
+        pooled("lenet5 conv2 + pool (sweep)", [6, 16], 5, 0, 14, fused),
         conv("convnet conv1 1->16 3x3 28x28", [1, 16], 3, 1, 28, false),
         pooled("convnet conv1 + pool", [1, 16], 3, 1, 28, burn),
-        pooled("convnet conv1 + pool (sweep)", [1, 16], 3, 1, 28, first),
+        pooled("convnet conv1 + pool (sweep)", [1, 16], 3, 1, 28, fused),
         conv("convnet conv2 16->32 3x3 14x14", [16, 32], 3, 1, 14, true),
         pooled("convnet conv2 + pool", [16, 32], 3, 1, 14, burn),
-        pooled("convnet conv2 + pool (sweep)", [16, 32], 3, 1, 14, inner),
+        pooled("convnet conv2 + pool (sweep)", [16, 32], 3, 1, 14, fused),
         normed("cnn conv1 + bn + relu + pool (sweep)", [1, 32], 28),
         normed("cnn conv2 + bn + relu + pool (sweep)", [32, 64], 14),
         unpooled("cnn conv1 1->32 3x3 28x28 (sweep)", [1, 32], 28),

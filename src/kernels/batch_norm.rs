@@ -24,9 +24,6 @@ pub enum NormLayout {
     Plain,
     /// `[batch, channels, height, width]` in, 2x2 max-pooled out.
     Pooled,
-    /// `[channels, batch, height, width]` in (the gradient goes back the same way), 2x2
-    /// max-pooled `[batch, channels, height / 2, width / 2]` out.
-    ChannelMajorPooled,
 }
 
 /// Batch norm with the batch's own statistics, optionally followed by a 2x2 max pool.
@@ -88,30 +85,22 @@ fn rectify(value: f32) -> f32 {
 }
 
 /// The layout of the activations: `batch` images of `channels` planes of `height x width`,
-/// stored image by image (`[batch, channels, h, w]`) or channel by channel (`[channels, batch,
-/// h, w]`, as a convolution computed as one matrix product leaves them).
+/// stored image by image (`[batch, channels, h, w]`).
 #[derive(Clone, Copy, Debug)]
 pub struct Planes {
     batch: usize,
     channels: usize,
     height: usize,
     width: usize,
-    channel_major: bool,
 }
 
 impl Planes {
-    fn of(shape: &[usize], channel_major: bool) -> Planes {
-        let (batch, channels) = if channel_major {
-            (shape[1], shape[0])
-        } else {
-            (shape[0], shape[1])
-        };
+    fn of(shape: &[usize]) -> Planes {
         Planes {
-            batch,
-            channels,
+            batch: shape[0],
+            channels: shape[1],
             height: shape[2],
             width: shape[3],
-            channel_major,
         }
     }
 
@@ -125,31 +114,18 @@ impl Planes {
 
     /// The values of plane `(image, channel)`.
     fn range(&self, image: usize, channel: usize) -> std::ops::Range<usize> {
-        let index = if self.channel_major {
-            channel * self.batch + image
-        } else {
-            image * self.channels + channel
-        };
+        let index = image * self.channels + channel;
         index * self.size()..(index + 1) * self.size()
     }
 
     /// `(image, channel)` of the `index`th stored plane.
     fn plane(&self, index: usize) -> (usize, usize) {
-        if self.channel_major {
-            (index % self.batch, index / self.batch)
-        } else {
-            (index / self.channels, index % self.channels)
-        }
+        (index / self.channels, index % self.channels)
     }
 
     /// The stored shape.
     fn shape(&self) -> Vec<usize> {
-        let (first, second) = if self.channel_major {
-            (self.channels, self.batch)
-        } else {
-            (self.batch, self.channels)
-        };
-        vec![first, second, self.height, self.width]
+        vec![self.batch, self.channels, self.height, self.width]
     }
 }
 
@@ -188,7 +164,7 @@ fn run(
     relu: bool,
 ) -> (FlexTensor, FlexTensor, NormSaved) {
     let x = x.to_contiguous();
-    let planes = Planes::of(x.layout().shape(), layout == NormLayout::ChannelMajorPooled);
+    let planes = Planes::of(x.layout().shape());
     let pool = layout != NormLayout::Plain;
     assert!(
         !(pool && relu),
@@ -230,7 +206,6 @@ fn run(
         let pooled = Planes {
             height: planes.height / 2,
             width: planes.width / 2,
-            channel_major: false,
             ..planes
         };
         let mut argmax = vec![0u32; pooled.count() * pooled.size()];

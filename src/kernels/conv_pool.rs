@@ -11,8 +11,12 @@
 //! columns fit in a core's cache; the backward pass unfolds each block again rather than keep
 //! every block's columns (measured: as fast, and less memory). Same numbers as burn's layers up
 //! to the order of summation (tests below compare values and all three gradients).
+//!
+//! A first layer (few values per output: [`Geometry::direct`]) skips the columns: its
+//! convolution and weight gradient are computed directly, image by image ([`super::direct`]).
 
 use super::autodiff::{LayerBackward, LayerGradients, LayerKernel};
+use super::direct;
 use super::flex::{flex_tensor, lane_sum, values};
 use super::gemm::{Operand, matmul};
 use super::im2col::{Geometry, fold, unfold};
@@ -83,8 +87,7 @@ struct Forward {
 }
 
 impl Forward {
-    /// Block by block of images (see [`Geometry::blocks`]): unfold, multiply, pool (or add
-    /// the bias and lay out).
+    /// Directly for a first layer ([`Geometry::direct`]), over unfolded columns otherwise.
     fn run(
         x: FlexTensor,
         weight: FlexTensor,
@@ -113,32 +116,11 @@ impl Forward {
         };
         let g = &geometry;
         let (weight_rows, bias_values) = (values(&weight), values(&bias));
-        let blocks: Vec<(Vec<f32>, Vec<u32>)> = g
-            .blocks(values(&x), g.input_size())
-            .map(|(_, block, x)| {
-                let columns = unfold(x, &block);
-                let conv = matmul(
-                    block.filters,
-                    block.rows(),
-                    block.pixels(),
-                    Operand::rows(weight_rows, block.rows()),
-                    Operand::rows(&columns, block.pixels()),
-                );
-                if block.pool {
-                    max_pool(&conv, bias_values, &block)
-                } else {
-                    (arrange(&conv, bias_values, &block), Vec::new())
-                }
-            })
-            .collect();
-        let (output, argmax) = blocks.into_iter().fold(
-            (Vec::new(), Vec::new()),
-            |(mut output, mut argmax), (block_output, block_argmax)| {
-                output.extend_from_slice(&block_output);
-                argmax.extend_from_slice(&block_argmax);
-                (output, argmax)
-            },
-        );
+        let (output, argmax) = if g.direct() {
+            direct::forward(values(&x), weight_rows, bias_values, g)
+        } else {
+            unfolded_forward(values(&x), weight_rows, bias_values, g)
+        };
         Forward {
             output,
             argmax,
@@ -152,6 +134,42 @@ impl Forward {
         let (height, width) = g.output_size();
         flex_tensor(output, vec![g.batch, g.filters, height, width])
     }
+}
+
+/// The forward pass over unfolded columns, block by block of images (see
+/// [`Geometry::blocks`]): unfold, multiply, pool (or add the bias and lay out).
+fn unfolded_forward(
+    x: &[f32],
+    weight_rows: &[f32],
+    bias: &[f32],
+    g: &Geometry,
+) -> (Vec<f32>, Vec<u32>) {
+    let blocks: Vec<(Vec<f32>, Vec<u32>)> = g
+        .blocks(x, g.input_size())
+        .map(|(_, block, x)| {
+            let columns = unfold(x, &block);
+            let conv = matmul(
+                block.filters,
+                block.rows(),
+                block.pixels(),
+                Operand::rows(weight_rows, block.rows()),
+                Operand::rows(&columns, block.pixels()),
+            );
+            if block.pool {
+                max_pool(&conv, bias, &block)
+            } else {
+                (arrange(&conv, bias, &block), Vec::new())
+            }
+        })
+        .collect();
+    blocks.into_iter().fold(
+        (Vec::new(), Vec::new()),
+        |(mut output, mut argmax), (block_output, block_argmax)| {
+            output.extend_from_slice(&block_output);
+            argmax.extend_from_slice(&block_argmax);
+            (output, argmax)
+        },
+    )
 }
 
 impl ConvPool for Flex {
@@ -204,56 +222,74 @@ impl ConvPoolKernels for Flex {
         for (index, chunk) in grad.chunks_exact(plane).enumerate() {
             bias_grad[index % g.filters] += lane_sum(chunk, chunk, |v, _| v);
         }
-        // Per block: the columns again (cheaper than keeping them: they are in cache now), the
-        // convolution's gradient, this block's share of the weight's gradient, and its images'
-        // gradient.
-        let output_size = g.filters * plane;
-        let blocks: Vec<(Vec<f32>, Option<Vec<f32>>)> = g
-            .blocks(values(&saved.x), g.input_size())
-            .map(|(first_image, block, x)| {
-                let outputs = first_image * output_size..(first_image + block.batch) * output_size;
-                let columns = unfold(x, &block);
-                let conv_grad = if block.pool {
-                    unpool(&grad[outputs.clone()], &argmax[outputs], &block)
-                } else {
-                    disarrange(&grad[outputs], &block)
-                };
-                let weight_grad = matmul(
-                    block.filters,
-                    block.pixels(),
-                    block.rows(),
-                    Operand::rows(&conv_grad, block.pixels()),
-                    Operand::transposed(&columns, block.pixels()),
-                );
-                let x_grad = input_grad.then(|| {
-                    let columns_grad = matmul(
-                        block.rows(),
-                        block.filters,
-                        block.pixels(),
-                        Operand::transposed(weight_rows, block.rows()),
-                        Operand::rows(&conv_grad, block.pixels()),
-                    );
-                    fold(&columns_grad, &block)
-                });
-                (weight_grad, x_grad)
-            })
-            .collect();
-        let mut weight_grad = vec![0.0f32; g.filters * g.rows()];
-        let mut x_grad = input_grad.then(|| Vec::with_capacity(g.batch * g.input_size()));
-        for (block_weight_grad, block_x_grad) in blocks {
-            for (sum, value) in weight_grad.iter_mut().zip(block_weight_grad) {
-                *sum += value;
-            }
-            if let (Some(x_grad), Some(block_x_grad)) = (&mut x_grad, block_x_grad) {
-                x_grad.extend_from_slice(&block_x_grad);
-            }
-        }
+        let (weight_grad, x_grad) = if g.direct() {
+            direct::backward(grad, argmax, values(&saved.x), weight_rows, g, input_grad)
+        } else {
+            unfolded_backward(grad, argmax, values(&saved.x), weight_rows, g, input_grad)
+        };
         (
             x_grad.map(|x_grad| flex_tensor(x_grad, vec![g.batch, g.channels, g.height, g.width])),
             flex_tensor(weight_grad, vec![g.filters, g.channels, g.kernel, g.kernel]),
             flex_tensor(bias_grad, vec![g.filters]),
         )
     }
+}
+
+/// The weight's and (when `input_grad`) the input's gradients over unfolded columns.
+fn unfolded_backward(
+    grad: &[f32],
+    argmax: &[u32],
+    x: &[f32],
+    weight_rows: &[f32],
+    g: &Geometry,
+    input_grad: bool,
+) -> (Vec<f32>, Option<Vec<f32>>) {
+    let plane = grad.len() / (g.batch * g.filters);
+    // Per block: the columns again (cheaper than keeping them: they are in cache now), the
+    // convolution's gradient, this block's share of the weight's gradient, and its images'
+    // gradient.
+    let output_size = g.filters * plane;
+    let blocks: Vec<(Vec<f32>, Option<Vec<f32>>)> = g
+        .blocks(x, g.input_size())
+        .map(|(first_image, block, x)| {
+            let outputs = first_image * output_size..(first_image + block.batch) * output_size;
+            let columns = unfold(x, &block);
+            let conv_grad = if block.pool {
+                unpool(&grad[outputs.clone()], &argmax[outputs], &block)
+            } else {
+                disarrange(&grad[outputs], &block)
+            };
+            let weight_grad = matmul(
+                block.filters,
+                block.pixels(),
+                block.rows(),
+                Operand::rows(&conv_grad, block.pixels()),
+                Operand::transposed(&columns, block.pixels()),
+            );
+            let x_grad = input_grad.then(|| {
+                let columns_grad = matmul(
+                    block.rows(),
+                    block.filters,
+                    block.pixels(),
+                    Operand::transposed(weight_rows, block.rows()),
+                    Operand::rows(&conv_grad, block.pixels()),
+                );
+                fold(&columns_grad, &block)
+            });
+            (weight_grad, x_grad)
+        })
+        .collect();
+    let mut weight_grad = vec![0.0f32; g.filters * g.rows()];
+    let mut x_grad = input_grad.then(|| Vec::with_capacity(g.batch * g.input_size()));
+    for (block_weight_grad, block_x_grad) in blocks {
+        for (sum, value) in weight_grad.iter_mut().zip(block_weight_grad) {
+            *sum += value;
+        }
+        if let (Some(x_grad), Some(block_x_grad)) = (&mut x_grad, block_x_grad) {
+            x_grad.extend_from_slice(&block_x_grad);
+        }
+    }
+    (weight_grad, x_grad)
 }
 
 impl<B: Backend + ConvPool + ConvPoolKernels, C: CheckpointStrategy> ConvPool for Autodiff<B, C> {
@@ -317,15 +353,23 @@ mod tests {
     use burn::tensor::Distribution;
 
     /// Output and input, weight and bias gradients equal burn's conv + pool for the CNN's and
-    /// LeNet-5's inner layers and a small padded one; on integer-valued inputs too, where
+    /// LeNet-5's inner layers and a small padded one, and for first layers taken directly
+    /// (the CNN's, LeNet-5's, and two channels unpadded); on integer-valued inputs too, where
     /// windows hold equal maxima and the gradient must go to the same (first) one. 20 images
-    /// make several blocks, the last one partial, for both inner layers.
+    /// make several blocks or tasks, the last one partial.
     #[test]
     fn fused_layer_matches_burn_in_values_and_all_gradients() {
         let device = Device::flex().autodiff();
         device.seed(3);
         let pool = MaxPool2dConfig::new([2, 2]).init();
-        let shapes = [(32, 64, 3, 1, 14), (6, 16, 5, 0, 14), (3, 4, 3, 2, 6)];
+        let shapes = [
+            (32, 64, 3, 1, 14),
+            (6, 16, 5, 0, 14),
+            (3, 4, 3, 2, 6),
+            (1, 32, 3, 1, 28),
+            (1, 6, 5, 2, 12),
+            (2, 4, 3, 0, 8),
+        ];
         for (inputs, filters, kernel, pad, size) in shapes {
             for integers in [false, true] {
                 let mut conv = Conv2dConfig::new([inputs, filters], [kernel, kernel])
@@ -363,8 +407,8 @@ mod tests {
         }
     }
 
-    /// Without autodiff (evaluation), and with an input that needs no gradient (a first layer),
-    /// the fused layer still agrees with burn's.
+    /// Without autodiff (evaluation), and with an input that needs no gradient (a first layer:
+    /// the weight's and bias's gradients), the fused layer still agrees with burn's.
     #[test]
     fn fused_layer_matches_burn_when_evaluating_and_for_constant_inputs() {
         let pool = MaxPool2dConfig::new([2, 2]).init();
@@ -389,27 +433,42 @@ mod tests {
             "3x3 NaN neighbourhood, 2x2 outputs, 8 filters"
         );
 
+        // First layers (the images need no gradient): LeNet-5's 5x5 and the CNN's 3x3.
         let device = Device::flex().autodiff();
-        let conv = Conv2dConfig::new([1, 8], [5, 5])
-            .with_padding(PaddingConfig2d::Explicit(2, 2, 2, 2))
-            .init(&device);
-        let x = Tensor::<4>::random([3, 1, 12, 12], Distribution::Uniform(0.0, 1.0), &device);
-        let weight_grad = |fused: bool| {
-            let y = if fused {
-                conv2d_max_pool(&conv, &pool, x.clone())
-            } else {
-                pool.forward(conv.forward(x.clone()))
+        for (filters, kernel, size) in [(8, 5, 12), (32, 3, 28)] {
+            let pad = kernel / 2;
+            let conv = Conv2dConfig::new([1, filters], [kernel, kernel])
+                .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
+                .init(&device);
+            let x =
+                Tensor::<4>::random([3, 1, size, size], Distribution::Uniform(0.0, 1.0), &device);
+            let gradients = |fused: bool| {
+                let y = if fused {
+                    conv2d_max_pool(&conv, &pool, x.clone())
+                } else {
+                    pool.forward(conv.forward(x.clone()))
+                };
+                let grads = (y.clone() * y).sum().backward();
+                let bias = conv.bias.as_ref().unwrap().val().grad(&grads).unwrap();
+                (conv.weight.val().grad(&grads).unwrap(), bias)
             };
-            let grads = (y.clone() * y).sum().backward();
-            conv.weight.val().grad(&grads).unwrap()
-        };
-        assert!(relative_difference(weight_grad(false), weight_grad(true)) < 1e-5);
+            let ((w0, b0), (w1, b1)) = (gradients(false), gradients(true));
+            assert!(
+                relative_difference(w0, w1) < 1e-5,
+                "weight grad, {kernel}x{kernel}"
+            );
+            assert!(
+                relative_difference(b0, b1) < 1e-5,
+                "bias grad, {kernel}x{kernel}"
+            );
+        }
     }
 
     /// Without the pool the operation is burn's convolution, with a bias and without one (as
     /// before batch norm), in the output and all gradients; strided too, as resnet's first
     /// convolution of a stage and its 1x1 shortcut, on odd sizes where the last kernel position
-    /// leaves input rows and columns unread; and strided followed by the pool.
+    /// leaves input rows and columns unread; and strided followed by the pool. Each with four
+    /// input channels and with one, which takes the stride-1 cases directly.
     #[test]
     fn unpooled_and_strided_layers_match_burn_with_and_without_bias() {
         let device = Device::flex().autodiff();
@@ -427,14 +486,16 @@ mod tests {
             (true, 2, 5, 3, false, [11, 10]),
             (true, 1, 3, 2, true, [7, 11]),
         ];
-        for (bias, pad, kernel, stride, pooled, [height, width]) in cases {
-            let conv = Conv2dConfig::new([4, 6], [kernel, kernel])
+        for ((bias, pad, kernel, stride, pooled, [height, width]), inputs) in
+            cases.into_iter().flat_map(|case| [(case, 4), (case, 1)])
+        {
+            let conv = Conv2dConfig::new([inputs, 6], [kernel, kernel])
                 .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
                 .with_stride([stride, stride])
                 .with_bias(bias)
                 .init(&device);
             let x = Tensor::<4>::random(
-                [9, 4, height, width],
+                [9, inputs, height, width],
                 Distribution::Normal(0.0, 1.0),
                 &device,
             );
@@ -452,7 +513,9 @@ mod tests {
             };
             let (y0, x0, w0) = run(false);
             let (y1, x1, w1) = run(true);
-            let case = format!("bias {bias}, k{kernel} p{pad} s{stride}, pooled {pooled}");
+            let case = format!(
+                "{inputs} inputs, bias {bias}, k{kernel} p{pad} s{stride}, pooled {pooled}"
+            );
             assert_eq!(y0.dims(), y1.dims(), "output shape, {case}");
             assert!(relative_difference(y0, y1) < 1e-5, "output, {case}");
             assert!(relative_difference(x0, x1) < 1e-5, "input grad, {case}");

@@ -3,11 +3,12 @@
 //! gradients) in fewer passes over memory; on other backends the models use burn's.
 //!
 //! Parts: [`im2col`] unfolds images into columns and back, [`gemm`] multiplies them, [`pool`]
-//! pools a convolution's output, [`conv_pool`] makes these one layer, [`batch_norm`] is
-//! training-mode batch norm, [`add_relu`] a residual block's `relu(a + b)`, [`linear`] a fully
-//! connected layer with its ReLU and dropout, [`adam`] one Adam or AdamW step; [`autodiff`] is
-//! the backward glue they share and [`flex`] how they read and make flex tensors; [`denormals`]
-//! keeps subnormal floats off the compute threads.
+//! pools a convolution's output, [`conv_pool`] makes these one layer ([`direct`] computes a first
+//! layer's convolution without columns), [`batch_norm`] is training-mode batch norm, [`add_relu`]
+//! a residual block's `relu(a + b)`, [`linear`] a fully connected layer with its ReLU and
+//! dropout, [`adam`] one Adam or AdamW step; [`autodiff`] is the backward glue they share and
+//! [`flex`] how they read and make flex tensors; [`denormals`] keeps subnormal floats off the
+//! compute threads.
 
 mod adam;
 mod add_relu;
@@ -15,6 +16,7 @@ mod autodiff;
 mod batch_norm;
 mod conv_pool;
 mod denormals;
+mod direct;
 mod flex;
 mod gemm;
 mod im2col;

@@ -3,7 +3,7 @@
 //! stage after the first halving the image, then global average pooling, dropout and one
 //! linear layer. Convolutions followed by batch norm have no bias, as in torchvision.
 
-use super::layers::{add_relu, conv2d, first_conv2d};
+use super::layers::{add_relu, conv2d};
 use super::norm::BatchNorm2d;
 use super::{Dropout, OUTPUTS};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -73,7 +73,7 @@ impl Resnet {
         let training = dropout.is_training();
         let mut x = self
             .stem_norm
-            .forward_relu(first_conv2d(&self.stem, images), training);
+            .forward_relu(conv2d(&self.stem, images), training);
         for block in &self.blocks {
             x = block.forward(x, training);
         }
