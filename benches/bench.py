@@ -296,8 +296,9 @@ def write_markdown(args, raw):
                "sum(y * y), gradients of the input and the weights read back, in burn flex and in PyTorch "
                "(`benches/layers_torch.py`, gradients zeroed before each repeat), same threads; milliseconds, "
                "median of the repeats. Rows marked (sweep) are the formulations the models use on flex "
-               "(`sweep::model::layers`, `sweep::model::norm`): each convolution + pool pair (the first "
-               "layer's, and the inner ones' through `src/kernels/conv_pool.rs`), resnet's convolutions, "
+               "(`sweep::model::layers`, `sweep::model::norm`): each convolution + pool pair "
+               "(`src/kernels/conv_pool.rs`; a first layer's computed directly, `src/kernels/direct.rs`), "
+               "resnet's convolutions, "
                "the strided ones included, and batch norm with its pool or ReLU (`src/kernels/batch_norm.rs`); "
                "the unmarked rows are burn's own kernels, but for batch norm, which is always sweep's.", ""] + layers
     if whole["sweep"]:
