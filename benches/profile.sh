@@ -57,7 +57,7 @@ import collections, sys
 steps = [("batch gather", "sweep::data::gather"), ("adam", "adam_step"),
          ("linear layers, backward", "fused_linear_backward"), ("linear layers, forward", "kernels::linear::forward"),
          ("conv layers, backward", "fused_conv2d_backward"), ("conv layers, forward", "ConvPool"),
-         ("first conv layer", "first_conv2d"), ("batch norm", "batch_norm"),
+         ("batch norm", "batch_norm"),
          ("dropout masks", "dense::linear_relu_dropout"), ("loss", "cross_entropy"),
          ("rest of the backward pass", "backward_impl"), ("rest of the step", "run_group")]
 waits = ["sched", "yield", "syscall", "futex", "steal", "crossbeam", "rayon_core", "switch",
