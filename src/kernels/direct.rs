@@ -52,7 +52,7 @@ impl Geometry {
         self.conv_size().0 * self.padded().1
     }
 
-    /// Every kernel tap's offset in the padded image and the weight's index, in weight order.
+    /// Every kernel tap's offset in the padded image, in the order of the weight's values.
     fn taps(&self) -> impl Iterator<Item = usize> + '_ {
         let (plane, wp) = (self.padded_plane(), self.padded().1);
         (0..self.channels).flat_map(move |c| {
