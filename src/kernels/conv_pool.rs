@@ -50,7 +50,8 @@ pub trait ConvPool: Backend {
 /// pass needs (the input and where each window's maximum was), and that backward pass.
 pub trait ConvPoolKernels: Backend {
     /// The pooled output, and for the backward pass the input, the weight, the position of
-    /// each output's maximum in its filter's row of the convolution, and the sizes.
+    /// each output's maximum in its filter's row of the convolution (for a direct layer, in
+    /// its filter's outputs of one image as `direct.rs` lays them out), and the sizes.
     fn fused_conv2d_saving(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
