@@ -107,7 +107,7 @@ impl BasicBlock {
             .forward_relu(conv2d(&self.conv1, x.clone()), training);
         let out = self.norm2.forward(conv2d(&self.conv2, out), training);
         let shortcut = match &self.shortcut {
-            Some(p) => p.norm.forward(p.conv.forward(x), training),
+            Some(p) => p.norm.forward(conv2d(&p.conv, x), training),
             None => x,
         };
         add_relu(out, shortcut)
