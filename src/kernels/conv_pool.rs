@@ -17,10 +17,10 @@
 
 use super::autodiff::{LayerBackward, LayerGradients, LayerKernel};
 use super::direct;
-use super::flex::{flex_tensor, lane_sum, values};
+use super::flex::{chunks_or_empty, flex_tensor, lane_sum, values};
 use super::gemm::{Operand, matmul};
-use super::im2col::{Geometry, fold, unfold};
-use super::pool::{arrange, disarrange, max_pool, unpool};
+use super::im2col::{Geometry, fold_into, unfold};
+use super::pool::{arrange_into, disarrange, max_pool_into, unpool};
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::ops::{Backward, OpsKind};
 use burn::backend::tensor::{FloatTensor, IntTensor};
@@ -138,16 +138,23 @@ impl Forward {
 }
 
 /// The forward pass over unfolded columns, block by block of images (see
-/// [`Geometry::blocks`]): unfold, multiply, pool (or add the bias and lay out).
+/// [`Geometry::blocks`]): unfold, multiply, pool (or add the bias and lay out), each block
+/// writing its own part of the output.
 fn unfolded_forward(
     x: &[f32],
     weight_rows: &[f32],
     bias: &[f32],
     g: &Geometry,
 ) -> (Vec<f32>, Vec<u32>) {
-    let blocks: Vec<(Vec<f32>, Vec<u32>)> = g
-        .blocks(x, g.input_size())
-        .map(|(_, block, x)| {
+    let (height, width) = g.output_size();
+    let block_outputs = g.block_images() * g.filters * height * width;
+    let mut output = vec![0.0f32; g.batch * g.filters * height * width];
+    let mut argmax = vec![0u32; if g.pool { output.len() } else { 0 }];
+    let blocks = g.batch.div_ceil(g.block_images());
+    g.blocks(x, g.input_size())
+        .zip(output.par_chunks_mut(block_outputs))
+        .zip(chunks_or_empty(&mut argmax, block_outputs, blocks))
+        .for_each(|(((_, block, x), output), argmax)| {
             let columns = unfold(x, &block);
             let conv = matmul(
                 block.filters,
@@ -157,20 +164,12 @@ fn unfolded_forward(
                 Operand::rows(&columns, block.pixels()),
             );
             if block.pool {
-                max_pool(&conv, bias, &block)
+                max_pool_into(&conv, bias, &block, output, argmax);
             } else {
-                (arrange(&conv, bias, &block), Vec::new())
+                arrange_into(&conv, bias, &block, output);
             }
-        })
-        .collect();
-    blocks.into_iter().fold(
-        (Vec::new(), Vec::new()),
-        |(mut output, mut argmax), (block_output, block_argmax)| {
-            output.extend_from_slice(&block_output);
-            argmax.extend_from_slice(&block_argmax);
-            (output, argmax)
-        },
-    )
+        });
+    (output, argmax)
 }
 
 impl ConvPool for Flex {
@@ -219,10 +218,15 @@ impl ConvPoolKernels for Flex {
         let argmax = saved.argmax.storage::<u32>();
         let weight_rows = values(&saved.weight);
         let plane = grad.len() / (g.batch * g.filters);
-        let mut bias_grad = vec![0.0f32; g.filters];
-        for (index, chunk) in grad.chunks_exact(plane).enumerate() {
-            bias_grad[index % g.filters] += lane_sum(chunk, chunk, |v, _| v);
-        }
+        // Per filter, its planes' sums added image by image.
+        let bias_grad: Vec<f32> = (0..g.filters)
+            .into_par_iter()
+            .map(|filter| {
+                (0..g.batch)
+                    .map(|image| &grad[(image * g.filters + filter) * plane..][..plane])
+                    .fold(0.0, |sum, chunk| sum + lane_sum(chunk, chunk, |v, _| v))
+            })
+            .collect();
         let (weight_grad, x_grad) = if g.direct() {
             direct::backward(grad, argmax, values(&saved.x), weight_rows, g, input_grad)
         } else {
@@ -250,9 +254,13 @@ fn unfolded_backward(
     // convolution's gradient, this block's share of the weight's gradient, and its images'
     // gradient.
     let output_size = g.filters * plane;
-    let blocks: Vec<(Vec<f32>, Option<Vec<f32>>)> = g
+    let mut x_grad = vec![0.0f32; if input_grad { x.len() } else { 0 }];
+    let block_inputs = g.block_images() * g.input_size();
+    let blocks = g.batch.div_ceil(g.block_images());
+    let weight_grads: Vec<Vec<f32>> = g
         .blocks(x, g.input_size())
-        .map(|(first_image, block, x)| {
+        .zip(chunks_or_empty(&mut x_grad, block_inputs, blocks))
+        .map(|((first_image, block, x), x_grad)| {
             let outputs = first_image * output_size..(first_image + block.batch) * output_size;
             let columns = unfold(x, &block);
             let conv_grad = if block.pool {
@@ -267,7 +275,7 @@ fn unfolded_backward(
                 Operand::rows(&conv_grad, block.pixels()),
                 Operand::transposed(&columns, block.pixels()),
             );
-            let x_grad = input_grad.then(|| {
+            if input_grad {
                 let columns_grad = matmul(
                     block.rows(),
                     block.filters,
@@ -275,22 +283,18 @@ fn unfolded_backward(
                     Operand::transposed(weight_rows, block.rows()),
                     Operand::rows(&conv_grad, block.pixels()),
                 );
-                fold(&columns_grad, &block)
-            });
-            (weight_grad, x_grad)
+                fold_into(&columns_grad, &block, x_grad);
+            }
+            weight_grad
         })
         .collect();
     let mut weight_grad = vec![0.0f32; g.filters * g.rows()];
-    let mut x_grad = input_grad.then(|| Vec::with_capacity(g.batch * g.input_size()));
-    for (block_weight_grad, block_x_grad) in blocks {
+    for block_weight_grad in weight_grads {
         for (sum, value) in weight_grad.iter_mut().zip(block_weight_grad) {
             *sum += value;
         }
-        if let (Some(x_grad), Some(block_x_grad)) = (&mut x_grad, block_x_grad) {
-            x_grad.extend_from_slice(&block_x_grad);
-        }
     }
-    (weight_grad, x_grad)
+    (weight_grad, input_grad.then_some(x_grad))
 }
 
 impl<B: Backend + ConvPool + ConvPoolKernels, C: CheckpointStrategy> ConvPool for Autodiff<B, C> {

@@ -11,6 +11,7 @@
 //! is one contiguous run over the padded plane; the last `kernel - 1` values of each output row
 //! are not outputs and are never read back (their gradients are zero).
 
+use super::flex::chunks_or_empty;
 use super::im2col::Geometry;
 use super::pool::pool_row_pair;
 use rayon::prelude::*;
@@ -80,10 +81,7 @@ pub(super) fn forward(
     output
         .par_chunks_mut(per_image)
         .zip(
-            argmax
-                .par_chunks_mut(argmax_per_image.max(1))
-                .chain(empty_chunks(g)),
-        )
+chunks_or_empty(&mut argmax, argmax_per_image, g.batch))
         .zip(x.par_chunks(g.input_size()))
         .for_each_init(
             || Scratch::new(g),
@@ -100,12 +98,6 @@ pub(super) fn forward(
     (output, argmax)
 }
 
-/// Stand-ins for the argmax of an unpooled layer, which has none: one empty slice per image.
-fn empty_chunks<'a>(g: &Geometry) -> impl IndexedParallelIterator<Item = &'a mut [u32]> + use<'a> {
-    let images = if g.pool { 0 } else { g.batch };
-    (0..images).into_par_iter().map(|_| <&mut [u32]>::default())
-}
-
 /// The weight's gradient `[filters, rows]` and, when `input_grad`, the input's, from the
 /// output's gradient `grad` and the forward pass's `argmax`.
 pub(super) fn backward(
@@ -119,20 +111,16 @@ pub(super) fn backward(
     let per_image = grad.len() / g.batch.max(1);
     let taps: Vec<usize> = g.taps().collect();
     let mut x_grad = vec![0.0f32; if input_grad { x.len() } else { 0 }];
-    let x_grad_chunk = if input_grad {
-        IMAGES_PER_TASK * g.input_size()
-    } else {
-        1
-    };
     let chunk = |values: usize| (IMAGES_PER_TASK * values).max(1);
     let partial_sums: Vec<Vec<f32>> = x
         .par_chunks(chunk(g.input_size()))
         .zip(grad.par_chunks(chunk(per_image)))
         .zip(
-            x_grad
-                .par_chunks_mut(x_grad_chunk)
-                .chain(empty_tasks(g, input_grad)),
-        )
+chunks_or_empty(
+            &mut x_grad,
+            IMAGES_PER_TASK * g.input_size(),
+            g.batch.div_ceil(IMAGES_PER_TASK),
+        ))
         .enumerate()
         .map(|(task, ((images, grads), x_grads))| {
             let mut scratch = Scratch::new(g);
@@ -164,19 +152,6 @@ pub(super) fn backward(
         }
     }
     (weight_grad, input_grad.then_some(x_grad))
-}
-
-/// Stand-ins for the input gradient's per-task slices when none is wanted.
-fn empty_tasks<'a>(
-    g: &Geometry,
-    input_grad: bool,
-) -> impl IndexedParallelIterator<Item = &'a mut [f32]> + use<'a> {
-    let tasks = if input_grad {
-        0
-    } else {
-        g.batch.div_ceil(IMAGES_PER_TASK)
-    };
-    (0..tasks).into_par_iter().map(|_| <&mut [f32]>::default())
 }
 
 /// One task's working planes: a padded image and one image's outputs (or their gradients).

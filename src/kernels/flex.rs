@@ -4,6 +4,7 @@
 use burn::tensor::Element;
 use burn_flex::{FlexTensor, Layout};
 use burn_std::{Bytes, Shape};
+use rayon::prelude::*;
 
 /// The values of a contiguous flex tensor in row-major order.
 pub(super) fn values(tensor: &FlexTensor) -> &[f32] {
@@ -40,4 +41,18 @@ pub(super) fn flex_tensor<E: Element>(values: Vec<E>, dims: Vec<usize>) -> FlexT
         Layout::contiguous(Shape::from(dims)),
         E::dtype(),
     )
+}
+
+/// `values` in chunks of `size` for parallel tasks that each write one chunk, or, when `values`
+/// is empty (an output a layer does not have: an unpooled layer's argmax, a first layer's input
+/// gradient), `tasks` empty slices, so that it can be zipped with the tasks' inputs all the same.
+pub(super) fn chunks_or_empty<T: Send>(
+    values: &mut [T],
+    size: usize,
+    tasks: usize,
+) -> impl IndexedParallelIterator<Item = &mut [T]> {
+    let stand_ins = if values.is_empty() { tasks } else { 0 };
+    values
+        .par_chunks_mut(size.max(1))
+        .chain((0..stand_ins).into_par_iter().map(|_| <&mut [T]>::default()))
 }

@@ -58,9 +58,7 @@ impl Geometry {
         values: &'a [f32],
         per_image: usize,
     ) -> impl IndexedParallelIterator<Item = (usize, Geometry, &'a [f32])> + use<'a> {
-        let (height, width) = self.conv_size();
-        let images =
-            (BLOCK_VALUES / (self.rows() * height * width).max(1)).clamp(1, self.batch.max(1));
+        let images = self.block_images();
         let geometry = *self;
         values
             .par_chunks(images * per_image)
@@ -72,6 +70,12 @@ impl Geometry {
                 };
                 (index * images, block_geometry, block)
             })
+    }
+
+    /// Images per block of [`Geometry::blocks`].
+    pub(super) fn block_images(&self) -> usize {
+        let (height, width) = self.conv_size();
+        (BLOCK_VALUES / (self.rows() * height * width).max(1)).clamp(1, self.batch.max(1))
     }
 
     /// Rows of the columns matrix: one per input channel and kernel position.
@@ -230,11 +234,11 @@ pub(super) fn filled(len: usize, fill: impl FnOnce(&mut [MaybeUninit<f32>])) -> 
     values
 }
 
-/// The adjoint of [`unfold`]: every column entry added back to the input value it came from.
-pub(super) fn fold(columns: &[f32], g: &Geometry) -> Vec<f32> {
+/// The adjoint of [`unfold`]: every column entry added back to the input value it came from,
+/// in `x` (`[batch, channels, height, width]`, zeros to begin with).
+pub(super) fn fold_into(columns: &[f32], g: &Geometry, x: &mut [f32]) {
     let (out_height, out_width) = g.conv_size();
     let pixels = g.pixels();
-    let mut x = vec![0.0; g.batch * g.channels * g.height * g.width];
     // One task per image plane: its k*k rows of columns add into that plane only.
     x.par_chunks_mut(g.height * g.width)
         .enumerate()
@@ -265,5 +269,4 @@ pub(super) fn fold(columns: &[f32], g: &Geometry) -> Vec<f32> {
                 }
             }
         });
-    x
 }

@@ -5,15 +5,19 @@
 use super::im2col::Geometry;
 use rayon::prelude::*;
 
-/// The 2x2 max pool of `conv` `[filters, batch * out pixels]` plus the bias, as `[batch,
-/// filters, out_height / 2, out_width / 2]`, and for every output the position of its maximum
-/// in its filter's row of `conv` (see [`pool_row_pair`]).
-pub(super) fn max_pool(conv: &[f32], bias: &[f32], g: &Geometry) -> (Vec<f32>, Vec<u32>) {
+/// The 2x2 max pool of `conv` `[filters, batch * out pixels]` plus the bias, into `output`
+/// `[batch, filters, out_height / 2, out_width / 2]`, and for every output the position of its
+/// maximum in its filter's row of `conv` into `argmax` (see [`pool_row_pair`]).
+pub(super) fn max_pool_into(
+    conv: &[f32],
+    bias: &[f32],
+    g: &Geometry,
+    output: &mut [f32],
+    argmax: &mut [u32],
+) {
     let (out_height, out_width) = g.conv_size();
     let (pooled_height, pooled_width) = (out_height / 2, out_width / 2);
     let plane = pooled_height * pooled_width;
-    let mut output = vec![0.0; g.batch * g.filters * plane];
-    let mut argmax = vec![0u32; output.len()];
     output
         .par_chunks_mut(plane)
         .zip(argmax.par_chunks_mut(plane))
@@ -39,7 +43,6 @@ pub(super) fn max_pool(conv: &[f32], bias: &[f32], g: &Geometry) -> (Vec<f32>, V
                 );
             }
         });
-    (output, argmax)
 }
 
 /// One row of a 2x2 max pool: `rows` holds two input rows of `2 * output.len()` values each;
@@ -123,12 +126,11 @@ pub(super) fn pool_row_pair_with_nan(
     }
 }
 
-/// The unpooled layer's output: `conv` `[filters, batch * out pixels]` plus the bias, as
-/// `[batch, filters, out_height, out_width]`.
-pub(super) fn arrange(conv: &[f32], bias: &[f32], g: &Geometry) -> Vec<f32> {
+/// The unpooled layer's output: `conv` `[filters, batch * out pixels]` plus the bias, into
+/// `output` `[batch, filters, out_height, out_width]`.
+pub(super) fn arrange_into(conv: &[f32], bias: &[f32], g: &Geometry, output: &mut [f32]) {
     let (height, width) = g.conv_size();
     let plane = height * width;
-    let mut output = vec![0.0; g.batch * g.filters * plane];
     output
         .par_chunks_mut(plane)
         .enumerate()
@@ -139,7 +141,6 @@ pub(super) fn arrange(conv: &[f32], bias: &[f32], g: &Geometry) -> Vec<f32> {
                 *value = sum + bias[filter];
             }
         });
-    output
 }
 
 /// The adjoint of [`arrange`]: the output's gradient as `[filters, batch * out pixels]`.
