@@ -72,10 +72,14 @@ impl Geometry {
             })
     }
 
-    /// Images per block of [`Geometry::blocks`].
+    /// Images per block of [`Geometry::blocks`]: as many blocks as [`BLOCK_VALUES`] asks for,
+    /// sharing the images evenly (a short last block left one thread waiting on the others).
+    /// Not from the thread count, so that results do not depend on it.
     pub(super) fn block_images(&self) -> usize {
         let (height, width) = self.conv_size();
-        (BLOCK_VALUES / (self.rows() * height * width).max(1)).clamp(1, self.batch.max(1))
+        let batch = self.batch.max(1);
+        let most = (BLOCK_VALUES / (self.rows() * height * width).max(1)).clamp(1, batch);
+        batch.div_ceil(batch.div_ceil(most))
     }
 
     /// Rows of the columns matrix: one per input channel and kernel position.
