@@ -306,7 +306,8 @@ fn prefetch(bytes: &[u8]) {
 pub fn gather(set: &ImageSet, indices: &[u32], table: &[f32; 256]) -> (Vec<f32>, Vec<i64>) {
     let size = set.image_size();
     // A filled buffer and zipped slices leave the loop without bounds or capacity checks: a
-    // third faster than extending, and this runs on the training thread before every batch.
+    // third faster than extending, and this runs for every batch (during the previous one's
+    // backward pass, on a thread that pass leaves idle between its operations).
     // The images lie at random in memory that training keeps evicting from the caches, so each
     // is asked for two images ahead.
     let mut pixels = vec![0.0; indices.len() * size];

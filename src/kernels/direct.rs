@@ -80,8 +80,7 @@ pub(super) fn forward(
     let taps: Vec<usize> = g.taps().collect();
     output
         .par_chunks_mut(per_image)
-        .zip(
-chunks_or_empty(&mut argmax, argmax_per_image, g.batch))
+        .zip(chunks_or_empty(&mut argmax, argmax_per_image, g.batch))
         .zip(x.par_chunks(g.input_size()))
         .for_each_init(
             || Scratch::new(g),
@@ -115,8 +114,7 @@ pub(super) fn backward(
     let partial_sums: Vec<Vec<f32>> = x
         .par_chunks(chunk(g.input_size()))
         .zip(grad.par_chunks(chunk(per_image)))
-        .zip(
-chunks_or_empty(
+        .zip(chunks_or_empty(
             &mut x_grad,
             IMAGES_PER_TASK * g.input_size(),
             g.batch.div_ceil(IMAGES_PER_TASK),

@@ -52,7 +52,9 @@ pub(super) fn chunks_or_empty<T: Send>(
     tasks: usize,
 ) -> impl IndexedParallelIterator<Item = &mut [T]> {
     let stand_ins = if values.is_empty() { tasks } else { 0 };
-    values
-        .par_chunks_mut(size.max(1))
-        .chain((0..stand_ins).into_par_iter().map(|_| <&mut [T]>::default()))
+    values.par_chunks_mut(size.max(1)).chain(
+        (0..stand_ins)
+            .into_par_iter()
+            .map(|_| <&mut [T]>::default()),
+    )
 }

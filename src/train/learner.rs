@@ -42,6 +42,9 @@ pub(super) struct Learner<'r, 'a> {
     pub(super) train_loss_fn: CrossEntropyLoss,
     pub(super) state: ResumeState,
     tally: Tally,
+    /// The next batch's images and labels (with its index), gathered while the current one
+    /// trained.
+    ahead: Option<(usize, Vec<f32>, Vec<i64>)>,
 }
 
 /// The training loss of `spec`: cross-entropy with its label smoothing.
@@ -168,6 +171,7 @@ impl<'r, 'a> Learner<'r, 'a> {
             train_loss_fn,
             state,
             tally: Tally::new(),
+            ahead: None,
         }))
     }
 
@@ -219,6 +223,7 @@ impl<'r, 'a> Learner<'r, 'a> {
         }
         self.shuffle.shuffle(&mut self.order);
         self.tally = Tally::new();
+        self.ahead = None;
         self.order.len().div_ceil(self.run.spec.batch_size)
     }
 
@@ -251,13 +256,32 @@ impl<'r, 'a> Learner<'r, 'a> {
 
     /// Batch `index` of the current epoch: its images, augmented, and labels.
     pub(super) fn batch(&mut self, index: usize, device: &Device) -> (Tensor<4>, Tensor<1, Int>) {
+        let (pixels, labels) = match self.ahead.take() {
+            Some((ahead, pixels, labels)) if ahead == index => (pixels, labels),
+            _ => self.gather(index),
+        };
+        tensors(&self.data.pool, pixels, labels, device)
+    }
+
+    /// Gathers the batch after batch `index`, if the epoch has one, for [`Learner::batch`] to
+    /// take: called while batch `index` trains, so that its gathering is off the training
+    /// thread. The augmentation draws in the same order either way.
+    pub(super) fn gather_ahead(&mut self, index: usize) {
+        let next = index + 1;
+        if next * self.run.spec.batch_size < self.order.len() {
+            let (pixels, labels) = self.gather(next);
+            self.ahead = Some((next, pixels, labels));
+        }
+    }
+
+    fn gather(&mut self, index: usize) -> (Vec<f32>, Vec<i64>) {
         let size = self.run.spec.batch_size;
         let chunk = &self.order[index * size..((index + 1) * size).min(self.order.len())];
         let set = &self.data.pool;
         let (mut pixels, labels) = gather(set, chunk, &self.data.table);
         self.augmentation
             .apply(&mut pixels, set.rows, set.cols, &mut self.augment_rng);
-        tensors(set, pixels, labels, device)
+        (pixels, labels)
     }
 
     /// Adds a batch's figures to the epoch's; ends the trial as diverged when its loss is not

@@ -297,7 +297,17 @@ fn train_batch(
         }
     }
     if let Some(total) = total {
-        let mut grads = total.backward();
+        // The next batches are gathered meanwhile, on a thread the backward pass leaves idle
+        // between its operations.
+        let (mut grads, ()) = rayon::join(
+            || total.backward(),
+            || {
+                active
+                    .iter_mut()
+                    .filter(|(i, _)| !diverged.iter().any(|(d, _)| d == i))
+                    .for_each(|(_, learner)| learner.gather_ahead(index));
+            },
+        );
         let stepping: Vec<(&mut Learner, GradientsParams)> = active
             .iter_mut()
             .filter(|(i, _)| !diverged.iter().any(|(d, _)| d == i))
@@ -526,6 +536,64 @@ pub fn predict(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::experiment::{Augment, ExperimentSpec, expand};
+
+    /// Batches gathered ahead, while the one before trains, are the batches gathered in turn:
+    /// the same images, augmented with the same draws, and the same labels.
+    #[test]
+    fn batches_gathered_ahead_equal_batches_gathered_in_turn() {
+        let mut spec = expand(&ExperimentSpec::default()).remove(0);
+        (spec.augment, spec.crop_padding, spec.batch_size) = (Augment::FlipCrop, Some(2), 7);
+        let mut rng = Rng::new(4);
+        let mut images = |count: usize| ImageSet {
+            pixels: (0..count * 28 * 28).map(|_| rng.below(256) as u8).collect(),
+            labels: (0..count).map(|k| (k % 10) as u8).collect(),
+            rows: 28,
+            cols: 28,
+        };
+        let data = Dataset {
+            dir: PathBuf::new(),
+            train: images(40),
+            test: images(5),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let (stop, lost) = (AtomicBool::new(false), AtomicBool::new(false));
+        let run = TrialRun {
+            id: 1,
+            spec: &spec,
+            data: &data,
+            device: Device::flex(),
+            device_name: "cpu".into(),
+            threads: 1,
+            dir: dir.path().join("trial"),
+            metric: Metric::ValAcc,
+            measure_latency: false,
+            snapshot_every: None,
+            stop: &stop,
+            lost: &lost,
+            holds: &|| true,
+            resume: None,
+            judge: &|_| Verdict::Continue,
+        };
+        let device = Device::flex().autodiff();
+        let epoch = |ahead: bool| {
+            let mut learner = Learner::start(&run, &device).unwrap().unwrap();
+            let batches = learner.begin_epoch(1);
+            assert!(batches > 2, "several batches, the last one short");
+            (0..batches)
+                .flat_map(|index| {
+                    let (images, labels) = learner.batch(index, &device);
+                    if ahead {
+                        learner.gather_ahead(index);
+                    }
+                    let mut values: Vec<f32> = images.into_data().iter::<f32>().collect();
+                    values.extend(labels.into_data().iter::<i64>().map(|l| l as f32));
+                    values
+                })
+                .collect::<Vec<f32>>()
+        };
+        assert_eq!(epoch(true), epoch(false));
+    }
 
     #[test]
     fn mirroring_an_image_reverses_each_of_its_rows() {
