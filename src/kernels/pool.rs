@@ -143,7 +143,7 @@ pub(super) fn arrange_into(conv: &[f32], bias: &[f32], g: &Geometry, output: &mu
         });
 }
 
-/// The adjoint of [`arrange`]: the output's gradient as `[filters, batch * out pixels]`.
+/// The adjoint of [`arrange_into`]: the output's gradient as `[filters, batch * out pixels]`.
 pub(super) fn disarrange(grad: &[f32], g: &Geometry) -> Vec<f32> {
     let (height, width) = g.conv_size();
     let plane = height * width;
