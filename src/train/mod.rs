@@ -297,6 +297,7 @@ fn train_batch(
         }
     }
     if let Some(total) = total {
+        let steps = |(i, _): &&mut &mut (usize, Learner)| !diverged.iter().any(|(d, _)| d == i);
         // The next batches are gathered meanwhile, on a thread the backward pass leaves idle
         // between its operations.
         let (mut grads, ()) = rayon::join(
@@ -304,13 +305,13 @@ fn train_batch(
             || {
                 active
                     .iter_mut()
-                    .filter(|(i, _)| !diverged.iter().any(|(d, _)| d == i))
+                    .filter(steps)
                     .for_each(|(_, learner)| learner.gather_ahead(index));
             },
         );
         let stepping: Vec<(&mut Learner, GradientsParams)> = active
             .iter_mut()
-            .filter(|(i, _)| !diverged.iter().any(|(d, _)| d == i))
+            .filter(steps)
             .map(|(_, learner)| {
                 let own = learner.own_grads(&mut grads);
                 (learner, own)
