@@ -12,8 +12,9 @@
 //! every block's columns (measured: as fast, and less memory). Same numbers as burn's layers up
 //! to the order of summation (tests below compare values and all three gradients).
 //!
-//! A first layer (few values per output: [`Geometry::direct`]) skips the columns: its
-//! convolution and weight gradient are computed directly, image by image ([`super::direct`]).
+//! A stride-1 layer with few filters or few values per output ([`Geometry::direct`]: a first
+//! layer, LeNet-5's and resnet's first stages) skips the columns: its convolution and
+//! gradients are computed directly, image by image ([`super::direct`]).
 
 use super::autodiff::{LayerBackward, LayerGradients, LayerKernel};
 use super::direct;
@@ -88,7 +89,7 @@ struct Forward {
 }
 
 impl Forward {
-    /// Directly for a first layer ([`Geometry::direct`]), over unfolded columns otherwise.
+    /// Directly where [`Geometry::direct`] says so, over unfolded columns otherwise.
     fn run(
         x: FlexTensor,
         weight: FlexTensor,
@@ -358,7 +359,8 @@ mod tests {
     use burn::tensor::Distribution;
 
     /// Output and input, weight and bias gradients equal burn's conv + pool for the CNN's and
-    /// LeNet-5's inner layers and a small padded one, and for first layers taken directly
+    /// LeNet-5's inner layers, one of several blocks of filters and of channels taken directly,
+    /// and a small padded one, and for first layers taken directly
     /// (the CNN's, LeNet-5's, and two channels unpadded); on integer-valued inputs too, where
     /// windows hold equal maxima and the gradient must go to the same (first) one. 20 images
     /// make several blocks or tasks, the last one partial.
@@ -370,6 +372,7 @@ mod tests {
         let shapes = [
             (32, 64, 3, 1, 14),
             (6, 16, 5, 0, 14),
+            (12, 20, 3, 1, 10),
             (3, 4, 3, 2, 6),
             (1, 32, 3, 1, 28),
             (1, 6, 5, 2, 12),

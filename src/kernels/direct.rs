@@ -1,36 +1,66 @@
-//! Convolutions over few input rows (a network's first layer: one image channel under a 3x3 or
-//! 5x5 kernel) computed directly, image by image, without unfolding the input into columns.
+//! Stride-1 convolutions computed directly, image by image, without unfolding the input into
+//! columns.
 //!
-//! Why: unfolded, such a layer is a matrix product with an inner dimension of 9 or 25, which
-//! spends its time writing and packing nine copies of the images rather than multiplying; and
-//! a first layer has the largest outputs of a CNN. Directly, each image is padded once into a
-//! small plane; every output is a sum of kernel taps read at fixed offsets from it, kept in
-//! registers over all taps, and the pool reads the image's outputs while they are in cache.
+//! Why: over unfolded columns a convolution writes nine (3x3) or 25 (5x5) copies of its input,
+//! which the matrix product then copies again into its packed panels; for the first layers
+//! (one image channel: an inner dimension of 9 or 25) that was all of the time, and for the
+//! inner layers (16 to 64 filters, the products' narrow side) a third of it. Directly, each
+//! image is padded once into planes, and every output is a sum of kernel taps read at fixed
+//! offsets from them: a block of [`FILTERS`] filters times [`POSITIONS`] outputs stays in
+//! registers over all taps, each tap one load of the padded input and one broadcast weight per
+//! filter. The input's gradient is the same sum over the output's gradient with the kernel
+//! turned around; the weight's is a product of the output's gradient with the input read at each
+//! tap's offset, [`GRAD_FILTERS`] filters by [`GRAD_TAPS`] taps at a time.
 //!
 //! Layout: an image's outputs are computed `wp` (padded width) apart per row, so that every tap
 //! is one contiguous run over the padded plane; the last `kernel - 1` values of each output row
-//! are not outputs and are never read back (their gradients are zero).
+//! are not outputs and are never read back (their gradients are zero). Each filter's outputs
+//! start `front` values into its row of the scratch planes, after zeros that the input
+//! gradient's taps read when they reach above the first row.
 
 use super::flex::chunks_or_empty;
 use super::im2col::Geometry;
 use super::pool::pool_row_pair;
 use rayon::prelude::*;
 
-/// The most rows of columns (input channels x kernel positions) taken directly: LeNet-5's first
-/// layer (one channel, 5x5). Layers with more are matrix products over unfolded columns.
-const DIRECT_ROWS: usize = 25;
+/// Filters whose outputs are summed together (one broadcast weight each per tap).
+const FILTERS: usize = 8;
 
-/// Outputs kept in registers at a time while the kernel's taps are summed.
-const LANES: usize = 64;
+/// Outputs per filter summed together: two AVX-512 registers (four AVX2 ones).
+const POSITIONS: usize = 32;
+
+/// Filters and taps of one block of the weight's gradient, each a sum over [`LANES`] lanes.
+const GRAD_FILTERS: usize = 4;
+const GRAD_TAPS: usize = 4;
+
+/// Independent partial sums per weight gradient value: one AVX-512 register. Fixed, not the
+/// processor's width, so that the gradients are the same numbers on every x86 processor with FMA.
+const LANES: usize = 16;
+
+/// The most rows of columns (input channels x kernel positions) taken directly without AVX-512:
+/// LeNet-5's first layer (one channel, 5x5).
+const NARROW_ROWS: usize = 25;
+
+/// The most filters of an inner layer taken directly (resnet's first two stages, LeNet-5's and
+/// the small CNN's inner layers).
+const DIRECT_FILTERS: usize = 32;
 
 /// Images per parallel task: sizes the weight gradient's partial sums, which are added in task
 /// order so that training is reproducible.
 const IMAGES_PER_TASK: usize = 4;
 
 impl Geometry {
-    /// Whether this layer is taken directly: stride 1 and at most [`DIRECT_ROWS`] rows.
+    /// Whether this layer is taken directly: stride 1, and either at most [`NARROW_ROWS`] rows
+    /// of columns (a first layer) or, on a processor with AVX-512, at most [`DIRECT_FILTERS`]
+    /// filters. With more filters the matrix product's tiles are full, and the direct layout's
+    /// `kernel - 1` unused values per row (an eighth of 14-pixel rows) cost more than the
+    /// unfolding saves (`cargo bench --bench layers`: the CNN's 64-filter inner layer and
+    /// resnet's 7x7 one were 10% and 25% slower directly). Without AVX-512 the compiler's
+    /// vectorisation of one filter at a time loses to the product for inner layers.
     pub(super) fn direct(&self) -> bool {
-        self.stride == 1 && self.rows() <= DIRECT_ROWS
+        self.stride == 1
+            && (self.rows() <= NARROW_ROWS
+                || (self.filters <= DIRECT_FILTERS && matches!(simd(), Simd::Avx512)))
     }
 
     /// Padded height and width.
@@ -41,11 +71,15 @@ impl Geometry {
         )
     }
 
-    /// Values per channel of a padded image: the plane, then zeros for the last taps' reads
-    /// past the final row.
+    /// Values per channel of a padded image.
     fn padded_plane(&self) -> usize {
         let (hp, wp) = self.padded();
-        hp * wp + self.kernel
+        hp * wp
+    }
+
+    /// The farthest tap's offset in a padded plane: the zeros before each filter's outputs.
+    fn front(&self) -> usize {
+        (self.kernel - 1) * (self.padded().1 + 1)
     }
 
     /// Values per filter of one image's outputs in the padded-width layout.
@@ -53,14 +87,82 @@ impl Geometry {
         self.conv_size().0 * self.padded().1
     }
 
-    /// Every kernel tap's offset in the padded image, in the order of the weight's values.
-    fn taps(&self) -> impl Iterator<Item = usize> + '_ {
-        let (plane, wp) = (self.padded_plane(), self.padded().1);
-        (0..self.channels).flat_map(move |c| {
-            (0..self.kernel)
-                .flat_map(move |i| (0..self.kernel).map(move |j| c * plane + i * wp + j))
-        })
+    /// Positions computed per filter: the outputs, rounded up to whole blocks.
+    fn computed_outputs(&self) -> usize {
+        self.direct_outputs().next_multiple_of(POSITIONS)
     }
+
+    /// Positions of the input's gradient computed per channel: the padded rows that hold the
+    /// image's rows, rounded up to whole blocks.
+    fn computed_inputs(&self) -> usize {
+        (self.height * self.padded().1).next_multiple_of(POSITIONS)
+    }
+
+    /// Values per filter of the scratch outputs: the zeros in front, then the outputs (or
+    /// their gradients) and zeros up to the last position the input gradient reads.
+    fn output_stride(&self) -> usize {
+        let input_grad_reads = self.padding * self.padded().1 + self.computed_inputs();
+        self.front() + self.computed_outputs().max(input_grad_reads)
+    }
+
+    /// Every kernel tap's offset in the padded image, in the order of the weight's values.
+    fn taps(&self) -> Vec<usize> {
+        let (plane, wp) = (self.padded_plane(), self.padded().1);
+        (0..self.channels)
+            .flat_map(move |c| {
+                (0..self.kernel)
+                    .flat_map(move |i| (0..self.kernel).map(move |j| c * plane + i * wp + j))
+            })
+            .collect()
+    }
+
+    /// For the input's gradient, every filter's taps turned around: the offset in the scratch
+    /// outputs at which the image's first row (padded row `padding`) reads filter `f`'s
+    /// gradient under tap `(i, j)`, in the order `(f, i, j)`.
+    fn input_grad_taps(&self) -> Vec<usize> {
+        let (stride, wp) = (self.output_stride(), self.padded().1);
+        let first_row = self.front() + self.padding * wp;
+        (0..self.filters)
+            .flat_map(move |f| {
+                (0..self.kernel).flat_map(move |i| {
+                    (0..self.kernel).map(move |j| f * stride + first_row - i * wp - j)
+                })
+            })
+            .collect()
+    }
+}
+
+/// The weight `[filters, channels * k * k]` rearranged for [`weighted_sums`]: per block of
+/// [`FILTERS`] filters, per tap, the block's weights (zero for filters past the last).
+fn forward_weights(weight: &[f32], g: &Geometry) -> Vec<f32> {
+    let rows = g.rows();
+    let blocks = g.filters.div_ceil(FILTERS);
+    let mut packed = vec![0.0; blocks * rows * FILTERS];
+    for (filter, weights) in weight.chunks_exact(rows).enumerate() {
+        let (block, lane) = (filter / FILTERS, filter % FILTERS);
+        for (tap, &w) in weights.iter().enumerate() {
+            packed[(block * rows + tap) * FILTERS + lane] = w;
+        }
+    }
+    packed
+}
+
+/// The weight rearranged for the input's gradient: per block of [`FILTERS`] channels, per
+/// filter and tap `(f, i, j)`, the weight joining that channel to that filter under the tap.
+fn input_grad_weights(weight: &[f32], g: &Geometry) -> Vec<f32> {
+    let taps = g.kernel * g.kernel;
+    let turned = g.filters * taps;
+    let blocks = g.channels.div_ceil(FILTERS);
+    let mut packed = vec![0.0; blocks * turned * FILTERS];
+    for (filter, weights) in weight.chunks_exact(g.rows()).enumerate() {
+        for (channel, kernel) in weights.chunks_exact(taps).enumerate() {
+            let (block, lane) = (channel / FILTERS, channel % FILTERS);
+            for (tap, &w) in kernel.iter().enumerate() {
+                packed[(block * turned + filter * taps + tap) * FILTERS + lane] = w;
+            }
+        }
+    }
+    packed
 }
 
 /// The layer's forward pass: `x` `[batch, channels, height, width]`, `weight` `[filters, rows]`.
@@ -77,7 +179,9 @@ pub(super) fn forward(
     let mut output = vec![0.0f32; g.batch * per_image];
     let mut argmax = vec![0u32; if g.pool { output.len() } else { 0 }];
     let argmax_per_image = if g.pool { per_image } else { 0 };
-    let taps: Vec<usize> = g.taps().collect();
+    let taps = g.taps();
+    let packed = forward_weights(weight, g);
+    let layer = Layer { taps: &taps, g };
     output
         .par_chunks_mut(per_image)
         .zip(chunks_or_empty(&mut argmax, argmax_per_image, g.batch))
@@ -86,12 +190,7 @@ pub(super) fn forward(
             || Scratch::new(g),
             |scratch, ((output, argmax), image)| {
                 scratch.pad(image, g);
-                let layer = Layer {
-                    taps: &taps,
-                    weight,
-                    g,
-                };
-                layer.forward_image(scratch, bias, output, argmax);
+                layer.forward_image(scratch, &packed, bias, output, argmax);
             },
         );
     (output, argmax)
@@ -108,7 +207,14 @@ pub(super) fn backward(
     input_grad: bool,
 ) -> (Vec<f32>, Option<Vec<f32>>) {
     let per_image = grad.len() / g.batch.max(1);
-    let taps: Vec<usize> = g.taps().collect();
+    let taps = g.taps();
+    let turned_taps = g.input_grad_taps();
+    let packed = if input_grad {
+        input_grad_weights(weight, g)
+    } else {
+        Vec::new()
+    };
+    let layer = Layer { taps: &taps, g };
     let mut x_grad = vec![0.0f32; if input_grad { x.len() } else { 0 }];
     let chunk = |values: usize| (IMAGES_PER_TASK * values).max(1);
     let partial_sums: Vec<Vec<f32>> = x
@@ -122,7 +228,8 @@ pub(super) fn backward(
         .enumerate()
         .map(|(task, ((images, grads), x_grads))| {
             let mut scratch = Scratch::new(g);
-            let mut weight_grad = vec![0.0f32; g.filters * g.rows()];
+            let mut weight_lanes =
+                vec![0.0f32; g.filters.next_multiple_of(FILTERS) * g.rows() * LANES];
             for (image, grad) in grads.chunks_exact(per_image).enumerate() {
                 let first = (task * IMAGES_PER_TASK + image) * per_image;
                 let argmax = if g.pool {
@@ -131,16 +238,22 @@ pub(super) fn backward(
                     &[][..]
                 };
                 scratch.pad(&images[image * g.input_size()..][..g.input_size()], g);
-                let x_grad =
-                    input_grad.then(|| &mut x_grads[image * g.input_size()..][..g.input_size()]);
-                let layer = Layer {
-                    taps: &taps,
-                    weight,
-                    g,
-                };
-                layer.backward_image(&mut scratch, grad, argmax, &mut weight_grad, x_grad);
+                let x_grad = input_grad.then(|| {
+                    (
+                        &mut x_grads[image * g.input_size()..][..g.input_size()],
+                        &packed[..],
+                        &turned_taps[..],
+                    )
+                });
+                layer.backward_image(&mut scratch, grad, argmax, &mut weight_lanes, x_grad);
             }
-            weight_grad
+            // Each value's lanes added once per task (per image, the adding took longer than
+            // the products for 7x7 planes).
+            weight_lanes
+                .chunks_exact(LANES)
+                .take(g.filters * g.rows())
+                .map(|lanes| lanes.iter().sum())
+                .collect::<Vec<f32>>()
         })
         .collect();
     let mut weight_grad = vec![0.0f32; g.filters * g.rows()];
@@ -152,17 +265,25 @@ pub(super) fn backward(
     (weight_grad, input_grad.then_some(x_grad))
 }
 
-/// One task's working planes: a padded image and one image's outputs (or their gradients).
+/// One task's working planes: a padded image, one image's outputs (or their gradients) per
+/// filter, and the padded input's gradient per channel.
 struct Scratch {
     padded: Vec<f32>,
     outputs: Vec<f32>,
+    input_grad: Vec<f32>,
 }
 
 impl Scratch {
     fn new(g: &Geometry) -> Scratch {
+        let (filters, channels) = (
+            g.filters.next_multiple_of(FILTERS),
+            g.channels.next_multiple_of(FILTERS),
+        );
         Scratch {
-            padded: vec![0.0; g.channels * g.padded_plane()],
-            outputs: vec![0.0; g.filters * g.direct_outputs()],
+            // Room for the last block's reads past the final plane (into outputs never read).
+            padded: vec![0.0; g.channels * g.padded_plane() + g.front() + g.computed_outputs()],
+            outputs: vec![0.0; filters * g.output_stride()],
+            input_grad: Vec::with_capacity(channels * g.computed_inputs()),
         }
     }
 
@@ -177,193 +298,411 @@ impl Scratch {
             }
         }
     }
+
+    /// Filter `filter`'s outputs (or their gradients) in the padded-width layout.
+    fn filter_outputs(&self, filter: usize, g: &Geometry) -> &[f32] {
+        &self.outputs[filter * g.output_stride() + g.front()..][..g.direct_outputs()]
+    }
 }
 
-/// What the per-image passes share: the kernel's taps, the weight `[filters, rows]`, the sizes.
+/// What the per-image passes share: the kernel's taps and the sizes.
 struct Layer<'a> {
     taps: &'a [usize],
-    weight: &'a [f32],
     g: &'a Geometry,
 }
 
+/// For the input's gradient: the image's gradient to write, the weight as
+/// [`input_grad_weights`] arranges it, and [`Geometry::input_grad_taps`].
+type InputGrad<'a> = (&'a mut [f32], &'a [f32], &'a [usize]);
+
 impl Layer<'_> {
-    /// [`Layer::forward`], compiled for AVX2 and FMA when the processor has them (without
-    /// FMA, `mul_add` is a library call per value).
+    /// [`Layer::forward`] with AVX-512's block sums, or compiled for AVX2 and FMA, when the
+    /// processor has them (without FMA, `mul_add` is a library call per value).
     fn forward_image(
         &self,
         scratch: &mut Scratch,
+        packed: &[f32],
         bias: &[f32],
         output: &mut [f32],
         argmax: &mut [u32],
     ) {
         #[cfg(target_arch = "x86_64")]
-        if has_fma() {
+        match simd() {
+            // The block sums are compiled for AVX-512 on their own.
+            Simd::Avx512 => {
+                return self.forward::<true, true>(scratch, packed, bias, output, argmax);
+            }
             // SAFETY: the processor has AVX2 and FMA.
-            return unsafe { self.forward_fma(scratch, bias, output, argmax) };
+            Simd::Avx2 => {
+                return unsafe { self.forward_avx2(scratch, packed, bias, output, argmax) };
+            }
+            Simd::None => {}
         }
-        self.forward::<false>(scratch, bias, output, argmax)
+        self.forward::<false, false>(scratch, packed, bias, output, argmax)
     }
 
-    /// [`Layer::backward`], compiled for AVX2 and FMA when the processor has them.
+    /// [`Layer::backward`], compiled as [`Layer::forward_image`] is.
     fn backward_image(
         &self,
         scratch: &mut Scratch,
         grad: &[f32],
         argmax: &[u32],
-        weight_grad: &mut [f32],
-        x_grad: Option<&mut [f32]>,
+        weight_lanes: &mut [f32],
+        x_grad: Option<InputGrad>,
     ) {
         #[cfg(target_arch = "x86_64")]
-        if has_fma() {
+        match simd() {
+            Simd::Avx512 => {
+                return self.backward::<true, true>(scratch, grad, argmax, weight_lanes, x_grad);
+            }
             // SAFETY: the processor has AVX2 and FMA.
-            return unsafe { self.backward_fma(scratch, grad, argmax, weight_grad, x_grad) };
+            Simd::Avx2 => {
+                return unsafe { self.backward_avx2(scratch, grad, argmax, weight_lanes, x_grad) };
+            }
+            Simd::None => {}
         }
-        self.backward::<false>(scratch, grad, argmax, weight_grad, x_grad)
+        self.backward::<false, false>(scratch, grad, argmax, weight_lanes, x_grad)
     }
 
-    /// [`Layer::forward`] compiled for AVX2 and FMA.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    fn forward_fma(
+    fn forward_avx2(
         &self,
         scratch: &mut Scratch,
+        packed: &[f32],
         bias: &[f32],
         output: &mut [f32],
         argmax: &mut [u32],
     ) {
-        self.forward::<true>(scratch, bias, output, argmax)
+        self.forward::<true, false>(scratch, packed, bias, output, argmax)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    fn backward_avx2(
+        &self,
+        scratch: &mut Scratch,
+        grad: &[f32],
+        argmax: &[u32],
+        weight_lanes: &mut [f32],
+        x_grad: Option<InputGrad>,
+    ) {
+        self.backward::<true, false>(scratch, grad, argmax, weight_lanes, x_grad)
     }
 
     /// One padded image's outputs, laid out in `output` (and `argmax` when pooled).
     #[inline(always)]
-    fn forward<const FMA: bool>(
+    fn forward<const FMA: bool, const WIDE: bool>(
         &self,
         scratch: &mut Scratch,
+        packed: &[f32],
         bias: &[f32],
         output: &mut [f32],
         argmax: &mut [u32],
     ) {
-        self.convolve::<FMA>(&scratch.padded, &mut scratch.outputs);
-        lay_out(&scratch.outputs, bias, output, argmax, self.g);
+        let g = self.g;
+        let (stride, front, rows) = (g.output_stride(), g.front(), g.rows());
+        for (block, outputs) in scratch
+            .outputs
+            .chunks_exact_mut(FILTERS * stride)
+            .enumerate()
+        {
+            weighted_sums::<FMA, WIDE>(
+                &scratch.padded,
+                self.taps,
+                &packed[block * rows * FILTERS..][..rows * FILTERS],
+                g.computed_outputs(),
+                &mut outputs[front..],
+                stride,
+            );
+        }
+        lay_out(scratch, bias, output, argmax, g);
     }
 
-    /// [`Layer::backward`] compiled for AVX2 and FMA.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    fn backward_fma(
-        &self,
-        scratch: &mut Scratch,
-        grad: &[f32],
-        argmax: &[u32],
-        weight_grad: &mut [f32],
-        x_grad: Option<&mut [f32]>,
-    ) {
-        self.backward::<true>(scratch, grad, argmax, weight_grad, x_grad)
-    }
-
-    /// One padded image's share of the weight's gradient, added to `weight_grad`, and its own
+    /// One padded image's share of the weight's gradient, added to `weight_lanes` (see
+    /// [`Layer::accumulate_weight_grad`]), and its own
     /// gradient when `x_grad` is given.
     #[inline(always)]
-    fn backward<const FMA: bool>(
+    fn backward<const FMA: bool, const WIDE: bool>(
         &self,
         scratch: &mut Scratch,
         grad: &[f32],
         argmax: &[u32],
-        weight_grad: &mut [f32],
-        x_grad: Option<&mut [f32]>,
+        weight_lanes: &mut [f32],
+        x_grad: Option<InputGrad>,
     ) {
-        scatter(grad, argmax, &mut scratch.outputs, self.g);
-        self.accumulate_weight_grad::<FMA>(scratch, weight_grad);
-        if let Some(x_grad) = x_grad {
-            self.input_gradient::<FMA>(scratch, x_grad);
-        }
-    }
-
-    /// Every filter's outputs over one padded image, without the bias.
-    #[inline(always)]
-    fn convolve<const FMA: bool>(&self, padded: &[f32], outputs: &mut [f32]) {
-        let n = self.g.direct_outputs();
-        for (out, weights) in outputs
-            .chunks_exact_mut(n)
-            .zip(self.weight.chunks_exact(self.g.rows()))
-        {
-            let mut start = 0;
-            let mut chunks = out.chunks_exact_mut(LANES);
-            for chunk in &mut chunks {
-                let mut sums = [0.0f32; LANES];
-                for (&offset, &w) in self.taps.iter().zip(weights) {
-                    let inputs: &[f32; LANES] =
-                        padded[offset + start..][..LANES].try_into().unwrap();
-                    for lane in 0..LANES {
-                        sums[lane] = madd::<FMA>(w, inputs[lane], sums[lane]);
-                    }
-                }
-                chunk.copy_from_slice(&sums);
-                start += LANES;
-            }
-            let rest = chunks.into_remainder();
-            rest.fill(0.0);
-            for (&offset, &w) in self.taps.iter().zip(weights) {
-                for (sum, &input) in rest.iter_mut().zip(&padded[offset + start..]) {
-                    *sum = madd::<FMA>(w, input, *sum);
-                }
-            }
+        scatter(grad, argmax, scratch, self.g);
+        self.accumulate_weight_grad::<FMA, WIDE>(scratch, weight_lanes);
+        if let Some((x_grad, packed, turned_taps)) = x_grad {
+            self.input_gradient::<FMA, WIDE>(scratch, packed, turned_taps, x_grad);
         }
     }
 
     /// Adds one image's share to the weight's gradient: for each filter and tap, the sum over
-    /// outputs of the output's gradient times the input under that tap.
+    /// outputs of the output's gradient times the input under that tap, kept as [`LANES`]
+    /// partial sums per value (`weight_lanes` `[filters][rows][LANES]`, filters rounded up to
+    /// [`FILTERS`]).
     #[inline(always)]
-    fn accumulate_weight_grad<const FMA: bool>(&self, scratch: &Scratch, weight_grad: &mut [f32]) {
-        let n = self.g.direct_outputs();
-        for (grad, sums) in scratch
-            .outputs
-            .chunks_exact(n)
-            .zip(weight_grad.chunks_exact_mut(self.g.rows()))
-        {
-            for (&offset, sum) in self.taps.iter().zip(sums) {
-                *sum += dot::<FMA>(grad, &scratch.padded[offset..][..n]);
+    fn accumulate_weight_grad<const FMA: bool, const WIDE: bool>(
+        &self,
+        scratch: &Scratch,
+        weight_lanes: &mut [f32],
+    ) {
+        let g = self.g;
+        let (stride, front, rows, n) =
+            (g.output_stride(), g.front(), g.rows(), g.computed_outputs());
+        for first_filter in (0..g.filters).step_by(GRAD_FILTERS) {
+            let grads: [&[f32]; GRAD_FILTERS] = std::array::from_fn(|f| {
+                // Past the last filter: a block of zero gradients (from `scatter`).
+                &scratch.outputs[(first_filter + f) * stride + front..][..n]
+            });
+            let lanes = &mut weight_lanes[first_filter * rows * LANES..];
+            let mut tap = 0;
+            while tap + GRAD_TAPS <= rows {
+                let taps = self.taps[tap..][..GRAD_TAPS].try_into().unwrap();
+                tap_sums::<FMA, WIDE, GRAD_TAPS>(
+                    &grads,
+                    &scratch.padded,
+                    taps,
+                    n,
+                    lanes,
+                    tap,
+                    rows,
+                );
+                tap += GRAD_TAPS;
+            }
+            for tap in tap..rows {
+                tap_sums::<FMA, WIDE, 1>(
+                    &grads,
+                    &scratch.padded,
+                    &[self.taps[tap]],
+                    n,
+                    lanes,
+                    tap,
+                    rows,
+                );
             }
         }
     }
 
-    /// Adds one image's input gradient: every output's gradient times each tap's weight, back
-    /// to the input under the tap, then the padding cut off.
+    /// Writes one image's input gradient: every output's gradient times each tap's weight, back
+    /// to the input under the tap, as a sum per input position over the filters and taps
+    /// (reading the scratch outputs' gradients at the taps' offsets turned around); then the
+    /// padding cut off.
     #[inline(always)]
-    fn input_gradient<const FMA: bool>(&self, scratch: &mut Scratch, x_grad: &mut [f32]) {
+    fn input_gradient<const FMA: bool, const WIDE: bool>(
+        &self,
+        scratch: &mut Scratch,
+        packed: &[f32],
+        turned_taps: &[usize],
+        x_grad: &mut [f32],
+    ) {
         let g = self.g;
-        let (n, (_, wp), plane) = (g.direct_outputs(), g.padded(), g.padded_plane());
-        scratch.padded.fill(0.0);
-        for (grad, weights) in scratch
-            .outputs
-            .chunks_exact(n)
-            .zip(self.weight.chunks_exact(g.rows()))
-        {
-            for (&offset, &w) in self.taps.iter().zip(weights) {
-                for (sum, &value) in scratch.padded[offset..][..n].iter_mut().zip(grad) {
-                    *sum = madd::<FMA>(w, value, *sum);
+        let (n, wp) = (g.computed_inputs(), g.padded().1);
+        let turned = turned_taps.len();
+        let channels = g.channels.next_multiple_of(FILTERS);
+        scratch.input_grad.resize(channels * n, 0.0);
+        for (block, sums) in scratch.input_grad.chunks_exact_mut(FILTERS * n).enumerate() {
+            weighted_sums::<FMA, WIDE>(
+                &scratch.outputs,
+                turned_taps,
+                &packed[block * turned * FILTERS..][..turned * FILTERS],
+                n,
+                sums,
+                n,
+            );
+        }
+        for (channel, target) in x_grad.chunks_exact_mut(g.height * g.width).enumerate() {
+            let source = &scratch.input_grad[channel * n..];
+            for (row, line) in target.chunks_exact_mut(g.width).enumerate() {
+                line.copy_from_slice(&source[row * wp + g.padding..][..g.width]);
+            }
+        }
+    }
+}
+
+/// For [`FILTERS`] rows of output, `positions` values each (a multiple of [`POSITIONS`]): the
+/// sum over `taps` of the tap's weight for that row (`packed` `[taps][FILTERS]`) times `source`
+/// read at the tap's offset plus the position, in the taps' order. Row `r` is written at
+/// `out[r * out_stride..]`. `WIDE`: with AVX-512 (the caller is compiled for it), whose 32
+/// registers hold the whole block; elsewhere one filter at a time, as the compiler vectorises
+/// it. Each output is the same sum either way.
+#[inline(always)]
+fn weighted_sums<const FMA: bool, const WIDE: bool>(
+    source: &[f32],
+    taps: &[usize],
+    packed: &[f32],
+    positions: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    assert!(positions.is_multiple_of(POSITIONS) && packed.len() == taps.len() * FILTERS);
+    assert!(
+        taps.iter()
+            .all(|&offset| offset + positions <= source.len())
+    );
+    assert!(positions == 0 || (FILTERS - 1) * out_stride + positions <= out.len());
+    #[cfg(target_arch = "x86_64")]
+    if WIDE {
+        // SAFETY: the caller is compiled for AVX-512 (`WIDE`), and the assertions above keep
+        // every read and write inside the slices.
+        unsafe { avx512::weighted_sums(source, taps, packed, positions, out, out_stride) };
+        return;
+    }
+    for row in 0..FILTERS {
+        for start in (0..positions).step_by(POSITIONS) {
+            let mut sums = [0.0f32; POSITIONS];
+            for (&offset, weights) in taps.iter().zip(packed.chunks_exact(FILTERS)) {
+                let inputs: &[f32; POSITIONS] =
+                    source[offset + start..][..POSITIONS].try_into().unwrap();
+                let w = weights[row];
+                for lane in 0..POSITIONS {
+                    sums[lane] = madd::<FMA>(w, inputs[lane], sums[lane]);
+                }
+            }
+            out[row * out_stride + start..][..POSITIONS].copy_from_slice(&sums);
+        }
+    }
+}
+
+/// For [`GRAD_FILTERS`] filters' output gradients and `T` taps: the sum over the first `n`
+/// positions (a multiple of [`LANES`]) of the gradient times the input at the tap's offset plus
+/// the position, added into [`LANES`] independent partial sums per filter and tap: filter `f`'s
+/// tap `first_tap + t` at `lanes[(f * rows + first_tap + t) * LANES..]`. `WIDE` as for
+/// [`weighted_sums`]; the sums are the same numbers either way.
+#[inline(always)]
+fn tap_sums<const FMA: bool, const WIDE: bool, const T: usize>(
+    grads: &[&[f32]; GRAD_FILTERS],
+    padded: &[f32],
+    taps: &[usize; T],
+    n: usize,
+    lanes: &mut [f32],
+    first_tap: usize,
+    rows: usize,
+) {
+    assert!(n.is_multiple_of(LANES) && grads.iter().all(|grad| grad.len() >= n));
+    assert!(taps.iter().all(|&offset| offset + n <= padded.len()));
+    assert!(first_tap + T <= rows && GRAD_FILTERS * rows * LANES <= lanes.len());
+    #[cfg(target_arch = "x86_64")]
+    if WIDE {
+        // SAFETY: as in `weighted_sums`.
+        unsafe { avx512::tap_sums(grads, padded, taps, n, lanes, first_tap, rows) };
+        return;
+    }
+    for (f, grad) in grads.iter().enumerate() {
+        for (t, &offset) in taps.iter().enumerate() {
+            let sums: &mut [f32; LANES] = (&mut lanes[(f * rows + first_tap + t) * LANES..]
+                [..LANES])
+                .try_into()
+                .unwrap();
+            for (grad, inputs) in grad[..n]
+                .chunks_exact(LANES)
+                .zip(padded[offset..][..n].chunks_exact(LANES))
+            {
+                for lane in 0..LANES {
+                    sums[lane] = madd::<FMA>(grad[lane], inputs[lane], sums[lane]);
                 }
             }
         }
-        for (channel, target) in x_grad.chunks_exact_mut(g.height * g.width).enumerate() {
-            let source = &scratch.padded[channel * plane..];
-            for (row, line) in target.chunks_exact_mut(g.width).enumerate() {
-                line.copy_from_slice(&source[(row + g.padding) * wp + g.padding..][..g.width]);
+    }
+}
+
+/// The two block sums in AVX-512 registers.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{FILTERS, GRAD_FILTERS, LANES, POSITIONS};
+    use std::arch::x86_64::{
+        __m512, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps,
+        _mm512_storeu_ps,
+    };
+
+    /// Registers per filter in [`weighted_sums`].
+    const VECTORS: usize = POSITIONS / 16;
+
+    /// [`super::weighted_sums`], whose assertions it relies on.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn weighted_sums(
+        source: &[f32],
+        taps: &[usize],
+        packed: &[f32],
+        positions: usize,
+        out: &mut [f32],
+        out_stride: usize,
+    ) {
+        for start in (0..positions).step_by(POSITIONS) {
+            let mut sums = [_mm512_setzero_ps(); FILTERS * VECTORS];
+            for (t, &offset) in taps.iter().enumerate() {
+                // SAFETY (this block and the stores): inside the slices, as the caller asserts.
+                unsafe {
+                    let input = source.as_ptr().add(offset + start);
+                    let inputs: [__m512; VECTORS] =
+                        std::array::from_fn(|v| _mm512_loadu_ps(input.add(16 * v)));
+                    let weights = packed.as_ptr().add(t * FILTERS);
+                    for row in 0..FILTERS {
+                        let w = _mm512_set1_ps(*weights.add(row));
+                        for v in 0..VECTORS {
+                            let sum = &mut sums[row * VECTORS + v];
+                            *sum = _mm512_fmadd_ps(w, inputs[v], *sum);
+                        }
+                    }
+                }
+            }
+            for row in 0..FILTERS {
+                for v in 0..VECTORS {
+                    unsafe {
+                        let target = out.as_mut_ptr().add(row * out_stride + start + 16 * v);
+                        _mm512_storeu_ps(target, sums[row * VECTORS + v]);
+                    }
+                }
             }
         }
-        // The next image's padding must be zero again.
-        scratch.padded.fill(0.0);
+    }
+
+    /// [`super::tap_sums`], whose assertions it relies on.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn tap_sums<const T: usize>(
+        grads: &[&[f32]; GRAD_FILTERS],
+        padded: &[f32],
+        taps: &[usize; T],
+        n: usize,
+        lanes: &mut [f32],
+        first_tap: usize,
+        rows: usize,
+    ) {
+        let at = |f: usize, t: usize| (f * rows + first_tap + t) * LANES;
+        // SAFETY (every block below): inside the slices, as the caller asserts.
+        let mut sums: [[__m512; T]; GRAD_FILTERS] = std::array::from_fn(|f| {
+            std::array::from_fn(|t| unsafe { _mm512_loadu_ps(lanes.as_ptr().add(at(f, t))) })
+        });
+        for start in (0..n).step_by(LANES) {
+            unsafe {
+                let inputs: [__m512; T] =
+                    std::array::from_fn(|t| _mm512_loadu_ps(padded.as_ptr().add(taps[t] + start)));
+                for f in 0..GRAD_FILTERS {
+                    let grad = _mm512_loadu_ps(grads[f].as_ptr().add(start));
+                    for t in 0..T {
+                        sums[f][t] = _mm512_fmadd_ps(grad, inputs[t], sums[f][t]);
+                    }
+                }
+            }
+        }
+        for (f, sums) in sums.iter().enumerate() {
+            for (t, &sum) in sums.iter().enumerate() {
+                unsafe { _mm512_storeu_ps(lanes.as_mut_ptr().add(at(f, t)), sum) };
+            }
+        }
     }
 }
 
 /// One image's outputs in the layer's layout `[filters, height, width]`, pooled (with each
 /// maximum's position in `argmax`) or not, plus the bias.
 #[inline(always)]
-fn lay_out(outputs: &[f32], bias: &[f32], output: &mut [f32], argmax: &mut [u32], g: &Geometry) {
-    let (n, wp) = (g.direct_outputs(), g.padded().1);
+fn lay_out(scratch: &Scratch, bias: &[f32], output: &mut [f32], argmax: &mut [u32], g: &Geometry) {
+    let wp = g.padded().1;
     let (height, width) = g.output_size();
     let plane = height * width;
-    for (filter, conv) in outputs.chunks_exact(n).enumerate() {
+    for filter in 0..g.filters {
+        let conv = scratch.filter_outputs(filter, g);
         let output = &mut output[filter * plane..][..plane];
         if g.pool {
             let argmax = &mut argmax[filter * plane..][..plane];
@@ -387,14 +726,21 @@ fn lay_out(outputs: &[f32], bias: &[f32], output: &mut [f32], argmax: &mut [u32]
 }
 
 /// The gradient of one image's outputs, `grad` `[filters, height, width]`, as the gradient of
-/// its padded-width convolution outputs: at each window's maximum when pooled, zero elsewhere.
+/// its padded-width convolution outputs: at each window's maximum when pooled, zero elsewhere
+/// (and in front of and past each filter's outputs).
 #[inline(always)]
-fn scatter(grad: &[f32], argmax: &[u32], outputs: &mut [f32], g: &Geometry) {
-    let (n, wp) = (g.direct_outputs(), g.padded().1);
+fn scatter(grad: &[f32], argmax: &[u32], scratch: &mut Scratch, g: &Geometry) {
+    let (stride, front, wp) = (g.output_stride(), g.front(), g.padded().1);
     let (height, width) = g.output_size();
     let plane = height * width;
-    outputs.fill(0.0);
-    for (filter, target) in outputs.chunks_exact_mut(n).enumerate() {
+    scratch.outputs.fill(0.0);
+    for (filter, target) in scratch
+        .outputs
+        .chunks_exact_mut(stride)
+        .take(g.filters)
+        .enumerate()
+    {
+        let target = &mut target[front..];
         let grad = &grad[filter * plane..][..plane];
         if g.pool {
             for (&value, &position) in grad.iter().zip(&argmax[filter * plane..][..plane]) {
@@ -408,26 +754,6 @@ fn scatter(grad: &[f32], argmax: &[u32], outputs: &mut [f32], g: &Geometry) {
     }
 }
 
-/// `sum(a[i] * b[i])` over [`LANES`] lanes: independent sums, so that the vectorised additions
-/// do not wait on each other.
-#[inline(always)]
-fn dot<const FMA: bool>(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0.0f32; LANES];
-    let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let tail: f32 = a_chunks
-        .remainder()
-        .iter()
-        .zip(b_chunks.remainder())
-        .map(|(&x, &y)| x * y)
-        .sum();
-    for (x, y) in a_chunks.zip(b_chunks) {
-        for k in 0..LANES {
-            lanes[k] = madd::<FMA>(x[k], y[k], lanes[k]);
-        }
-    }
-    lanes.iter().sum::<f32>() + tail
-}
-
 /// `a * b + c`, with one rounding when `FMA` (in code compiled for it: elsewhere `mul_add` is a
 /// library call per value).
 #[inline(always)]
@@ -435,8 +761,127 @@ fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
     if FMA { a.mul_add(b, c) } else { a * b + c }
 }
 
-/// Whether the processor has AVX2 and FMA, for the passes compiled for them.
+/// The vector instructions the passes are compiled for.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+enum Simd {
+    Avx512,
+    Avx2,
+    None,
+}
+
+/// The widest of [`Simd`] the processor has.
+#[cfg(not(target_arch = "x86_64"))]
+fn simd() -> Simd {
+    Simd::None
+}
+
+/// The widest of [`Simd`] the processor has.
 #[cfg(target_arch = "x86_64")]
-fn has_fma() -> bool {
-    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+fn simd() -> Simd {
+    use std::arch::is_x86_feature_detected as has;
+    if !(has!("avx2") && has!("fma")) {
+        Simd::None
+    } else if has!("avx512f") {
+        Simd::Avx512
+    } else {
+        Simd::Avx2
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Values in -1..1 from a fixed sequence.
+    fn values(len: usize, seed: u64) -> Vec<f32> {
+        let mut state = seed;
+        (0..len)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// Both block sums are the sums they say, and the AVX-512 ones are the same numbers as the
+    /// one-filter-at-a-time ones, so that training does not depend on the processor (the models'
+    /// tests compare whole layers with burn's on whichever path this processor takes).
+    #[test]
+    fn block_sums_are_the_same_numbers_on_every_path() {
+        let source = values(400, 1);
+        let taps = [0, 1, 7, 30, 61];
+        let packed = values(taps.len() * FILTERS, 2);
+        let (positions, stride) = (2 * POSITIONS, 2 * POSITIONS + 5);
+        let weighted = |wide: bool| {
+            let mut out = vec![f32::NAN; FILTERS * stride];
+            if wide {
+                weighted_sums::<true, true>(&source, &taps, &packed, positions, &mut out, stride);
+            } else {
+                weighted_sums::<true, false>(&source, &taps, &packed, positions, &mut out, stride);
+            }
+            // Bits, so that the untouched NaNs between rows compare equal.
+            out.iter().map(|v| v.to_bits()).collect::<Vec<u32>>()
+        };
+        let narrow = weighted(false);
+        for row in 0..FILTERS {
+            for p in 0..positions {
+                let expected: f64 = taps
+                    .iter()
+                    .enumerate()
+                    .map(|(t, &o)| packed[t * FILTERS + row] as f64 * source[o + p] as f64)
+                    .sum();
+                let got = f32::from_bits(narrow[row * stride + p]) as f64;
+                assert!((got - expected).abs() < 1e-5, "row {row} position {p}");
+            }
+        }
+
+        let grads: Vec<Vec<f32>> = (0..GRAD_FILTERS)
+            .map(|f| values(64, 10 + f as u64))
+            .collect();
+        let grads: [&[f32]; GRAD_FILTERS] = std::array::from_fn(|f| &grads[f][..]);
+        let rows = 6;
+        let tapped = |wide: bool| {
+            let mut lanes = values(GRAD_FILTERS * rows * LANES, 3);
+            let taps = [3, 40, 99, 200];
+            if wide {
+                tap_sums::<true, true, 4>(&grads, &source, &taps, 64, &mut lanes, 1, rows);
+                tap_sums::<true, true, 1>(&grads, &source, &[5], 64, &mut lanes, 5, rows);
+            } else {
+                tap_sums::<true, false, 4>(&grads, &source, &taps, 64, &mut lanes, 1, rows);
+                tap_sums::<true, false, 1>(&grads, &source, &[5], 64, &mut lanes, 5, rows);
+            }
+            lanes
+        };
+        let narrow_lanes = tapped(false);
+        let start = values(GRAD_FILTERS * rows * LANES, 3);
+        for (f, grad) in grads.iter().enumerate() {
+            for (tap, offset) in [(0, None), (1, Some(3)), (2, Some(40)), (5, Some(5))] {
+                let at = (f * rows + tap) * LANES;
+                let added: f64 = (0..LANES)
+                    .map(|lane| narrow_lanes[at + lane] as f64 - start[at + lane] as f64)
+                    .sum();
+                let expected: f64 = offset.map_or(0.0, |o| {
+                    (0..64).map(|p| grad[p] as f64 * source[o + p] as f64).sum()
+                });
+                assert!((added - expected).abs() < 1e-4, "filter {f} tap {tap}");
+            }
+        }
+
+        if matches!(simd(), Simd::Avx512) {
+            assert_eq!(
+                weighted(true),
+                narrow,
+                "weighted sums, AVX-512 against one filter"
+            );
+            assert_eq!(
+                tapped(true),
+                narrow_lanes,
+                "tap sums, AVX-512 against one filter"
+            );
+        } else {
+            eprintln!("no AVX-512 on this processor: only the one-filter-at-a-time sums checked");
+        }
+    }
 }

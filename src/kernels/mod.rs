@@ -3,8 +3,8 @@
 //! gradients) in fewer passes over memory; on other backends the models use burn's.
 //!
 //! Parts: [`im2col`] unfolds images into columns and back, [`gemm`] multiplies them, [`pool`]
-//! pools a convolution's output, [`conv_pool`] makes these one layer ([`direct`] computes a first
-//! layer's convolution without columns), [`batch_norm`] is training-mode batch norm, [`add_relu`]
+//! pools a convolution's output, [`conv_pool`] makes these one layer ([`direct`] computes a stride-1
+//! convolution with few filters without columns), [`batch_norm`] is training-mode batch norm, [`add_relu`]
 //! a residual block's `relu(a + b)`, [`linear`] a fully connected layer with its ReLU and
 //! dropout, [`adam`] one Adam or AdamW step; [`autodiff`] is the backward glue they share and
 //! [`flex`] how they read and make flex tensors; [`denormals`] keeps subnormal floats off the
