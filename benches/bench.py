@@ -297,10 +297,12 @@ def write_markdown(args, raw):
                "(`benches/layers_torch.py`, gradients zeroed before each repeat), same threads; milliseconds, "
                "median of the repeats. Rows marked (sweep) are the formulations the models use on flex "
                "(`sweep::model::layers`, `sweep::model::norm`): each convolution + pool pair "
-               "(`src/kernels/conv_pool.rs`; a first layer's computed directly, `src/kernels/direct.rs`), "
-               "resnet's convolutions, "
+               "(`src/kernels/conv_pool.rs`; on AVX-512 a stride-1 layer with at most 32 filters computed "
+               "directly, `src/kernels/direct.rs`, the others over unfolded columns), resnet's convolutions, "
                "the strided ones included, and batch norm with its pool or ReLU (`src/kernels/batch_norm.rs`); "
-               "the unmarked rows are burn's own kernels, but for batch norm, which is always sweep's.", ""] + layers
+               "the unmarked rows are burn's own kernels, but for batch norm, which is always sweep's. "
+               "A row's two timings come from one run of each program, so a row's PyTorch time moves with "
+               "the machine's hour as much as the table's other columns do.", ""] + layers
     if whole["sweep"]:
         s, n, l, o = (med(whole["sweep"]), med(whole["sweep_notest"]), med(whole["loop"]),
                       med(whole["optuna"]))
