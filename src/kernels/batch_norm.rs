@@ -8,7 +8,7 @@
 //! are two passes over its planes, the (pooled) output one, and the backward pass three more.
 
 use super::autodiff::{LayerBackward, LayerGradients, LayerKernel};
-use super::flex::{flex_tensor, lane_sum, values};
+use super::flex::{balanced, flex_tensor, lane_sum, values};
 use super::pool::pool_row_pair;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::ops::{Backward, OpsKind};
@@ -131,8 +131,7 @@ impl Planes {
 
 /// Per channel, the sum of `term(image, channel)` over every image, in f64.
 fn channel_sums(planes: Planes, term: impl Fn(usize, usize) -> f32 + Sync) -> Vec<f64> {
-    (0..planes.channels)
-        .into_par_iter()
+    balanced((0..planes.channels).into_par_iter())
         .map(|channel| {
             (0..planes.batch)
                 .map(|image| term(image, channel) as f64)
@@ -145,13 +144,10 @@ fn channel_sums(planes: Planes, term: impl Fn(usize, usize) -> f32 + Sync) -> Ve
 /// plane)`.
 fn per_plane(planes: Planes, fill: impl Fn(usize, usize, &mut [f32]) + Sync) -> Vec<f32> {
     let mut output = vec![0.0f32; planes.count() * planes.size()];
-    output
-        .par_chunks_mut(planes.size())
-        .enumerate()
-        .for_each(|(index, out)| {
-            let (image, channel) = planes.plane(index);
-            fill(image, channel, out)
-        });
+    balanced(output.par_chunks_mut(planes.size()).enumerate()).for_each(|(index, out)| {
+        let (image, channel) = planes.plane(index);
+        fill(image, channel, out)
+    });
     output
 }
 
@@ -210,29 +206,31 @@ fn run(
         };
         let mut argmax = vec![0u32; pooled.count() * pooled.size()];
         let mut output = vec![0.0f32; argmax.len()];
-        output
-            .par_chunks_mut(pooled.size())
-            .zip(argmax.par_chunks_mut(pooled.size()))
-            .enumerate()
-            .for_each(|(index, (out, arg))| {
-                let (image, c) = pooled.plane(index);
-                let (scale, shift) = (scale[c], shift[c]);
-                let source = &input[planes.range(image, c)];
-                for (py, (out, arg)) in out
-                    .chunks_exact_mut(pooled.width)
-                    .zip(arg.chunks_exact_mut(pooled.width))
-                    .enumerate()
-                {
-                    pool_row_pair(
-                        &source[2 * py * width..][..2 * width],
-                        |v| v * scale + shift,
-                        0.0,
-                        out,
-                        arg,
-                        (2 * py * width) as u32,
-                    );
-                }
-            });
+        balanced(
+            output
+                .par_chunks_mut(pooled.size())
+                .zip(argmax.par_chunks_mut(pooled.size()))
+                .enumerate(),
+        )
+        .for_each(|(index, (out, arg))| {
+            let (image, c) = pooled.plane(index);
+            let (scale, shift) = (scale[c], shift[c]);
+            let source = &input[planes.range(image, c)];
+            for (py, (out, arg)) in out
+                .chunks_exact_mut(pooled.width)
+                .zip(arg.chunks_exact_mut(pooled.width))
+                .enumerate()
+            {
+                pool_row_pair(
+                    &source[2 * py * width..][..2 * width],
+                    |v| v * scale + shift,
+                    0.0,
+                    out,
+                    arg,
+                    (2 * py * width) as u32,
+                );
+            }
+        });
         (output, Some(argmax), pooled.shape())
     } else {
         let output = per_plane(planes, |image, c, out| {

@@ -18,7 +18,7 @@
 
 use super::autodiff::{LayerBackward, LayerGradients, LayerKernel};
 use super::direct;
-use super::flex::{chunks_or_empty, flex_tensor, lane_sum, values};
+use super::flex::{balanced, chunks_or_empty, flex_tensor, lane_sum, values};
 use super::gemm::{Operand, matmul};
 use super::im2col::{Geometry, fold_into, unfold};
 use super::pool::{arrange_into, disarrange, max_pool_into, unpool};
@@ -220,8 +220,7 @@ impl ConvPoolKernels for Flex {
         let weight_rows = values(&saved.weight);
         let plane = grad.len() / (g.batch * g.filters);
         // Per filter, its planes' sums added image by image.
-        let bias_grad: Vec<f32> = (0..g.filters)
-            .into_par_iter()
+        let bias_grad: Vec<f32> = balanced((0..g.filters).into_par_iter())
             .map(|filter| {
                 (0..g.batch)
                     .map(|image| &grad[(image * g.filters + filter) * plane..][..plane])

@@ -18,10 +18,11 @@
 //! start `front` values into its row of the scratch planes, after zeros that the input
 //! gradient's taps read when they reach above the first row.
 
-use super::flex::chunks_or_empty;
+use super::flex::{balanced, chunks_or_empty};
 use super::im2col::Geometry;
 use super::pool::pool_row_pair;
 use rayon::prelude::*;
+use std::cell::RefCell;
 
 /// Filters whose outputs are summed together (one broadcast weight each per tap).
 const FILTERS: usize = 8;
@@ -44,6 +45,9 @@ const NARROW_ROWS: usize = 25;
 /// The most filters of an inner layer taken directly (resnet's first two stages, LeNet-5's and
 /// the small CNN's inner layers).
 const DIRECT_FILTERS: usize = 32;
+
+/// Scratches of different sizes a thread keeps ([`Scratch::with`]): resnet's layers have five.
+const KEPT_SCRATCHES: usize = 8;
 
 /// Images per parallel task: sizes the weight gradient's partial sums, which are added in task
 /// order so that training is reproducible.
@@ -182,17 +186,18 @@ pub(super) fn forward(
     let taps = g.taps();
     let packed = forward_weights(weight, g);
     let layer = Layer { taps: &taps, g };
-    output
-        .par_chunks_mut(per_image)
-        .zip(chunks_or_empty(&mut argmax, argmax_per_image, g.batch))
-        .zip(x.par_chunks(g.input_size()))
-        .for_each_init(
-            || Scratch::new(g),
-            |scratch, ((output, argmax), image)| {
-                scratch.pad(image, g);
-                layer.forward_image(scratch, &packed, bias, output, argmax);
-            },
-        );
+    balanced(
+        output
+            .par_chunks_mut(per_image)
+            .zip(chunks_or_empty(&mut argmax, argmax_per_image, g.batch))
+            .zip(x.par_chunks(g.input_size())),
+    )
+    .for_each(|((output, argmax), image)| {
+        Scratch::with(g, Pass::Forward, |scratch| {
+            scratch.pad(image, g);
+            layer.forward_image(scratch, &packed, bias, output, argmax);
+        })
+    });
     (output, argmax)
 }
 
@@ -217,7 +222,7 @@ pub(super) fn backward(
     let layer = Layer { taps: &taps, g };
     let mut x_grad = vec![0.0f32; if input_grad { x.len() } else { 0 }];
     let chunk = |values: usize| (IMAGES_PER_TASK * values).max(1);
-    let partial_sums: Vec<Vec<f32>> = x
+    let tasks = x
         .par_chunks(chunk(g.input_size()))
         .zip(grad.par_chunks(chunk(per_image)))
         .zip(chunks_or_empty(
@@ -225,35 +230,37 @@ pub(super) fn backward(
             IMAGES_PER_TASK * g.input_size(),
             g.batch.div_ceil(IMAGES_PER_TASK),
         ))
-        .enumerate()
+        .enumerate();
+    let partial_sums: Vec<Vec<f32>> = balanced(tasks)
         .map(|(task, ((images, grads), x_grads))| {
-            let mut scratch = Scratch::new(g);
-            let mut weight_lanes =
-                vec![0.0f32; g.filters.next_multiple_of(FILTERS) * g.rows() * LANES];
-            for (image, grad) in grads.chunks_exact(per_image).enumerate() {
-                let first = (task * IMAGES_PER_TASK + image) * per_image;
-                let argmax = if g.pool {
-                    &argmax[first..first + per_image]
-                } else {
-                    &[][..]
-                };
-                scratch.pad(&images[image * g.input_size()..][..g.input_size()], g);
-                let x_grad = input_grad.then(|| {
-                    (
-                        &mut x_grads[image * g.input_size()..][..g.input_size()],
-                        &packed[..],
-                        &turned_taps[..],
-                    )
-                });
-                layer.backward_image(&mut scratch, grad, argmax, &mut weight_lanes, x_grad);
-            }
-            // Each value's lanes added once per task (per image, the adding took longer than
-            // the products for 7x7 planes).
-            weight_lanes
-                .chunks_exact(LANES)
-                .take(g.filters * g.rows())
-                .map(|lanes| lanes.iter().sum())
-                .collect::<Vec<f32>>()
+            Scratch::with(g, Pass::Backward, |scratch| {
+                let mut weight_lanes =
+                    vec![0.0f32; g.filters.next_multiple_of(FILTERS) * g.rows() * LANES];
+                for (image, grad) in grads.chunks_exact(per_image).enumerate() {
+                    let first = (task * IMAGES_PER_TASK + image) * per_image;
+                    let argmax = if g.pool {
+                        &argmax[first..first + per_image]
+                    } else {
+                        &[][..]
+                    };
+                    scratch.pad(&images[image * g.input_size()..][..g.input_size()], g);
+                    let x_grad = input_grad.then(|| {
+                        (
+                            &mut x_grads[image * g.input_size()..][..g.input_size()],
+                            &packed[..],
+                            &turned_taps[..],
+                        )
+                    });
+                    layer.backward_image(scratch, grad, argmax, &mut weight_lanes, x_grad);
+                }
+                // Each value's lanes added once per task (per image, the adding took longer than
+                // the products for 7x7 planes).
+                weight_lanes
+                    .chunks_exact(LANES)
+                    .take(g.filters * g.rows())
+                    .map(|lanes| lanes.iter().sum())
+                    .collect::<Vec<f32>>()
+            })
         })
         .collect();
     let mut weight_grad = vec![0.0f32; g.filters * g.rows()];
@@ -287,6 +294,36 @@ impl Scratch {
         }
     }
 
+    /// Runs `work` with this thread's scratch for `g`'s sizes and the `pass` (forward or
+    /// backward), made on first use and kept for the next layer of the same sizes (a network
+    /// has a few), so that a loop's items need not each zero a new one. Every pass leaves a
+    /// scratch fit for the next of its kind: the padding stays zero ([`Scratch::pad`] writes
+    /// inside it), a forward pass writes outputs before it reads them, and a backward pass
+    /// writes nothing but output gradients where outputs are ([`scatter`]).
+    fn with<R>(g: &Geometry, pass: Pass, work: impl FnOnce(&mut Scratch) -> R) -> R {
+        thread_local! {
+            static KEPT: RefCell<Vec<((Geometry, Pass), Scratch)>> =
+                const { RefCell::new(Vec::new()) };
+        }
+        // The sizes without the batch, which a scratch does not depend on.
+        let sizes = (Geometry { batch: 0, ..*g }, pass);
+        let kept = KEPT.with_borrow_mut(|kept| {
+            let index = kept
+                .iter()
+                .position(|(kept_sizes, _)| *kept_sizes == sizes)?;
+            Some(kept.swap_remove(index).1)
+        });
+        let mut scratch = kept.unwrap_or_else(|| Scratch::new(g));
+        let result = work(&mut scratch);
+        KEPT.with_borrow_mut(|kept| {
+            if kept.len() == KEPT_SCRATCHES {
+                kept.remove(0);
+            }
+            kept.push((sizes, scratch));
+        });
+        result
+    }
+
     /// Copies `image` into the padded planes; the border stays zero from [`Scratch::new`].
     fn pad(&mut self, image: &[f32], g: &Geometry) {
         let (plane, wp) = (g.padded_plane(), g.padded().1);
@@ -303,6 +340,14 @@ impl Scratch {
     fn filter_outputs(&self, filter: usize, g: &Geometry) -> &[f32] {
         &self.outputs[filter * g.output_stride() + g.front()..][..g.direct_outputs()]
     }
+}
+
+/// Which pass a [`Scratch`] serves: a backward pass's output gradients are zero wherever it does
+/// not write them, which a forward pass's outputs are not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pass {
+    Forward,
+    Backward,
 }
 
 /// What the per-image passes share: the kernel's taps and the sizes.
@@ -727,22 +772,25 @@ fn lay_out(scratch: &Scratch, bias: &[f32], output: &mut [f32], argmax: &mut [u3
 
 /// The gradient of one image's outputs, `grad` `[filters, height, width]`, as the gradient of
 /// its padded-width convolution outputs: at each window's maximum when pooled, zero elsewhere
-/// (and in front of and past each filter's outputs).
+/// (and in front of and past each filter's outputs). `scratch` serves backward passes only
+/// ([`Pass`]): nothing but this writes its outputs, and only where outputs are, so the values
+/// that are not outputs stay zero from [`Scratch::new`], and an unpooled layer's outputs are
+/// all written again.
 #[inline(always)]
 fn scatter(grad: &[f32], argmax: &[u32], scratch: &mut Scratch, g: &Geometry) {
     let (stride, front, wp) = (g.output_stride(), g.front(), g.padded().1);
     let (height, width) = g.output_size();
     let plane = height * width;
-    scratch.outputs.fill(0.0);
     for (filter, target) in scratch
         .outputs
         .chunks_exact_mut(stride)
         .take(g.filters)
         .enumerate()
     {
-        let target = &mut target[front..];
+        let target = &mut target[front..][..g.direct_outputs()];
         let grad = &grad[filter * plane..][..plane];
         if g.pool {
+            target.fill(0.0);
             for (&value, &position) in grad.iter().zip(&argmax[filter * plane..][..plane]) {
                 target[position as usize] = value;
             }

@@ -5,6 +5,7 @@
 //! cache between being written and being multiplied; the backward pass unfolds each block again
 //! rather than keep every block's columns (measured: as fast, and less memory).
 
+use super::flex::balanced;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -60,16 +61,13 @@ impl Geometry {
     ) -> impl IndexedParallelIterator<Item = (usize, Geometry, &'a [f32])> + use<'a> {
         let images = self.block_images();
         let geometry = *self;
-        values
-            .par_chunks(images * per_image)
-            .enumerate()
-            .map(move |(index, block)| {
-                let block_geometry = Geometry {
-                    batch: block.len() / per_image,
-                    ..geometry
-                };
-                (index * images, block_geometry, block)
-            })
+        balanced(values.par_chunks(images * per_image).enumerate()).map(move |(index, block)| {
+            let block_geometry = Geometry {
+                batch: block.len() / per_image,
+                ..geometry
+            };
+            (index * images, block_geometry, block)
+        })
     }
 
     /// Images per block of [`Geometry::blocks`]: as many blocks as [`BLOCK_VALUES`] asks for,
@@ -135,51 +133,47 @@ pub(super) fn unfold(x: &[f32], g: &Geometry) -> Vec<f32> {
     let (out_height, out_width) = g.conv_size();
     let plane = g.height * g.width;
     filled(g.rows() * g.pixels(), |columns| {
-        columns
-            .par_chunks_mut(g.pixels())
-            .enumerate()
-            .for_each(|(row, out)| {
-                let (channel, i, j) = (
-                    row / (g.kernel * g.kernel),
-                    row / g.kernel % g.kernel,
-                    row % g.kernel,
-                );
-                let (x0, x1) = g.valid_columns(j);
-                for (image, out) in out.chunks_exact_mut(out_height * out_width).enumerate() {
-                    let input = &x[(image * g.channels + channel) * plane..][..plane];
-                    if g.stride == 1 && out_width == g.width {
-                        unfold_same_width(input, out, (i, j), g);
-                        continue;
-                    }
-                    for (y, out) in out.chunks_exact_mut(out_width).enumerate() {
-                        let Some(source) = g.input_row(y, i) else {
-                            out.fill(ZERO);
-                            continue;
-                        };
-                        let line = &input[source * g.width..][..g.width];
-                        let (left, rest) = out.split_at_mut(x0);
-                        let (middle, right) = rest.split_at_mut(x1 - x0);
-                        left.fill(ZERO);
-                        // A loop, not `copy_from_slice`: these runs are a dozen values long,
-                        // too short to pay for a call to memcpy.
-                        if g.stride == 1 {
-                            for (value, &input) in middle
-                                .iter_mut()
-                                .zip(&line[x0 + j - g.padding..x1 + j - g.padding])
-                            {
-                                *value = MaybeUninit::new(input);
-                            }
-                        } else {
-                            for (value, input) in
-                                middle.iter_mut().zip(g.row_inputs(line, (x0, x1), j))
-                            {
-                                *value = MaybeUninit::new(input);
-                            }
-                        }
-                        right.fill(ZERO);
-                    }
+        balanced(columns.par_chunks_mut(g.pixels()).enumerate()).for_each(|(row, out)| {
+            let (channel, i, j) = (
+                row / (g.kernel * g.kernel),
+                row / g.kernel % g.kernel,
+                row % g.kernel,
+            );
+            let (x0, x1) = g.valid_columns(j);
+            for (image, out) in out.chunks_exact_mut(out_height * out_width).enumerate() {
+                let input = &x[(image * g.channels + channel) * plane..][..plane];
+                if g.stride == 1 && out_width == g.width {
+                    unfold_same_width(input, out, (i, j), g);
+                    continue;
                 }
-            })
+                for (y, out) in out.chunks_exact_mut(out_width).enumerate() {
+                    let Some(source) = g.input_row(y, i) else {
+                        out.fill(ZERO);
+                        continue;
+                    };
+                    let line = &input[source * g.width..][..g.width];
+                    let (left, rest) = out.split_at_mut(x0);
+                    let (middle, right) = rest.split_at_mut(x1 - x0);
+                    left.fill(ZERO);
+                    // A loop, not `copy_from_slice`: these runs are a dozen values long,
+                    // too short to pay for a call to memcpy.
+                    if g.stride == 1 {
+                        for (value, &input) in middle
+                            .iter_mut()
+                            .zip(&line[x0 + j - g.padding..x1 + j - g.padding])
+                        {
+                            *value = MaybeUninit::new(input);
+                        }
+                    } else {
+                        for (value, input) in middle.iter_mut().zip(g.row_inputs(line, (x0, x1), j))
+                        {
+                            *value = MaybeUninit::new(input);
+                        }
+                    }
+                    right.fill(ZERO);
+                }
+            }
+        })
     })
 }
 
@@ -244,33 +238,31 @@ pub(super) fn fold_into(columns: &[f32], g: &Geometry, x: &mut [f32]) {
     let (out_height, out_width) = g.conv_size();
     let pixels = g.pixels();
     // One task per image plane: its k*k rows of columns add into that plane only.
-    x.par_chunks_mut(g.height * g.width)
-        .enumerate()
-        .for_each(|(plane_index, plane)| {
-            let (image, channel) = (plane_index / g.channels, plane_index % g.channels);
-            for i in 0..g.kernel {
-                for j in 0..g.kernel {
-                    let row = (channel * g.kernel + i) * g.kernel + j;
-                    let source = &columns[row * pixels + image * out_height * out_width..]
-                        [..out_height * out_width];
-                    let (x0, x1) = g.valid_columns(j);
-                    for y in 0..out_height {
-                        if let Some(target) = g.input_row(y, i) {
-                            let line = &mut plane[target * g.width..][..g.width];
-                            let line = &mut line[x0 * g.stride + j - g.padding..];
-                            let source = &source[y * out_width + x0..y * out_width + x1];
-                            if g.stride == 1 {
-                                for (value, add) in line.iter_mut().zip(source) {
-                                    *value += add;
-                                }
-                            } else {
-                                for (value, add) in line.iter_mut().step_by(g.stride).zip(source) {
-                                    *value += add;
-                                }
+    balanced(x.par_chunks_mut(g.height * g.width).enumerate()).for_each(|(plane_index, plane)| {
+        let (image, channel) = (plane_index / g.channels, plane_index % g.channels);
+        for i in 0..g.kernel {
+            for j in 0..g.kernel {
+                let row = (channel * g.kernel + i) * g.kernel + j;
+                let source = &columns[row * pixels + image * out_height * out_width..]
+                    [..out_height * out_width];
+                let (x0, x1) = g.valid_columns(j);
+                for y in 0..out_height {
+                    if let Some(target) = g.input_row(y, i) {
+                        let line = &mut plane[target * g.width..][..g.width];
+                        let line = &mut line[x0 * g.stride + j - g.padding..];
+                        let source = &source[y * out_width + x0..y * out_width + x1];
+                        if g.stride == 1 {
+                            for (value, add) in line.iter_mut().zip(source) {
+                                *value += add;
+                            }
+                        } else {
+                            for (value, add) in line.iter_mut().step_by(g.stride).zip(source) {
+                                *value += add;
                             }
                         }
                     }
                 }
             }
-        });
+        }
+    });
 }

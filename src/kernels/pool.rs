@@ -2,6 +2,7 @@
 //! also the convolution's output laid out without a pool. A window's maximum keeps its position,
 //! so the backward pass is a scatter, and a row of windows is branch-free.
 
+use super::flex::balanced;
 use super::im2col::Geometry;
 use rayon::prelude::*;
 
@@ -18,31 +19,33 @@ pub(super) fn max_pool_into(
     let (out_height, out_width) = g.conv_size();
     let (pooled_height, pooled_width) = (out_height / 2, out_width / 2);
     let plane = pooled_height * pooled_width;
-    output
-        .par_chunks_mut(plane)
-        .zip(argmax.par_chunks_mut(plane))
-        .enumerate()
-        .for_each(|(plane_index, (output, argmax))| {
-            let (image, filter) = (plane_index / g.filters, plane_index % g.filters);
-            let row_start = image * out_height * out_width;
-            let row = &conv[filter * g.pixels()..][..g.pixels()];
-            let source = &row[row_start..][..out_height * out_width];
-            for (py, (output, argmax)) in output
-                .chunks_exact_mut(pooled_width)
-                .zip(argmax.chunks_exact_mut(pooled_width))
-                .enumerate()
-            {
-                let top = row_start + 2 * py * out_width;
-                pool_row_pair(
-                    &source[2 * py * out_width..][..2 * out_width],
-                    |v| v,
-                    bias[filter],
-                    output,
-                    argmax,
-                    top as u32,
-                );
-            }
-        });
+    balanced(
+        output
+            .par_chunks_mut(plane)
+            .zip(argmax.par_chunks_mut(plane))
+            .enumerate(),
+    )
+    .for_each(|(plane_index, (output, argmax))| {
+        let (image, filter) = (plane_index / g.filters, plane_index % g.filters);
+        let row_start = image * out_height * out_width;
+        let row = &conv[filter * g.pixels()..][..g.pixels()];
+        let source = &row[row_start..][..out_height * out_width];
+        for (py, (output, argmax)) in output
+            .chunks_exact_mut(pooled_width)
+            .zip(argmax.chunks_exact_mut(pooled_width))
+            .enumerate()
+        {
+            let top = row_start + 2 * py * out_width;
+            pool_row_pair(
+                &source[2 * py * out_width..][..2 * out_width],
+                |v| v,
+                bias[filter],
+                output,
+                argmax,
+                top as u32,
+            );
+        }
+    });
 }
 
 /// One row of a 2x2 max pool: `rows` holds two input rows of `2 * output.len()` values each;
@@ -131,16 +134,13 @@ pub(super) fn pool_row_pair_with_nan(
 pub(super) fn arrange_into(conv: &[f32], bias: &[f32], g: &Geometry, output: &mut [f32]) {
     let (height, width) = g.conv_size();
     let plane = height * width;
-    output
-        .par_chunks_mut(plane)
-        .enumerate()
-        .for_each(|(plane_index, output)| {
-            let (image, filter) = (plane_index / g.filters, plane_index % g.filters);
-            let source = &conv[filter * g.pixels() + image * plane..][..plane];
-            for (value, &sum) in output.iter_mut().zip(source) {
-                *value = sum + bias[filter];
-            }
-        });
+    balanced(output.par_chunks_mut(plane).enumerate()).for_each(|(plane_index, output)| {
+        let (image, filter) = (plane_index / g.filters, plane_index % g.filters);
+        let source = &conv[filter * g.pixels() + image * plane..][..plane];
+        for (value, &sum) in output.iter_mut().zip(source) {
+            *value = sum + bias[filter];
+        }
+    });
 }
 
 /// The adjoint of [`arrange_into`]: the output's gradient as `[filters, batch * out pixels]`.
@@ -148,14 +148,11 @@ pub(super) fn disarrange(grad: &[f32], g: &Geometry) -> Vec<f32> {
     let (height, width) = g.conv_size();
     let plane = height * width;
     let mut conv_grad = vec![0.0; g.filters * g.pixels()];
-    conv_grad
-        .par_chunks_mut(g.pixels())
-        .enumerate()
-        .for_each(|(filter, row)| {
-            for (image, target) in row.chunks_exact_mut(plane).enumerate() {
-                target.copy_from_slice(&grad[(image * g.filters + filter) * plane..][..plane]);
-            }
-        });
+    balanced(conv_grad.par_chunks_mut(g.pixels()).enumerate()).for_each(|(filter, row)| {
+        for (image, target) in row.chunks_exact_mut(plane).enumerate() {
+            target.copy_from_slice(&grad[(image * g.filters + filter) * plane..][..plane]);
+        }
+    });
     conv_grad
 }
 
@@ -164,20 +161,17 @@ pub(super) fn disarrange(grad: &[f32], g: &Geometry) -> Vec<f32> {
 pub(super) fn unpool(grad: &[f32], argmax: &[u32], g: &Geometry) -> Vec<f32> {
     let plane = grad.len() / (g.batch * g.filters);
     let mut conv_grad = vec![0.0; g.filters * g.pixels()];
-    conv_grad
-        .par_chunks_mut(g.pixels())
-        .enumerate()
-        .for_each(|(filter, row)| {
-            for image in 0..g.batch {
-                let start = (image * g.filters + filter) * plane;
-                for (&value, &position) in grad[start..start + plane]
-                    .iter()
-                    .zip(&argmax[start..start + plane])
-                {
-                    row[position as usize] = value;
-                }
+    balanced(conv_grad.par_chunks_mut(g.pixels()).enumerate()).for_each(|(filter, row)| {
+        for image in 0..g.batch {
+            let start = (image * g.filters + filter) * plane;
+            for (&value, &position) in grad[start..start + plane]
+                .iter()
+                .zip(&argmax[start..start + plane])
+            {
+                row[position as usize] = value;
             }
-        });
+        }
+    });
     conv_grad
 }
 
