@@ -4,7 +4,7 @@
 //! Why: over unfolded columns a convolution writes nine (3x3) or 25 (5x5) copies of its input,
 //! which the matrix product then copies again into its packed panels; for the first layers
 //! (one image channel: an inner dimension of 9 or 25) that was all of the time, and for the
-//! inner layers (16 to 64 filters, the products' narrow side) a third of it. Directly, each
+//! inner layers (16 to 64 filters, the products' narrow side) a fifth to a third of it. Directly, each
 //! image is padded once into planes, and every output is a sum of kernel taps read at fixed
 //! offsets from them: a block of [`FILTERS`] filters times [`POSITIONS`] outputs stays in
 //! registers over all taps, each tap one load of the padded input and one broadcast weight per
@@ -43,10 +43,11 @@ const LANES: usize = 16;
 const NARROW_ROWS: usize = 25;
 
 /// The most filters of an inner layer taken directly (resnet's first two stages, LeNet-5's and
-/// the small CNN's inner layers).
+/// convnet's inner layers).
 const DIRECT_FILTERS: usize = 32;
 
-/// Scratches of different sizes a thread keeps ([`Scratch::with`]): resnet's layers have five.
+/// Scratches a thread keeps ([`Scratch::with`]): resnet's direct layers have three sizes, six
+/// scratches with both passes.
 const KEPT_SCRATCHES: usize = 8;
 
 /// Images per parallel task: sizes the weight gradient's partial sums, which are added in task
@@ -58,8 +59,8 @@ impl Geometry {
     /// of columns (a first layer) or, on a processor with AVX-512, at most [`DIRECT_FILTERS`]
     /// filters. With more filters the matrix product's tiles are full, and the direct layout's
     /// `kernel - 1` unused values per row (an eighth of 14-pixel rows) cost more than the
-    /// unfolding saves (`cargo bench --bench layers`: the CNN's 64-filter inner layer and
-    /// resnet's 7x7 one were 10% and 25% slower directly). Without AVX-512 the compiler's
+    /// unfolding saves (the CNN's 64-filter inner layer and resnet's 7x7 one were slower
+    /// directly in `cargo bench --bench layers`). Without AVX-512 the compiler's
     /// vectorisation of one filter at a time loses to the product for inner layers.
     pub(super) fn direct(&self) -> bool {
         self.stride == 1

@@ -65,9 +65,9 @@ const PIECES: usize = 32;
 
 /// `iter` in pieces of at most a [`PIECES`]th of its items. Why: rayon cuts a loop into as many
 /// pieces as threads, halved twice, and cuts a piece again only when another thread takes it;
-/// a thread that ran out of pieces then waited for the other's last quarter of the loop (resnet:
-/// the second thread waited a sixth of the epoch). Which thread computes an item does not
-/// change what it computes.
+/// a thread that ran out of pieces then waited for the other's last quarter of the loop (batch
+/// norm's loops over planes: the CNN with batch norm trained 12% faster with them cut finer).
+/// Which thread computes an item does not change what it computes.
 pub(super) fn balanced<I: IndexedParallelIterator>(iter: I) -> rayon::iter::MaxLen<I> {
     let most = iter.len().div_ceil(PIECES).max(1);
     iter.with_max_len(most)
