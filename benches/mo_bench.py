@@ -45,7 +45,9 @@ def run_sweep(args, tmp, seed):
     cmd = [args.sweep, "run", os.path.join(ROOT, "experiments", "search.toml"), "--db", db,
            "--runs", db + ".runs", "--data", args.data, "--jobs", "2", "--threads", "1", "-q",
            "--set", f"sweep.seed={seed}", "--set", f"sweep.trials={args.trials}",
-           "--set", 'sweep.objectives=["val_acc", "params"]', "--set", "data.test_limit=0"]
+           "--set", 'sweep.objectives=["val_acc", "params"]', "--set", "data.test_limit=0",
+           # Optuna's TPESampler here draws its default 10 start-up trials; search.toml ships 5.
+           "--set", "sweep.startup_trials=10"]
     out, wall, start = timed(cmd)
     rows = sqlite3.connect(db).execute(
         "SELECT status, best_val_acc, params, epochs_done, finished_at FROM trials").fetchall()

@@ -1,6 +1,6 @@
 """The search of experiments/search.toml run by Optuna in one Python process: TPESampler with
 SuccessiveHalvingPruner (rungs at 1, 3, 9 epochs, reduction factor 3), SQLite storage,
-n_jobs=2, one torch thread per job. With --objectives val_acc,params: a multi-objective study
+n_jobs=2, one torch thread per job; --startup sets TPESampler's n_startup_trials. With --objectives val_acc,params: a multi-objective study
 (best validation accuracy, maximised; trainable parameters, minimised) with --sampler tpe or
 nsga2 at Optuna's defaults and no pruner (Optuna cannot prune several objectives). Training is torch_ref.py's (same models, same loop). Each
 trial reports its validation accuracy after every epoch (the pruner is asked after every epoch
@@ -28,6 +28,7 @@ p.add_argument("--seed", type=int, default=1)
 p.add_argument("--objectives", default="val_acc", help="val_acc, or val_acc,params")
 p.add_argument("--sampler", default="tpe", choices=["tpe", "nsga2"])
 p.add_argument("--no-test", action="store_true", help="skip the test pass of finished trials")
+p.add_argument("--startup", type=int, default=10, help="TPESampler's n_startup_trials (default 10)")
 a = p.parse_args()
 MULTI = a.objectives == "val_acc,params"
 sys.path.insert(0, a.ref)
@@ -93,7 +94,7 @@ if MULTI:
                                 storage=f"sqlite:///{a.storage}")
 else:
     study = optuna.create_study(
-        sampler=optuna.samplers.TPESampler(seed=a.seed),
+        sampler=optuna.samplers.TPESampler(seed=a.seed, n_startup_trials=a.startup),
         pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3),
         direction="maximize",
         storage=f"sqlite:///{a.storage}",

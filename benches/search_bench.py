@@ -6,7 +6,10 @@ images split in half: 5,000 to train, 5,000 to validate), each runner with every
   - sweep, TPE with ASHA (rungs at 1, 3, 9 epochs);
   - Optuna: TPESampler + SuccessiveHalvingPruner, SQLite, n_jobs=2 (benches/optuna_search.py);
   - with --runners, also sweep's random sampler without early stopping (random), and sweep's
-    TPE modelling each axis alone (tpe-independent, `sweep.multivariate=false`).
+    TPE modelling each axis alone (tpe-independent, `sweep.multivariate=false`), and sweep's
+    TPE after N random start-up trials instead of 10 (tpe-startupN, `sweep.startup_trials=N`),
+    and ASHA letting the best of a rung go on before 3 trials reach it, as Optuna's successive
+    halving does (tpe-optuna-rungs, `prune.fill_rungs=false`; both: tpe-startupN-optuna-rungs).
 Every runner trains two trials at a time with one compute thread each, and tests each trial
 that trains every epoch on the 10,000 test images. A runner's best is its best validation
 accuracy among trials that trained every epoch. Like for like:
@@ -17,7 +20,8 @@ accuracy among trials that trained every epoch. Like for like:
 
 Run with a Python that has torch 2.9 and optuna:
   VENV/bin/python3 benches/search_bench.py --sweep target/release/sweep [--seeds 1,2,3,4,5]
-      [--trials 30] [--runners tpe,optuna[,random][,tpe-independent]] [--out BENCHMARKS.md]
+      [--trials 30] [--runners tpe,optuna[,random][,tpe-independent][,tpe-startupN][,...]]
+      [--out BENCHMARKS.md] [--resume]
 Writes the section between the search-bench markers of BENCHMARKS.md, the best-so-far figure
 benches/search-best-so-far.svg and the raw results benches/search-results.json.
 Nothing else should run meanwhile (2 cores: a build distorts every timing).
@@ -37,6 +41,11 @@ RUNNER_KEYS = {"random": "sweep random", "tpe": "sweep tpe + asha",
                "tpe-independent": "sweep tpe (independent) + asha",
                "optuna": "Optuna tpe + successive halving"}
 OPTUNA = RUNNER_KEYS["optuna"]
+# Optuna's runners, with their TPESampler's n_startup_trials.
+OPTUNA_RUNNERS = {OPTUNA: 10}
+# sweep's runners draw this many random start-up trials unless they set it.
+SHIPPED_STARTUP = int(re.search(r"^startup_trials\s*=\s*(\d+)", open(
+    os.path.join(ROOT, "experiments", "search.toml")).read(), re.M).group(1))
 OURS = RUNNER_KEYS["tpe"]
 FRACTIONS = (0.25, 0.5, 1.0)
 COLORS = {"sweep random": "#7f7f7f", "sweep tpe + asha": "#d62728",
@@ -109,8 +118,9 @@ def run_sweep(args, tmp, label, seed):
     return {"wall_s": round(wall, 2), "trials": trials}
 
 
-def run_optuna(args, tmp, seed):
+def run_optuna(args, tmp, seed, startup=10):
     cmd = [sys.executable, os.path.join(HERE, "optuna_search.py"), "--data", args.data,
+           "--startup", str(startup),
            "--ref", args.ref, "--storage", os.path.join(tmp, f"optuna-{seed}.db"),
            "--trials", str(args.trials), "--epochs", str(args.epochs), "--seed", str(seed),
            "--limit", str(args.limit), "--split", str(args.split)]
@@ -221,7 +231,9 @@ def main():
     p.add_argument("--ref", default=os.path.join(ROOT, "..", "shared", "bench"))
     p.add_argument("--seeds", default="1,2,3,4,5")
     p.add_argument("--trials", type=int, default=30)
-    p.add_argument("--runners", default="tpe,optuna", help="of random, tpe, tpe-independent, optuna")
+    p.add_argument("--runners", default="tpe,optuna",
+                   help="of random, tpe, tpe-independent, tpe-startupN, tpe-optuna-rungs, "
+                   "tpe-startupN-optuna-rungs, optuna (see the notes at the top)")
     p.add_argument("--limit", type=int, default=10000)
     p.add_argument("--split", type=float, default=0.5)
     p.add_argument("--epochs", type=int, default=9, help="fewer only for a quick check of the script")
@@ -229,7 +241,13 @@ def main():
     p.add_argument("--figure", default=os.path.join(HERE, "search-best-so-far.svg"))
     p.add_argument("--raw", default=os.path.join(HERE, "search-results.json"))
     p.add_argument("--replot", action="store_true", help="only redraw the figure and the section from --raw")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the runs --raw already holds (same arguments) and run only the missing ones")
     args = p.parse_args()
+    if args.replot:  # the runners the raw results were run with
+        args.runners = json.load(open(args.raw))["args"].get("runners", args.runners)
+    for key in args.runners.split(","):
+        variant(key)
     labels = [RUNNER_KEYS[k] for k in args.runners.split(",")]
     if OURS not in labels or OPTUNA not in labels:
         sys.exit("--runners needs tpe and optuna: the verdict compares them")
@@ -246,22 +264,67 @@ def main():
                                             text=True).stdout.strip(),
                     "optuna": optuna.__version__, "torch": torch.__version__,
                     "date": str(datetime.date.today())}
-        results = {label: {} for label in labels}
-        with tempfile.TemporaryDirectory() as tmp:
-            for seed in seeds:
-                for label in labels:
-                    print(f"seed {seed}: {label} ...", file=sys.stderr, flush=True)
-                    r = (run_optuna(args, tmp, seed) if RUNNERS[label] is None
-                         else run_sweep(args, tmp, label, seed))
-                    results[label][seed] = r
-                    print(f"  {r['wall_s']:.0f} s, best {summarise(r)['best']}", file=sys.stderr, flush=True)
+        raw = {"versions": versions,
+               "args": {k: vars(args)[k] for k in ["trials", "limit", "split", "epochs", "runners"]},
+               "results": {label: {} for label in labels}}
+        if args.resume and os.path.exists(args.raw):
+            old = json.load(open(args.raw))
+            same = ["trials", "limit", "split", "epochs"]
+            if any(old["args"][k] != raw["args"][k] for k in same):
+                sys.exit(f"{args.raw} holds runs with {old['args']}, not {raw['args']}: run without --resume")
+            for label in labels:
+                raw["results"][label] = old["results"].get(label, {})
+        run_missing(raw, args.raw, seeds, labels,
+                    lambda label, seed, tmp: run_optuna(args, tmp, seed, startup(label))
+                    if label in OPTUNA_RUNNERS else run_sweep(args, tmp, label, seed),
+                    lambda r: f"best {summarise(r)['best']}")
+        results = {label: {seed: raw["results"][label][str(seed)] for seed in seeds} for label in labels}
     target = med(summarise(r)["best"] for r in results[OPTUNA].values()) - 0.002
     with open(args.raw, "w") as f:
         json.dump({"target": target, "versions": versions,
-                   "args": {k: vars(args)[k] for k in ["trials", "limit", "split", "epochs"]},
+                   "args": {k: vars(args)[k] for k in ["trials", "limit", "split", "epochs", "runners"]},
                    "results": results}, f, indent=1)
     svg(results, target, args.figure)
     write_section(args, seeds, versions, results, target)
+
+
+def variant(key):
+    """Registers a runner named on the command line beyond the fixed ones: `tpe-startupN`
+    (sweep's TPE after N random start-up trials), `tpe-fill-rungs` (ASHA waiting for 3 trials
+    at a rung before any goes on), both (`tpe-startupN-fill-rungs`), or `optuna-startupN`
+    (Optuna's TPESampler with n_startup_trials=N)."""
+    if key in RUNNER_KEYS:
+        return
+    optuna_variant = re.fullmatch(r"optuna-startup(\d+)", key)
+    if optuna_variant:
+        n = int(optuna_variant.group(1))
+        label = f"Optuna tpe ({n} start-up trials) + successive halving"
+        RUNNER_KEYS[key] = label
+        RUNNERS[label] = None
+        OPTUNA_RUNNERS[label] = n
+        COLORS.setdefault(label, "#17becf")
+        return
+    match = re.fullmatch(r"tpe(?:-startup(\d+))?(-fill-rungs)?", key)
+    if not match:
+        sys.exit(f"unknown runner {key!r}")
+    n, fill = match.groups()
+    label = ("sweep tpe" + (f" ({n} start-up trials)" if n else "") + " + asha"
+             + (" (rungs filled)" if fill else ""))
+    RUNNER_KEYS[key] = label
+    RUNNERS[label] = ((["--set", f"sweep.startup_trials={n}"] if n else [])
+                      + (["--set", "prune.fill_rungs=true"] if fill else []))
+    COLORS.setdefault(label, "#2ca02c" if n else "#9467bd")
+
+
+def startup(label):
+    """How many random start-up trials a runner draws before its TPE models the history: its
+    setting, else the one experiments/search.toml ships."""
+    if label in OPTUNA_RUNNERS:
+        return OPTUNA_RUNNERS[label]
+    for arg in RUNNERS.get(label) or []:
+        if arg.startswith("sweep.startup_trials="):
+            return int(arg.split("=")[1])
+    return SHIPPED_STARTUP
 
 
 def write_section(args, seeds, versions, results, target):
@@ -310,10 +373,10 @@ def write_section(args, seeds, versions, results, target):
         + " / ".join(pct(median_at[OPTUNA][f]) for f in FRACTIONS) + ": sweep is at or above Optuna at "
         + (f"{len(ahead)} of 3 points" if len(ahead) < 3 else "all 3 points")
         + f"; the target (all 3) is {'met' if len(ahead) == 3 else 'not met'}.",
-        "- Trials 1 to 10 of every run are drawn at random (both TPEs' start-up), so a target reached "
-        "by one of them is luck no sampler steers. Runs whose first trial at the target was one of "
-        "them: " + ", ".join(
-            f"{label} {sum(1 for x in stats[label].values() if x['reached_by'] and x['reached_by'] <= 10)}"
+        "- A run's first trials are drawn at random (its TPE's start-up: 10, or the N it names, "
+        f"{SHIPPED_STARTUP} for `sweep tpe + asha`), so a target reached by one of them is luck no sampler steers. "
+        "Runs whose first trial at the target was one of them: " + ", ".join(
+            f"{label} {sum(1 for x in stats[label].values() if x['reached_by'] and x['reached_by'] <= startup(label))}"
             f" of {len(seeds)}" for label in results) + " (the trial is named in the per-run table).",
     ]
     header = "| runner | time to target; runs reaching it | best so far at 25% | at 50% | at 100% of Optuna's wall | best val acc % | test acc % of best | wall | epochs trained | trials trained every epoch |"
@@ -336,8 +399,11 @@ def write_section(args, seeds, versions, results, target):
         f"--threads 1` with the seed, budget and testing set by `--set`"
         + (" (random: also `sweep.sampler=random`, `prune.method=none`)" if "sweep random" in results else "")
         + (" (independent: also `sweep.multivariate=false`)" if RUNNER_KEYS["tpe-independent"] in results else "")
-        + ". Both TPEs are at Optuna 5's defaults (multivariate with one objective, running trials as the "
-        f"constant liar). Optuna: `benches/optuna_search.py`, TPESampler(seed) + SuccessiveHalvingPruner(min_resource=1, "
+        + f". Both TPEs are multivariate with one objective and count running trials as the constant liar "
+        f"(Optuna 5's defaults); `experiments/search.toml` draws {SHIPPED_STARTUP} random start-up trials "
+        f"(`[sweep] startup_trials`; Optuna's and sweep's default is 10), and a runner named with N start-up trials "
+        f"sets it to N (`--set sweep.startup_trials=N`, Optuna's `n_startup_trials=N`); 'rungs filled' is "
+        f"`--set prune.fill_rungs=true`. Optuna: `benches/optuna_search.py`, TPESampler(seed) + SuccessiveHalvingPruner(min_resource=1, "
         f"reduction_factor=3), SQLite storage, `n_jobs=2`, `torch.set_num_threads(1)`, torch_ref.py's models "
         f"and loop; each trial reports validation accuracy after every epoch, the pruner is asked after every "
         f"epoch but the last, and the objective returns the best.",

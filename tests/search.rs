@@ -140,6 +140,22 @@ fn bad_spaces_are_refused_before_anything_runs() {
             search("random", 3, "").replace("[sweep]\n", "[sweep]\nmultivariate = true\n"),
             "sweep.multivariate = true: only TPE models the axes jointly or alone",
         ),
+        (
+            search("random", 3, "").replace("[sweep]\n", "[sweep]\nstartup_trials = 4\n"),
+            "sweep.startup_trials = 4: only TPE has random start-up trials",
+        ),
+        (
+            search("tpe", 3, "").replace("[sweep]\n", "[sweep]\nstartup_trials = 0\n"),
+            "sweep.startup_trials = 0: must be at least 1",
+        ),
+        (
+            search(
+                "tpe",
+                3,
+                "[prune]\nmethod = \"median\"\nfill_rungs = true\n",
+            ),
+            "prune.fill_rungs = true: only ASHA has rungs",
+        ),
     ];
     for (toml, message) in cases {
         let file = ws.experiment("bad.toml", &toml);
@@ -169,6 +185,17 @@ fn bad_spaces_are_refused_before_anything_runs() {
     ] {
         assert!(printed.contains(line), "{line}\n{printed}");
     }
+    let file = ws.experiment(
+        "startup.toml",
+        &search("tpe", 7, "").replace("[sweep]\n", "[sweep]\nstartup_trials = 4\n"),
+    );
+    let out = ws.sweep(&["validate", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        printed.contains("sampler tpe (multivariate, 4 start-up trials), 7 configurations"),
+        "{printed}"
+    );
 }
 
 fn two_processes_share_the_budget_exactly(db: Db) {
@@ -276,6 +303,54 @@ fn asha_pauses_promotes_and_resumes_exactly_where_the_trial_stopped(db: Db) {
             assert_eq!(trials[i][key], reference[i][key], "trial {id}: {key}");
         }
     }
+}
+
+/// With `fill_rungs`, no trial leaves a rung before three have reached it: the first trial
+/// pauses too, and goes on once it is the best of three; the end is the same as Optuna's rule
+/// gives this ladder. With a budget of two (nothing left to draw, the rung never fills), the
+/// best of the two still trains to its end.
+#[test]
+fn filled_rungs_hold_the_first_trials_until_three_have_reached_the_rung() {
+    let ws = Workspace::new();
+    let asha = "[prune]\nmethod = \"asha\"\nmin_epochs = 1\nreduction_factor = 3\n\
+                fill_rungs = true\n";
+    let file = ws.experiment("ladder.toml", &format!("{LADDER}{asha}"));
+    let out = ws.run_with_env(&file, &[], &[("RUST_LOG", "sweep=info")]);
+    let log = stderr(&out);
+    assert!(out.status.success(), "{log}");
+    for line in ["trial 1 paused", "promoted trial=1", "trial 2 paused"] {
+        assert!(log.contains(line), "{line}\n{log}");
+    }
+    let status: Vec<String> = ws
+        .ls_json()
+        .iter()
+        .map(|t| t["status"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        status,
+        ["done", "done", "pruned", "pruned", "pruned", "pruned"],
+        "{log}"
+    );
+
+    let two = Workspace::new();
+    let file = two.experiment(
+        "two.toml",
+        &search("random", 2, asha).replace("epochs = 2", "epochs = 3"),
+    );
+    let out = two.run_with_env(&file, &[], &[("RUST_LOG", "sweep=info")]);
+    let log = stderr(&out);
+    assert!(out.status.success(), "{log}");
+    let trials = two.ls_json();
+    let done: Vec<&serde_json::Value> = trials.iter().filter(|t| t["status"] == "done").collect();
+    assert_eq!(done.len(), 1, "{log}");
+    assert!(log.contains("promoted"), "{log}");
+    let at_rung = |t: &serde_json::Value| figures(&two, t["id"].as_i64().unwrap())[0].3;
+    let best = trials.iter().filter_map(at_rung).fold(f64::MIN, f64::max);
+    assert_eq!(
+        at_rung(done[0]),
+        Some(best),
+        "the better of the two at epoch 1 went on"
+    );
 }
 
 fn a_search_killed_midway_ends_with_exactly_its_budget(db: Db) {

@@ -15,6 +15,11 @@ pub struct PruneSection {
     pub reduction_factor: usize,
     /// median: trials that must finish before pruning starts.
     pub startup_trials: usize,
+    /// asha: a trial leaves a rung only once `reduction_factor` trials have reached it (the
+    /// ASHA paper's promotion rule); unset or false: the best of fewer goes on at once, as in
+    /// Optuna's successive halving.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fill_rungs: Option<bool>,
 }
 
 impl Default for PruneSection {
@@ -24,6 +29,7 @@ impl Default for PruneSection {
             min_epochs: 1,
             reduction_factor: 3,
             startup_trials: 5,
+            fill_rungs: None,
         }
     }
 }
@@ -52,6 +58,11 @@ impl PruneMethod {
 }
 
 impl PruneSection {
+    /// Whether ASHA waits for `reduction_factor` trials at a rung before any goes on.
+    pub fn fills_rungs(&self) -> bool {
+        self.method == PruneMethod::Asha && self.fill_rungs.unwrap_or(false)
+    }
+
     /// Checks the rungs against `most_epochs`, the most epochs any trial trains.
     pub(super) fn validate(&self, problems: &mut Problems, most_epochs: usize) {
         if self.method != PruneMethod::None {
@@ -60,6 +71,17 @@ impl PruneSection {
                 "prune.min_epochs",
                 self.min_epochs.to_string(),
                 "must be at least 1",
+            );
+        }
+        if let Some(fill) = self.fill_rungs {
+            problems.check(
+                self.method == PruneMethod::Asha,
+                "prune.fill_rungs",
+                fill.to_string(),
+                &format!(
+                    "only ASHA has rungs: remove fill_rungs, or set method = \"asha\" (now \"{}\")",
+                    self.method.as_str()
+                ),
             );
         }
         if self.method == PruneMethod::Asha {

@@ -5,6 +5,9 @@ use super::objective::Objective;
 use super::problems::Problems;
 use serde::{Deserialize, Serialize};
 
+/// TPE's random start-up trials when `startup_trials` is unset: Optuna's `n_startup_trials`.
+pub const DEFAULT_STARTUP_TRIALS: usize = 10;
+
 /// `[sweep]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -30,6 +33,10 @@ pub struct SweepSection {
     /// jointly with one objective and each alone with several, as Optuna 5 does.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub multivariate: Option<bool>,
+    /// TPE: trials drawn at random before it models the history (Optuna's `n_startup_trials`);
+    /// unset, 10 as Optuna's default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub startup_trials: Option<usize>,
     /// Where trials run: `cpu` (burn flex), `tch-cpu` (libtorch CPU) or `cuda:N`.
     pub devices: Vec<DeviceName>,
     /// Trials sharing each GPU at once (small models leave a GPU mostly idle).
@@ -65,6 +72,7 @@ impl Default for SweepSection {
             objectives: Vec::new(),
             population: 50,
             multivariate: None,
+            startup_trials: None,
             devices: vec![DeviceName::Cpu],
             trials_per_gpu: 1,
             sampler: SamplerName::Grid,
@@ -251,12 +259,24 @@ impl SweepSection {
         self.multivariate.unwrap_or(!self.is_multi_objective())
     }
 
+    /// TPE's random start-up trials: `startup_trials`, else Optuna's default.
+    pub fn tpe_startup_trials(&self) -> usize {
+        self.startup_trials.unwrap_or(DEFAULT_STARTUP_TRIALS)
+    }
+
     /// The sampler's name as reports show it, TPE's modelling included.
     pub fn sampler_label(&self) -> String {
-        match (self.sampler, self.tpe_multivariate()) {
-            (SamplerName::Tpe, true) => "tpe (multivariate)".into(),
-            (SamplerName::Tpe, false) => "tpe (independent)".into(),
-            (sampler, _) => sampler.as_str().into(),
+        if self.sampler != SamplerName::Tpe {
+            return self.sampler.as_str().into();
+        }
+        let model = if self.tpe_multivariate() {
+            "multivariate"
+        } else {
+            "independent"
+        };
+        match self.tpe_startup_trials() {
+            DEFAULT_STARTUP_TRIALS => format!("tpe ({model})"),
+            startup => format!("tpe ({model}, {startup} start-up trials)"),
         }
     }
 
@@ -310,6 +330,25 @@ impl SweepSection {
         self.validate_budget(problems);
         self.validate_objectives(problems);
         self.validate_warm_start(problems);
+        if let Some(startup) = self.startup_trials {
+            problems.check(
+                startup >= 1,
+                "sweep.startup_trials",
+                startup.to_string(),
+                "must be at least 1 (TPE models nothing before one trial has ended; Optuna's \
+                 default is 10)",
+            );
+            problems.check(
+                self.sampler == SamplerName::Tpe,
+                "sweep.startup_trials",
+                startup.to_string(),
+                &format!(
+                    "only TPE has random start-up trials: remove startup_trials, or set \
+                     sampler = \"tpe\" (now \"{}\")",
+                    self.sampler.as_str()
+                ),
+            );
+        }
         if let Some(multivariate) = self.multivariate {
             problems.check(
                 self.sampler == SamplerName::Tpe,

@@ -222,9 +222,14 @@ pub fn search_space(
             p.min_epochs, p.startup_trials
         ),
         crate::experiment::PruneMethod::Asha => format!(
-            "early stopping: asha, rungs at {} x {}^k epochs{}\n",
+            "early stopping: asha, rungs at {} x {}^k epochs{}{}\n",
             p.min_epochs,
             p.reduction_factor,
+            if p.fills_rungs() {
+                format!(", none goes on before {} reach a rung", p.reduction_factor)
+            } else {
+                String::new()
+            },
             if s.is_multi_objective() {
                 ", ranked by non-dominated sorting then crowding distance"
             } else {

@@ -224,7 +224,10 @@ impl Dispenser<'_> {
                     .policy
                     .take_deferred(|_| true)
                     .map(|(id, trial)| Next::Run(id, trial, None)),
-                Source::Promotion => self.promote()?,
+                Source::Promotion => self.promote(false)?,
+                // Without rungs that wait to fill, the first promotion has asked the same.
+                Source::LastPromotion if self.pruner.fills_rungs() => self.promote(true)?,
+                Source::LastPromotion => None,
                 Source::Candidates => self.claim_candidates()?,
                 Source::Draw => self.draw()?.map(|(id, trial)| Next::Run(id, trial, None)),
             };
@@ -344,10 +347,11 @@ impl Dispenser<'_> {
         self.resume_claimed(id, lease, trial)
     }
 
-    /// Claims the paused trial that now qualifies best, continued from its rung.
-    fn promote(&mut self) -> Result<Option<Next>> {
+    /// Claims the paused trial that now qualifies best, continued from its rung; `drawn_out`:
+    /// nothing is left to draw (see [`Pruner::promotion`]).
+    fn promote(&mut self, drawn_out: bool) -> Result<Option<Next>> {
         let past = self.store.past_trials(self.sweep_id, self.metric)?;
-        let Some(id) = self.pruner.promotion(&curves(&past)) else {
+        let Some(id) = self.pruner.promotion(&curves(&past), drawn_out) else {
             return Ok(None);
         };
         let claimed = self.store.claim_trial(

@@ -30,6 +30,8 @@ pub(super) enum Source {
     Candidates,
     /// A new draw from the sampler while the budget lasts.
     Draw,
+    /// With nothing left to draw or claim, the best paused trial of a rung that did not fill.
+    LastPromotion,
 }
 
 /// What a slot does when none of a plan's sources gives it a trial.
@@ -182,11 +184,14 @@ impl ClaimPolicy {
                 otherwise: Otherwise::Wait,
             };
         }
-        let mut sources = Vec::with_capacity(3);
+        let mut sources = Vec::with_capacity(4);
         if pausing {
             sources.push(Source::Promotion);
         }
         sources.extend([Source::Candidates, Source::Draw]);
+        if pausing {
+            sources.push(Source::LastPromotion);
+        }
         // A running trial may still make a paused one promotable.
         let otherwise = if pausing && self.running > 0 {
             Otherwise::Wait
@@ -382,7 +387,12 @@ mod tests {
         let asha = policy.plan(true, true, true);
         assert_eq!(
             asha.sources,
-            [Source::Promotion, Source::Candidates, Source::Draw]
+            [
+                Source::Promotion,
+                Source::Candidates,
+                Source::Draw,
+                Source::LastPromotion
+            ]
         );
         assert_eq!(asha.otherwise, Otherwise::Done);
         // While a trial runs here it may make a paused one promotable.
@@ -416,7 +426,7 @@ mod tests {
             .collect();
         let mut promoted = Vec::new();
         while policy.plan(true, true, true).sources[0] == Source::Promotion
-            && let Some(id) = pruner.promotion(&history)
+            && let Some(id) = pruner.promotion(&history, false)
         {
             promoted.push(id);
             let trial = history.iter_mut().find(|c| c.trial == id).unwrap();

@@ -118,6 +118,8 @@ pub struct Sampler {
     population: usize,
     /// TPE models the axes jointly.
     multivariate: bool,
+    /// TPE's random start-up trials.
+    startup: usize,
     space: Space,
     repeats: u32,
     budget: usize,
@@ -136,6 +138,7 @@ impl Sampler {
             objectives: spec.sweep.objectives(),
             population: spec.sweep.population,
             multivariate: spec.sweep.tpe_multivariate(),
+            startup: spec.sweep.tpe_startup_trials(),
             space: Space::new(spec),
             repeats: spec.sweep.repeats,
             budget: spec
@@ -196,7 +199,13 @@ impl Sampler {
             SamplerName::Tpe => {
                 let mut history = borrowed;
                 history.extend(self.history(past));
-                tpe::draw(&self.space, &history, self.multivariate, &mut rng)
+                tpe::draw(
+                    &self.space,
+                    &history,
+                    self.multivariate,
+                    self.startup,
+                    &mut rng,
+                )
             }
             SamplerName::Nsga2 => nsga2::draw(
                 &self.space,

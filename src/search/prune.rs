@@ -86,6 +86,12 @@ impl Pruner {
         self.settings.method == PruneMethod::Asha || self.pbt.is_some()
     }
 
+    /// Whether ASHA waits for its rungs to fill (see [`PruneSection::fill_rungs`]), so that a
+    /// rung left short when nothing is left to draw still promotes its best.
+    pub fn fills_rungs(&self) -> bool {
+        self.pbt.is_none() && self.settings.fills_rungs()
+    }
+
     /// Whether paused trials wait for each other (population-based training) rather than
     /// being pruned when nothing is left to draw.
     pub fn waits_for_population(&self) -> bool {
@@ -126,7 +132,7 @@ impl Pruner {
                     .iter()
                     .find(|c| c.trial == trial)
                     .map_or_else(Measures::default, |c| c.measures);
-                if self.qualifies(trial, (value, &measures), epoch, others) {
+                if self.qualifies(trial, (value, &measures), epoch, others, false) {
                     Verdict::Continue
                 } else {
                     Verdict::Pause
@@ -185,27 +191,40 @@ impl Pruner {
         rung == epoch
     }
 
-    /// Whether trial `trial`, with `value` and `measures` at rung `epoch`, is in the top
-    /// 1/reduction_factor of every trial recorded at that rung (itself included; with fewer than
-    /// reduction_factor values, only the best qualifies, as in Optuna's successive halving).
+    /// How many of `n` trials recorded at a rung go on: the top 1/reduction_factor. With fewer
+    /// than reduction_factor, none while the rung fills (`fill_rungs`), else the best, as in
+    /// Optuna's successive halving; `drawn_out` (nothing is left to draw) the best either way,
+    /// so that a small budget still trains some trial to its end.
+    fn rung_places(&self, n: usize, drawn_out: bool) -> usize {
+        let top = n / self.settings.reduction_factor.max(2);
+        if self.settings.fills_rungs() && !drawn_out {
+            top
+        } else {
+            top.max(1)
+        }
+    }
+
+    /// Whether trial `trial`, with `value` and `measures` at rung `epoch`, is among the
+    /// [`rung_places`](Self::rung_places) best of every trial recorded at that rung (itself
+    /// included).
     fn qualifies<'a>(
         &self,
         trial: i64,
         (value, measures): (f64, &Measures),
         epoch: usize,
         others: impl Iterator<Item = &'a Curve>,
+        drawn_out: bool,
     ) -> bool {
         if value.is_nan() {
             return false;
         }
         if !self.objectives.is_empty() {
-            return self.qualifies_on_front(trial, (value, measures), epoch, others);
+            return self.qualifies_on_front(trial, (value, measures), epoch, others, drawn_out);
         }
         let competitors: Vec<f64> = others
             .filter_map(|c| c.values.get(epoch - 1).copied().flatten())
             .collect();
-        let n = competitors.len() + 1;
-        let top = (n / self.settings.reduction_factor.max(2)).max(1);
+        let top = self.rung_places(competitors.len() + 1, drawn_out);
         let ahead = competitors
             .iter()
             .filter(|&&x| self.better(x, value))
@@ -220,6 +239,7 @@ impl Pruner {
         (value, measures): (f64, &Measures),
         epoch: usize,
         others: impl Iterator<Item = &'a Curve>,
+        drawn_out: bool,
     ) -> bool {
         let mut ids = vec![trial];
         let mut points = vec![self.losses(value, measures)];
@@ -229,7 +249,7 @@ impl Pruner {
                 points.push(self.losses(v, &c.measures));
             }
         }
-        let top = (points.len() / self.settings.reduction_factor.max(2)).max(1);
+        let top = self.rung_places(points.len(), drawn_out);
         pareto::ranking(&points, &ids)[..top].contains(&0)
     }
 
@@ -250,8 +270,9 @@ impl Pruner {
     }
 
     /// The paused trial a free slot should continue now: of those that now qualify at their
-    /// rung, the one at the highest rung, then with the best value.
-    pub fn promotion(&self, curves: &[Curve]) -> Option<i64> {
+    /// rung, the one at the highest rung, then with the best value. `drawn_out`: nothing is
+    /// left to draw, so a rung that has not filled will not fill: its best qualifies.
+    pub fn promotion(&self, curves: &[Curve], drawn_out: bool) -> Option<i64> {
         if let Some((population, _)) = self.pbt {
             return population_step(curves, population);
         }
@@ -265,7 +286,7 @@ impl Pruner {
                 let epoch = c.values.len();
                 let value = c.values[epoch - 1]?;
                 let others = curves.iter().filter(|o| o.trial != c.trial);
-                self.qualifies(c.trial, (value, &c.measures), epoch, others)
+                self.qualifies(c.trial, (value, &c.measures), epoch, others, drawn_out)
                     .then_some((epoch, value, c.trial))
             })
             .max_by(|a, b| {
@@ -334,6 +355,7 @@ mod tests {
             min_epochs,
             reduction_factor: 3,
             startup_trials: startup,
+            fill_rungs: None,
         }
     }
 
@@ -414,16 +436,34 @@ mod tests {
 
     #[test]
     fn asha_pauses_outside_the_top_third_at_rungs_and_promotes_when_qualified() {
-        let pruner = Pruner::new(&settings(PruneMethod::Asha, 1, 0), Metric::ValAcc);
+        let pruner = Pruner::new(
+            &PruneSection {
+                fill_rungs: Some(true),
+                ..settings(PruneMethod::Asha, 1, 0)
+            },
+            Metric::ValAcc,
+        );
         // Rungs at 1, 3, 9.
         assert!(pruner.is_rung(1) && pruner.is_rung(3) && pruner.is_rung(9));
         assert!(!pruner.is_rung(2) && !pruner.is_rung(4));
-        // Alone at a rung: the best of one goes on.
-        assert_eq!(pruner.judge(1, 9, &[0.5], &[]), Verdict::Continue);
+        // Alone at a rung, or one of two: it waits for the rung to fill.
+        assert_eq!(pruner.judge(1, 9, &[0.5], &[]), Verdict::Pause);
+        let two = [curve(1, TrialStatus::Paused, &[0.5])];
+        assert_eq!(pruner.judge(2, 9, &[0.6], &two), Verdict::Pause);
+        // With nothing left to draw the rung will not fill: its best goes on.
+        assert_eq!(pruner.promotion(&two, false), None);
+        assert_eq!(pruner.promotion(&two, true), Some(1));
+        // Optuna's rule (fill_rungs unset): the best of fewer than three goes on at once.
+        let optuna = Pruner::new(&settings(PruneMethod::Asha, 1, 0), Metric::ValAcc);
+        assert_eq!(optuna.judge(1, 9, &[0.5], &[]), Verdict::Continue);
+        assert_eq!(optuna.judge(2, 9, &[0.6], &two), Verdict::Continue);
+        assert_eq!(optuna.judge(2, 9, &[0.4], &two), Verdict::Pause);
         let history = vec![
             curve(1, TrialStatus::Running, &[0.5]),
             curve(2, TrialStatus::Paused, &[0.4]),
         ];
+        // Third at rung 1 with 0.55: top 1 of 3 -> it goes on.
+        assert_eq!(pruner.judge(3, 9, &[0.55], &history), Verdict::Continue);
         // Third at rung 1 with 0.45: top 1 of 3 is 0.5 -> paused.
         assert_eq!(pruner.judge(3, 9, &[0.45], &history), Verdict::Pause);
         // Not at a rung: go on.
@@ -434,7 +474,7 @@ mod tests {
         // The last epoch is never a pause.
         assert_eq!(pruner.judge(3, 1, &[0.1], &history), Verdict::Continue);
         // Nothing paused qualifies yet (trial 1 holds the single top place).
-        assert_eq!(pruner.promotion(&history), None);
+        assert_eq!(pruner.promotion(&history, false), None);
         // Six values at rung 1 -> top 2: the paused 0.4 is second now and is promoted.
         let mut more = history.clone();
         more.extend([
@@ -443,10 +483,14 @@ mod tests {
             curve(5, TrialStatus::Paused, &[0.1]),
             curve(6, TrialStatus::Paused, &[0.05]),
         ]);
-        assert_eq!(pruner.promotion(&more), Some(2));
-        // A qualifying trial at a higher rung goes first.
+        assert_eq!(pruner.promotion(&more, false), Some(2));
+        // Alone at rung 3, trial 7 waits for that rung to fill (and its 0.9 at rung 1 takes
+        // one of that rung's two places from trial 2)...
         more.push(curve(7, TrialStatus::Paused, &[0.9, 0.9, 0.9]));
-        assert_eq!(pruner.promotion(&more), Some(7));
+        assert_eq!(pruner.promotion(&more, false), None);
+        // ...unless nothing is left to draw: then the higher rung's best goes first.
+        assert_eq!(pruner.promotion(&more, true), Some(7));
+        assert_eq!(optuna.promotion(&more, false), Some(7));
     }
 
     #[test]
@@ -470,17 +514,17 @@ mod tests {
             curve(2, TrialStatus::Running, &[0.4]),
         ];
         // A member not yet drawn, then one short of the epoch: nobody goes on.
-        assert_eq!(pruner.promotion(&population), None);
+        assert_eq!(pruner.promotion(&population, false), None);
         population.push(curve(3, TrialStatus::Paused, &[0.3, 0.2]));
-        assert_eq!(pruner.promotion(&population), None);
+        assert_eq!(pruner.promotion(&population, false), None);
         // Every member has reached epoch 2: the lowest id goes first.
         population[1] = curve(2, TrialStatus::Paused, &[0.4, 0.45]);
-        assert_eq!(pruner.promotion(&population), Some(1));
+        assert_eq!(pruner.promotion(&population, false), Some(1));
         // A member that ended early (diverged) no longer holds the others back.
         population[1] = curve(2, TrialStatus::Diverged, &[0.4]);
-        assert_eq!(pruner.promotion(&population), Some(1));
+        assert_eq!(pruner.promotion(&population, false), Some(1));
         // The earliest step first.
         population[0] = curve(1, TrialStatus::Paused, &[0.5, 0.6, 0.6, 0.7]);
-        assert_eq!(pruner.promotion(&population), Some(3));
+        assert_eq!(pruner.promotion(&population, false), Some(3));
     }
 }

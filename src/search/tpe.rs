@@ -26,19 +26,24 @@ use super::space::{Domain, Point, Space};
 use super::{Observation, Outcome, pareto, random};
 use crate::rng::Rng;
 
-const STARTUP_TRIALS: usize = 10;
 const CANDIDATES: usize = 24;
 const PRIOR_WEIGHT: f64 = 1.0;
 
-/// Draws the next point from the history (in draw order), or at random during start-up;
-/// `multivariate`: one mixture over every axis at once (each kernel an observation's whole
-/// point) instead of one mixture per axis.
-pub fn draw(space: &Space, history: &[Observation], multivariate: bool, rng: &mut Rng) -> Point {
+/// Draws the next point from the history (in draw order), or at random while fewer than
+/// `startup` trials have ended; `multivariate`: one mixture over every axis at once (each
+/// kernel an observation's whole point) instead of one mixture per axis.
+pub fn draw(
+    space: &Space,
+    history: &[Observation],
+    multivariate: bool,
+    startup: usize,
+    rng: &mut Rng,
+) -> Point {
     let ended = history
         .iter()
         .filter(|o| o.outcome != Outcome::Running)
         .count();
-    if ended < STARTUP_TRIALS {
+    if ended < startup.max(1) {
         return random::draw(space, rng);
     }
     let multi = history.first().is_some_and(|o| o.losses.len() > 1);
@@ -606,7 +611,48 @@ mod tests {
     }
 
     fn draw_point(space: &Space, history: &[Observation], multivariate: bool, seed: u64) -> Point {
-        draw(space, history, multivariate, &mut Rng::new(seed))
+        draw(space, history, multivariate, 10, &mut Rng::new(seed))
+    }
+
+    /// Start-up ends once `startup` trials have ended, running ones left out: until then a draw
+    /// is the random sampler's, after it the model's (every good trial at lr 1e-3 keeps the
+    /// model's draws near it).
+    #[test]
+    fn start_up_counts_ended_trials_up_to_its_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("startup.toml");
+        std::fs::write(
+            &path,
+            "[sweep]\nsampler = \"tpe\"\ntrials = 40\n[grid]\n\
+             lr = { log_uniform = [1e-4, 1e-1] }\n",
+        )
+        .unwrap();
+        let space = Space::new(&Experiment::load(&path, &[]).unwrap().spec);
+        let mut history: Vec<Observation> = (0..4)
+            .map(|i| finished(vec![if i == 0 { 1e-3 } else { 5e-2 }], i as f64, i))
+            .collect();
+        history.push(Observation {
+            point: vec![1e-4],
+            outcome: Outcome::Running,
+            losses: vec![f64::NAN],
+            draw: 4,
+        });
+        let near = |startup: usize| {
+            (0..100u64)
+                .filter(|&seed| {
+                    let point = draw(&space, &history, true, startup, &mut Rng::new(seed));
+                    let random = random::draw(&space, &mut Rng::new(seed));
+                    assert_eq!(point == random, startup > 4, "startup {startup}");
+                    (point[0].ln() - 1e-3f64.ln()).abs() < 1.0
+                })
+                .count()
+        };
+        let (modelled, at_random) = (near(4), near(5));
+        assert!(
+            modelled >= 60,
+            "{modelled} of 100 model draws near the good trial"
+        );
+        assert!(at_random <= 40, "{at_random} of 100 random draws near it");
     }
 
     #[test]
