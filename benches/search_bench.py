@@ -8,8 +8,10 @@ images split in half: 5,000 to train, 5,000 to validate), each runner with every
   - with --runners, also sweep's random sampler without early stopping (random), and sweep's
     TPE modelling each axis alone (tpe-independent, `sweep.multivariate=false`), and sweep's
     TPE after N random start-up trials instead of 10 (tpe-startupN, `sweep.startup_trials=N`),
-    and ASHA letting the best of a rung go on before 3 trials reach it, as Optuna's successive
-    halving does (tpe-optuna-rungs, `prune.fill_rungs=false`; both: tpe-startupN-optuna-rungs).
+    ASHA letting no trial leave a rung before 3 have reached it (tpe-fill-rungs,
+    `prune.fill_rungs=true`; both: tpe-startupN-fill-rungs), and Optuna's TPE after N random
+    start-up trials (optuna-startupN). sweep's runners otherwise take the start-up that
+    experiments/search.toml ships.
 Every runner trains two trials at a time with one compute thread each, and tests each trial
 that trains every epoch on the 10,000 test images. A runner's best is its best validation
 accuracy among trials that trained every epoch. Like for like:
@@ -232,8 +234,8 @@ def main():
     p.add_argument("--seeds", default="1,2,3,4,5")
     p.add_argument("--trials", type=int, default=30)
     p.add_argument("--runners", default="tpe,optuna",
-                   help="of random, tpe, tpe-independent, tpe-startupN, tpe-optuna-rungs, "
-                   "tpe-startupN-optuna-rungs, optuna (see the notes at the top)")
+                   help="of random, tpe, tpe-independent, tpe-startupN, tpe-fill-rungs, "
+                   "tpe-startupN-fill-rungs, optuna, optuna-startupN (see the notes at the top)")
     p.add_argument("--limit", type=int, default=10000)
     p.add_argument("--split", type=float, default=0.5)
     p.add_argument("--epochs", type=int, default=9, help="fewer only for a quick check of the script")
