@@ -575,15 +575,7 @@ mod tests {
     /// proposing the good pairs.
     #[test]
     fn the_joint_model_keeps_good_pairs_together() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("pairs.toml");
-        std::fs::write(
-            &path,
-            "[sweep]\nsampler = \"tpe\"\ntrials = 40\n[grid]\narch = [\"mlp\", \"cnn\"]\n\
-             lr = { log_uniform = [1e-4, 1e-1] }\n",
-        )
-        .unwrap();
-        let space = Space::new(&Experiment::load(&path, &[]).unwrap().spec);
+        let space = space_of("arch = [\"mlp\", \"cnn\"]\nlr = { log_uniform = [1e-4, 1e-1] }\n");
         let mut history = Vec::new();
         for i in 0..40u64 {
             let mlp = i % 2 == 0;
@@ -610,6 +602,18 @@ mod tests {
         assert!(alone <= 130, "axes alone: {alone} of 200 good pairs");
     }
 
+    /// The space of a TPE search whose `[grid]` is `grid`, loaded as an experiment file is.
+    fn space_of(grid: &str) -> Space {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("space.toml");
+        std::fs::write(
+            &path,
+            format!("[sweep]\nsampler = \"tpe\"\ntrials = 40\n[grid]\n{grid}"),
+        )
+        .unwrap();
+        Space::new(&Experiment::load(&path, &[]).unwrap().spec)
+    }
+
     fn draw_point(space: &Space, history: &[Observation], multivariate: bool, seed: u64) -> Point {
         draw(space, history, multivariate, 10, &mut Rng::new(seed))
     }
@@ -619,15 +623,7 @@ mod tests {
     /// model's draws near it).
     #[test]
     fn start_up_counts_ended_trials_up_to_its_setting() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("startup.toml");
-        std::fs::write(
-            &path,
-            "[sweep]\nsampler = \"tpe\"\ntrials = 40\n[grid]\n\
-             lr = { log_uniform = [1e-4, 1e-1] }\n",
-        )
-        .unwrap();
-        let space = Space::new(&Experiment::load(&path, &[]).unwrap().spec);
+        let space = space_of("lr = { log_uniform = [1e-4, 1e-1] }\n");
         let mut history: Vec<Observation> = (0..4)
             .map(|i| finished(vec![if i == 0 { 1e-3 } else { 5e-2 }], i as f64, i))
             .collect();
