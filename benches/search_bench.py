@@ -48,6 +48,9 @@ OPTUNA_RUNNERS = {OPTUNA: 10}
 # sweep's runners draw this many random start-up trials unless they set it.
 SHIPPED_STARTUP = int(re.search(r"^startup_trials\s*=\s*(\d+)", open(
     os.path.join(ROOT, "experiments", "search.toml")).read(), re.M).group(1))
+# Whether experiments/search.toml's ASHA waits for 3 trials at a rung before any goes on.
+SHIPPED_FILL_RUNGS = bool(re.search(r"^fill_rungs\s*=\s*true", open(
+    os.path.join(ROOT, "experiments", "search.toml")).read(), re.M))
 OURS = RUNNER_KEYS["tpe"]
 FRACTIONS = (0.25, 0.5, 1.0)
 COLORS = {"sweep random": "#7f7f7f", "sweep tpe + asha": "#d62728",
@@ -404,8 +407,11 @@ def write_section(args, seeds, versions, results, target):
         + f". Both TPEs are multivariate with one objective and count running trials as the constant liar "
         f"(Optuna 5's defaults); `experiments/search.toml` draws {SHIPPED_STARTUP} random start-up trials "
         f"(`[sweep] startup_trials`; Optuna's and sweep's default is 10), and a runner named with N start-up trials "
-        f"sets it to N (`--set sweep.startup_trials=N`, Optuna's `n_startup_trials=N`); 'rungs filled' is "
-        f"`--set prune.fill_rungs=true`. Optuna: `benches/optuna_search.py`, TPESampler(seed) + SuccessiveHalvingPruner(min_resource=1, "
+        f"sets it to N (`--set sweep.startup_trials=N`, Optuna's `n_startup_trials=N`); "
+        + ("its ASHA lets no trial leave a rung before 3 have reached it (`[prune] fill_rungs = true`, the ASHA "
+           "paper's rule; Optuna's successive halving lets the best of one or two trials at a rung go on). "
+           if SHIPPED_FILL_RUNGS else "'rungs filled' is `--set prune.fill_rungs=true`. ")
+        + f"Optuna: `benches/optuna_search.py`, TPESampler(seed) + SuccessiveHalvingPruner(min_resource=1, "
         f"reduction_factor=3), SQLite storage, `n_jobs=2`, `torch.set_num_threads(1)`, torch_ref.py's models "
         f"and loop; each trial reports validation accuracy after every epoch, the pruner is asked after every "
         f"epoch but the last, and the objective returns the best.",
