@@ -266,3 +266,83 @@ pub(super) fn fold_into(columns: &[f32], g: &Geometry, x: &mut [f32]) {
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The adjoint of `unfold` by its definition, output row by output row, in the order
+    /// `fold_into` adds: kernel position `(i, j)`, then output row, then column.
+    fn fold_by_definition(columns: &[f32], g: &Geometry) -> Vec<f32> {
+        let (out_height, out_width) = g.conv_size();
+        let mut x = vec![0.0f32; g.batch * g.input_size()];
+        for (plane_index, plane) in x.chunks_exact_mut(g.height * g.width).enumerate() {
+            let (image, channel) = (plane_index / g.channels, plane_index % g.channels);
+            for i in 0..g.kernel {
+                for j in 0..g.kernel {
+                    let row = (channel * g.kernel + i) * g.kernel + j;
+                    for y in 0..out_height {
+                        for x in 0..out_width {
+                            let (row_in, column_in) = (
+                                (y * g.stride + i) as isize - g.padding as isize,
+                                (x * g.stride + j) as isize - g.padding as isize,
+                            );
+                            let inside = (0..g.height as isize).contains(&row_in)
+                                && (0..g.width as isize).contains(&column_in);
+                            if inside {
+                                plane[row_in as usize * g.width + column_in as usize] += columns
+                                    [row * g.pixels() + (image * out_height + y) * out_width + x];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        x
+    }
+
+    /// Folding gives the definition's sums bit for bit, in layers whose output is as wide as
+    /// their input and in strided and unpadded ones; the columns hold values at every position,
+    /// the padding's included (negative zeros among them), as a product's gradient does.
+    #[test]
+    fn folding_matches_the_definition_bit_for_bit() {
+        let mut state = 7u64;
+        let mut next = move || {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            match state >> 60 {
+                0 => -0.0,
+                1 => 0.0,
+                _ => ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 3.0,
+            }
+        };
+        let shapes = [
+            // (channels, side, kernel, padding, stride)
+            (3, 7, 3, 1, 1),
+            (2, 14, 3, 1, 1),
+            (1, 28, 5, 2, 1),
+            (4, 14, 1, 0, 1),
+            (2, 28, 3, 1, 2),
+            (2, 14, 1, 0, 2),
+            (3, 12, 3, 0, 1),
+        ];
+        for (channels, side, kernel, padding, stride) in shapes {
+            let g = Geometry {
+                batch: 3,
+                channels,
+                height: side,
+                width: side,
+                filters: 4,
+                kernel,
+                padding,
+                stride,
+                pool: false,
+            };
+            let columns: Vec<f32> = (0..g.rows() * g.pixels()).map(|_| next()).collect();
+            let mut folded = vec![0.0f32; g.batch * g.input_size()];
+            fold_into(&columns, &g, &mut folded);
+            let expected = fold_by_definition(&columns, &g);
+            let bits = |values: &[f32]| values.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&folded), bits(&expected), "{g:?}");
+        }
+    }
+}
