@@ -308,7 +308,9 @@ mod tests {
     fn folding_matches_the_definition_bit_for_bit() {
         let mut state = 7u64;
         let mut next = move || {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             match state >> 60 {
                 0 => -0.0,
                 1 => 0.0,
