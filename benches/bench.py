@@ -171,6 +171,19 @@ def ratio_cell(values):
     return f"{med(values):.2f}x ({min(values):.2f}-{max(values):.2f})"
 
 
+# A section that another script or a person wrote, which this script keeps as it is.
+MARKED = r"<!-- ([\w-]+) -->.*?<!-- /\1 -->"
+
+
+def stray_paragraphs(old, new):
+    """The paragraphs of `old` outside marked sections whose opening `new` lacks: text a person
+    added beside the tables, which rewriting the file would drop. (The tables' own paragraphs
+    open the same way in every run; only their figures change.)"""
+    outside = re.sub(MARKED, "", old, flags=re.S)
+    paragraphs = (p.strip() for p in re.split(r"\n\s*\n", outside))
+    return [p for p in paragraphs if p and p.splitlines()[0][:30] not in new]
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sweep", default="target/release/sweep")
@@ -332,8 +345,14 @@ def write_markdown(args, raw):
     # the search benchmark, the ingredients, the store, fused trials) are kept as they were.
     if os.path.exists(args.out):
         old = open(args.out).read()
-        for section in re.finditer(r"<!-- ([\w-]+) -->.*?<!-- /\1 -->", old, re.S):
+        for section in re.finditer(MARKED, old, re.S):
             md += ["", section.group(0), ""]
+        stray = stray_paragraphs(old, "\n".join(md))
+        if stray:
+            sys.exit(f"{args.out} has text outside the tables this script writes and outside any "
+                     "<!-- name --> ... <!-- /name --> section, which rewriting it would lose:\n\n"
+                     + "\n\n".join(stray) + "\n\nWrap that text in such markers (or delete it), then "
+                     "write the tables from the raw results: benches/bench.py --from-raw")
     with open(args.out, "w") as f:
         f.write("\n".join(md))
     print(f"wrote {args.out}")
