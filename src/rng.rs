@@ -62,7 +62,9 @@ impl Rng {
     /// AVX-512's 64-bit multiplies (drawing the masks was 5% of the MLP's training thread).
     pub fn fill_dropout_mask(&mut self, mask: &mut [f32], keep: f32, scale: f32) {
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx512dq") {
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512dq")
+        {
             // SAFETY: the processor has AVX-512 F and DQ.
             unsafe { dropout_mask_avx512(self.state, mask, keep, scale) };
         } else {
@@ -101,7 +103,6 @@ impl Rng {
     }
 }
 
-/// SplitMix64's output function of a state.
 /// The step between successive states.
 const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
 
@@ -124,6 +125,7 @@ unsafe fn dropout_mask_avx512(start: u64, mask: &mut [f32], keep: f32, scale: f3
     dropout_mask(start, mask, keep, scale)
 }
 
+/// SplitMix64's output function of a state.
 #[inline(always)]
 fn mix(state: u64) -> u64 {
     let mut z = state;
