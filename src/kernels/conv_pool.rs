@@ -12,9 +12,10 @@
 //! every block's columns (measured: as fast, and less memory). Same numbers as burn's layers up
 //! to the order of summation (tests below compare values and all three gradients).
 //!
-//! A stride-1 layer with few filters or few values per output ([`Geometry::direct`]: a first
-//! layer, LeNet-5's and resnet's first stages) skips the columns: its convolution and
-//! gradients are computed directly, image by image ([`super::direct`]).
+//! A layer with few filters or few values per output ([`Geometry::direct`]: a first layer,
+//! LeNet-5's inner layers, resnet's first stages and the strided entry to its second) skips the
+//! columns: its convolution and gradients are computed directly, image by image
+//! ([`super::direct`]).
 
 use super::autodiff::{LayerBackward, LayerGradients, LayerKernel};
 use super::direct;
@@ -475,7 +476,8 @@ mod tests {
     /// before batch norm), in the output and all gradients; strided too, as resnet's first
     /// convolution of a stage and its 1x1 shortcut, on odd sizes where the last kernel position
     /// leaves input rows and columns unread; and strided followed by the pool. Each with four
-    /// input channels and with one, which takes the stride-1 cases directly.
+    /// input channels and with one, which takes the cases with a kernel at least as wide as the
+    /// stride directly; and a stride-2 layer with several blocks of channels and of filters.
     #[test]
     fn unpooled_and_strided_layers_match_burn_with_and_without_bias() {
         let device = Device::flex().autodiff();
@@ -493,10 +495,13 @@ mod tests {
             (true, 2, 5, 3, false, [11, 10]),
             (true, 1, 3, 2, true, [7, 11]),
         ];
-        for ((bias, pad, kernel, stride, pooled, [height, width]), inputs) in
-            cases.into_iter().flat_map(|case| [(case, 4), (case, 1)])
+        let blocks = ((true, 1, 3, 2, false, [14, 15]), 12, 20);
+        for ((bias, pad, kernel, stride, pooled, [height, width]), inputs, filters) in cases
+            .into_iter()
+            .flat_map(|case| [(case, 4, 6), (case, 1, 6)])
+            .chain([blocks])
         {
-            let conv = Conv2dConfig::new([inputs, 6], [kernel, kernel])
+            let conv = Conv2dConfig::new([inputs, filters], [kernel, kernel])
                 .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
                 .with_stride([stride, stride])
                 .with_bias(bias)
@@ -521,7 +526,7 @@ mod tests {
             let (y0, x0, w0) = run(false);
             let (y1, x1, w1) = run(true);
             let case = format!(
-                "{inputs} inputs, bias {bias}, k{kernel} p{pad} s{stride}, pooled {pooled}"
+                "{inputs}->{filters}, bias {bias}, k{kernel} p{pad} s{stride}, pooled {pooled}"
             );
             assert_eq!(y0.dims(), y1.dims(), "output shape, {case}");
             assert!(relative_difference(y0, y1) < 1e-5, "output, {case}");

@@ -1,5 +1,4 @@
-//! Stride-1 convolutions computed directly, image by image, without unfolding the input into
-//! columns.
+//! Convolutions computed directly, image by image, without unfolding the input into columns.
 //!
 //! Why: over unfolded columns a convolution writes nine (3x3) or 25 (5x5) copies of its input,
 //! which the matrix product then copies again into its packed panels; for the first layers
@@ -17,6 +16,15 @@
 //! are not outputs and are never read back (their gradients are zero). Each filter's outputs
 //! start `front` values into its row of the scratch planes, after zeros that the input
 //! gradient's taps read when they reach above the first row.
+//!
+//! Strided layers: a stride-`s` convolution is a stride-1 one over its padded input's `s * s`
+//! phases (the rows and columns with the same remainder by `s`), since tap `(i, j)` of output
+//! `(y, x)` reads padded value `(s y + i, s x + j)`, which is value `(y + i / s, x + j / s)` of
+//! phase `(i % s, j % s)`. So each channel is padded into its phases' planes, the taps are
+//! offsets into them, and everything above holds with the phase width for `wp`; the input's
+//! gradient is computed phase by phase (each phase's taps turned around) and put back together.
+//! Resnet's 16-to-32-filter stage entry had spent more time unfolding and folding its columns
+//! than multiplying them.
 
 use super::flex::{balanced, chunks_or_empty};
 use super::im2col::Geometry;
@@ -42,11 +50,11 @@ const LANES: usize = 16;
 /// LeNet-5's first layer (one channel, 5x5).
 const NARROW_ROWS: usize = 25;
 
-/// The most filters of an inner layer taken directly (resnet's first two stages, LeNet-5's and
-/// convnet's inner layers).
+/// The most filters of an inner layer taken directly (resnet's first two stages and the entry to
+/// its second, LeNet-5's and convnet's inner layers).
 const DIRECT_FILTERS: usize = 32;
 
-/// Scratches a thread keeps ([`Scratch::with`]): resnet's direct layers have three sizes, six
+/// Scratches a thread keeps ([`Scratch::with`]): resnet's direct layers have four sizes, eight
 /// scratches with both passes.
 const KEPT_SCRATCHES: usize = 8;
 
@@ -55,15 +63,16 @@ const KEPT_SCRATCHES: usize = 8;
 const IMAGES_PER_TASK: usize = 4;
 
 impl Geometry {
-    /// Whether this layer is taken directly: stride 1, and either at most [`NARROW_ROWS`] rows
-    /// of columns (a first layer) or, on a processor with AVX-512, at most [`DIRECT_FILTERS`]
-    /// filters. With more filters the matrix product's tiles are full, and the direct layout's
-    /// `kernel - 1` unused values per row (an eighth of 14-pixel rows) cost more than the
-    /// unfolding saves (the CNN's 64-filter inner layer and resnet's 7x7 one were slower
-    /// directly in `cargo bench --bench layers`). Without AVX-512 the compiler's
+    /// Whether this layer is taken directly: a kernel at least as wide as the stride (so that
+    /// every phase of the input has taps, [`Geometry::phase_size`]), and either at most
+    /// [`NARROW_ROWS`] rows of columns (a first layer) or, on a processor with AVX-512, at most
+    /// [`DIRECT_FILTERS`] filters. With more filters the matrix product's tiles are full, and
+    /// the direct layout's `kernel - 1` unused values per row (an eighth of 14-pixel rows) cost
+    /// more than the unfolding saves (the CNN's 64-filter inner layer, resnet's 7x7 one and
+    /// its strided entry to them were slower directly in `cargo bench --bench layers`). Without AVX-512 the compiler's
     /// vectorisation of one filter at a time loses to the product for inner layers.
     pub(super) fn direct(&self) -> bool {
-        self.stride == 1
+        self.kernel >= self.stride
             && (self.rows() <= NARROW_ROWS
                 || (self.filters <= DIRECT_FILTERS && matches!(simd(), Simd::Avx512)))
     }
@@ -76,20 +85,36 @@ impl Geometry {
         )
     }
 
-    /// Values per channel of a padded image.
-    fn padded_plane(&self) -> usize {
+    /// Height and width of one phase plane. A strided convolution is a stride-1 one over its
+    /// padded input's `stride * stride` phases (the rows and columns that leave one remainder
+    /// by the stride; each tap reads one phase): so each channel is padded into that many
+    /// planes, and every tap is again one contiguous run. Stride 1: one phase, the padded image.
+    /// At least as wide as the outputs plus the farthest tap, so that every row of outputs
+    /// ends in unused values, which the input gradient's taps read as zeros.
+    fn phase_size(&self) -> (usize, usize) {
         let (hp, wp) = self.padded();
-        hp * wp
+        let (height, width) = self.conv_size();
+        let reach = (self.kernel - 1) / self.stride;
+        (
+            hp.div_ceil(self.stride).max(height + reach),
+            wp.div_ceil(self.stride).max(width + reach),
+        )
     }
 
-    /// The farthest tap's offset in a padded plane: the zeros before each filter's outputs.
+    /// Values per channel of a padded image: all of its phase planes.
+    fn padded_plane(&self) -> usize {
+        let (hq, wq) = self.phase_size();
+        self.stride * self.stride * hq * wq
+    }
+
+    /// The farthest tap's offset in a phase plane: the zeros before each filter's outputs.
     fn front(&self) -> usize {
-        (self.kernel - 1) * (self.padded().1 + 1)
+        (self.kernel - 1) / self.stride * (self.phase_size().1 + 1)
     }
 
-    /// Values per filter of one image's outputs in the padded-width layout.
+    /// Values per filter of one image's outputs in the phase-width layout.
     fn direct_outputs(&self) -> usize {
-        self.conv_size().0 * self.padded().1
+        self.conv_size().0 * self.phase_size().1
     }
 
     /// Positions computed per filter: the outputs, rounded up to whole blocks.
@@ -97,41 +122,77 @@ impl Geometry {
         self.direct_outputs().next_multiple_of(POSITIONS)
     }
 
-    /// Positions of the input's gradient computed per channel: the padded rows that hold the
-    /// image's rows, rounded up to whole blocks.
-    fn computed_inputs(&self) -> usize {
-        (self.height * self.padded().1).next_multiple_of(POSITIONS)
+    /// The rows of the phase planes in row phase `p` that hold image rows: the first, and how
+    /// many.
+    fn phase_rows(&self, p: usize) -> (usize, usize) {
+        let first = self.padding.saturating_sub(p).div_ceil(self.stride);
+        let end = (self.padding + self.height)
+            .saturating_sub(p)
+            .div_ceil(self.stride);
+        (first, end.saturating_sub(first))
+    }
+
+    /// Positions of the input's gradient computed per channel in row phase `p`: its rows that
+    /// hold the image's rows, rounded up to whole blocks.
+    fn computed_inputs(&self, p: usize) -> usize {
+        (self.phase_rows(p).1 * self.phase_size().1).next_multiple_of(POSITIONS)
+    }
+
+    /// The most positions of the input's gradient computed per channel and phase.
+    fn input_grad_stride(&self) -> usize {
+        (0..self.stride)
+            .map(|p| self.computed_inputs(p))
+            .max()
+            .unwrap_or(0)
     }
 
     /// Values per filter of the scratch outputs: the zeros in front, then the outputs (or
     /// their gradients) and zeros up to the last position the input gradient reads.
     fn output_stride(&self) -> usize {
-        let input_grad_reads = self.padding * self.padded().1 + self.computed_inputs();
+        let wq = self.phase_size().1;
+        let input_grad_reads = (0..self.stride)
+            .map(|p| self.phase_rows(p).0 * wq + self.computed_inputs(p))
+            .max()
+            .unwrap_or(0);
         self.front() + self.computed_outputs().max(input_grad_reads)
+    }
+
+    /// Tap `(i, j)`'s offset in a channel's padded planes: in its phase's plane, `(i, j)`
+    /// divided by the stride.
+    fn tap_offset(&self, i: usize, j: usize) -> usize {
+        let ((hq, wq), s) = (self.phase_size(), self.stride);
+        ((i % s) * s + j % s) * hq * wq + (i / s) * wq + j / s
     }
 
     /// Every kernel tap's offset in the padded image, in the order of the weight's values.
     fn taps(&self) -> Vec<usize> {
-        let (plane, wp) = (self.padded_plane(), self.padded().1);
+        let plane = self.padded_plane();
         (0..self.channels)
             .flat_map(move |c| {
-                (0..self.kernel)
-                    .flat_map(move |i| (0..self.kernel).map(move |j| c * plane + i * wp + j))
+                (0..self.kernel).flat_map(move |i| {
+                    (0..self.kernel).map(move |j| c * plane + self.tap_offset(i, j))
+                })
             })
             .collect()
     }
 
-    /// For the input's gradient, every filter's taps turned around: the offset in the scratch
-    /// outputs at which the image's first row (padded row `padding`) reads filter `f`'s
-    /// gradient under tap `(i, j)`, in the order `(f, i, j)`.
-    fn input_grad_taps(&self) -> Vec<usize> {
-        let (stride, wp) = (self.output_stride(), self.padded().1);
-        let first_row = self.front() + self.padding * wp;
+    /// The kernel positions `(i, j)` that read phase `(p, q)`, in the weight's order.
+    fn phase_taps(&self, (p, q): (usize, usize)) -> impl Iterator<Item = (usize, usize)> + '_ {
+        (p..self.kernel)
+            .step_by(self.stride)
+            .flat_map(move |i| (q..self.kernel).step_by(self.stride).map(move |j| (i, j)))
+    }
+
+    /// For the input's gradient in phase `(p, q)`: every filter's taps of that phase turned
+    /// around, the offset in the scratch outputs at which the phase's first row holding image
+    /// rows reads filter `f`'s gradient under tap `(i, j)`, in the order `(f, i, j)`.
+    fn input_grad_taps(&self, (p, q): (usize, usize)) -> Vec<usize> {
+        let (stride, wq, s) = (self.output_stride(), self.phase_size().1, self.stride);
+        let first_row = self.front() + self.phase_rows(p).0 * wq;
         (0..self.filters)
             .flat_map(move |f| {
-                (0..self.kernel).flat_map(move |i| {
-                    (0..self.kernel).map(move |j| f * stride + first_row - i * wp - j)
-                })
+                self.phase_taps((p, q))
+                    .map(move |(i, j)| f * stride + first_row - (i / s) * wq - j / s)
             })
             .collect()
     }
@@ -152,18 +213,45 @@ fn forward_weights(weight: &[f32], g: &Geometry) -> Vec<f32> {
     packed
 }
 
-/// The weight rearranged for the input's gradient: per block of [`FILTERS`] channels, per
-/// filter and tap `(f, i, j)`, the weight joining that channel to that filter under the tap.
-fn input_grad_weights(weight: &[f32], g: &Geometry) -> Vec<f32> {
-    let taps = g.kernel * g.kernel;
+/// What the input's gradient in one phase of the padded input takes (the one phase of a
+/// stride-1 layer; see [`Geometry::phase_size`]).
+struct PhaseGrad {
+    /// The phase's row and column remainders by the stride.
+    phase: (usize, usize),
+    /// [`Geometry::input_grad_taps`] of the phase.
+    taps: Vec<usize>,
+    /// The weight as [`input_grad_weights`] arranges it for the phase.
+    packed: Vec<f32>,
+}
+
+/// Every phase's [`PhaseGrad`], in the order of the phases' planes.
+fn phase_grads(weight: &[f32], g: &Geometry) -> Vec<PhaseGrad> {
+    (0..g.stride * g.stride)
+        .map(|phase| {
+            let phase = (phase / g.stride, phase % g.stride);
+            PhaseGrad {
+                phase,
+                taps: g.input_grad_taps(phase),
+                packed: input_grad_weights(weight, g, phase),
+            }
+        })
+        .collect()
+}
+
+/// The weight rearranged for the input's gradient in `phase`: per block of [`FILTERS`]
+/// channels, per filter and tap `(f, i, j)` of the phase, the weight joining that channel to
+/// that filter under the tap.
+fn input_grad_weights(weight: &[f32], g: &Geometry, phase: (usize, usize)) -> Vec<f32> {
+    let kernel_taps: Vec<usize> = g.phase_taps(phase).map(|(i, j)| i * g.kernel + j).collect();
+    let taps = kernel_taps.len();
     let turned = g.filters * taps;
     let blocks = g.channels.div_ceil(FILTERS);
     let mut packed = vec![0.0; blocks * turned * FILTERS];
     for (filter, weights) in weight.chunks_exact(g.rows()).enumerate() {
-        for (channel, kernel) in weights.chunks_exact(taps).enumerate() {
+        for (channel, kernel) in weights.chunks_exact(g.kernel * g.kernel).enumerate() {
             let (block, lane) = (channel / FILTERS, channel % FILTERS);
-            for (tap, &w) in kernel.iter().enumerate() {
-                packed[(block * turned + filter * taps + tap) * FILTERS + lane] = w;
+            for (tap, &at) in kernel_taps.iter().enumerate() {
+                packed[(block * turned + filter * taps + tap) * FILTERS + lane] = kernel[at];
             }
         }
     }
@@ -214,9 +302,8 @@ pub(super) fn backward(
 ) -> (Vec<f32>, Option<Vec<f32>>) {
     let per_image = grad.len() / g.batch.max(1);
     let taps = g.taps();
-    let turned_taps = g.input_grad_taps();
-    let packed = if input_grad {
-        input_grad_weights(weight, g)
+    let phases = if input_grad {
+        phase_grads(weight, g)
     } else {
         Vec::new()
     };
@@ -248,8 +335,7 @@ pub(super) fn backward(
                     let x_grad = input_grad.then(|| {
                         (
                             &mut x_grads[image * g.input_size()..][..g.input_size()],
-                            &packed[..],
-                            &turned_taps[..],
+                            &phases[..],
                         )
                     });
                     layer.backward_image(scratch, grad, argmax, &mut weight_lanes, x_grad);
@@ -291,7 +377,7 @@ impl Scratch {
             // Room for the last block's reads past the final plane (into outputs never read).
             padded: vec![0.0; g.channels * g.padded_plane() + g.front() + g.computed_outputs()],
             outputs: vec![0.0; filters * g.output_stride()],
-            input_grad: Vec::with_capacity(channels * g.computed_inputs()),
+            input_grad: Vec::with_capacity(g.stride * g.stride * channels * g.input_grad_stride()),
         }
     }
 
@@ -325,14 +411,41 @@ impl Scratch {
         result
     }
 
-    /// Copies `image` into the padded planes; the border stays zero from [`Scratch::new`].
+    /// Copies `image` into the padded (phase) planes; the border stays zero from
+    /// [`Scratch::new`].
     fn pad(&mut self, image: &[f32], g: &Geometry) {
-        let (plane, wp) = (g.padded_plane(), g.padded().1);
+        let (plane, (hq, wq), s) = (g.padded_plane(), g.phase_size(), g.stride);
         for (channel, source) in image.chunks_exact(g.height * g.width).enumerate() {
             let target = &mut self.padded[channel * plane..];
             for (row, line) in source.chunks_exact(g.width).enumerate() {
-                let start = (row + g.padding) * wp + g.padding;
-                target[start..start + g.width].copy_from_slice(line);
+                let r = row + g.padding;
+                if s == 1 {
+                    let start = r * wq + g.padding;
+                    target[start..start + g.width].copy_from_slice(line);
+                    continue;
+                }
+                // Column phase by column phase: every stride-th value, one run of the plane.
+                let at = |first: usize| {
+                    let c = first + g.padding;
+                    ((r % s) * s + c % s) * hq * wq + (r / s) * wq + c / s
+                };
+                if s == 2 && g.width >= 2 {
+                    let (a, b) = (at(0), at(1));
+                    let (low, high) = target.split_at_mut(a.max(b));
+                    let (even, odd) = if a < b {
+                        (&mut low[a..], high)
+                    } else {
+                        (high, &mut low[b..])
+                    };
+                    split_pairs(line, even, odd);
+                    continue;
+                }
+                for first in 0..s.min(g.width) {
+                    let values = line[first..].iter().step_by(s);
+                    for (target, &value) in target[at(first)..].iter_mut().zip(values) {
+                        *target = value;
+                    }
+                }
             }
         }
     }
@@ -357,9 +470,8 @@ struct Layer<'a> {
     g: &'a Geometry,
 }
 
-/// For the input's gradient: the image's gradient to write, the weight as
-/// [`input_grad_weights`] arranges it, and [`Geometry::input_grad_taps`].
-type InputGrad<'a> = (&'a mut [f32], &'a [f32], &'a [usize]);
+/// For the input's gradient: the image's gradient to write, and what each phase takes.
+type InputGrad<'a> = (&'a mut [f32], &'a [PhaseGrad]);
 
 impl Layer<'_> {
     /// [`Layer::forward`] with AVX-512's block sums, or compiled for AVX2 and FMA, when the
@@ -479,8 +591,8 @@ impl Layer<'_> {
     ) {
         scatter(grad, argmax, scratch, self.g);
         self.accumulate_weight_grad::<FMA, WIDE>(scratch, weight_lanes);
-        if let Some((x_grad, packed, turned_taps)) = x_grad {
-            self.input_gradient::<FMA, WIDE>(scratch, packed, turned_taps, x_grad);
+        if let Some((x_grad, phases)) = x_grad {
+            self.input_gradient::<FMA, WIDE>(scratch, phases, x_grad);
         }
     }
 
@@ -533,37 +645,87 @@ impl Layer<'_> {
 
     /// Writes one image's input gradient: every output's gradient times each tap's weight, back
     /// to the input under the tap, as a sum per input position over the filters and taps
-    /// (reading the scratch outputs' gradients at the taps' offsets turned around); then the
-    /// padding cut off.
+    /// (reading the scratch outputs' gradients at the taps' offsets turned around), phase by
+    /// phase; then the padding cut off (and the phases put back together).
     #[inline(always)]
     fn input_gradient<const FMA: bool, const WIDE: bool>(
         &self,
         scratch: &mut Scratch,
-        packed: &[f32],
-        turned_taps: &[usize],
+        phases: &[PhaseGrad],
         x_grad: &mut [f32],
     ) {
         let g = self.g;
-        let (n, wp) = (g.computed_inputs(), g.padded().1);
-        let turned = turned_taps.len();
+        let (n, wq, s) = (g.input_grad_stride(), g.phase_size().1, g.stride);
         let channels = g.channels.next_multiple_of(FILTERS);
-        scratch.input_grad.resize(channels * n, 0.0);
-        for (block, sums) in scratch.input_grad.chunks_exact_mut(FILTERS * n).enumerate() {
-            weighted_sums::<FMA, WIDE>(
-                &scratch.outputs,
-                turned_taps,
-                &packed[block * turned * FILTERS..][..turned * FILTERS],
-                n,
-                sums,
-                n,
-            );
-        }
-        for (channel, target) in x_grad.chunks_exact_mut(g.height * g.width).enumerate() {
-            let source = &scratch.input_grad[channel * n..];
-            for (row, line) in target.chunks_exact_mut(g.width).enumerate() {
-                line.copy_from_slice(&source[row * wp + g.padding..][..g.width]);
+        scratch.input_grad.resize(phases.len() * channels * n, 0.0);
+        for (phase, sums) in phases
+            .iter()
+            .zip(scratch.input_grad.chunks_exact_mut(channels * n))
+        {
+            let turned = phase.taps.len();
+            for (block, sums) in sums.chunks_exact_mut(FILTERS * n).enumerate() {
+                weighted_sums::<FMA, WIDE>(
+                    &scratch.outputs,
+                    &phase.taps,
+                    &phase.packed[block * turned * FILTERS..][..turned * FILTERS],
+                    g.computed_inputs(phase.phase.0),
+                    sums,
+                    n,
+                );
             }
         }
+        let first_rows: Vec<usize> = (0..s).map(|p| g.phase_rows(p).0).collect();
+        for (channel, target) in x_grad.chunks_exact_mut(g.height * g.width).enumerate() {
+            for (row, line) in target.chunks_exact_mut(g.width).enumerate() {
+                let (p, u) = ((row + g.padding) % s, (row + g.padding) / s);
+                let at =
+                    |q: usize| ((p * s + q) * channels + channel) * n + (u - first_rows[p]) * wq;
+                if s == 1 {
+                    line.copy_from_slice(&scratch.input_grad[at(0) + g.padding..][..g.width]);
+                    continue;
+                }
+                let start = |first: usize| at((first + g.padding) % s) + (first + g.padding) / s;
+                if s == 2 && g.width >= 2 {
+                    let sums = &scratch.input_grad;
+                    join_pairs(&sums[start(0)..], &sums[start(1)..], line);
+                    continue;
+                }
+                for first in 0..s.min(g.width) {
+                    let source = &scratch.input_grad[start(first)..];
+                    for (value, &sum) in line[first..].iter_mut().step_by(s).zip(source) {
+                        *value = sum;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `line`'s even values into `even`, its odd ones into `odd` (a stride-2 layer's padding into
+/// phases, in a loop the compiler vectorises).
+#[inline(always)]
+fn split_pairs(line: &[f32], even: &mut [f32], odd: &mut [f32]) {
+    let pairs = line.chunks_exact(2);
+    if let [last] = pairs.remainder() {
+        even[line.len() / 2] = *last;
+    }
+    for ((pair, even), odd) in pairs.zip(even.iter_mut()).zip(odd.iter_mut()) {
+        *even = pair[0];
+        *odd = pair[1];
+    }
+}
+
+/// The inverse of [`split_pairs`]: `line`'s even values from `even`, its odd ones from `odd`.
+#[inline(always)]
+fn join_pairs(even: &[f32], odd: &[f32], line: &mut [f32]) {
+    let len = line.len();
+    let mut pairs = line.chunks_exact_mut(2);
+    for ((pair, &even), &odd) in pairs.by_ref().zip(even).zip(odd) {
+        pair[0] = even;
+        pair[1] = odd;
+    }
+    if let [last] = pairs.into_remainder() {
+        *last = even[len / 2];
     }
 }
 
@@ -744,7 +906,7 @@ mod avx512 {
 /// maximum's position in `argmax`) or not, plus the bias.
 #[inline(always)]
 fn lay_out(scratch: &Scratch, bias: &[f32], output: &mut [f32], argmax: &mut [u32], g: &Geometry) {
-    let wp = g.padded().1;
+    let wp = g.phase_size().1;
     let (height, width) = g.output_size();
     let plane = height * width;
     for filter in 0..g.filters {
@@ -779,7 +941,7 @@ fn lay_out(scratch: &Scratch, bias: &[f32], output: &mut [f32], argmax: &mut [u3
 /// all written again.
 #[inline(always)]
 fn scatter(grad: &[f32], argmax: &[u32], scratch: &mut Scratch, g: &Geometry) {
-    let (stride, front, wp) = (g.output_stride(), g.front(), g.padded().1);
+    let (stride, front, wp) = (g.output_stride(), g.front(), g.phase_size().1);
     let (height, width) = g.output_size();
     let plane = height * width;
     for (filter, target) in scratch
