@@ -157,6 +157,17 @@ impl Geometry {
         self.front() + self.computed_outputs().max(input_grad_reads)
     }
 
+    /// Values of one image's padded planes in a scratch, with room for the last block's reads
+    /// past the final plane (into outputs never read).
+    fn padded_slot(&self) -> usize {
+        self.channels * self.padded_plane() + self.front() + self.computed_outputs()
+    }
+
+    /// Values of one image's scratch outputs: every filter's, rounded up to whole blocks.
+    fn outputs_slot(&self) -> usize {
+        self.filters.next_multiple_of(FILTERS) * self.output_stride()
+    }
+
     /// Tap `(i, j)`'s offset in a channel's padded planes: in its phase's plane, `(i, j)`
     /// divided by the stride.
     fn tap_offset(&self, i: usize, j: usize) -> usize {
@@ -283,7 +294,7 @@ pub(super) fn forward(
     )
     .for_each(|((output, argmax), image)| {
         Scratch::with(g, Pass::Forward, |scratch| {
-            scratch.pad(image, g);
+            scratch.pad(0, image, g);
             layer.forward_image(scratch, &packed, bias, output, argmax);
         })
     });
@@ -331,15 +342,16 @@ pub(super) fn backward(
                     } else {
                         &[][..]
                     };
-                    scratch.pad(&images[image * g.input_size()..][..g.input_size()], g);
-                    let x_grad = input_grad.then(|| {
-                        (
-                            &mut x_grads[image * g.input_size()..][..g.input_size()],
-                            &phases[..],
-                        )
-                    });
-                    layer.backward_image(scratch, grad, argmax, &mut weight_lanes, x_grad);
+                    scratch.pad(
+                        image,
+                        &images[image * g.input_size()..][..g.input_size()],
+                        g,
+                    );
+                    scatter(grad, argmax, scratch, image, g);
                 }
+                let count = grads.len() / per_image;
+                let x_grads = input_grad.then_some((x_grads, &phases[..]));
+                layer.backward_task(scratch, count, &mut weight_lanes, x_grads);
                 // Each value's lanes added once per task (per image, the adding took longer than
                 // the products for 7x7 planes).
                 weight_lanes
@@ -359,8 +371,9 @@ pub(super) fn backward(
     (weight_grad, input_grad.then_some(x_grad))
 }
 
-/// One task's working planes: a padded image, one image's outputs (or their gradients) per
-/// filter, and the padded input's gradient per channel.
+/// One task's working planes: per image slot (one for a forward pass, a task's images for a
+/// backward pass), the padded image and its outputs (or their gradients) per filter; and the
+/// padded input's gradient per channel.
 struct Scratch {
     padded: Vec<f32>,
     outputs: Vec<f32>,
@@ -368,15 +381,15 @@ struct Scratch {
 }
 
 impl Scratch {
-    fn new(g: &Geometry) -> Scratch {
-        let (filters, channels) = (
-            g.filters.next_multiple_of(FILTERS),
-            g.channels.next_multiple_of(FILTERS),
-        );
+    fn new(g: &Geometry, pass: Pass) -> Scratch {
+        let slots = match pass {
+            Pass::Forward => 1,
+            Pass::Backward => IMAGES_PER_TASK,
+        };
+        let channels = g.channels.next_multiple_of(FILTERS);
         Scratch {
-            // Room for the last block's reads past the final plane (into outputs never read).
-            padded: vec![0.0; g.channels * g.padded_plane() + g.front() + g.computed_outputs()],
-            outputs: vec![0.0; filters * g.output_stride()],
+            padded: vec![0.0; slots * g.padded_slot()],
+            outputs: vec![0.0; slots * g.outputs_slot()],
             input_grad: Vec::with_capacity(g.stride * g.stride * channels * g.input_grad_stride()),
         }
     }
@@ -400,7 +413,7 @@ impl Scratch {
                 .position(|(kept_sizes, _)| *kept_sizes == sizes)?;
             Some(kept.swap_remove(index).1)
         });
-        let mut scratch = kept.unwrap_or_else(|| Scratch::new(g));
+        let mut scratch = kept.unwrap_or_else(|| Scratch::new(g, pass));
         let result = work(&mut scratch);
         KEPT.with_borrow_mut(|kept| {
             if kept.len() == KEPT_SCRATCHES {
@@ -411,12 +424,13 @@ impl Scratch {
         result
     }
 
-    /// Copies `image` into the padded (phase) planes; the border stays zero from
+    /// Copies `image` into slot `slot`'s padded (phase) planes; the border stays zero from
     /// [`Scratch::new`].
-    fn pad(&mut self, image: &[f32], g: &Geometry) {
+    fn pad(&mut self, slot: usize, image: &[f32], g: &Geometry) {
         let (plane, (hq, wq), s) = (g.padded_plane(), g.phase_size(), g.stride);
+        let padded = &mut self.padded[slot * g.padded_slot()..];
         for (channel, source) in image.chunks_exact(g.height * g.width).enumerate() {
-            let target = &mut self.padded[channel * plane..];
+            let target = &mut padded[channel * plane..];
             for (row, line) in source.chunks_exact(g.width).enumerate() {
                 let r = row + g.padding;
                 if s == 1 {
@@ -470,7 +484,7 @@ struct Layer<'a> {
     g: &'a Geometry,
 }
 
-/// For the input's gradient: the image's gradient to write, and what each phase takes.
+/// For the input's gradient: the task's images' gradients to write, and what each phase takes.
 type InputGrad<'a> = (&'a mut [f32], &'a [PhaseGrad]);
 
 impl Layer<'_> {
@@ -500,26 +514,25 @@ impl Layer<'_> {
     }
 
     /// [`Layer::backward`], compiled as [`Layer::forward_image`] is.
-    fn backward_image(
+    fn backward_task(
         &self,
         scratch: &mut Scratch,
-        grad: &[f32],
-        argmax: &[u32],
+        images: usize,
         weight_lanes: &mut [f32],
-        x_grad: Option<InputGrad>,
+        x_grads: Option<InputGrad>,
     ) {
         #[cfg(target_arch = "x86_64")]
         match simd() {
             Simd::Avx512 => {
-                return self.backward::<true, true>(scratch, grad, argmax, weight_lanes, x_grad);
+                return self.backward::<true, true>(scratch, images, weight_lanes, x_grads);
             }
             // SAFETY: the processor has AVX2 and FMA.
             Simd::Avx2 => {
-                return unsafe { self.backward_avx2(scratch, grad, argmax, weight_lanes, x_grad) };
+                return unsafe { self.backward_avx2(scratch, images, weight_lanes, x_grads) };
             }
             Simd::None => {}
         }
-        self.backward::<false, false>(scratch, grad, argmax, weight_lanes, x_grad)
+        self.backward::<false, false>(scratch, images, weight_lanes, x_grads)
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -540,12 +553,11 @@ impl Layer<'_> {
     fn backward_avx2(
         &self,
         scratch: &mut Scratch,
-        grad: &[f32],
-        argmax: &[u32],
+        images: usize,
         weight_lanes: &mut [f32],
-        x_grad: Option<InputGrad>,
+        x_grads: Option<InputGrad>,
     ) {
-        self.backward::<true, false>(scratch, grad, argmax, weight_lanes, x_grad)
+        self.backward::<true, false>(scratch, images, weight_lanes, x_grads)
     }
 
     /// One padded image's outputs, laid out in `output` (and `argmax` when pooled).
@@ -577,52 +589,59 @@ impl Layer<'_> {
         lay_out(scratch, bias, output, argmax, g);
     }
 
-    /// One padded image's share of the weight's gradient, added to `weight_lanes` (see
-    /// [`Layer::accumulate_weight_grad`]), and its own
-    /// gradient when `x_grad` is given.
+    /// The first `images` slots' share of the weight's gradient (padded, their output
+    /// gradients scattered), added to `weight_lanes` (see [`Layer::accumulate_weight_grad`]),
+    /// and each one's own gradient when `x_grads` is given.
     #[inline(always)]
     fn backward<const FMA: bool, const WIDE: bool>(
         &self,
         scratch: &mut Scratch,
-        grad: &[f32],
-        argmax: &[u32],
+        images: usize,
         weight_lanes: &mut [f32],
-        x_grad: Option<InputGrad>,
+        x_grads: Option<InputGrad>,
     ) {
-        scatter(grad, argmax, scratch, self.g);
-        self.accumulate_weight_grad::<FMA, WIDE>(scratch, weight_lanes);
-        if let Some((x_grad, phases)) = x_grad {
-            self.input_gradient::<FMA, WIDE>(scratch, phases, x_grad);
+        self.accumulate_weight_grad::<FMA, WIDE>(scratch, images, weight_lanes);
+        if let Some((x_grads, phases)) = x_grads {
+            let size = self.g.input_size();
+            for (slot, x_grad) in x_grads.chunks_exact_mut(size).take(images).enumerate() {
+                self.input_gradient::<FMA, WIDE>(scratch, slot, phases, x_grad);
+            }
         }
     }
 
-    /// Adds one image's share to the weight's gradient: for each filter and tap, the sum over
-    /// outputs of the output's gradient times the input under that tap, kept as [`LANES`]
-    /// partial sums per value (`weight_lanes` `[filters][rows][LANES]`, filters rounded up to
-    /// [`FILTERS`]).
+    /// Adds the first `images` slots' share to the weight's gradient: for each filter and tap,
+    /// the sum over images and outputs of the output's gradient times the input under that tap,
+    /// kept as [`LANES`] partial sums per value (`weight_lanes` `[filters][rows][LANES]`,
+    /// filters rounded up to [`FILTERS`]), which stay in registers over the images: read and
+    /// written once per task rather than once per image, in the same order of sums.
     #[inline(always)]
     fn accumulate_weight_grad<const FMA: bool, const WIDE: bool>(
         &self,
         scratch: &Scratch,
+        images: usize,
         weight_lanes: &mut [f32],
     ) {
         let g = self.g;
-        let (stride, front, rows, n) =
-            (g.output_stride(), g.front(), g.rows(), g.computed_outputs());
+        let (stride, front, rows) = (g.output_stride(), g.front(), g.rows());
+        let slots = Slots {
+            images,
+            outputs: g.outputs_slot(),
+            padded: g.padded_slot(),
+            positions: g.computed_outputs(),
+        };
         for first_filter in (0..g.filters).step_by(GRAD_FILTERS) {
-            let grads: [&[f32]; GRAD_FILTERS] = std::array::from_fn(|f| {
-                // Past the last filter: a block of zero gradients (from `scatter`).
-                &scratch.outputs[(first_filter + f) * stride + front..][..n]
-            });
+            // Past the last filter: blocks of zero gradients (from `scatter`).
+            let grads = &scratch.outputs[first_filter * stride + front..];
+            let grads = (grads, stride);
             let lanes = &mut weight_lanes[first_filter * rows * LANES..];
             let mut tap = 0;
             while tap + GRAD_TAPS <= rows {
                 let taps = self.taps[tap..][..GRAD_TAPS].try_into().unwrap();
                 tap_sums::<FMA, WIDE, GRAD_TAPS>(
-                    &grads,
+                    grads,
                     &scratch.padded,
                     taps,
-                    n,
+                    slots,
                     lanes,
                     tap,
                     rows,
@@ -631,10 +650,10 @@ impl Layer<'_> {
             }
             for tap in tap..rows {
                 tap_sums::<FMA, WIDE, 1>(
-                    &grads,
+                    grads,
                     &scratch.padded,
                     &[self.taps[tap]],
-                    n,
+                    slots,
                     lanes,
                     tap,
                     rows,
@@ -651,6 +670,7 @@ impl Layer<'_> {
     fn input_gradient<const FMA: bool, const WIDE: bool>(
         &self,
         scratch: &mut Scratch,
+        slot: usize,
         phases: &[PhaseGrad],
         x_grad: &mut [f32],
     ) {
@@ -665,7 +685,7 @@ impl Layer<'_> {
             let turned = phase.taps.len();
             for (block, sums) in sums.chunks_exact_mut(FILTERS * n).enumerate() {
                 weighted_sums::<FMA, WIDE>(
-                    &scratch.outputs,
+                    &scratch.outputs[slot * g.outputs_slot()..],
                     &phase.taps,
                     &phase.packed[block * turned * FILTERS..][..turned * FILTERS],
                     g.computed_inputs(phase.phase.0),
@@ -773,42 +793,72 @@ fn weighted_sums<const FMA: bool, const WIDE: bool>(
     }
 }
 
-/// For [`GRAD_FILTERS`] filters' output gradients and `T` taps: the sum over the first `n`
-/// positions (a multiple of [`LANES`]) of the gradient times the input at the tap's offset plus
-/// the position, added into [`LANES`] independent partial sums per filter and tap: filter `f`'s
+/// Where a backward scratch's image slots lie for [`tap_sums`]: the first `images` of them, one
+/// image's outputs `outputs` values after the last's and its padded planes `padded` values after
+/// the last's, each summed over its first `positions` outputs (a multiple of [`LANES`]).
+#[derive(Clone, Copy)]
+struct Slots {
+    images: usize,
+    outputs: usize,
+    padded: usize,
+    positions: usize,
+}
+
+/// For [`GRAD_FILTERS`] filters' output gradients (`grads`: the first filter's in the first
+/// slot, and the distance between filters) and `T` taps: the sum over images and positions
+/// ([`Slots`]) of the gradient times the padded input at the tap's offset plus the position,
+/// added image by image into [`LANES`] independent partial sums per filter and tap: filter `f`'s
 /// tap `first_tap + t` at `lanes[(f * rows + first_tap + t) * LANES..]`. `WIDE` as for
 /// [`weighted_sums`]; the sums are the same numbers either way.
 #[inline(always)]
 fn tap_sums<const FMA: bool, const WIDE: bool, const T: usize>(
-    grads: &[&[f32]; GRAD_FILTERS],
+    (grads, grad_stride): (&[f32], usize),
     padded: &[f32],
     taps: &[usize; T],
-    n: usize,
+    slots: Slots,
     lanes: &mut [f32],
     first_tap: usize,
     rows: usize,
 ) {
-    assert!(n.is_multiple_of(LANES) && grads.iter().all(|grad| grad.len() >= n));
-    assert!(taps.iter().all(|&offset| offset + n <= padded.len()));
+    let (n, last) = (slots.positions, slots.images.saturating_sub(1));
+    assert!(n.is_multiple_of(LANES));
+    assert!(
+        slots.images == 0
+            || (last * slots.outputs + (GRAD_FILTERS - 1) * grad_stride + n <= grads.len()
+                && taps
+                    .iter()
+                    .all(|&offset| last * slots.padded + offset + n <= padded.len()))
+    );
     assert!(first_tap + T <= rows && GRAD_FILTERS * rows * LANES <= lanes.len());
     #[cfg(target_arch = "x86_64")]
     if WIDE {
         // SAFETY: as in `weighted_sums`.
-        unsafe { avx512::tap_sums(grads, padded, taps, n, lanes, first_tap, rows) };
+        unsafe {
+            avx512::tap_sums(
+                (grads, grad_stride),
+                padded,
+                taps,
+                slots,
+                lanes,
+                first_tap,
+                rows,
+            )
+        };
         return;
     }
-    for (f, grad) in grads.iter().enumerate() {
+    for f in 0..GRAD_FILTERS {
         for (t, &offset) in taps.iter().enumerate() {
             let sums: &mut [f32; LANES] = (&mut lanes[(f * rows + first_tap + t) * LANES..]
                 [..LANES])
                 .try_into()
                 .unwrap();
-            for (grad, inputs) in grad[..n]
-                .chunks_exact(LANES)
-                .zip(padded[offset..][..n].chunks_exact(LANES))
-            {
-                for lane in 0..LANES {
-                    sums[lane] = madd::<FMA>(grad[lane], inputs[lane], sums[lane]);
+            for image in 0..slots.images {
+                let grad = &grads[image * slots.outputs + f * grad_stride..][..n];
+                let inputs = &padded[image * slots.padded + offset..][..n];
+                for (grad, inputs) in grad.chunks_exact(LANES).zip(inputs.chunks_exact(LANES)) {
+                    for lane in 0..LANES {
+                        sums[lane] = madd::<FMA>(grad[lane], inputs[lane], sums[lane]);
+                    }
                 }
             }
         }
@@ -818,7 +868,7 @@ fn tap_sums<const FMA: bool, const WIDE: bool, const T: usize>(
 /// The two block sums in AVX-512 registers.
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{FILTERS, GRAD_FILTERS, LANES, POSITIONS};
+    use super::{FILTERS, GRAD_FILTERS, LANES, POSITIONS, Slots};
     use std::arch::x86_64::{
         __m512, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps,
         _mm512_storeu_ps,
@@ -869,10 +919,10 @@ mod avx512 {
     /// [`super::tap_sums`], whose assertions it relies on.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn tap_sums<const T: usize>(
-        grads: &[&[f32]; GRAD_FILTERS],
+        (grads, grad_stride): (&[f32], usize),
         padded: &[f32],
         taps: &[usize; T],
-        n: usize,
+        slots: Slots,
         lanes: &mut [f32],
         first_tap: usize,
         rows: usize,
@@ -882,14 +932,22 @@ mod avx512 {
         let mut sums: [[__m512; T]; GRAD_FILTERS] = std::array::from_fn(|f| {
             std::array::from_fn(|t| unsafe { _mm512_loadu_ps(lanes.as_ptr().add(at(f, t))) })
         });
-        for start in (0..n).step_by(LANES) {
-            unsafe {
-                let inputs: [__m512; T] =
-                    std::array::from_fn(|t| _mm512_loadu_ps(padded.as_ptr().add(taps[t] + start)));
-                for f in 0..GRAD_FILTERS {
-                    let grad = _mm512_loadu_ps(grads[f].as_ptr().add(start));
-                    for t in 0..T {
-                        sums[f][t] = _mm512_fmadd_ps(grad, inputs[t], sums[f][t]);
+        for image in 0..slots.images {
+            let (grads, padded) = unsafe {
+                (
+                    grads.as_ptr().add(image * slots.outputs),
+                    padded.as_ptr().add(image * slots.padded),
+                )
+            };
+            for start in (0..slots.positions).step_by(LANES) {
+                unsafe {
+                    let inputs: [__m512; T] =
+                        std::array::from_fn(|t| _mm512_loadu_ps(padded.add(taps[t] + start)));
+                    for (f, sums) in sums.iter_mut().enumerate() {
+                        let grad = _mm512_loadu_ps(grads.add(f * grad_stride + start));
+                        for t in 0..T {
+                            sums[t] = _mm512_fmadd_ps(grad, inputs[t], sums[t]);
+                        }
                     }
                 }
             }
@@ -934,18 +992,17 @@ fn lay_out(scratch: &Scratch, bias: &[f32], output: &mut [f32], argmax: &mut [u3
 }
 
 /// The gradient of one image's outputs, `grad` `[filters, height, width]`, as the gradient of
-/// its padded-width convolution outputs: at each window's maximum when pooled, zero elsewhere
+/// its padded-width convolution outputs in slot `slot`: at each window's maximum when pooled, zero elsewhere
 /// (and in front of and past each filter's outputs). `scratch` serves backward passes only
 /// ([`Pass`]): nothing but this writes its outputs, and only where outputs are, so the values
 /// that are not outputs stay zero from [`Scratch::new`], and an unpooled layer's outputs are
 /// all written again.
 #[inline(always)]
-fn scatter(grad: &[f32], argmax: &[u32], scratch: &mut Scratch, g: &Geometry) {
+fn scatter(grad: &[f32], argmax: &[u32], scratch: &mut Scratch, slot: usize, g: &Geometry) {
     let (stride, front, wp) = (g.output_stride(), g.front(), g.phase_size().1);
     let (height, width) = g.output_size();
     let plane = height * width;
-    for (filter, target) in scratch
-        .outputs
+    for (filter, target) in scratch.outputs[slot * g.outputs_slot()..]
         .chunks_exact_mut(stride)
         .take(g.filters)
         .enumerate()
@@ -1021,7 +1078,7 @@ mod tests {
     /// tests compare whole layers with burn's on whichever path this processor takes).
     #[test]
     fn block_sums_are_the_same_numbers_on_every_path() {
-        let source = values(400, 1);
+        let source = values(500, 1);
         let taps = [0, 1, 7, 30, 61];
         let packed = values(taps.len() * FILTERS, 2);
         let (positions, stride) = (2 * POSITIONS, 2 * POSITIONS + 5);
@@ -1048,33 +1105,44 @@ mod tests {
             }
         }
 
-        let grads: Vec<Vec<f32>> = (0..GRAD_FILTERS)
-            .map(|f| values(64, 10 + f as u64))
-            .collect();
-        let grads: [&[f32]; GRAD_FILTERS] = std::array::from_fn(|f| &grads[f][..]);
+        // Two image slots: each image's gradients 70 values per filter apart, 280 per image;
+        // its padded input 230 values after the last's.
+        let grads = values(2 * GRAD_FILTERS * 70, 10);
+        let slots = Slots {
+            images: 2,
+            outputs: GRAD_FILTERS * 70,
+            padded: 230,
+            positions: 64,
+        };
         let rows = 6;
         let tapped = |wide: bool| {
             let mut lanes = values(GRAD_FILTERS * rows * LANES, 3);
-            let taps = [3, 40, 99, 200];
+            let (grads, taps) = ((&grads[..], 70), [3, 40, 99, 200]);
             if wide {
-                tap_sums::<true, true, 4>(&grads, &source, &taps, 64, &mut lanes, 1, rows);
-                tap_sums::<true, true, 1>(&grads, &source, &[5], 64, &mut lanes, 5, rows);
+                tap_sums::<true, true, 4>(grads, &source, &taps, slots, &mut lanes, 1, rows);
+                tap_sums::<true, true, 1>(grads, &source, &[5], slots, &mut lanes, 5, rows);
             } else {
-                tap_sums::<true, false, 4>(&grads, &source, &taps, 64, &mut lanes, 1, rows);
-                tap_sums::<true, false, 1>(&grads, &source, &[5], 64, &mut lanes, 5, rows);
+                tap_sums::<true, false, 4>(grads, &source, &taps, slots, &mut lanes, 1, rows);
+                tap_sums::<true, false, 1>(grads, &source, &[5], slots, &mut lanes, 5, rows);
             }
             lanes
         };
         let narrow_lanes = tapped(false);
         let start = values(GRAD_FILTERS * rows * LANES, 3);
-        for (f, grad) in grads.iter().enumerate() {
+        for f in 0..GRAD_FILTERS {
             for (tap, offset) in [(0, None), (1, Some(3)), (2, Some(40)), (5, Some(5))] {
                 let at = (f * rows + tap) * LANES;
                 let added: f64 = (0..LANES)
                     .map(|lane| narrow_lanes[at + lane] as f64 - start[at + lane] as f64)
                     .sum();
                 let expected: f64 = offset.map_or(0.0, |o| {
-                    (0..64).map(|p| grad[p] as f64 * source[o + p] as f64).sum()
+                    (0..2)
+                        .flat_map(|image| (0..64).map(move |p| (image, p)))
+                        .map(|(image, p)| {
+                            grads[image * 280 + f * 70 + p] as f64
+                                * source[image * 230 + o + p] as f64
+                        })
+                        .sum()
                 });
                 assert!((added - expected).abs() < 1e-4, "filter {f} tap {tap}");
             }
