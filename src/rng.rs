@@ -51,7 +51,7 @@ impl Rng {
 
     /// Uniform in [0, 1).
     pub fn next_f32(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
+        unit_f32(self.next_u64())
     }
 
     /// Fills `mask` with dropout factors: each is `scale` where [`Rng::next_f32`] would have drawn
@@ -106,15 +106,24 @@ impl Rng {
 /// The step between successive states.
 const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
 
+/// A uniform draw in [0, 1) from 64 random bits: their top 24. Those are below 2^24, so their
+/// conversion to `f32` is exact, and taken from 32 bits it vectorises.
+#[inline(always)]
+fn unit_f32(bits: u64) -> f32 {
+    (bits >> 40) as u32 as f32 / (1u32 << 24) as f32
+}
+
 /// [`Rng::fill_dropout_mask`] from state `start`: draw `k` (from 0) is [`Rng::next_f32`] after
-/// `k + 1` steps. The shifted bits are below 2^24, so their conversion to `f32` is exact
-/// whether from 64 or 32 bits (the 32-bit one vectorises).
+/// `k + 1` steps.
 #[inline(always)]
 fn dropout_mask(start: u64, mask: &mut [f32], keep: f32, scale: f32) {
     for (k, m) in mask.iter_mut().enumerate() {
         let state = start.wrapping_add(GOLDEN.wrapping_mul(k as u64 + 1));
-        let drawn = (mix(state) >> 40) as u32 as f32 / (1u32 << 24) as f32;
-        *m = if drawn < keep { scale } else { 0.0 };
+        *m = if unit_f32(mix(state)) < keep {
+            scale
+        } else {
+            0.0
+        };
     }
 }
 

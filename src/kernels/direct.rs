@@ -89,16 +89,12 @@ impl Geometry {
     /// padded input's `stride * stride` phases (the rows and columns that leave one remainder
     /// by the stride; each tap reads one phase): so each channel is padded into that many
     /// planes, and every tap is again one contiguous run. Stride 1: one phase, the padded image.
-    /// At least as wide as the outputs plus the farthest tap, so that every row of outputs
-    /// ends in unused values, which the input gradient's taps read as zeros.
+    /// A phase row is at least as wide as the outputs plus the farthest tap (`(wp - k) / s + 1 +
+    /// (k - 1) / s <= (wp - 1) / s + 1`), so every row of outputs ends in unused values, which
+    /// the input gradient's taps read as zeros.
     fn phase_size(&self) -> (usize, usize) {
         let (hp, wp) = self.padded();
-        let (height, width) = self.conv_size();
-        let reach = (self.kernel - 1) / self.stride;
-        (
-            hp.div_ceil(self.stride).max(height + reach),
-            wp.div_ceil(self.stride).max(width + reach),
-        )
+        (hp.div_ceil(self.stride), wp.div_ceil(self.stride))
     }
 
     /// Values per channel of a padded image: all of its phase planes.
