@@ -9,7 +9,7 @@
 
 use super::autodiff::{LayerBackward, LayerGradients, LayerKernel};
 use super::flex::{balanced, flex_tensor, lane_sum, values};
-use super::pool::pool_row_pair;
+use super::pool::max_pool_row;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::ops::{Backward, OpsKind};
 use burn::backend::tensor::FloatTensor;
@@ -221,9 +221,9 @@ fn run(
                 .zip(arg.chunks_exact_mut(pooled.width))
                 .enumerate()
             {
-                pool_row_pair(
+                max_pool_row(
                     &source[2 * py * width..][..2 * width],
-                    |v| v * scale + shift,
+                    Some((scale, shift)),
                     0.0,
                     out,
                     arg,

@@ -28,7 +28,7 @@
 
 use super::flex::{balanced, chunks_or_empty};
 use super::im2col::Geometry;
-use super::pool::pool_row_pair;
+use super::pool::max_pool_row;
 use rayon::prelude::*;
 use std::cell::RefCell;
 
@@ -975,7 +975,7 @@ fn lay_out(scratch: &Scratch, bias: &[f32], output: &mut [f32], argmax: &mut [u3
             {
                 let top = 2 * py * wp;
                 let rows = &conv[top..top + 2 * wp];
-                pool_row_pair(rows, |v| v, bias[filter], output, argmax, top as u32);
+                max_pool_row(rows, None, bias[filter], output, argmax, top as u32);
             }
         } else {
             for (row, output) in output.chunks_exact_mut(width).enumerate() {

@@ -36,9 +36,9 @@ pub(super) fn max_pool_into(
             .enumerate()
         {
             let top = row_start + 2 * py * out_width;
-            pool_row_pair(
+            max_pool_row(
                 &source[2 * py * out_width..][..2 * out_width],
-                |v| v,
+                None,
                 bias[filter],
                 output,
                 argmax,
@@ -58,7 +58,7 @@ pub(super) fn max_pool_into(
 /// comparison, mispredicted on every other window of real activations, the pools cost 15-20 ns
 /// an output, a tenth of a CNN's training step. A row holding NaN takes the scalar path.
 #[inline(always)]
-pub(super) fn pool_row_pair(
+fn pool_row_pair(
     rows: &[f32],
     transform: impl Fn(f32) -> f32 + Copy,
     offset: f32,
@@ -104,9 +104,132 @@ pub(super) fn pool_row_pair(
     }
 }
 
+/// [`pool_row_pair`] of the values themselves or, with `affine` `(scale, shift)`, of `value *
+/// scale + shift` (batch norm's), 16 windows at a time where the processor has AVX-512: the
+/// compiler's own vectorisation of a row's stride-2 reads and first-maximum
+/// positions left the pools (the CNNs' and LeNet-5's, 7 to 14 windows a row) about a tenth of the
+/// CNN's epoch (measured: the epoch with a pool that only copied one value per window, 8-10%
+/// shorter). The same values and positions; a row holding NaN takes the portable path.
+#[inline(always)]
+pub(super) fn max_pool_row(
+    rows: &[f32],
+    affine: Option<(f32, f32)>,
+    offset: f32,
+    output: &mut [f32],
+    argmax: &mut [u32],
+    top: u32,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        assert!(2 * output.len() <= rows.len() / 2 && argmax.len() == output.len());
+        // SAFETY: the processor has AVX-512F; the assertion keeps every read inside `rows`
+        // (each row holds twice the windows' values) and every write inside `output`/`argmax`.
+        if unsafe { avx512::max_pool_row(rows, affine, offset, output, argmax, top) } {
+            return;
+        }
+    }
+    match affine {
+        None => pool_row_pair(rows, |v| v, offset, output, argmax, top),
+        Some((scale, shift)) => {
+            pool_row_pair(rows, |v| v * scale + shift, offset, output, argmax, top)
+        }
+    }
+}
+
+/// [`max_pool_row`] in AVX-512 registers.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    /// Pools a row as [`super::pool_row_pair`] does, 16 windows at a time: each window's four
+    /// values are deinterleaved into four registers (upper left, upper right, lower left,
+    /// lower right), and the first position that holds the maximum is picked by masks. Returns
+    /// false, having written nothing that matters, when the row holds NaN.
+    ///
+    /// # Safety
+    /// AVX-512F; `rows` holds two rows of `rows.len() / 2` values, at least twice as many as
+    /// `output` has windows, and `argmax` is as long as `output`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn max_pool_row(
+        rows: &[f32],
+        affine: Option<(f32, f32)>,
+        offset: f32,
+        output: &mut [f32],
+        argmax: &mut [u32],
+        top: u32,
+    ) -> bool {
+        let width = rows.len() / 2;
+        let (upper, lower) = (rows.as_ptr(), unsafe { rows.as_ptr().add(width) });
+        let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        let odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+        let steps = _mm512_slli_epi32::<1>(_mm512_setr_epi32(
+            0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15,
+        ));
+        let offset = _mm512_set1_ps(offset);
+        let (row_step, one) = (_mm512_set1_epi32(width as i32), _mm512_set1_epi32(1));
+        // Multiplied, then added: the portable path's two roundings.
+        let transform = |v| match affine {
+            None => v,
+            Some((scale, shift)) => _mm512_add_ps(
+                _mm512_mul_ps(v, _mm512_set1_ps(scale)),
+                _mm512_set1_ps(shift),
+            ),
+        };
+        for first in (0..output.len()).step_by(16) {
+            let windows = (output.len() - first).min(16);
+            // Lanes of the first and second 16 values, and of the windows.
+            let low = (1u32 << (2 * windows).min(16)) - 1;
+            let high = ((1u64 << (2 * windows).saturating_sub(16)) - 1) as u16;
+            let kept = ((1u32 << windows) - 1) as u16;
+            let split = |row: *const f32| unsafe {
+                let a = _mm512_maskz_loadu_ps(low as u16, row.add(2 * first));
+                let b = _mm512_maskz_loadu_ps(high, row.add(2 * first + 16));
+                (
+                    transform(_mm512_permutex2var_ps(a, even, b)),
+                    transform(_mm512_permutex2var_ps(a, odd, b)),
+                )
+            };
+            let ((up_left, up_right), (down_left, down_right)) = (split(upper), split(lower));
+            let unordered = |v| _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
+            if (unordered(up_left)
+                | unordered(up_right)
+                | unordered(down_left)
+                | unordered(down_right))
+                & kept
+                != 0
+            {
+                return false;
+            }
+            let best = _mm512_max_ps(
+                _mm512_max_ps(up_left, up_right),
+                _mm512_max_ps(down_left, down_right),
+            );
+            let differs = |v| _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(v, best);
+            // The first of the four holding the maximum: past the first, the second, the third.
+            let past_first = differs(up_left);
+            let past_second = past_first & differs(up_right);
+            let past_third = past_second & differs(down_left);
+            let right = (past_first & !past_second) | past_third;
+            let base =
+                _mm512_add_epi32(_mm512_set1_epi32((top as usize + 2 * first) as i32), steps);
+            let position = _mm512_mask_add_epi32(base, past_second, base, row_step);
+            let position = _mm512_mask_add_epi32(position, right, position, one);
+            unsafe {
+                _mm512_mask_storeu_ps(
+                    output.as_mut_ptr().add(first),
+                    kept,
+                    _mm512_add_ps(best, offset),
+                );
+                _mm512_mask_storeu_epi32(argmax.as_mut_ptr().add(first).cast(), kept, position);
+            }
+        }
+        true
+    }
+}
+
 /// [`pool_row_pair`] one window at a time, for rows that hold NaN (`f32::max` skips it).
 #[cold]
-pub(super) fn pool_row_pair_with_nan(
+fn pool_row_pair_with_nan(
     [upper, lower]: [&[f32]; 2],
     width: u32,
     transform: impl Fn(f32) -> f32,
@@ -178,6 +301,55 @@ pub(super) fn unpool(grad: &[f32], argmax: &[u32], g: &Geometry) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The vectorised row (on this processor: AVX-512 where it has it) against the portable
+    /// one, value for value and position for position: rows of 1 to 40 windows (more than two
+    /// registers' worth, and a last partial one), wider than their windows as the direct
+    /// layers' padded rows are, with ties, infinities, signed zeros and, in some rows, NaN (which
+    /// the vectorised row hands to the portable one), without and with batch norm's transform.
+    #[test]
+    fn vectorised_pool_row_matches_the_portable_one() {
+        let mut rng = crate::rng::Rng::new(11);
+        let special = [f32::INFINITY, f32::NEG_INFINITY, 0.0, -0.0, f32::NAN];
+        for case in 0..400 {
+            let windows = 1 + case % 40;
+            let width = 2 * windows + case % 3;
+            let rows: Vec<f32> = (0..2 * width)
+                .map(|_| match rng.below(16) {
+                    0 => special[rng.below(if case % 4 == 0 { 5 } else { 4 })],
+                    k => (k % 5) as f32 - 2.0,
+                })
+                .collect();
+            let affine = (case % 2 == 1).then_some((-1.5, 0.25));
+            let top = 7 * case as u32;
+            let (mut output, mut argmax) = (vec![0.0; windows], vec![0; windows]);
+            max_pool_row(&rows, affine, 0.5, &mut output, &mut argmax, top);
+            let (mut expected, mut expected_argmax) = (vec![0.0; windows], vec![0; windows]);
+            let (scale, shift) = affine.unwrap_or((1.0, 0.0));
+            let transform = |v: f32| {
+                if affine.is_some() {
+                    v * scale + shift
+                } else {
+                    v
+                }
+            };
+            pool_row_pair(
+                &rows,
+                transform,
+                0.5,
+                &mut expected,
+                &mut expected_argmax,
+                top,
+            );
+            assert_eq!(argmax, expected_argmax, "case {case}: {rows:?}");
+            for (value, expected) in output.iter().zip(&expected) {
+                assert!(
+                    value.to_bits() == expected.to_bits() || (value.is_nan() && expected.is_nan()),
+                    "case {case}: {value} against {expected}"
+                );
+            }
+        }
+    }
 
     /// The branch-free pool row against a plain window-by-window one: ties (integer values)
     /// go to the first position, NaN wins and the last NaN of a window is the one kept (as in
