@@ -185,10 +185,16 @@ MARKED = r"<!-- ([\w-]+) -->.*?<!-- /\1 -->"
 def stray_paragraphs(old, new):
     """The paragraphs of `old` outside marked sections whose opening `new` lacks: text a person
     added beside the tables, which rewriting the file would drop. (The tables' own paragraphs
-    open the same way in every run; only their figures change.)"""
+    open the same way in every run; only their figures change. A table is known by its first
+    column's heading: a column added after it is still the script's table.)"""
     outside = re.sub(MARKED, "", old, flags=re.S)
     paragraphs = (p.strip() for p in re.split(r"\n\s*\n", outside))
-    return [p for p in paragraphs if p and p.splitlines()[0][:30] not in new]
+
+    def opening(paragraph):
+        first = paragraph.splitlines()[0]
+        return first[:first.index("|", 1) + 1] if first.startswith("|") and "|" in first[1:] else first[:30]
+
+    return [p for p in paragraphs if p and opening(p) not in new]
 
 
 def main():
