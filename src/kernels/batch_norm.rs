@@ -8,7 +8,7 @@
 //! are two passes over its planes, the (pooled) output one, and the backward pass three more.
 
 use super::autodiff::{LayerBackward, LayerGradients, LayerKernel};
-use super::flex::{balanced, flex_tensor, lane_sum, values};
+use super::flex::{Unzeroed, balanced, flex_tensor, lane_sum, values};
 use super::pool::max_pool_row;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::ops::{Backward, OpsKind};
@@ -143,12 +143,12 @@ fn channel_sums(planes: Planes, term: impl Fn(usize, usize) -> f32 + Sync) -> Ve
 /// Values laid out as `planes`, every plane computed in parallel by `fill(image, channel,
 /// plane)`.
 fn per_plane(planes: Planes, fill: impl Fn(usize, usize, &mut [f32]) + Sync) -> Vec<f32> {
-    let mut output = vec![0.0f32; planes.count() * planes.size()];
-    balanced(output.par_chunks_mut(planes.size()).enumerate()).for_each(|(index, out)| {
+    let mut output = Unzeroed::new(planes.count() * planes.size());
+    balanced(output.chunks(planes.size(), 0).enumerate()).for_each(|(index, out)| {
         let (image, channel) = planes.plane(index);
         fill(image, channel, out)
     });
-    output
+    output.into_vec()
 }
 
 fn run(
@@ -204,12 +204,12 @@ fn run(
             width: planes.width / 2,
             ..planes
         };
-        let mut argmax = vec![0u32; pooled.count() * pooled.size()];
-        let mut output = vec![0.0f32; argmax.len()];
+        let mut argmax = Unzeroed::new(pooled.count() * pooled.size());
+        let mut output = Unzeroed::new(pooled.count() * pooled.size());
         balanced(
             output
-                .par_chunks_mut(pooled.size())
-                .zip(argmax.par_chunks_mut(pooled.size()))
+                .chunks(pooled.size(), 0)
+                .zip(argmax.chunks(pooled.size(), 0))
                 .enumerate(),
         )
         .for_each(|(index, (out, arg))| {
@@ -231,7 +231,7 @@ fn run(
                 );
             }
         });
-        (output, Some(argmax), pooled.shape())
+        (output.into_vec(), Some(argmax.into_vec()), pooled.shape())
     } else {
         let output = per_plane(planes, |image, c, out| {
             let source = &input[planes.range(image, c)];

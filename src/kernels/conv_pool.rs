@@ -19,7 +19,7 @@
 
 use super::autodiff::{LayerBackward, LayerGradients, LayerKernel};
 use super::direct;
-use super::flex::{balanced, chunks_or_empty, flex_tensor, lane_sum, values};
+use super::flex::{Unzeroed, balanced, flex_tensor, lane_sum, values};
 use super::gemm::{Operand, matmul};
 use super::im2col::{Geometry, fold_into, unfold};
 use super::pool::{arrange_into, disarrange, max_pool_into, unpool};
@@ -150,12 +150,13 @@ fn unfolded_forward(
 ) -> (Vec<f32>, Vec<u32>) {
     let (height, width) = g.output_size();
     let block_outputs = g.block_images() * g.filters * height * width;
-    let mut output = vec![0.0f32; g.batch * g.filters * height * width];
-    let mut argmax = vec![0u32; if g.pool { output.len() } else { 0 }];
+    let outputs = g.batch * g.filters * height * width;
+    let mut output = Unzeroed::new(outputs);
+    let mut argmax = Unzeroed::new(if g.pool { outputs } else { 0 });
     let blocks = g.batch.div_ceil(g.block_images());
     g.blocks(x, g.input_size())
-        .zip(output.par_chunks_mut(block_outputs))
-        .zip(chunks_or_empty(&mut argmax, block_outputs, blocks))
+        .zip(output.chunks(block_outputs, blocks))
+        .zip(argmax.chunks(block_outputs, blocks))
         .for_each(|(((_, block, x), output), argmax)| {
             let columns = unfold(x, &block);
             let conv = matmul(
@@ -171,7 +172,7 @@ fn unfolded_forward(
                 arrange_into(&conv, bias, &block, output);
             }
         });
-    (output, argmax)
+    (output.into_vec(), argmax.into_vec())
 }
 
 impl ConvPool for Flex {
@@ -255,12 +256,12 @@ fn unfolded_backward(
     // convolution's gradient, this block's share of the weight's gradient, and its images'
     // gradient.
     let output_size = g.filters * plane;
-    let mut x_grad = vec![0.0f32; if input_grad { x.len() } else { 0 }];
+    let mut x_grad = Unzeroed::new(if input_grad { x.len() } else { 0 });
     let block_inputs = g.block_images() * g.input_size();
     let blocks = g.batch.div_ceil(g.block_images());
     let weight_grads: Vec<Vec<f32>> = g
         .blocks(x, g.input_size())
-        .zip(chunks_or_empty(&mut x_grad, block_inputs, blocks))
+        .zip(x_grad.chunks(block_inputs, blocks))
         .map(|((first_image, block, x), x_grad)| {
             let outputs = first_image * output_size..(first_image + block.batch) * output_size;
             let columns = unfold(x, &block);
@@ -295,7 +296,7 @@ fn unfolded_backward(
             *sum += value;
         }
     }
-    (weight_grad, input_grad.then_some(x_grad))
+    (weight_grad, input_grad.then(|| x_grad.into_vec()))
 }
 
 impl<B: Backend + ConvPool + ConvPoolKernels, C: CheckpointStrategy> ConvPool for Autodiff<B, C> {

@@ -26,7 +26,7 @@
 //! Resnet's 16-to-32-filter stage entry had spent more time unfolding and folding its columns
 //! than multiplying them.
 
-use super::flex::{balanced, chunks_or_empty};
+use super::flex::{Unzeroed, balanced};
 use super::im2col::Geometry;
 use super::pool::max_pool_row;
 use rayon::prelude::*;
@@ -276,16 +276,16 @@ pub(super) fn forward(
 ) -> (Vec<f32>, Vec<u32>) {
     let (height, width) = g.output_size();
     let per_image = g.filters * height * width;
-    let mut output = vec![0.0f32; g.batch * per_image];
-    let mut argmax = vec![0u32; if g.pool { output.len() } else { 0 }];
+    let mut output = Unzeroed::new(g.batch * per_image);
+    let mut argmax = Unzeroed::new(if g.pool { g.batch * per_image } else { 0 });
     let argmax_per_image = if g.pool { per_image } else { 0 };
     let taps = g.taps();
     let packed = forward_weights(weight, g);
     let layer = Layer { taps: &taps, g };
     balanced(
         output
-            .par_chunks_mut(per_image)
-            .zip(chunks_or_empty(&mut argmax, argmax_per_image, g.batch))
+            .chunks(per_image, g.batch)
+            .zip(argmax.chunks(argmax_per_image, g.batch))
             .zip(x.par_chunks(g.input_size())),
     )
     .for_each(|((output, argmax), image)| {
@@ -294,7 +294,7 @@ pub(super) fn forward(
             layer.forward_image(scratch, &packed, bias, output, argmax);
         })
     });
-    (output, argmax)
+    (output.into_vec(), argmax.into_vec())
 }
 
 /// The weight's gradient `[filters, rows]` and, when `input_grad`, the input's, from the
@@ -315,13 +315,12 @@ pub(super) fn backward(
         Vec::new()
     };
     let layer = Layer { taps: &taps, g };
-    let mut x_grad = vec![0.0f32; if input_grad { x.len() } else { 0 }];
+    let mut x_grad = Unzeroed::new(if input_grad { x.len() } else { 0 });
     let chunk = |values: usize| (IMAGES_PER_TASK * values).max(1);
     let tasks = x
         .par_chunks(chunk(g.input_size()))
         .zip(grad.par_chunks(chunk(per_image)))
-        .zip(chunks_or_empty(
-            &mut x_grad,
+        .zip(x_grad.chunks(
             IMAGES_PER_TASK * g.input_size(),
             g.batch.div_ceil(IMAGES_PER_TASK),
         ))
@@ -364,7 +363,7 @@ pub(super) fn backward(
             *sum += value;
         }
     }
-    (weight_grad, input_grad.then_some(x_grad))
+    (weight_grad, input_grad.then(|| x_grad.into_vec()))
 }
 
 /// One task's working planes: per image slot (one for a forward pass, a task's images for a
