@@ -6,7 +6,7 @@
 //! its six blocks with them. Here the forward pass is one loop, and the backward pass one loop
 //! that masks the output's gradient by the saved output, the same gradient for both inputs.
 
-use super::flex::{flex_tensor, values};
+use super::flex::{Unzeroed, flex_tensor, values};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -58,16 +58,16 @@ impl AddReluKernels for Flex {
 
 /// `f(a[i], b[i])` for every `i`, spread over the compute threads.
 fn elementwise(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
-    let mut output = vec![0.0f32; a.len()];
+    let mut output = Unzeroed::new(a.len());
     output
-        .par_chunks_mut(CHUNK)
+        .chunks(CHUNK, 0)
         .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
         .for_each(|(out, (a, b))| {
             for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
                 *o = f(a, b);
             }
         });
-    output
+    output.into_vec()
 }
 
 impl<B: Backend + AddRelu + AddReluKernels, C: CheckpointStrategy> AddRelu for Autodiff<B, C> {
